@@ -1,0 +1,94 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import Koa from 'koa';
+import Router from '@koa/router';
+import type Provider from 'oidc-provider';
+import type { Config } from './config.js';
+import type { Db } from './db/index.js';
+import { isReachable } from './db/index.js';
+import type { SecretBox } from './crypto/secret-box.js';
+import type { Audit } from './audit/audit.js';
+import type { Logger } from './log.js';
+import { PUBLIC_DIR } from './paths.js';
+import { csrf } from './http/csrf.js';
+import { errorPages } from './http/errors.js';
+import { securityHeaders } from './http/security.js';
+import { interactionRoutes } from './flows/index.js';
+import { demoRoutes } from './demo/demo.js';
+
+export interface AppDeps {
+  config: Config;
+  issuer: string;
+  db: Db;
+  box: SecretBox;
+  provider: Provider;
+  audit: Audit;
+  log: Logger;
+  cookieKeys: string[];
+}
+
+/** Stylesheets and images from public/, read once: a fixed, small set. */
+function assetRoutes(): Router {
+  const router = new Router({ prefix: '/assets' });
+  const types: Record<string, string> = { '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon' };
+  const assets = new Map<string, { type: string; body: Buffer }>();
+  for (const file of readdirSync(PUBLIC_DIR)) {
+    const type = types[path.extname(file)];
+    if (type) assets.set(file, { type, body: readFileSync(path.join(PUBLIC_DIR, file)) });
+  }
+  router.get('/:file', (ctx) => {
+    const asset = assets.get(ctx.params.file ?? '');
+    if (!asset) return;
+    ctx.type = asset.type;
+    ctx.set('Cache-Control', 'public, max-age=3600');
+    ctx.body = asset.body;
+  });
+  return router;
+}
+
+export function createApp(deps: AppDeps): Koa {
+  const { config, issuer, db, provider, log } = deps;
+  const app = new Koa();
+  app.proxy = config.trustProxy;
+  app.keys = deps.cookieKeys;
+  // Errors are rendered by errorPages; Koa's own printer would only duplicate them.
+  app.silent = true;
+
+  app.use(errorPages(log));
+  app.use(securityHeaders);
+
+  const ops = new Router();
+  ops.get('/healthz', (ctx) => {
+    ctx.body = { status: 'ok' };
+  });
+  ops.get('/readyz', async (ctx) => {
+    const ready = await isReachable(db);
+    ctx.status = ready ? 200 : 503;
+    ctx.body = { status: ready ? 'ready' : 'database unreachable' };
+  });
+  ops.get('/', (ctx) => {
+    ctx.redirect(config.demo ? '/demo' : '/.well-known/openid-configuration');
+  });
+  app.use(ops.routes()).use(ops.allowedMethods());
+  const assets = assetRoutes();
+  app.use(assets.routes()).use(assets.allowedMethods());
+
+  // Tessera's own pages: every one gets a CSRF token; unknown methods on them get 405.
+  const pages = new Router();
+  pages.use(csrf(deps.box.deriveKey('csrf'), issuer.startsWith('https://')));
+  const interactions = interactionRoutes({ config, db, provider, audit: deps.audit, log });
+  pages.use(interactions.routes(), interactions.allowedMethods());
+  if (config.demo) {
+    const demo = demoRoutes(issuer, log);
+    pages.use(demo.routes(), demo.allowedMethods());
+  }
+  app.use(pages.routes()).use(pages.allowedMethods());
+
+  // Everything else is the protocol: handed to oidc-provider as the last middleware.
+  const protocol = provider.callback();
+  app.use(async (ctx) => {
+    ctx.respond = false;
+    await protocol(ctx.req, ctx.res);
+  });
+  return app;
+}

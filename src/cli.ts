@@ -1,0 +1,181 @@
+import { parseArgs } from 'node:util';
+import { loadConfig, ConfigError } from './config.js';
+import { openDatabase } from './db/index.js';
+import { migrateToLatest } from './db/migrate.js';
+import { SecretBox } from './crypto/secret-box.js';
+import { resolveMasterSecret } from './crypto/master-secret.js';
+import { createLogger } from './log.js';
+import { createAudit } from './audit/audit.js';
+import { createUser, DirectoryError, listUsers, setPassword, setStatus } from './directory/users.js';
+import { addGroupMember, createGroup, listGroups } from './directory/groups.js';
+import { passwordProblem } from './directory/passwords.js';
+import { ClientError, createClient, GRANT_TYPES, listClients, removeClient } from './clients/clients.js';
+import { ensureKeys, rotateKeys } from './oidc/keys.js';
+
+const USAGE = `Usage: npm run cli -- <command> [options]
+
+  migrate                                   apply pending database migrations
+  user add <username> --password <pw> [--email <e>] [--email-verified] [--phone <+E164>] [--phone-verified]
+                      [--given-name <g>] [--family-name <f>]
+  user set-password <username> --password <pw>
+  user disable <username> | user enable <username>
+  user list
+  group add <name> [--description <text>]
+  group add-member <group> <username>
+  group list
+  client add <client_id> [--secret <s>] [--public] [--name <n>] --redirect-uri <uri> [--redirect-uri <uri>...]
+                      [--post-logout-redirect-uri <uri>...] [--scope "<scopes>"] [--grant-type <t>...] [--no-consent]
+  client list
+  client remove <client_id>
+  keys rotate                               publish new signing and cookie keys; old ones stay for verification`;
+
+class UsageError extends Error {}
+
+const options = {
+  password: { type: 'string' },
+  email: { type: 'string' },
+  'email-verified': { type: 'boolean' },
+  phone: { type: 'string' },
+  'phone-verified': { type: 'boolean' },
+  'given-name': { type: 'string' },
+  'family-name': { type: 'string' },
+  description: { type: 'string' },
+  secret: { type: 'string' },
+  public: { type: 'boolean' },
+  name: { type: 'string' },
+  'redirect-uri': { type: 'string', multiple: true },
+  'post-logout-redirect-uri': { type: 'string', multiple: true },
+  scope: { type: 'string' },
+  'grant-type': { type: 'string', multiple: true },
+  'no-consent': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function arg(positionals: string[], index: number, what: string): string {
+  const value = positionals[index];
+  if (!value) throw new UsageError(`missing ${what}`);
+  return value;
+}
+
+function requirePassword(value: string | undefined): string {
+  if (!value) throw new UsageError('missing --password');
+  const problem = passwordProblem(value);
+  if (problem) throw new UsageError(problem);
+  return value;
+}
+
+export async function runCli(argv: string[], out: (line: string) => void = console.log): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const { values: v, positionals: p } = parsed;
+  if (v.help || p.length === 0) {
+    out(USAGE);
+    return;
+  }
+  const config = loadConfig();
+  const log = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  const box = new SecretBox(resolveMasterSecret(config, log));
+  const { db, close } = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 2 });
+  try {
+    const applied = await migrateToLatest(db);
+    const command = `${p[0]} ${p[1] ?? ''}`.trim();
+    switch (command) {
+      case 'migrate':
+        out(applied.length ? applied.map((m) => `applied ${m.migrationName}`).join('\n') : 'database is up to date');
+        break;
+      case 'user add': {
+        const user = await createUser(db, {
+          username: arg(p, 2, '<username>'),
+          password: requirePassword(v.password),
+          email: v.email ?? null,
+          emailVerified: v['email-verified'] ?? false,
+          phone: v.phone ?? null,
+          phoneVerified: v['phone-verified'] ?? false,
+          givenName: v['given-name'] ?? null,
+          familyName: v['family-name'] ?? null,
+        });
+        out(`created user ${user.username} (${user.id})`);
+        break;
+      }
+      case 'user set-password':
+        await setPassword(db, arg(p, 2, '<username>'), requirePassword(v.password));
+        out('password changed');
+        break;
+      case 'user disable':
+      case 'user enable':
+        await setStatus(db, arg(p, 2, '<username>'), p[1] === 'disable' ? 'disabled' : 'active');
+        out(`user ${p[1] === 'disable' ? 'disabled' : 'enabled'}`);
+        break;
+      case 'user list':
+        for (const u of await listUsers(db)) {
+          out([u.username, u.id, u.status, u.email ?? '-', u.phone ?? '-'].join('\t'));
+        }
+        break;
+      case 'group add':
+        out(`created group ${(await createGroup(db, arg(p, 2, '<name>'), v.description ?? null)).name}`);
+        break;
+      case 'group add-member':
+        await addGroupMember(db, arg(p, 2, '<group>'), arg(p, 3, '<username>'));
+        out('member added');
+        break;
+      case 'group list':
+        for (const g of await listGroups(db)) out(`${g.name}\t${g.members} member(s)`);
+        break;
+      case 'client add': {
+        const grantTypes = v['grant-type'];
+        for (const t of grantTypes ?? []) {
+          if (!(GRANT_TYPES as readonly string[]).includes(t)) throw new UsageError(`unknown grant type "${t}" (use ${GRANT_TYPES.join(', ')})`);
+        }
+        const created = await createClient(db, box, {
+          clientId: arg(p, 2, '<client_id>'),
+          ...(v.secret ? { secret: v.secret } : {}),
+          public: v.public ?? false,
+          ...(v.name ? { name: v.name } : {}),
+          redirectUris: v['redirect-uri'] ?? [],
+          postLogoutRedirectUris: v['post-logout-redirect-uri'] ?? [],
+          ...(v.scope ? { scope: v.scope } : {}),
+          ...(grantTypes ? { grantTypes: grantTypes as (typeof GRANT_TYPES)[number][] } : {}),
+          requireConsent: !v['no-consent'],
+        });
+        out(`created client ${created.clientId}`);
+        if (created.secret && !v.secret) out(`client secret: ${created.secret}  (shown once; store it now)`);
+        break;
+      }
+      case 'client list':
+        for (const c of await listClients(db)) {
+          const m = c.metadata as { token_endpoint_auth_method?: string; redirect_uris?: string[]; grant_types?: string[] };
+          out([c.client_id, m.token_endpoint_auth_method === 'none' ? 'public' : 'confidential', (m.grant_types ?? []).join(','), (m.redirect_uris ?? []).join(' ')].join('\t'));
+        }
+        break;
+      case 'client remove':
+        await removeClient(db, arg(p, 2, '<client_id>'));
+        out('client removed');
+        break;
+      case 'keys rotate': {
+        await ensureKeys(db, box);
+        const { kids } = await rotateKeys(db, box);
+        await createAudit(db, log).record({ type: 'keys.rotated', actor: 'cli', details: { kids } });
+        out(`new signing keys: ${kids.join(', ')}\nrestart Tessera instances to sign with them; the old keys stay published for verification`);
+        break;
+      }
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } finally {
+    await close();
+  }
+}
+
+const invokedDirectly = process.argv[1] && /cli\.(ts|js)$/.test(process.argv[1]);
+if (invokedDirectly) {
+  runCli(process.argv.slice(2)).catch((error: unknown) => {
+    if (error instanceof UsageError) console.error(`error: ${error.message}\nrun "npm run cli -- --help" for usage`);
+    else if (error instanceof ConfigError || error instanceof DirectoryError || error instanceof ClientError) console.error(`error: ${error.message}`);
+    else console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,79 @@
+import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
+import { z } from 'zod';
+import type { Db } from '../db/index.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+
+/** Client secrets are sealed at rest; the provider's adapter opens them when it loads a client. */
+export const CLIENT_SECRET_PURPOSE = 'client_secret';
+
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+
+const redirectUri = z
+  .string()
+  .url()
+  .refine((u) => !u.includes('#'), 'must not contain a fragment');
+
+export const clientInputSchema = z
+  .object({
+    clientId: z.string().regex(/^[A-Za-z0-9._~-]{1,128}$/, 'client_id may use letters, digits and . _ ~ - (at most 128)'),
+    secret: z.string().min(16, 'client secret must be at least 16 characters').max(512).optional(),
+    public: z.boolean().default(false),
+    name: z.string().max(200).optional(),
+    redirectUris: z.array(redirectUri).default([]),
+    postLogoutRedirectUris: z.array(redirectUri).default([]),
+    scope: z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$/, 'scope is a space-separated list').default('openid profile email phone offline_access'),
+    grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token']),
+    requireConsent: z.boolean().default(true),
+  })
+  .superRefine((c, ctx) => {
+    if (c.public && c.secret) ctx.addIssue({ code: 'custom', message: 'a public client has no secret' });
+    if (c.public && c.grantTypes.includes('client_credentials')) ctx.addIssue({ code: 'custom', message: 'a public client cannot use client_credentials' });
+    if (c.grantTypes.includes('authorization_code') && c.redirectUris.length === 0) ctx.addIssue({ code: 'custom', message: 'an authorization_code client needs at least one --redirect-uri' });
+  });
+
+export type ClientInput = z.input<typeof clientInputSchema>;
+
+export class ClientError extends Error {}
+
+/** Creates a client; returns the generated secret for confidential clients created without one. */
+export async function createClient(db: Db, box: SecretBox, input: ClientInput): Promise<{ clientId: string; secret: string | null }> {
+  const parsed = clientInputSchema.safeParse(input);
+  if (!parsed.success) throw new ClientError(parsed.error.issues.map((i) => i.message).join('; '));
+  const c = parsed.data;
+  const existing = await db.selectFrom('clients').select('client_id').where('client_id', '=', c.clientId).executeTakeFirst();
+  if (existing) throw new ClientError(`client "${c.clientId}" already exists`);
+  const secret = c.public ? null : (c.secret ?? randomBytes(32).toString('base64url'));
+  const responseTypes = c.grantTypes.includes('authorization_code') ? ['code'] : [];
+  const metadata: Record<string, unknown> = {
+    client_id: c.clientId,
+    client_name: c.name ?? c.clientId,
+    redirect_uris: c.redirectUris,
+    post_logout_redirect_uris: c.postLogoutRedirectUris,
+    grant_types: c.grantTypes,
+    response_types: responseTypes,
+    scope: c.scope,
+    token_endpoint_auth_method: c.public ? 'none' : 'client_secret_basic',
+    ...(secret ? { client_secret_sealed: box.seal(secret, `${CLIENT_SECRET_PURPOSE}:${c.clientId}`) } : {}),
+  };
+  await db
+    .insertInto('clients')
+    .values({ client_id: c.clientId, metadata: JSON.stringify(metadata), require_consent: c.requireConsent })
+    .execute();
+  return { clientId: c.clientId, secret };
+}
+
+export async function removeClient(db: Db, clientId: string): Promise<void> {
+  const result = await db.deleteFrom('clients').where('client_id', '=', clientId).executeTakeFirst();
+  if (result.numDeletedRows === 0n) throw new ClientError(`no client "${clientId}"`);
+  // Its tokens, codes and grants stop working with it.
+  await db.deleteFrom('oidc_models').where(sql<boolean>`payload->>'clientId' = ${clientId}`).execute();
+}
+
+export function listClients(db: Db) {
+  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent', 'created_at']).orderBy('client_id').execute();
+}
+
+export function findClient(db: Db, clientId: string) {
+  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent']).where('client_id', '=', clientId).executeTakeFirst();
+}

@@ -1,0 +1,112 @@
+import { z } from 'zod';
+
+/**
+ * Every setting Tessera reads, validated once at start-up. The README's
+ * "Configuration" table documents each variable; keep the two in step.
+ */
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const positiveInt = z.coerce.number().int().positive();
+
+const envSchema = z.object({
+  TESSERA_MODE: z.enum(['dev', 'production']).optional(),
+  NODE_ENV: z.string().optional(),
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  ISSUER: z
+    .string()
+    .url()
+    .refine((u) => !u.endsWith('/'), 'must not end with a slash')
+    .refine((u) => !new URL(u).search && !new URL(u).hash, 'must not have a query or fragment')
+    .optional(),
+  DATABASE_URL: z
+    .string()
+    .refine((u) => /^postgres(ql)?:\/\//.test(u), 'must be a postgres:// or postgresql:// URL')
+    .optional(),
+  DATABASE_POOL_SIZE: positiveInt.max(200).default(10),
+  DATA_DIR: z.string().min(1).default('./data'),
+  TESSERA_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  TRUST_PROXY: bool.default(false),
+  LOCKOUT_THRESHOLD: positiveInt.max(1000).default(5),
+  LOCKOUT_BASE_SECONDS: positiveInt.default(30),
+  LOCKOUT_MAX_SECONDS: positiveInt.default(3600),
+  SESSION_TTL_SECONDS: positiveInt.default(14 * 24 * 3600),
+  ACCESS_TOKEN_TTL_SECONDS: positiveInt.default(3600),
+  REFRESH_TOKEN_TTL_SECONDS: positiveInt.default(30 * 24 * 3600),
+  PURGE_INTERVAL_SECONDS: positiveInt.default(600),
+  DEMO: bool.optional(),
+});
+
+export type Mode = 'dev' | 'production';
+
+export interface Config {
+  mode: Mode;
+  port: number;
+  host: string;
+  /** null until the listening port is known (PORT=0 in tests). */
+  issuer: string | null;
+  databaseUrl: string | null;
+  databasePoolSize: number;
+  dataDir: string;
+  secret: string | null;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  trustProxy: boolean;
+  lockout: { threshold: number; baseSeconds: number; maxSeconds: number };
+  ttl: { sessionSeconds: number; accessTokenSeconds: number; refreshTokenSeconds: number };
+  purgeIntervalSeconds: number;
+  demo: boolean;
+}
+
+const SENSITIVE = new Set(['TESSERA_SECRET', 'DATABASE_URL']);
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const variable = String(issue.path[0] ?? 'environment');
+    // Never echo values that may carry credentials.
+    const value = SENSITIVE.has(variable) ? undefined : env[variable];
+    throw new ConfigError(
+      `Invalid configuration: ${variable} ${issue.message}${value === undefined ? '' : ` (got "${truncate(value)}")`}`,
+    );
+  }
+  const e = parsed.data;
+  const mode: Mode = e.TESSERA_MODE ?? (e.NODE_ENV === 'production' ? 'production' : 'dev');
+  if (mode === 'production') {
+    if (!e.TESSERA_SECRET) throw new ConfigError('Invalid configuration: TESSERA_SECRET is required in production mode');
+    if (!e.ISSUER) throw new ConfigError('Invalid configuration: ISSUER is required in production mode');
+    if (!e.DATABASE_URL) throw new ConfigError('Invalid configuration: DATABASE_URL is required in production mode (the embedded database is for development)');
+  }
+  if (e.LOCKOUT_MAX_SECONDS < e.LOCKOUT_BASE_SECONDS) {
+    throw new ConfigError('Invalid configuration: LOCKOUT_MAX_SECONDS must be at least LOCKOUT_BASE_SECONDS');
+  }
+  return {
+    mode,
+    port: e.PORT,
+    host: e.HOST,
+    issuer: e.ISSUER ?? (e.PORT === 0 ? null : `http://localhost:${e.PORT}`),
+    databaseUrl: e.DATABASE_URL ?? null,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
+    dataDir: e.DATA_DIR,
+    secret: e.TESSERA_SECRET ?? null,
+    logLevel: e.LOG_LEVEL,
+    trustProxy: e.TRUST_PROXY,
+    lockout: { threshold: e.LOCKOUT_THRESHOLD, baseSeconds: e.LOCKOUT_BASE_SECONDS, maxSeconds: e.LOCKOUT_MAX_SECONDS },
+    ttl: {
+      sessionSeconds: e.SESSION_TTL_SECONDS,
+      accessTokenSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
+      refreshTokenSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+    },
+    purgeIntervalSeconds: e.PURGE_INTERVAL_SECONDS,
+    demo: e.DEMO ?? mode === 'dev',
+  };
+}
+
+function truncate(value: string): string {
+  return value.length > 40 ? `${value.slice(0, 40)}…` : value;
+}

@@ -1,0 +1,129 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/index.js';
+import type { User } from '../db/schema.js';
+import { hashPassword } from './passwords.js';
+
+export interface NewUserInput {
+  username: string;
+  password?: string;
+  email?: string | null;
+  emailVerified?: boolean;
+  phone?: string | null;
+  phoneVerified?: boolean;
+  givenName?: string | null;
+  familyName?: string | null;
+}
+
+export const USERNAME_PATTERN = /^[\p{L}\p{N}._@+-]{1,128}$/u;
+export const E164_PATTERN = /^\+[1-9]\d{6,14}$/;
+
+export class DirectoryError extends Error {}
+
+export async function createUser(db: Db, input: NewUserInput): Promise<User> {
+  const username = input.username.normalize('NFC');
+  if (!USERNAME_PATTERN.test(username)) throw new DirectoryError(`invalid username "${input.username}": use 1-128 letters, digits or . _ @ + -`);
+  if (input.phone && !E164_PATTERN.test(input.phone)) throw new DirectoryError(`invalid phone "${input.phone}": use E.164, e.g. +14155550123`);
+  if (input.email && !/^[^\s@]+@[^\s@]+$/.test(input.email)) throw new DirectoryError(`invalid email "${input.email}"`);
+  if (await findUserByUsername(db, username)) throw new DirectoryError(`user "${username}" already exists`);
+  return db
+    .insertInto('users')
+    .values({
+      username,
+      password_hash: input.password ? await hashPassword(input.password) : null,
+      email: input.email ?? null,
+      email_verified: input.emailVerified ?? false,
+      phone: input.phone ?? null,
+      phone_verified: input.phoneVerified ?? false,
+      given_name: input.givenName ?? null,
+      family_name: input.familyName ?? null,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export function findUserByUsername(db: Db, username: string): Promise<User | undefined> {
+  return db
+    .selectFrom('users')
+    .selectAll()
+    .where(sql`lower(username)`, '=', username.normalize('NFC').toLowerCase())
+    .executeTakeFirst();
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function findUserById(db: Db, id: string): Promise<User | undefined> {
+  if (!UUID.test(id)) return Promise.resolve(undefined);
+  return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function requireUser(db: Db, username: string): Promise<User> {
+  const user = await findUserByUsername(db, username);
+  if (!user) throw new DirectoryError(`no user "${username}"`);
+  return user;
+}
+
+export async function setPassword(db: Db, username: string, password: string): Promise<void> {
+  const user = await requireUser(db, username);
+  await db
+    .updateTable('users')
+    .set({ password_hash: await hashPassword(password), failed_logins: 0, locked_until: null, updated_at: sql`now()` })
+    .where('id', '=', user.id)
+    .execute();
+}
+
+export async function setStatus(db: Db, username: string, status: 'active' | 'disabled'): Promise<void> {
+  const user = await requireUser(db, username);
+  await db.updateTable('users').set({ status, updated_at: sql`now()` }).where('id', '=', user.id).execute();
+}
+
+export function listUsers(db: Db): Promise<User[]> {
+  return db.selectFrom('users').selectAll().orderBy('username').execute();
+}
+
+export interface FailureCount {
+  failedLogins: number;
+  lockedUntil: Date | null;
+  /** True when this failure is the one that started a lockout. */
+  lockStarted: boolean;
+}
+
+/**
+ * Counts one failed login in a single UPDATE, so parallel attempts cannot slip past the
+ * threshold. Every threshold-th failure locks the account, each lock twice as long as the last.
+ */
+export async function recordFailedLogin(
+  db: Db,
+  userId: string,
+  lockout: { threshold: number; baseSeconds: number; maxSeconds: number },
+): Promise<FailureCount> {
+  const row = await db
+    .updateTable('users')
+    .set({
+      failed_logins: sql`failed_logins + 1`,
+      locked_until: sql`case when (failed_logins + 1) % ${lockout.threshold} = 0
+        then now() + make_interval(secs => least(${lockout.maxSeconds}::float8,
+          ${lockout.baseSeconds}::float8 * power(2::float8, ((failed_logins + 1) / ${lockout.threshold}) - 1)))
+        else locked_until end`,
+    })
+    .where('id', '=', userId)
+    .returning(['failed_logins', 'locked_until'])
+    .executeTakeFirstOrThrow();
+  return {
+    failedLogins: row.failed_logins,
+    lockedUntil: row.locked_until,
+    lockStarted: row.failed_logins % lockout.threshold === 0,
+  };
+}
+
+export async function recordSuccessfulLogin(db: Db, userId: string): Promise<void> {
+  await db
+    .updateTable('users')
+    .set({ failed_logins: 0, locked_until: null })
+    .where('id', '=', userId)
+    .where((eb) => eb.or([eb('failed_logins', '>', 0), eb('locked_until', 'is not', null)]))
+    .execute();
+}
+
+export function isLocked(user: User, now = new Date()): boolean {
+  return user.locked_until !== null && user.locked_until > now;
+}

@@ -1,0 +1,79 @@
+import type { Context } from 'koa';
+import { z } from 'zod';
+import type { Db } from '../db/index.js';
+import { assertCsrf } from '../http/csrf.js';
+import { readForm } from '../http/body.js';
+import { HttpError } from '../http/errors.js';
+import { renderPage } from '../http/views.js';
+import { finishInteraction, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+
+export interface ScopeLine {
+  name: string;
+  description: string;
+}
+
+const consentForm = z.object({ csrf: z.string().max(128), decision: z.enum(['allow', 'deny']) });
+
+/** The requested scopes with the descriptions the administrator gave them; unknown ones are shown by name. */
+export async function describeScopes(db: Db, scopes: string[]): Promise<ScopeLine[]> {
+  if (scopes.length === 0) return [];
+  const rows = await db.selectFrom('scopes').select(['name', 'description']).where('name', 'in', scopes).execute();
+  const byName = new Map(rows.map((r) => [r.name, r.description]));
+  return scopes.map((name) => ({ name, description: byName.get(name) ?? name }));
+}
+
+function requestedScopes(details: InteractionDetails): string[] {
+  const scope = typeof details.params.scope === 'string' ? details.params.scope : '';
+  return [...new Set(scope.split(' ').filter(Boolean))];
+}
+
+export async function showConsent(ctx: Context, db: Db, details: InteractionDetails, clientName: string): Promise<void> {
+  renderPage(ctx, 'flows/consent', {
+    title: 'Allow access?',
+    uid: details.uid,
+    clientName,
+    scopes: await describeScopes(db, requestedScopes(details)),
+  });
+}
+
+/** Records the grant the provider asked for (the missing scopes and claims) and returns its id. */
+export async function grantConsent(deps: FlowDeps, details: InteractionDetails): Promise<string> {
+  const { provider } = deps;
+  const accountId = details.session?.accountId;
+  if (!accountId) throw new HttpError(400, 'Sign in first.', 'Sign-in expired');
+  const clientId = String(details.params.client_id);
+  const grant = details.grantId ? await provider.Grant.find(details.grantId) : new provider.Grant({ accountId, clientId });
+  if (!grant) throw new HttpError(400, 'This consent has expired. Go back to the application and sign in again.', 'Sign-in expired');
+  const missing = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
+  return grant.save();
+}
+
+export function submitConsent(deps: FlowDeps) {
+  const { provider, audit } = deps;
+  return async (ctx: Context) => {
+    const details = await loadInteraction(ctx, provider);
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    if (details.prompt.name !== 'consent') {
+      ctx.status = 303;
+      ctx.redirect(`/interaction/${details.uid}`);
+      return;
+    }
+    const parsed = consentForm.safeParse(form);
+    if (!parsed.success) throw new HttpError(400, 'Choose Allow or Deny.', 'Request refused');
+    const clientId = String(details.params.client_id);
+    const subject = details.session?.accountId ?? null;
+    const scopes = requestedScopes(details);
+    if (parsed.data.decision === 'deny') {
+      await audit.record({ type: 'consent.denied', subject, clientId, ...requestMeta(ctx), details: { scopes } });
+      await finishInteraction(ctx, provider, { error: 'access_denied', error_description: 'The user denied the request.' }, true);
+      return;
+    }
+    const grantId = await grantConsent(deps, details);
+    await audit.record({ type: 'consent.given', subject, clientId, ...requestMeta(ctx), details: { scopes, grant_id: grantId } });
+    await finishInteraction(ctx, provider, { consent: { grantId } }, true);
+  };
+}

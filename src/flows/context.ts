@@ -1,0 +1,47 @@
+import type { Context } from 'koa';
+import type Provider from 'oidc-provider';
+import type { Config } from '../config.js';
+import type { Db } from '../db/index.js';
+import type { Audit } from '../audit/audit.js';
+import type { Logger } from '../log.js';
+import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
+
+export interface FlowDeps {
+  config: Config;
+  db: Db;
+  provider: Provider;
+  audit: Audit;
+  log: Logger;
+}
+
+export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+export const UID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Loads the interaction named in the URL; it must be the one this browser's interaction cookie
+ * points to, so a copied link or a stale tab gets a clear "expired" page, not someone else's login.
+ */
+export async function loadInteraction(ctx: Context, provider: Provider): Promise<InteractionDetails> {
+  const uid = ctx.params.uid;
+  if (typeof uid !== 'string' || !UID_PATTERN.test(uid)) throw new HttpError(400, SESSION_EXPIRED_MESSAGE, 'Sign-in expired');
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  if (details.uid !== uid) throw new HttpError(400, SESSION_EXPIRED_MESSAGE, 'Sign-in expired');
+  return details;
+}
+
+/** Hands a step's result back to the provider and sends the browser on (303, so the next request is a GET). */
+export async function finishInteraction(
+  ctx: Context,
+  provider: Provider,
+  result: Parameters<Provider['interactionResult']>[2],
+  mergeWithLastSubmission: boolean,
+): Promise<void> {
+  const to = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
+  ctx.status = 303;
+  ctx.redirect(to);
+}
+
+export function requestMeta(ctx: Context): { ip: string; userAgent: string | null } {
+  return { ip: ctx.ip, userAgent: ctx.get('user-agent') || null };
+}

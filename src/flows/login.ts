@@ -1,0 +1,83 @@
+import type { Context } from 'koa';
+import { z } from 'zod';
+import { findUserByUsername, isLocked, recordFailedLogin, recordSuccessfulLogin } from '../directory/users.js';
+import { PASSWORD_MAX_LENGTH, verifyPassword } from '../directory/passwords.js';
+import { assertCsrf } from '../http/csrf.js';
+import { readForm } from '../http/body.js';
+import { renderPage } from '../http/views.js';
+import { acrFor, type AuthenticationMethod } from '../oidc/assurance.js';
+import { finishInteraction, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+
+/** One message for unknown user, wrong password, disabled and locked accounts: none of them is disclosed. */
+export const INVALID_CREDENTIALS = 'Invalid username or password.';
+
+const loginForm = z.object({
+  csrf: z.string().max(128),
+  username: z.string().trim().min(1, 'Enter your username.').max(128, INVALID_CREDENTIALS),
+  password: z.string().min(1, 'Enter your password.').max(PASSWORD_MAX_LENGTH, INVALID_CREDENTIALS),
+});
+
+export function showLogin(ctx: Context, details: InteractionDetails, clientName: string, options: { error?: string; username?: string; status?: number } = {}): void {
+  const hint = typeof details.params.login_hint === 'string' ? details.params.login_hint.slice(0, 128) : '';
+  renderPage(
+    ctx,
+    'flows/login',
+    { title: 'Sign in', uid: details.uid, clientName, username: options.username ?? hint, error: options.error ?? null },
+    options.status ?? 200,
+  );
+}
+
+export function submitLogin(deps: FlowDeps, clientNameOf: (details: InteractionDetails) => Promise<string>) {
+  const { db, provider, audit, config } = deps;
+  return async (ctx: Context) => {
+    const details = await loadInteraction(ctx, provider);
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    if (details.prompt.name !== 'login') {
+      // Already past this step (e.g. a replayed form): carry on from where the login is.
+      ctx.status = 303;
+      ctx.redirect(`/interaction/${details.uid}`);
+      return;
+    }
+    const clientName = await clientNameOf(details);
+    const parsed = loginForm.safeParse(form);
+    if (!parsed.success) {
+      showLogin(ctx, details, clientName, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, username: form.username?.slice(0, 128), status: 400 });
+      return;
+    }
+    const { username, password } = parsed.data;
+    const meta = requestMeta(ctx);
+    const clientId = String(details.params.client_id);
+    const user = await findUserByUsername(db, username);
+    const refuse = async (reason: string) => {
+      await audit.record({ type: 'login.failure', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { reason } });
+      showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
+    };
+
+    if (!user) {
+      await verifyPassword(null, password);
+      return refuse('unknown_user');
+    }
+    if (isLocked(user)) {
+      // Counted too, so hammering a locked account keeps it locked for longer.
+      await recordFailedLogin(db, user.id, config.lockout);
+      await audit.record({ type: 'login.locked', actor: username, subject: user.id, clientId, ...meta, details: { locked_until: user.locked_until } });
+      showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
+      return;
+    }
+    const valid = await verifyPassword(user.password_hash, password);
+    if (!valid) {
+      const count = await recordFailedLogin(db, user.id, config.lockout);
+      if (count.lockStarted) {
+        await audit.record({ type: 'account.locked', actor: username, subject: user.id, clientId, ...meta, details: { failed_logins: count.failedLogins, locked_until: count.lockedUntil } });
+      }
+      return refuse('wrong_password');
+    }
+    if (user.status !== 'active') return refuse('disabled');
+
+    await recordSuccessfulLogin(db, user.id);
+    const amr: AuthenticationMethod[] = ['pwd'];
+    await audit.record({ type: 'login.success', actor: username, subject: user.id, clientId, ...meta, details: { amr } });
+    await finishInteraction(ctx, provider, { login: { accountId: user.id, acr: acrFor(amr), amr, remember: true } }, false);
+  };
+}

@@ -1,0 +1,23 @@
+import getRawBody from 'raw-body';
+import type { Context } from 'koa';
+import { HttpError } from './errors.js';
+
+export const FORM_LIMIT_BYTES = 16 * 1024;
+
+/** Reads an application/x-www-form-urlencoded body (size-limited); repeated fields keep the last value. */
+export async function readForm(ctx: Context): Promise<Record<string, string>> {
+  if (!ctx.is('application/x-www-form-urlencoded')) {
+    throw new HttpError(415, 'This form must be sent as a web form.', 'Request refused');
+  }
+  let raw: string;
+  try {
+    raw = await getRawBody(ctx.req, { limit: FORM_LIMIT_BYTES, encoding: 'utf8', length: ctx.get('content-length') || undefined });
+  } catch (error) {
+    const type = (error as { type?: string }).type;
+    if (type === 'entity.too.large') throw new HttpError(413, 'The form you sent is too large.', 'Request refused');
+    throw new HttpError(400, 'The form could not be read.', 'Request refused');
+  }
+  const form: Record<string, string> = {};
+  for (const [key, value] of new URLSearchParams(raw)) form[key] = value;
+  return form;
+}

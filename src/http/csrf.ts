@@ -1,0 +1,36 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import { HttpError } from './errors.js';
+
+const COOKIE = 'tessera.csrf';
+
+/**
+ * Double-submit CSRF protection: a random HttpOnly cookie, and in every form an HMAC of it under
+ * a server key. A form posted from another site has neither the cookie's value nor the key.
+ */
+export function csrf(key: Buffer, secureCookies: boolean) {
+  const tokenFor = (nonce: string) => createHmac('sha256', key).update(nonce).digest('base64url');
+  return async (ctx: Context, next: Next) => {
+    let nonce = ctx.cookies.get(COOKIE);
+    if (!nonce || !/^[A-Za-z0-9_-]{43}$/.test(nonce)) {
+      nonce = randomBytes(32).toString('base64url');
+      ctx.cookies.set(COOKIE, nonce, { httpOnly: true, sameSite: 'lax', secure: secureCookies, overwrite: true });
+    }
+    ctx.state.csrfToken = tokenFor(nonce);
+    ctx.state.csrfNonce = nonce;
+    await next();
+  };
+}
+
+/** Throws a 403 unless the submitted token matches this browser's CSRF cookie. */
+export function assertCsrf(ctx: Context, submitted: unknown): void {
+  const expected = ctx.state.csrfToken as string | undefined;
+  const ok =
+    typeof submitted === 'string' &&
+    expected !== undefined &&
+    submitted.length === expected.length &&
+    timingSafeEqual(Buffer.from(submitted), Buffer.from(expected));
+  if (!ok) {
+    throw new HttpError(403, 'This form has expired or was not sent from this site. Go back, reload the page and try again.', 'Request refused');
+  }
+}

@@ -1,0 +1,45 @@
+import { loadConfig, ConfigError } from './config.js';
+import { startTessera } from './server.js';
+import { DEMO_USER } from './demo/demo.js';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const started = Date.now();
+  const tessera = await startTessera(config);
+  const { log, issuer } = tessera;
+  log.info(
+    { issuer, mode: config.mode, database: tessera.database.kind, startup_ms: Date.now() - started, rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20) },
+    'Tessera is running',
+  );
+  if (config.demo) {
+    // Plain lines for the newcomer at the terminal, beside the JSON log.
+    console.log(`\n  Tessera ${config.mode} mode on ${tessera.database.kind === 'pglite' ? 'embedded PGlite' : 'PostgreSQL'}`);
+    console.log(`  Issuer:     ${issuer}`);
+    console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
+    console.log(`  Demo app:   ${issuer}/demo`);
+    console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}\n`);
+  }
+  const stop = (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    tessera.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((error: unknown) => {
+  console.error(`Tessera could not start: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});

@@ -1,0 +1,35 @@
+import type { Account, FindAccount } from 'oidc-provider';
+import type { Db } from '../db/index.js';
+import type { User } from '../db/schema.js';
+import { findUserById } from '../directory/users.js';
+
+/** The claims a user can release, by the standard claim names; the provider filters them by granted scope. */
+export function claimsOf(user: User): { sub: string; [claim: string]: unknown } {
+  const name = [user.given_name, user.family_name].filter(Boolean).join(' ');
+  return {
+    sub: user.id,
+    preferred_username: user.username,
+    ...(name ? { name } : {}),
+    ...(user.given_name ? { given_name: user.given_name } : {}),
+    ...(user.family_name ? { family_name: user.family_name } : {}),
+    updated_at: Math.floor(new Date(user.updated_at).getTime() / 1000),
+    ...(user.email ? { email: user.email, email_verified: user.email_verified } : {}),
+    ...(user.phone ? { phone_number: user.phone, phone_number_verified: user.phone_verified } : {}),
+  };
+}
+
+/** A disabled or deleted user is no account: their tokens stop refreshing and userinfo refuses them. */
+export function accountFinder(db: Db): FindAccount {
+  return async (_ctx, sub): Promise<Account | undefined> => {
+    const user = await findUserById(db, sub);
+    if (!user || user.status !== 'active') return undefined;
+    return { accountId: user.id, claims: () => claimsOf(user) };
+  };
+}
+
+export const CLAIMS_BY_SCOPE = {
+  openid: ['sub', 'acr', 'amr', 'auth_time'],
+  profile: ['name', 'given_name', 'family_name', 'preferred_username', 'updated_at'],
+  email: ['email', 'email_verified'],
+  phone: ['phone_number', 'phone_number_verified'],
+};

@@ -1,0 +1,123 @@
+import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Config } from '../config.js';
+import type { Db } from '../db/index.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+import type { Audit } from '../audit/audit.js';
+import type { Logger } from '../log.js';
+import { renderToString } from '../http/views.js';
+import { strictCsp } from '../http/security.js';
+import { ClientAdapter, KyselyAdapter } from './adapter.js';
+import { accountFinder, CLAIMS_BY_SCOPE } from './account.js';
+import { ACR_VALUES } from './assurance.js';
+import type { KeyMaterial } from './keys.js';
+
+export interface ProviderDeps {
+  config: Config;
+  issuer: string;
+  db: Db;
+  box: SecretBox;
+  keys: KeyMaterial;
+  audit: Audit;
+  log: Logger;
+}
+
+function page(ctx: KoaContextWithOIDC, status: number, name: string, data: { title: string; [k: string]: unknown }): void {
+  ctx.status = status;
+  ctx.type = 'html';
+  ctx.set('Content-Security-Policy', strictCsp());
+  ctx.set('Cache-Control', 'no-store');
+  ctx.body = renderToString(name, data);
+}
+
+export function createProvider(deps: ProviderDeps): Provider {
+  const { config, issuer, db, box, keys, audit, log } = deps;
+  const secureCookies = issuer.startsWith('https://');
+
+  const configuration: Configuration = {
+    adapter: (name: string) => (name === 'Client' ? new ClientAdapter(db, box) : new KyselyAdapter(db, name)),
+    findAccount: accountFinder(db),
+    jwks: { keys: keys.signing as never },
+    cookies: {
+      keys: keys.cookie,
+      long: { httpOnly: true, sameSite: 'lax', secure: secureCookies, signed: true },
+      short: { httpOnly: true, sameSite: 'lax', secure: secureCookies, signed: true },
+      names: { session: 'tessera.session', interaction: 'tessera.interaction', resume: 'tessera.resume' },
+    },
+    claims: CLAIMS_BY_SCOPE,
+    acrValues: ACR_VALUES,
+    scopes: ['openid', 'offline_access', 'profile', 'email', 'phone'],
+    responseTypes: ['code'],
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: 'RS256',
+    },
+    enabledJWA: {
+      idTokenSigningAlgValues: ['RS256', 'ES256'],
+      userinfoSigningAlgValues: ['RS256', 'ES256'],
+    },
+    // PKCE (S256) for every authorization-code client, confidential ones included.
+    pkce: { required: () => true },
+    features: {
+      devInteractions: { enabled: false },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      clientCredentials: { enabled: true },
+      userinfo: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: async (ctx, form) => {
+          page(ctx, 200, 'flows/logout', { title: 'Sign out', form, client: ctx.oidc.client?.clientName ?? ctx.oidc.client?.clientId ?? null });
+        },
+        postLogoutSuccessSource: async (ctx) => {
+          page(ctx, 200, 'flows/logged-out', { title: 'Signed out', client: ctx.oidc.client?.clientName ?? ctx.oidc.client?.clientId ?? null });
+        },
+      },
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them outlive the session.
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: () => true,
+    ttl: {
+      AccessToken: () => config.ttl.accessTokenSeconds,
+      ClientCredentials: () => config.ttl.accessTokenSeconds,
+      AuthorizationCode: () => 60,
+      IdToken: () => 3600,
+      RefreshToken: () => config.ttl.refreshTokenSeconds,
+      Interaction: () => 3600,
+      Session: () => config.ttl.sessionSeconds,
+      Grant: () => config.ttl.refreshTokenSeconds,
+    },
+    renderError: async (ctx, out, error) => {
+      if (error instanceof Error && !('expose' in error && error.expose)) log.error({ err: error }, 'provider error');
+      page(ctx, ctx.status >= 400 ? ctx.status : 400, 'error', {
+        title: 'Sign-in could not continue',
+        message: out.error_description ?? 'The request was not valid.',
+        code: out.error,
+      });
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+  provider.proxy = config.trustProxy;
+
+  provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+    const { AccessToken, ClientCredentials, Client } = ctx.oidc.entities;
+    void audit.record({
+      type: 'token.issued',
+      subject: AccessToken?.accountId ?? null,
+      clientId: Client?.clientId ?? null,
+      ip: ctx.ip,
+      details: { grant_type: ctx.oidc.params?.grant_type, client_credentials: Boolean(ClientCredentials) },
+    });
+  });
+  provider.on('grant.revoked', (ctx: KoaContextWithOIDC, grantId: string) => {
+    void audit.record({ type: 'token.revoked', clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip, details: { grant_id: grantId } });
+  });
+  provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
+    void audit.record({ type: 'logout', subject: ctx.oidc.session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip });
+  });
+  provider.on('server_error', (_ctx: KoaContextWithOIDC, error: Error) => log.error({ err: error }, 'provider server_error'));
+  return provider;
+}

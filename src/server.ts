@@ -1,0 +1,88 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type Provider from 'oidc-provider';
+import type { Config } from './config.js';
+import { openDatabase, type DatabaseHandle, type Db } from './db/index.js';
+import { migrateToLatest } from './db/migrate.js';
+import { SecretBox } from './crypto/secret-box.js';
+import { resolveMasterSecret } from './crypto/master-secret.js';
+import { createLogger, type Logger } from './log.js';
+import { createAudit } from './audit/audit.js';
+import { ensureKeys, loadKeys } from './oidc/keys.js';
+import { purgeExpired } from './oidc/adapter.js';
+import { createProvider } from './oidc/provider.js';
+import { createApp } from './app.js';
+import { ensureDemoData } from './demo/demo.js';
+import { setTemplateCaching } from './http/views.js';
+
+export interface RunningTessera {
+  issuer: string;
+  port: number;
+  db: Db;
+  box: SecretBox;
+  provider: Provider;
+  log: Logger;
+  database: DatabaseHandle;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Reuse an open database (tests share one PGlite per file); it is then not closed with the server. */
+  database?: DatabaseHandle;
+}
+
+/** Start-up in order: database → migrations → keys → provider → HTTP. */
+export async function startTessera(config: Config, options: StartOptions = {}): Promise<RunningTessera> {
+  const log = options.logger ?? createLogger(config.logLevel);
+  const box = new SecretBox(resolveMasterSecret(config, log));
+  const database =
+    options.database ??
+    (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize }));
+  const { db } = database;
+  const applied = await migrateToLatest(db);
+  for (const m of applied) log.info({ migration: m.migrationName, status: m.status }, 'migration');
+  await ensureKeys(db, box);
+  const keys = await loadKeys(db, box);
+  setTemplateCaching(config.mode === 'production');
+
+  // Listen first when the port is chosen by the OS, so the issuer can name it.
+  const server = http.createServer();
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const issuer = config.issuer ?? `http://127.0.0.1:${port}`;
+
+  const audit = createAudit(db, log);
+  const provider = createProvider({ config, issuer, db, box, keys, audit, log });
+  if (config.demo) await ensureDemoData(db, box, issuer);
+  const app = createApp({ config, issuer, db, box, provider, audit, log, cookieKeys: keys.cookie });
+  server.on('request', app.callback());
+
+  const purge = setInterval(() => {
+    purgeExpired(db)
+      .then((n) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
+      .catch((error: unknown) => log.warn({ err: error }, 'purge failed'));
+  }, config.purgeIntervalSeconds * 1000);
+  purge.unref();
+
+  return {
+    issuer,
+    port,
+    db,
+    box,
+    provider,
+    log,
+    database,
+    async close() {
+      clearInterval(purge);
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (!options.database) await database.close();
+    },
+  };
+}

@@ -47,7 +47,7 @@ const PENDING = 'tessera.demo.pending';
 const SIGNED_IN = 'tessera.demo.session';
 
 interface Pending { verifier: string; state: string; nonce: string }
-interface SignedIn { claims: Record<string, unknown>; idToken: string }
+interface SignedIn { claims: Record<string, unknown>; userinfo: Record<string, unknown>; idToken: string }
 
 function readCookie<T>(ctx: Context, name: string): T | null {
   const raw = ctx.cookies.get(name, { signed: true });
@@ -86,7 +86,7 @@ export function demoRoutes(issuer: string, log: Logger): Router {
   router.get('/', async (ctx) => {
     const session = readCookie<SignedIn>(ctx, SIGNED_IN);
     const error = typeof ctx.query.error === 'string' ? ctx.query.error.slice(0, 200) : null;
-    renderPage(ctx, 'demo/index', { title: 'Demo app', claims: session?.claims ?? null, error });
+    renderPage(ctx, 'demo/index', { title: 'Demo app', claims: session?.claims ?? null, userinfo: session?.userinfo ?? null, error });
   });
 
   router.get('/login', async (ctx) => {
@@ -123,7 +123,9 @@ export function demoRoutes(issuer: string, log: Logger): Router {
         expectedNonce: pending.nonce,
         idTokenExpected: true,
       });
-      writeCookie(ctx, SIGNED_IN, { claims: tokens.claims() ?? {}, idToken: tokens.id_token ?? '' } satisfies SignedIn, secure);
+      const claims: Record<string, unknown> = { ...tokens.claims() };
+      const userinfo = await oidc.fetchUserInfo(config, tokens.access_token, String(claims.sub));
+      writeCookie(ctx, SIGNED_IN, { claims, userinfo, idToken: tokens.id_token ?? '' } satisfies SignedIn, secure);
       ctx.redirect('/demo');
     } catch (error) {
       log.warn({ err: error }, 'demo app: sign-in failed');

@@ -61,8 +61,13 @@ export function createProvider(deps: ProviderDeps): Provider {
     pkce: { required: () => true },
     features: {
       devInteractions: { enabled: false },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
+      // Any confidential client (resource servers are registered as such) may introspect; a public client only its own tokens.
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none' || token.clientId === ctx.oidc.client?.clientId,
+      },
+      // A client may revoke only the tokens issued to it.
+      revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
       clientCredentials: { enabled: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: {

@@ -45,7 +45,8 @@ export function findUserByUsername(db: Db, username: string): Promise<User | und
   return db
     .selectFrom('users')
     .selectAll()
-    .where(sql`lower(username)`, '=', username.normalize('NFC').toLowerCase())
+    // Both sides lowered by the database, so the comparison matches the unique index whatever the collation.
+    .where(sql`lower(username)`, '=', sql<string>`lower(${username.normalize('NFC')})`)
     .executeTakeFirst();
 }
 

@@ -28,3 +28,23 @@ export async function signIn(agent: Agent, authorizationUrl: string, options: Si
   }
   throw new Error('sign-in did not reach the redirect URI');
 }
+
+/** An authorization request for the demo client (public, PKCE S256) — enough to reach the login page. */
+export async function demoAuthorizationUrl(issuer: string, scope = 'openid profile'): Promise<string> {
+  const verifier = 'v'.repeat(43);
+  const { createHash } = await import('node:crypto');
+  const challenge = createHash('sha256').update(verifier).digest('base64url');
+  const url = new URL(`${issuer}/auth`);
+  url.search = new URLSearchParams({
+    client_id: 'tessera-demo', response_type: 'code', scope, redirect_uri: `${issuer}/demo/callback`,
+    code_challenge: challenge, code_challenge_method: 'S256', state: 'state-1234', nonce: 'nonce-1234',
+  }).toString();
+  return url.href;
+}
+
+/** Opens the login page of a new interaction in this agent. */
+export async function openLoginPage(agent: Agent, issuer: string): Promise<AgentResponse> {
+  const page = await agent.follow(await agent.get(await demoAuthorizationUrl(issuer)));
+  if (!page.body.includes('name="password"')) throw new Error(`expected the login page, got ${page.status}: ${page.body.slice(0, 300)}`);
+  return page;
+}

@@ -1,0 +1,111 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { sql } from 'kysely';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { ClientAdapter, KyselyAdapter, purgeExpired } from '../src/oidc/adapter.js';
+import { SecretBox } from '../src/crypto/secret-box.js';
+import { createClient } from '../src/clients/clients.js';
+import type { Db } from '../src/db/index.js';
+
+// Every model oidc-provider persists through an adapter.
+const MODELS = [
+  'Session', 'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'ClientCredentials',
+  'Interaction', 'ReplayDetection', 'PushedAuthorizationRequest', 'Grant', 'BackchannelAuthenticationRequest',
+];
+const GRANT_BOUND = ['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest'];
+
+describe('Kysely adapter for oidc-provider', () => {
+  let testDb: TestDatabase;
+  let db: Db;
+  before(async () => {
+    testDb = await createTestDatabase();
+    db = testDb.handle.db;
+    await migrateToLatest(db);
+  });
+  after(async () => testDb.drop());
+
+  async function expire(model: string, id: string) {
+    await db.updateTable('oidc_models').set({ expires_at: sql<Date>`now() - interval '1 second'` as never }).where('model', '=', model).where('id', '=', id).execute();
+  }
+
+  for (const model of MODELS) {
+    it(`${model}: upsert, find, update, consume, expire, destroy`, async () => {
+      const adapter = new KyselyAdapter(db, model);
+      const id = `${model}-1`;
+      assert.equal(await adapter.find(id), undefined);
+      await adapter.upsert(id, { jti: id, kind: model, grantId: 'g-1', exp: 1 }, 60);
+      assert.deepEqual(await adapter.find(id), { jti: id, kind: model, grantId: 'g-1', exp: 1 });
+      await adapter.upsert(id, { jti: id, kind: model, grantId: 'g-1', scope: 'openid' }, 60);
+      assert.equal((await adapter.find(id))?.scope, 'openid', 'upsert replaces the payload');
+      const other = new KyselyAdapter(db, model === 'Session' ? 'Grant' : 'Session');
+      assert.equal(await other.find(id), undefined, 'models do not see each other');
+
+      await adapter.consume(id);
+      const consumed = await adapter.find(id);
+      assert.ok(typeof consumed?.consumed === 'number' && consumed.consumed > 0, 'consume marks the payload');
+
+      await expire(model, id);
+      assert.equal(await adapter.find(id), undefined, 'an expired record is not found');
+      await adapter.upsert(id, { jti: id }, 60);
+      await adapter.destroy(id);
+      assert.equal(await adapter.find(id), undefined);
+    });
+  }
+
+  it('a record without expiry lives until destroyed', async () => {
+    const adapter = new KyselyAdapter(db, 'Grant');
+    await adapter.upsert('forever', { jti: 'forever' });
+    assert.ok(await adapter.find('forever'));
+  });
+
+  it('findByUid finds sessions; findByUserCode finds device codes; both honour expiry', async () => {
+    const sessions = new KyselyAdapter(db, 'Session');
+    await sessions.upsert('s-1', { uid: 'uid-1', accountId: 'a' }, 60);
+    assert.equal((await sessions.findByUid('uid-1'))?.accountId, 'a');
+    assert.equal(await sessions.findByUid('nope'), undefined);
+    await expire('Session', 's-1');
+    assert.equal(await sessions.findByUid('uid-1'), undefined);
+
+    const devices = new KyselyAdapter(db, 'DeviceCode');
+    await devices.upsert('d-1', { userCode: 'ABCD-EFGH', grantId: 'g-d' }, 60);
+    assert.equal((await devices.findByUserCode('ABCD-EFGH'))?.grantId, 'g-d');
+    assert.equal(await devices.findByUserCode('ZZZZ-ZZZZ'), undefined);
+  });
+
+  it('revokeByGrantId removes every token of that grant and nothing else', async () => {
+    for (const model of GRANT_BOUND) {
+      await new KyselyAdapter(db, model).upsert(`${model}-a`, { grantId: 'grant-a' }, 60);
+      await new KyselyAdapter(db, model).upsert(`${model}-b`, { grantId: 'grant-b' }, 60);
+    }
+    await new KyselyAdapter(db, 'AccessToken').revokeByGrantId('grant-a');
+    for (const model of GRANT_BOUND) {
+      assert.equal(await new KyselyAdapter(db, model).find(`${model}-a`), undefined, `${model} of grant-a revoked`);
+      assert.ok(await new KyselyAdapter(db, model).find(`${model}-b`), `${model} of grant-b kept`);
+    }
+  });
+
+  it('purgeExpired deletes expired rows only', async () => {
+    const adapter = new KyselyAdapter(db, 'AccessToken');
+    await adapter.upsert('old', { jti: 'old' }, 60);
+    await adapter.upsert('new', { jti: 'new' }, 60);
+    await expire('AccessToken', 'old');
+    const purged = await purgeExpired(db);
+    assert.ok(purged >= 1);
+    const left = await db.selectFrom('oidc_models').select('id').where('model', '=', 'AccessToken').where('id', 'in', ['old', 'new']).execute();
+    assert.deepEqual(left.map((r) => r.id), ['new']);
+  });
+
+  it('clients come from the clients table, with their secret opened only when loaded', async () => {
+    const box = new SecretBox('adapter-test-secret-0123456789-abcdef');
+    const { secret } = await createClient(db, box, { clientId: 'svc', grantTypes: ['client_credentials'] });
+    const stored = await db.selectFrom('clients').select('metadata').where('client_id', '=', 'svc').executeTakeFirstOrThrow();
+    assert.ok(!JSON.stringify(stored.metadata).includes(secret!), 'the secret is not stored in clear');
+    const adapter = new ClientAdapter(db, box);
+    const found = await adapter.find('svc');
+    assert.equal(found?.client_secret, secret);
+    assert.equal(found?.client_id, 'svc');
+    assert.equal(await adapter.find('unknown'), undefined);
+    assert.equal(await adapter.find('x'.repeat(5000)), undefined);
+  });
+});

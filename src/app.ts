@@ -84,9 +84,12 @@ export function createApp(deps: AppDeps): Koa {
   }
   app.use(pages.routes()).use(pages.allowedMethods());
 
-  // Everything else is the protocol: handed to oidc-provider as the last middleware.
+  // Everything else is the protocol: handed to oidc-provider as the last middleware. Tessera's own
+  // paths stay here, so a wrong method on them gets the routers' 405 rather than the provider's 404.
   const protocol = provider.callback();
+  const ownPath = /^\/(?:$|interaction(?:\/|$)|demo(?:\/|$)|assets\/|healthz$|readyz$)/;
   app.use(async (ctx) => {
+    if (ownPath.test(ctx.path)) return;
     ctx.respond = false;
     await protocol(ctx.req, ctx.res);
   });

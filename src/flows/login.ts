@@ -13,7 +13,8 @@ export const INVALID_CREDENTIALS = 'Invalid username or password.';
 
 const loginForm = z.object({
   csrf: z.string().max(128),
-  username: z.string().trim().min(1, 'Enter your username.').max(128, INVALID_CREDENTIALS),
+  // Control characters can be in no username (and PostgreSQL refuses NUL): refused like a wrong name.
+  username: z.string().trim().min(1, 'Enter your username.').max(128, INVALID_CREDENTIALS).regex(/^[^\p{Cc}]*$/u, INVALID_CREDENTIALS),
   password: z.string().min(1, 'Enter your password.').max(PASSWORD_MAX_LENGTH, INVALID_CREDENTIALS),
 });
 

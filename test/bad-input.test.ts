@@ -1,0 +1,165 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { sql } from 'kysely';
+import { startTestTessera, type TestTessera } from './support/tessera.js';
+import { Agent, formFor, type AgentResponse } from './support/agent.js';
+import { openLoginPage, signIn, demoAuthorizationUrl } from './support/journey.js';
+import { createUser } from '../src/directory/users.js';
+
+/** A refusal: a 4xx, no stack trace, no internals. */
+function refused(res: AgentResponse, status?: number) {
+  assert.ok(res.status >= 400 && res.status < 500, `expected 4xx, got ${res.status}: ${res.body.slice(0, 200)}`);
+  if (status) assert.equal(res.status, status);
+  assert.doesNotMatch(res.body, /\bat .+\.(ts|js):\d+/, 'no stack trace');
+  assert.doesNotMatch(res.body, /node_modules|TypeError|ReferenceError/);
+}
+
+describe('bad input on every page and endpoint', () => {
+  let tessera: TestTessera;
+  let issuer: string;
+  before(async () => {
+    tessera = await startTestTessera();
+    issuer = tessera.issuer;
+    await createUser(tessera.db, { username: 'frank', password: 'frank-password-1' });
+  });
+  after(async () => tessera.stop());
+
+  it('unknown, malformed and foreign interaction ids', async () => {
+    refused(await new Agent().get(`${issuer}/interaction/unknown-uid`), 400);
+    refused(await new Agent().get(`${issuer}/interaction/${'x'.repeat(300)}`), 400);
+    refused(await new Agent().get(`${issuer}/interaction/%00%ff%2e%2e`), 400);
+    const agent = new Agent();
+    await openLoginPage(agent, issuer);
+    const other = await agent.get(`${issuer}/interaction/some-other-uid`);
+    refused(other, 400);
+    assert.match(other.body, /expired or was already used/);
+  });
+
+  it('an expired interaction gets the "expired" page', async () => {
+    const agent = new Agent();
+    const page = await openLoginPage(agent, issuer);
+    const uid = new URL(page.url).pathname.split('/')[2]!;
+    await tessera.db.updateTable('oidc_models').set({ expires_at: sql<Date>`now() - interval '1 second'` as never }).where('model', '=', 'Interaction').where('id', '=', uid).execute();
+    refused(await agent.get(page.url), 400);
+    const form = formFor(page, '/login');
+    refused(await agent.post(form.action, { ...form.fields, username: 'frank', password: 'frank-password-1' }), 400);
+  });
+
+  it('missing, wrong and foreign CSRF tokens are refused with 403', async () => {
+    const agent = new Agent();
+    const page = await openLoginPage(agent, issuer);
+    const form = formFor(page, '/login');
+    refused(await agent.post(form.action, { username: 'frank', password: 'frank-password-1' }), 403);
+    refused(await agent.post(form.action, { csrf: 'forged', username: 'frank', password: 'frank-password-1' }), 403);
+    const otherForm = formFor(await openLoginPage(new Agent(), issuer), '/login');
+    refused(await agent.post(form.action, { csrf: otherForm.fields.csrf!, username: 'frank', password: 'frank-password-1' }), 403);
+    // Still usable afterwards with the right token.
+    const ok = await agent.post(form.action, { ...form.fields, username: 'frank', password: 'frank-password-1' });
+    assert.equal(ok.status, 303);
+  });
+
+  it('a replayed login or consent form after the sign-in finished is refused', async () => {
+    const agent = new Agent();
+    const page = await openLoginPage(agent, issuer);
+    const login = formFor(page, '/login');
+    const consentPage = await agent.follow(await agent.post(login.action, { ...login.fields, username: 'frank', password: 'frank-password-1' }));
+    const consent = formFor(consentPage, '/consent');
+    const done = await agent.follow(await agent.post(consent.action, { ...consent.fields, decision: 'allow' }), (u) => u.includes('/demo/callback'));
+    assert.ok(done.location?.includes('code='));
+    refused(await agent.post(login.action, { ...login.fields, username: 'frank', password: 'frank-password-1' }), 400);
+    refused(await agent.post(consent.action, { ...consent.fields, decision: 'allow' }), 400);
+  });
+
+  it('out-of-order: posting consent before login sends the browser back to the login step', async () => {
+    const agent = new Agent();
+    const page = await openLoginPage(agent, issuer);
+    const login = formFor(page, '/login');
+    const consentAction = login.action.replace(/\/login$/, '/consent');
+    const res = await agent.post(consentAction, { csrf: login.fields.csrf!, decision: 'allow' });
+    assert.equal(res.status, 303);
+    assert.equal(new URL(res.location!).pathname, new URL(page.url).pathname);
+  });
+
+  it('malformed form values', async () => {
+    const agent = new Agent();
+    const page = await openLoginPage(agent, issuer);
+    const form = formFor(page, '/login');
+    for (const [username, password] of [
+      ['', 'x'], ['frank', ''], ['a'.repeat(129), 'x'], ['frank', 'p'.repeat(1025)],
+      ['\u0000\u0000', 'x'], ['\u202Efrank', 'x'], ['😀👨‍👩‍👧', 'x'], ['frank\uD800', 'x'], ["' or 1=1 --", 'x'], ['<script>alert(1)</script>', 'x'],
+    ] as const) {
+      const res = await agent.post(form.action, { ...form.fields, username, password });
+      refused(res);
+      assert.doesNotMatch(res.body, /<script>alert/, 'input is escaped');
+    }
+    const consentRes = await agent.post(form.action.replace(/\/login$/, '/consent'), { ...form.fields, decision: 'maybe' });
+    assert.ok(consentRes.status === 303 || (consentRes.status >= 400 && consentRes.status < 500));
+  });
+
+  it('oversized and wrongly typed bodies', async () => {
+    const agent = new Agent();
+    const page = await openLoginPage(agent, issuer);
+    const form = formFor(page, '/login');
+    refused(await agent.post(form.action, { ...form.fields, username: 'frank', password: 'x'.repeat(100_000) }), 413);
+    refused(await agent.request(form.action, { method: 'POST', body: JSON.stringify({ username: 'frank' }), headers: { 'content-type': 'application/json' } }), 415);
+    refused(await agent.request(form.action, { method: 'POST', body: '%%%&&&===', headers: { 'content-type': 'application/x-www-form-urlencoded' } }), 403);
+    refused(await agent.request(`${issuer}/token`, { method: 'POST', body: 'grant_type=' + 'x'.repeat(2_000_000), headers: { 'content-type': 'application/x-www-form-urlencoded' } }));
+  });
+
+  it('wrong methods', async () => {
+    const agent = new Agent();
+    const page = await openLoginPage(agent, issuer);
+    refused(await agent.request(page.url, { method: 'DELETE' }), 405);
+    refused(await agent.request(`${page.url}/login`, { method: 'GET' }), 405);
+    refused(await agent.request(`${issuer}/token`, { method: 'GET' }));
+    refused(await agent.request(`${issuer}/demo`, { method: 'PUT' }), 405);
+  });
+
+  it('protocol endpoints answer bad requests with OAuth errors', async () => {
+    const agent = new Agent();
+    const noClient = await agent.get(`${issuer}/auth?response_type=code&scope=openid`);
+    refused(noClient, 400);
+    assert.match(noClient.body, /client_id/);
+    refused(await agent.get(`${issuer}/auth?client_id=ghost&response_type=code&scope=openid&redirect_uri=http://x/`), 400);
+    const token = await agent.request(`${issuer}/token`, { method: 'POST', body: 'grant_type=authorization_code&code=nope', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    refused(token);
+    assert.ok(['invalid_request', 'invalid_client'].includes((JSON.parse(token.body) as { error: string }).error));
+    refused(await agent.get(`${issuer}/me`), 401);
+    refused(await agent.request(`${issuer}/me`, { headers: { authorization: 'Bearer not-a-token' } }), 401);
+    refused(await agent.request(`${issuer}/token/introspection`, { method: 'POST', body: 'token=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } }));
+    const long = await agent.get(`${issuer}/auth?client_id=${'a'.repeat(20_000)}`);
+    refused(long);
+    refused(await agent.get(`${issuer}/no-such-page`), 404);
+  });
+
+  it('the demo app copes with a forged or bare callback', async () => {
+    const agent = new Agent();
+    const bare = await agent.get(`${issuer}/demo/callback`);
+    assert.equal(bare.status, 302);
+    assert.match(bare.location!, /\/demo\?error=/);
+    const forged = await agent.get(`${issuer}/demo/callback?code=forged&state=forged`);
+    assert.equal(forged.status, 302);
+    assert.match(forged.location!, /\/demo\?error=/);
+    const page = await agent.get(`${issuer}/demo?error=${encodeURIComponent('<img src=x onerror=alert(1)>')}`);
+    assert.equal(page.status, 200);
+    assert.doesNotMatch(page.body, /<img src=x/);
+  });
+
+  it('pages carry the security headers', async () => {
+    const page = await openLoginPage(new Agent(), issuer);
+    assert.match(page.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+    assert.equal(page.headers.get('x-frame-options'), 'DENY');
+    assert.equal(page.headers.get('cache-control'), 'no-store');
+    const agent = new Agent();
+    await agent.get(await demoAuthorizationUrl(issuer));
+    const setCookies = (await agent.get(await demoAuthorizationUrl(issuer))).headers.getSetCookie();
+    for (const c of setCookies) assert.match(c, /httponly/i, `${c.split('=')[0]} is HttpOnly`);
+  });
+
+  it('the server is still healthy after all of that', async () => {
+    assert.equal((await new Agent().get(`${issuer}/healthz`)).status, 200);
+    assert.equal((await new Agent().get(`${issuer}/readyz`)).status, 200);
+    const callback = await signIn(new Agent(), await demoAuthorizationUrl(issuer), { username: 'frank', password: 'frank-password-1', redirectUri: `${issuer}/demo/callback` });
+    assert.ok(callback.includes('code='));
+  });
+});

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { z } from 'zod';
-import type { Db } from '../db/index.js';
+import { isUniqueViolation, type Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 
 /** Client secrets are sealed at rest; the provider's adapter opens them when it loads a client. */
@@ -59,7 +59,11 @@ export async function createClient(db: Db, box: SecretBox, input: ClientInput): 
   await db
     .insertInto('clients')
     .values({ client_id: c.clientId, metadata: JSON.stringify(metadata), require_consent: c.requireConsent })
-    .execute();
+    .execute()
+    .catch((error: unknown) => {
+      if (isUniqueViolation(error)) throw new ClientError(`client "${c.clientId}" already exists`);
+      throw error;
+    });
   return { clientId: c.clientId, secret };
 }
 

@@ -53,3 +53,8 @@ export async function isReachable(db: Db): Promise<boolean> {
     return false;
   }
 }
+
+/** True for PostgreSQL's unique_violation (23505), from pg or PGlite: the row was created by someone else first. */
+export function isUniqueViolation(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
+}

@@ -3,8 +3,8 @@ import type { Context } from 'koa';
 import * as oidc from 'openid-client';
 import type { Db } from '../db/index.js';
 import type { Logger } from '../log.js';
-import { createUser, findUserByUsername } from '../directory/users.js';
-import { createClient, findClient } from '../clients/clients.js';
+import { createUser, DirectoryError, findUserByUsername } from '../directory/users.js';
+import { ClientError, createClient, findClient } from '../clients/clients.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { renderPage } from '../http/views.js';
 
@@ -25,7 +25,7 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       familyName: 'User',
     }).catch((error: unknown) => {
       // Another instance created it first.
-      if (!(error instanceof Error && /already exists/.test(error.message))) throw error;
+      if (!(error instanceof DirectoryError)) throw error;
     });
   }
   if (!(await findClient(db, DEMO_CLIENT_ID))) {
@@ -38,7 +38,7 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       scope: 'openid profile email phone offline_access',
       grantTypes: ['authorization_code', 'refresh_token'],
     }).catch((error: unknown) => {
-      if (!(error instanceof Error && /already exists/.test(error.message))) throw error;
+      if (!(error instanceof ClientError)) throw error;
     });
   }
 }

@@ -1,4 +1,4 @@
-import type { Db } from '../db/index.js';
+import { isUniqueViolation, type Db } from '../db/index.js';
 import type { Group } from '../db/schema.js';
 import { DirectoryError, requireUser } from './users.js';
 
@@ -6,7 +6,15 @@ export async function createGroup(db: Db, name: string, description: string | nu
   if (!/^[\p{L}\p{N} ._-]{1,128}$/u.test(name)) throw new DirectoryError(`invalid group name "${name}"`);
   const existing = await db.selectFrom('groups').select('id').where('name', '=', name).executeTakeFirst();
   if (existing) throw new DirectoryError(`group "${name}" already exists`);
-  return db.insertInto('groups').values({ name, description }).returningAll().executeTakeFirstOrThrow();
+  return db
+    .insertInto('groups')
+    .values({ name, description })
+    .returningAll()
+    .executeTakeFirstOrThrow()
+    .catch((error: unknown) => {
+      if (isUniqueViolation(error)) throw new DirectoryError(`group "${name}" already exists`);
+      throw error;
+    });
 }
 
 export async function addGroupMember(db: Db, groupName: string, username: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Db } from '../db/index.js';
+import { isUniqueViolation, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { hashPassword } from './passwords.js';
 
@@ -38,7 +38,11 @@ export async function createUser(db: Db, input: NewUserInput): Promise<User> {
       family_name: input.familyName ?? null,
     })
     .returningAll()
-    .executeTakeFirstOrThrow();
+    .executeTakeFirstOrThrow()
+    .catch((error: unknown) => {
+      if (isUniqueViolation(error)) throw new DirectoryError(`user "${username}" already exists`);
+      throw error;
+    });
 }
 
 export function findUserByUsername(db: Db, username: string): Promise<User | undefined> {

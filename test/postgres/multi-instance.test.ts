@@ -1,0 +1,108 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import path from 'node:path';
+import { createServer } from 'node:net';
+import * as oidc from 'openid-client';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { TEST_SECRET } from '../support/tessera.js';
+import { Agent, formFor } from '../support/agent.js';
+import { demoAuthorizationUrl } from '../support/journey.js';
+import { PROJECT_ROOT } from '../../src/paths.js';
+import { createClient } from '../../src/clients/clients.js';
+import { createUser } from '../../src/directory/users.js';
+import { SecretBox } from '../../src/crypto/secret-box.js';
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  return port;
+}
+
+/** A real Tessera process (the same entry point as npm start, through tsx). */
+async function spawnTessera(databaseUrl: string, port: number, issuer: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'src/main.ts')], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', ISSUER: issuer, TESSERA_SECRET: TEST_SECRET, TESSERA_MODE: 'dev', DEMO: 'true', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  for (let i = 0; i < 150; i++) {
+    if (child.exitCode !== null) throw new Error(`Tessera exited: ${output}`);
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return child;
+    } catch { /* not listening yet */ }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  child.kill();
+  throw new Error(`Tessera did not become ready: ${output}`);
+}
+
+describe('two Tessera processes sharing one PostgreSQL database', () => {
+  let testDb: TestDatabase;
+  let a: ChildProcess;
+  let b: ChildProcess;
+  let portA: number;
+  let portB: number;
+  // Both instances serve one issuer (as behind a load balancer); the test picks which one answers.
+  const issuerPort = () => portA;
+
+  before(async () => {
+    testDb = await createTestDatabase();
+    portA = await freePort();
+    portB = await freePort();
+    const issuer = `http://127.0.0.1:${issuerPort()}`;
+    // Started together: migrations and key generation must happen exactly once.
+    [a, b] = await Promise.all([spawnTessera(testDb.url!, portA, issuer), spawnTessera(testDb.url!, portB, issuer)]);
+    const box = new SecretBox(TEST_SECRET);
+    await createClient(testDb.handle.db, box, { clientId: 'shared-rp', secret: 'shared-rp-secret-0123456789', redirectUris: ['http://127.0.0.1:9/cb'], grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'] });
+    await createUser(testDb.handle.db, { username: 'gina', password: 'gina-password-1' });
+  });
+  after(async () => {
+    for (const child of [a, b]) if (child && child.exitCode === null) { child.kill('SIGTERM'); await once(child, 'exit'); }
+    await testDb.drop();
+  });
+
+  it('migrations were applied once and both share one set of keys', async () => {
+    const migrations = await testDb.handle.db.selectFrom('schema_migrations' as never).selectAll().execute();
+    assert.equal(migrations.length, 1);
+    const keys = await testDb.handle.db.selectFrom('keys').select(['use', 'alg']).where('status', '=', 'active').execute();
+    assert.equal(keys.filter((k) => k.use === 'sig').length, 2, 'one RS256 and one ES256');
+    assert.equal(keys.filter((k) => k.use === 'cookie').length, 1);
+    const jwksA = await (await fetch(`http://127.0.0.1:${portA}/jwks`)).text();
+    const jwksB = await (await fetch(`http://127.0.0.1:${portB}/jwks`)).text();
+    assert.equal(jwksA, jwksB);
+  });
+
+  it('an interaction started on A finishes on B', async () => {
+    const issuer = `http://127.0.0.1:${portA}`;
+    const agent = new Agent();
+    const loginPage = await agent.follow(await agent.get(await demoAuthorizationUrl(issuer)));
+    const form = formFor(loginPage, '/login');
+    const onB = (url: string) => url.replace(`:${portA}/`, `:${portB}/`);
+    const consentPage = await agent.follow(await agent.post(onB(form.action), { ...form.fields, username: 'gina', password: 'gina-password-1' }));
+    const consent = formFor(consentPage, '/consent');
+    const back = await agent.follow(await agent.post(onB(consent.action), { ...consent.fields, decision: 'allow' }), (u) => u.includes('/demo/callback'));
+    assert.ok(new URL(back.location!).searchParams.get('code'), 'the code comes back');
+  });
+
+  it('a token issued by A is introspected on B', async () => {
+    const secret = oidc.ClientSecretBasic('shared-rp-secret-0123456789');
+    const onA = await oidc.discovery(new URL(`http://127.0.0.1:${portA}`), 'shared-rp', undefined, secret, { execute: [oidc.allowInsecureRequests] });
+    const tokens = await oidc.clientCredentialsGrant(onA);
+    const introspectOnB = await fetch(`http://127.0.0.1:${portB}/token/introspection`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('shared-rp:shared-rp-secret-0123456789').toString('base64')}` },
+      body: new URLSearchParams({ token: tokens.access_token }),
+    });
+    const info = (await introspectOnB.json()) as { active: boolean; client_id: string };
+    assert.equal(info.active, true);
+    assert.equal(info.client_id, 'shared-rp');
+  });
+});

@@ -19,7 +19,7 @@ const envSchema = z.object({
     .string()
     .url()
     .refine((u) => !u.endsWith('/'), 'must not end with a slash')
-    .refine((u) => !new URL(u).search && !new URL(u).hash, 'must not have a query or fragment')
+    .refine((u) => !URL.canParse(u) || (!new URL(u).search && !new URL(u).hash), 'must not have a query or fragment')
     .optional(),
   DATABASE_URL: z
     .string()

@@ -1,0 +1,109 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Browser, Page } from 'playwright-core';
+import { launchBrowser } from './browser.js';
+import { startTestTessera, type TestTessera } from '../test/support/tessera.js';
+import { createUser } from '../src/directory/users.js';
+import { DEMO_USER } from '../src/demo/demo.js';
+
+describe('journeys in Chromium', () => {
+  let tessera: TestTessera;
+  let browser: Browser;
+
+  before(async () => {
+    tessera = await startTestTessera({ LOCKOUT_THRESHOLD: '3' });
+    browser = await launchBrowser();
+    await createUser(tessera.db, { username: 'kim', password: 'kim-password-1' });
+  });
+  after(async () => {
+    await browser?.close();
+    await tessera?.stop();
+  });
+
+  async function signInOnPage(page: Page, username: string, password: string) {
+    await page.getByLabel('Username').fill(username);
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+  }
+
+  it('demo app: sign in, consent, see the ID token claims, sign out', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${tessera.issuer}/demo`);
+    await page.getByRole('link', { name: 'Sign in with Tessera' }).click();
+    await page.waitForURL(/\/interaction\//);
+    assert.equal(await page.title(), 'Sign in · Tessera');
+    assert.match(await page.textContent('main') ?? '', /to continue to Tessera demo app/);
+    await signInOnPage(page, DEMO_USER.username, DEMO_USER.password);
+
+    await page.getByRole('heading', { name: 'Allow access?' }).waitFor();
+    const scopes = await page.locator('.scopes li').allTextContents();
+    assert.ok(scopes.some((s) => s.includes('Read your email address')), 'scopes are described');
+    await page.getByRole('button', { name: 'Allow' }).click();
+
+    await page.waitForURL(`${tessera.issuer}/demo`);
+    assert.equal(await page.textContent('#signed-in-as'), 'demo');
+    assert.equal(await page.textContent('[data-claim="amr"]'), '["pwd"]');
+    assert.equal(await page.textContent('[data-claim="acr"]'), 'urn:tessera:acr:password');
+    assert.equal(await page.textContent('[data-claim="iss"]'), tessera.issuer);
+    assert.ok(await page.locator('[data-claim="auth_time"]').count());
+    assert.equal(await page.textContent('[data-userinfo="email"]'), 'demo@example.com');
+
+    await page.getByRole('link', { name: 'Sign out' }).click();
+    await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+    await page.waitForURL(`${tessera.issuer}/demo`);
+    assert.ok(await page.getByRole('link', { name: 'Sign in with Tessera' }).isVisible());
+    // Signed out of Tessera too: the next sign-in asks for the password again.
+    await page.getByRole('link', { name: 'Sign in with Tessera' }).click();
+    await page.getByLabel('Password').waitFor();
+    await context.close();
+  });
+
+  it('consent "Deny" returns to the app with access denied', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${tessera.issuer}/demo/login`);
+    await signInOnPage(page, 'kim', 'kim-password-1');
+    await page.getByRole('button', { name: 'Deny' }).click();
+    await page.waitForURL(/\/demo\?error=/);
+    assert.match(await page.textContent('.error') ?? '', /denied/i);
+    await context.close();
+  });
+
+  it('a wrong password, then the lockout, show the same message', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${tessera.issuer}/demo/login`);
+    for (let i = 0; i < 3; i++) {
+      await signInOnPage(page, 'kim', 'wrong-password');
+      assert.equal(await page.getByRole('alert').textContent(), 'Invalid username or password.');
+      assert.equal(await page.getByLabel('Username').inputValue(), 'kim', 'the username stays filled in');
+    }
+    // Locked now: even the right password gets the same answer.
+    await signInOnPage(page, 'kim', 'kim-password-1');
+    assert.equal(await page.getByRole('alert').textContent(), 'Invalid username or password.');
+    const audit = await tessera.db.selectFrom('audit_events').select('type').where('type', '=', 'account.locked').execute();
+    assert.equal(audit.length, 1);
+    await context.close();
+  });
+
+  it('works without JavaScript', async () => {
+    const context = await browser.newContext({ javaScriptEnabled: false });
+    const page = await context.newPage();
+    await page.goto(`${tessera.issuer}/demo/login`);
+    await createUser(tessera.db, { username: 'lee', password: 'lee-password-1' });
+    await signInOnPage(page, 'lee', 'lee-password-1');
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.waitForURL(`${tessera.issuer}/demo`);
+    assert.equal(await page.textContent('#signed-in-as'), 'lee');
+    await context.close();
+  });
+
+  it('an expired or unknown sign-in link shows a clear page', async () => {
+    const page = await browser.newPage();
+    const response = await page.goto(`${tessera.issuer}/interaction/does-not-exist`);
+    assert.equal(response?.status(), 400);
+    assert.match(await page.textContent('main') ?? '', /expired or was already used/);
+    await page.close();
+  });
+});

@@ -1,8 +1,10 @@
-// `npm test`: every suite with node's test runner. With DATABASE_URL (a PostgreSQL server; each
-// test file makes and drops its own database) the PostgreSQL-only suites run too, and the
-// database-agnostic suites run a second time on embedded PGlite.
+// `npm test`: type-check, then every suite with node's test runner.
+// With DATABASE_URL (a PostgreSQL server; each test file makes and drops its own database) the
+// PostgreSQL-only suites run too, and the database-agnostic suites run once more on embedded PGlite.
+// Without it, everything that can runs on PGlite.
 import { spawnSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -13,31 +15,48 @@ const list = (dir, pattern) =>
     .map((f) => path.join(dir, f))
     .sort();
 
-const only = process.argv.slice(2);
 const unit = list('test/unit', /\.test\.ts$/);
 const integration = list('test', /^[^/]+\.test\.ts$/);
 const postgresOnly = list('test/postgres', /\.test\.ts$/);
 const e2e = list('e2e', /\.test\.ts$/);
-const bench = list('bench', /\.smoke\.test\.ts$/);
+const benchSmoke = list('bench', /\.smoke\.test\.ts$/);
+const reports = mkdtempSync(path.join(tmpdir(), 'tessera-test-'));
+const totals = { pass: 0, fail: 0, skipped: 0 };
 
 function run(files, env, label) {
   if (files.length === 0) return 0;
   console.log(`\n=== ${label}: ${files.length} file(s) ===`);
-  const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], {
-    cwd: root, stdio: 'inherit', env: { ...process.env, ...env },
-  });
+  const tap = path.join(reports, `${label.replace(/\W+/g, '-')}.tap`);
+  const result = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
+    { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } },
+  );
+  const summary = readFileSync(tap, 'utf8');
+  for (const key of Object.keys(totals)) totals[key] += Number(new RegExp(`^# ${key} (\\d+)$`, 'm').exec(summary)?.[1] ?? 0);
   return result.status ?? 1;
 }
 
 let failed = 0;
-if (only.length) {
-  failed = run(only, {}, 'selected');
-} else if (process.env.DATABASE_URL) {
-  failed |= run([...unit, ...integration, ...postgresOnly, ...e2e, ...bench], {}, 'PostgreSQL');
-  const pgliteEnv = { DATABASE_URL: '' };
-  failed |= run(integration, pgliteEnv, 'embedded PGlite');
+const selected = process.argv.slice(2);
+if (selected.length) {
+  failed |= run(selected, {}, 'selected');
 } else {
-  console.log('DATABASE_URL is not set: running on embedded PGlite (the PostgreSQL-only suites need DATABASE_URL).');
-  failed |= run([...unit, ...integration, ...e2e, ...bench], {}, 'embedded PGlite');
+  console.log('=== type-check ===');
+  const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json', '--noEmit'], { cwd: root, stdio: 'inherit' });
+  if (tsc.status !== 0) {
+    console.log('type-check failed');
+    failed = 1;
+  }
+  if (process.env.DATABASE_URL) {
+    failed |= run([...unit, ...integration, ...postgresOnly, ...e2e, ...benchSmoke], {}, 'PostgreSQL');
+    // The CLI suite starts a process per command; on PGlite each would boot the database again, so it runs once, above.
+    failed |= run(integration.filter((f) => !f.endsWith('cli.test.ts')), { DATABASE_URL: '' }, 'embedded PGlite');
+  } else {
+    console.log('DATABASE_URL is not set: all suites run on embedded PGlite; the multi-process suites in test/postgres need DATABASE_URL.');
+    failed |= run([...unit, ...integration, ...e2e, ...benchSmoke], {}, 'embedded PGlite');
+  }
 }
-process.exit(failed ? 1 : 0);
+rmSync(reports, { recursive: true, force: true });
+console.log(`\ntests: ${totals.pass} passed, ${totals.fail} failed${totals.skipped ? `, ${totals.skipped} skipped` : ''}`);
+process.exit(failed || totals.fail ? 1 : 0);

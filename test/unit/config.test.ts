@@ -41,6 +41,12 @@ describe('configuration', () => {
     }
   });
 
+  it('an empty variable counts as not set', () => {
+    const c = loadConfig({ DATABASE_URL: '', PORT: '', ISSUER: '' });
+    assert.equal(c.databaseUrl, null);
+    assert.equal(c.port, 3000);
+  });
+
   it('never echoes secrets or database URLs in errors', () => {
     assert.throws(() => loadConfig({ DATABASE_URL: 'mysql://user:hunter2@db' }), (e: unknown) => !(e as Error).message.includes('hunter2'));
     assert.throws(() => loadConfig({ TESSERA_SECRET: 'hunter2' }), (e: unknown) => !(e as Error).message.includes('hunter2'));

@@ -25,6 +25,7 @@ const USAGE = `Usage: npm run cli -- <command> [options]
   group list
   client add <client_id> [--secret <s>] [--public] [--name <n>] --redirect-uri <uri> [--redirect-uri <uri>...]
                       [--post-logout-redirect-uri <uri>...] [--scope "<scopes>"] [--grant-type <t>...] [--no-consent]
+                      [--id-token-alg RS256|ES256]
   client list
   client remove <client_id>
   keys rotate                               publish new signing and cookie keys; old ones stay for verification`;
@@ -48,6 +49,7 @@ const options = {
   scope: { type: 'string' },
   'grant-type': { type: 'string', multiple: true },
   'no-consent': { type: 'boolean' },
+  'id-token-alg': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -140,6 +142,7 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
           ...(v.scope ? { scope: v.scope } : {}),
           ...(grantTypes ? { grantTypes: grantTypes as (typeof GRANT_TYPES)[number][] } : {}),
           requireConsent: !v['no-consent'],
+          ...(v['id-token-alg'] ? { idTokenAlg: v['id-token-alg'] as 'RS256' | 'ES256' } : {}),
         });
         out(`created client ${created.clientId}`);
         if (created.secret && !v.secret) out(`client secret: ${created.secret}  (shown once; store it now)`);

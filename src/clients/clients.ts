@@ -25,6 +25,7 @@ export const clientInputSchema = z
     scope: z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$/, 'scope is a space-separated list').default('openid profile email phone offline_access'),
     grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token']),
     requireConsent: z.boolean().default(true),
+    idTokenAlg: z.enum(['RS256', 'ES256']).default('RS256'),
   })
   .superRefine((c, ctx) => {
     if (c.public && c.secret) ctx.addIssue({ code: 'custom', message: 'a public client has no secret' });
@@ -54,6 +55,7 @@ export async function createClient(db: Db, box: SecretBox, input: ClientInput): 
     response_types: responseTypes,
     scope: c.scope,
     token_endpoint_auth_method: c.public ? 'none' : 'client_secret_basic',
+    id_token_signed_response_alg: c.idTokenAlg,
     ...(secret ? { client_secret_sealed: box.seal(secret, `${CLIENT_SECRET_PURPOSE}:${c.clientId}`) } : {}),
   };
   await db

@@ -6,7 +6,7 @@ import { startTestTessera, type TestTessera } from './support/tessera.js';
 import { Agent } from './support/agent.js';
 import { signIn } from './support/journey.js';
 import { createClient } from '../src/clients/clients.js';
-import { createUser } from '../src/directory/users.js';
+import { createUser, setStatus } from '../src/directory/users.js';
 import { rotateKeys } from '../src/oidc/keys.js';
 import { ACR } from '../src/oidc/assurance.js';
 
@@ -190,6 +190,22 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
     } finally {
       await restarted.stop();
     }
+  });
+
+  it('a disabled user: refresh refused, UserInfo refused, the session no longer signs in', async () => {
+    await createUser(tessera.db, { username: 'mallory', password: 'mallory-password-1' });
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope: 'openid offline_access', prompt: 'consent', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const agent = new Agent();
+    const callback = await signIn(agent, url.href, { username: 'mallory', password: 'mallory-password-1', redirectUri: REDIRECT });
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(callback), { pkceCodeVerifier: verifier });
+    const sub = tokens.claims()!.sub;
+    await setStatus(tessera.db, 'mallory', 'disabled');
+    await assert.rejects(oidc.refreshTokenGrant(config, tokens.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant');
+    await assert.rejects(oidc.fetchUserInfo(config, tokens.access_token, sub));
+    const again = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const page = await agent.follow(await agent.get(again.href), (u) => u.startsWith(REDIRECT));
+    assert.match(page.body, /name="password"/, 'asked to sign in again rather than sent back with a code');
   });
 
   it('the audit log records logins, consent and token issuance', async () => {

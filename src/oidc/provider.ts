@@ -10,6 +10,7 @@ import { ClientAdapter, KyselyAdapter } from './adapter.js';
 import { accountFinder, CLAIMS_BY_SCOPE } from './account.js';
 import { ACR_VALUES } from './assurance.js';
 import type { KeyMaterial } from './keys.js';
+import { createInteractionPolicy } from './interaction-policy.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -80,7 +81,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         },
       },
     },
-    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { policy: createInteractionPolicy(), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them outlive the session.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: () => true,
@@ -98,7 +99,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       if (error instanceof Error && !('expose' in error && error.expose)) log.error({ err: error }, 'provider error');
       page(ctx, ctx.status >= 400 ? ctx.status : 400, 'error', {
         title: 'Sign-in could not continue',
-        message: out.error_description ?? 'The request was not valid.',
+        message: out.error === 'server_error' ? 'Tessera could not complete this request. Please try again in a moment.' : (out.error_description ?? 'The request was not valid.'),
         code: out.error,
       });
     },

@@ -3,13 +3,13 @@
 // PostgreSQL-only suites run too, and the database-agnostic suites run once more on embedded PGlite.
 // Without it, everything that can runs on PGlite.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const list = (dir, pattern) =>
-  readdirSync(path.join(root, dir), { recursive: true })
+  (existsSync(path.join(root, dir)) ? readdirSync(path.join(root, dir), { recursive: true }) : [])
     .map(String)
     .filter((f) => pattern.test(f))
     .map((f) => path.join(dir, f))

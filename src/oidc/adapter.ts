@@ -57,34 +57,26 @@ export class KyselyAdapter implements Adapter {
       .execute();
   }
 
-  async find(id: string): Promise<AdapterPayload | undefined> {
+  private async findBy(column: 'id' | 'uid' | 'user_code', value: string): Promise<AdapterPayload | undefined> {
     const row = await this.db
       .selectFrom('oidc_models')
       .select(['payload', 'expires_at', 'consumed_at'])
       .where('model', '=', this.model)
-      .where('id', '=', id)
+      .where(column, '=', value)
       .executeTakeFirst();
     return live(row);
   }
 
-  async findByUid(uid: string): Promise<AdapterPayload | undefined> {
-    const row = await this.db
-      .selectFrom('oidc_models')
-      .select(['payload', 'expires_at', 'consumed_at'])
-      .where('model', '=', this.model)
-      .where('uid', '=', uid)
-      .executeTakeFirst();
-    return live(row);
+  find(id: string): Promise<AdapterPayload | undefined> {
+    return this.findBy('id', id);
   }
 
-  async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-    const row = await this.db
-      .selectFrom('oidc_models')
-      .select(['payload', 'expires_at', 'consumed_at'])
-      .where('model', '=', this.model)
-      .where('user_code', '=', userCode)
-      .executeTakeFirst();
-    return live(row);
+  findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return this.findBy('uid', uid);
+  }
+
+  findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    return this.findBy('user_code', userCode);
   }
 
   async consume(id: string): Promise<void> {

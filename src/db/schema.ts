@@ -39,6 +39,7 @@ export interface ClientsTable {
   client_id: string;
   metadata: Json<Record<string, unknown>>;
   require_consent: Generated<boolean>;
+  mfa_required: Generated<boolean>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -83,6 +84,80 @@ export interface AuditEventsTable {
   details: JsonWithDefault<Record<string, unknown>>;
 }
 
+export interface SettingsTable {
+  section: string;
+  value: Json<Record<string, unknown>>;
+  updated_at: Timestamp;
+}
+
+export interface AuthenticatorsTable {
+  id: Generated<string>;
+  user_id: string;
+  type: 'totp';
+  label: string;
+  /** The shared secret (base32), sealed with the master key. */
+  secret: string;
+  digits: Generated<number>;
+  period: Generated<number>;
+  algorithm: Generated<string>;
+  /** bigint: comes back as a string. */
+  last_used_step: ColumnType<string | null, number | null | undefined, number | null>;
+  confirmed_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+  last_used_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+  created_at: Timestamp;
+}
+
+export type ChallengeFactor = 'email' | 'sms';
+
+export interface OtpChallengesTable {
+  id: Generated<string>;
+  user_id: string;
+  factor: ChallengeFactor;
+  destination: string;
+  code_hash: string;
+  purpose: Generated<string>;
+  interaction_uid: string | null;
+  ip: string | null;
+  attempts: Generated<number>;
+  max_attempts: number;
+  expires_at: ColumnType<Date, Date, Date>;
+  consumed_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+  delivered: Generated<boolean>;
+  created_at: Timestamp;
+}
+
+export type MfaMode = 'required' | 'optional' | 'off';
+
+export interface AccessPoliciesTable {
+  id: Generated<string>;
+  name: string;
+  subject_type: 'user' | 'group';
+  subject_id: string;
+  priority: Generated<number>;
+  mfa: MfaMode;
+  allowed_factors: string[] | null;
+  require_authenticator_app: Generated<boolean>;
+  created_at: Timestamp;
+}
+
+export interface InteractionProgressTable {
+  uid: string;
+  account_id: string;
+  methods: Json<{ method: string; at: number }[]>;
+  challenge_id: string | null;
+  expires_at: ColumnType<Date, Date, Date>;
+  updated_at: Timestamp;
+}
+
+export interface DevOutboxTable {
+  id: Generated<string>;
+  at: Timestamp;
+  channel: string;
+  recipient: string;
+  subject: string | null;
+  body: string;
+}
+
 export interface Database {
   users: UsersTable;
   groups: GroupsTable;
@@ -92,6 +167,12 @@ export interface Database {
   oidc_models: OidcModelsTable;
   keys: KeysTable;
   audit_events: AuditEventsTable;
+  settings: SettingsTable;
+  authenticators: AuthenticatorsTable;
+  otp_challenges: OtpChallengesTable;
+  access_policies: AccessPoliciesTable;
+  interaction_progress: InteractionProgressTable;
+  dev_outbox: DevOutboxTable;
 }
 
 export type User = Selectable<UsersTable>;
@@ -100,3 +181,6 @@ export type UserUpdate = Updateable<UsersTable>;
 export type Group = Selectable<GroupsTable>;
 export type ClientRow = Selectable<ClientsTable>;
 export type AuditEvent = Selectable<AuditEventsTable>;
+export type Authenticator = Selectable<AuthenticatorsTable>;
+export type OtpChallenge = Selectable<OtpChallengesTable>;
+export type AccessPolicy = Selectable<AccessPoliciesTable>;

@@ -1,0 +1,97 @@
+import type { FactorId } from '../settings/settings.js';
+import type { MfaMode } from '../db/schema.js';
+
+/** One access policy that applies to the user, directly or through a group. */
+export interface PolicyRule {
+  name: string;
+  source: 'user' | 'group';
+  priority: number;
+  mfa: MfaMode;
+  allowedFactors: FactorId[] | null;
+  requireAuthenticatorApp: boolean;
+}
+
+export interface RequirementInput {
+  policies: PolicyRule[];
+  clientRequiresMfa: boolean;
+  /** The relying party asked for the MFA acr (acr_values or an acr claim request). */
+  mfaAcrRequested: boolean;
+  /** Methods switched on system-wide and able to deliver (a code channel needs a sender). */
+  methodsAvailable: Record<FactorId, boolean>;
+  user: { emailVerified: boolean; phoneVerified: boolean; hasAuthenticator: boolean };
+}
+
+export type RequirementReason = 'policy' | 'client' | 'acr' | 'enrolled';
+
+export interface Requirement {
+  mfaRequired: boolean;
+  reasons: RequirementReason[];
+  /** The policy that decided, if any. */
+  policy: string | null;
+  /** Methods this login may use: available, and allowed by the policy. */
+  allowedFactors: FactorId[];
+  /** Allowed methods this user can use right now. */
+  usableFactors: FactorId[];
+  /** "required": the policy demands an authenticator app and the user has none: enrol before anything else. */
+  enrolAuthenticator: 'required' | 'offered' | 'no';
+  /** MFA is required and there is no way forward: the "no usable method" page. */
+  noUsableMethod: boolean;
+}
+
+const STRICTNESS: Record<MfaMode, number> = { required: 2, optional: 1, off: 0 };
+const ORDER: FactorId[] = ['totp', 'email', 'sms'];
+
+/**
+ * The rule that governs a user: policies assigned to the user outrank group policies; then the
+ * lowest priority number wins; at a tie, the stricter one.
+ */
+export function effectivePolicy(policies: PolicyRule[]): PolicyRule | null {
+  const sorted = [...policies].sort(
+    (a, b) =>
+      (a.source === b.source ? 0 : a.source === 'user' ? -1 : 1) ||
+      a.priority - b.priority ||
+      STRICTNESS[b.mfa] - STRICTNESS[a.mfa],
+  );
+  return sorted[0] ?? null;
+}
+
+/**
+ * What this login needs beyond the password. Pure: everything it depends on is in the input.
+ * Without a policy MFA is optional: asked of users who enrolled an authenticator app themselves,
+ * or when the client or the request demands it.
+ */
+export function requirement(input: RequirementInput): Requirement {
+  const policy = effectivePolicy(input.policies);
+  const mode: MfaMode = policy?.mfa ?? 'optional';
+  const requireApp = policy?.requireAuthenticatorApp ?? false;
+
+  let allowed = ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
+  if (requireApp) allowed = allowed.filter((f) => f === 'totp');
+  const has: Record<FactorId, boolean> = {
+    email: input.user.emailVerified,
+    sms: input.user.phoneVerified,
+    totp: input.user.hasAuthenticator,
+  };
+  const usable = allowed.filter((f) => has[f]);
+
+  const reasons: RequirementReason[] = [];
+  if (mode === 'required' || requireApp) reasons.push('policy');
+  if (input.clientRequiresMfa) reasons.push('client');
+  if (input.mfaAcrRequested) reasons.push('acr');
+  if (mode === 'optional' && reasons.length === 0 && usable.includes('totp')) reasons.push('enrolled');
+  const mfaRequired = reasons.length > 0;
+
+  let enrolAuthenticator: Requirement['enrolAuthenticator'] = 'no';
+  if (requireApp && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'required';
+  else if (mfaRequired && usable.length === 0 && allowed.includes('totp')) enrolAuthenticator = 'offered';
+
+  return {
+    mfaRequired,
+    reasons,
+    policy: policy?.name ?? null,
+    allowedFactors: allowed,
+    usableFactors: usable,
+    enrolAuthenticator,
+    noUsableMethod: mfaRequired && usable.length === 0 && enrolAuthenticator === 'no',
+  };
+}

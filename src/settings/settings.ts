@@ -1,0 +1,202 @@
+import { sql } from 'kysely';
+import { z } from 'zod';
+import type { Db } from '../db/index.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+
+/**
+ * System settings, stored in the database so that every instance sees a change at once
+ * (changed with the CLI now, the admin console later). Each section has a schema and defaults;
+ * secrets inside them are sealed at rest.
+ */
+export const FACTORS = ['email', 'sms', 'totp'] as const;
+export type FactorId = (typeof FACTORS)[number];
+
+const template = z.string().min(1).max(2000);
+
+const mfaSchema = z.object({
+  appName: z.string().min(1).max(100).default('Tessera'),
+  methods: z
+    .object({ email: z.boolean().default(true), sms: z.boolean().default(true), totp: z.boolean().default(true) })
+    .default({ email: true, sms: true, totp: true }),
+  otp: z
+    .object({
+      length: z.number().int().min(4).max(10).default(6),
+      lifetimeSeconds: z.number().int().min(30).max(3600).default(300),
+      maxAttempts: z.number().int().min(1).max(20).default(5),
+      resendCooldownSeconds: z.number().int().min(0).max(3600).default(30),
+      perUserPerHour: z.number().int().min(1).max(1000).default(10),
+      perDestinationPerHour: z.number().int().min(1).max(1000).default(10),
+      perIpPerHour: z.number().int().min(1).max(100000).default(30),
+    })
+    .default({ length: 6, lifetimeSeconds: 300, maxAttempts: 5, resendCooldownSeconds: 30, perUserPerHour: 10, perDestinationPerHour: 10, perIpPerHour: 30 }),
+  totp: z
+    .object({
+      driftStepsBefore: z.number().int().min(0).max(10).default(1),
+      driftStepsAfter: z.number().int().min(0).max(10).default(1),
+    })
+    .default({ driftStepsBefore: 1, driftStepsAfter: 1 }),
+  templates: z
+    .object({
+      emailSubject: template.default('Your {app} sign-in code'),
+      emailBody: template.default('Your {app} sign-in code is {code}.\n\nIt expires in {minutes} minutes. If you did not try to sign in, ignore this message and consider changing your password.'),
+      sms: template.default('{code} is your {app} sign-in code. It expires in {minutes} min.'),
+    })
+    .default({
+      emailSubject: 'Your {app} sign-in code',
+      emailBody: 'Your {app} sign-in code is {code}.\n\nIt expires in {minutes} minutes. If you did not try to sign in, ignore this message and consider changing your password.',
+      sms: '{code} is your {app} sign-in code. It expires in {minutes} min.',
+    }),
+});
+
+const smtpSchema = z.object({
+  host: z.string().min(1).max(255).optional(),
+  port: z.number().int().min(1).max(65535).default(587),
+  /** "tls": TLS from the start (465); "starttls": upgrade required; "none": plain (local relays only). */
+  security: z.enum(['tls', 'starttls', 'none']).default('starttls'),
+  user: z.string().max(255).optional(),
+  password: z.string().max(1024).optional(),
+  from: z.string().min(3).max(255).default('Tessera <no-reply@localhost>'),
+  timeoutSeconds: z.number().int().min(1).max(120).default(10),
+});
+
+const twilioSchema = z.object({
+  active: z.boolean().default(false),
+  accountSid: z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'an account SID is AC followed by 32 hex digits').optional(),
+  authToken: z.string().max(256).optional(),
+  from: z.string().regex(/^\+[1-9]\d{6,14}$|^[A-Za-z0-9 ]{1,11}$/, 'a phone number in E.164 or an alphanumeric sender ID').optional(),
+  messagingServiceSid: z.string().regex(/^MG[0-9a-fA-F]{32}$/, 'a messaging service SID is MG followed by 32 hex digits').optional(),
+  /** Twilio's API base; change only for a regional edge or a test double. */
+  apiBaseUrl: z.string().url().default('https://api.twilio.com'),
+  timeoutSeconds: z.number().int().min(1).max(120).default(10),
+});
+
+const criteriaSchema = z
+  .object({ text: z.array(z.string().min(1).max(500)).default([]), statuses: z.array(z.number().int().min(100).max(599)).default([]) })
+  .default({ text: [], statuses: [] });
+
+const gatewaySchema = z.object({
+  active: z.boolean().default(false),
+  url: z.string().url().optional(),
+  method: z.enum(['GET', 'POST']).default('POST'),
+  senderId: z.string().max(64).default(''),
+  /** The body (POST) or query string (GET), with {to}, {message} and {sender}. */
+  template: z.string().max(4000).default('to={to}&from={sender}&text={message}'),
+  contentType: z.enum(['form', 'json']).default('form'),
+  successCriteria: criteriaSchema,
+  failureCriteria: criteriaSchema,
+  username: z.string().max(255).optional(),
+  password: z.string().max(1024).optional(),
+  apiKeyHeader: z.string().max(100).optional(),
+  apiKey: z.string().max(1024).optional(),
+  proxy: z.string().url().optional(),
+  timeoutSeconds: z.number().int().min(1).max(120).default(10),
+});
+
+export const SECTIONS = { mfa: mfaSchema, smtp: smtpSchema, twilio: twilioSchema, sms_gateway: gatewaySchema } as const;
+export type SectionName = keyof typeof SECTIONS;
+
+/** Settings paths whose values are sealed at rest and masked when shown. */
+export const SECRET_PATHS = new Set(['smtp.password', 'twilio.authToken', 'sms_gateway.password', 'sms_gateway.apiKey']);
+
+export type MfaSettings = z.infer<typeof mfaSchema>;
+export type SmtpSettings = z.infer<typeof smtpSchema>;
+export type TwilioSettings = z.infer<typeof twilioSchema>;
+export type GatewaySettings = z.infer<typeof gatewaySchema>;
+
+export interface Settings {
+  mfa: MfaSettings;
+  smtp: SmtpSettings;
+  twilio: TwilioSettings;
+  sms_gateway: GatewaySettings;
+}
+
+export class SettingsError extends Error {}
+
+function sealPurpose(path: string): string {
+  return `setting:${path}`;
+}
+
+function transformSecrets(section: string, value: Record<string, unknown>, fn: (v: string, path: string) => string): Record<string, unknown> {
+  const out = { ...value };
+  for (const path of SECRET_PATHS) {
+    const [s, key] = path.split('.') as [string, string];
+    if (s === section && typeof out[key] === 'string') out[key] = fn(out[key] as string, path);
+  }
+  return out;
+}
+
+export async function loadSettings(db: Db, box: SecretBox): Promise<Settings> {
+  const rows = await db.selectFrom('settings').select(['section', 'value']).execute();
+  const stored = new Map(rows.map((r) => [r.section, r.value as Record<string, unknown>]));
+  const result: Record<string, unknown> = {};
+  for (const [name, schema] of Object.entries(SECTIONS)) {
+    const raw = transformSecrets(name, stored.get(name) ?? {}, (v, path) => box.open(v, sealPurpose(path)));
+    result[name] = schema.parse(raw);
+  }
+  return result as unknown as Settings;
+}
+
+function pathExists(schema: z.ZodType, keys: string[]): boolean {
+  let current: z.ZodType = schema;
+  for (const key of keys) {
+    while (current instanceof z.ZodDefault || current instanceof z.ZodOptional) current = current.unwrap() as z.ZodType;
+    if (!(current instanceof z.ZodObject)) return false;
+    const next = (current.shape as Record<string, z.ZodType>)[key];
+    if (!next) return false;
+    current = next;
+  }
+  return true;
+}
+
+/** Parses a CLI value: JSON when it parses (numbers, booleans, arrays), else the text itself. */
+export function parseSettingValue(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** Sets one value by its dotted path ("mfa.otp.length", "smtp.host"); the whole section is validated. */
+export async function setSetting(db: Db, box: SecretBox, path: string, value: unknown): Promise<void> {
+  const [section, ...rest] = path.split('.');
+  if (!section || !(section in SECTIONS) || rest.length === 0) {
+    throw new SettingsError(`unknown setting "${path}" (sections: ${Object.keys(SECTIONS).join(', ')})`);
+  }
+  const schema = SECTIONS[section as SectionName];
+  // The schema drops unknown keys: a typo must be an error, not a value silently thrown away.
+  if (!pathExists(schema, rest)) throw new SettingsError(`unknown setting "${path}"`);
+  await db.transaction().execute(async (tx) => {
+    const row = await tx.selectFrom('settings').select('value').where('section', '=', section).forUpdate().executeTakeFirst();
+    const plain = transformSecrets(section, (row?.value as Record<string, unknown>) ?? {}, (v, p) => box.open(v, sealPurpose(p)));
+    let target: Record<string, unknown> = plain;
+    for (const key of rest.slice(0, -1)) {
+      const next = target[key];
+      target[key] = typeof next === 'object' && next !== null && !Array.isArray(next) ? { ...(next as object) } : {};
+      target = target[key] as Record<string, unknown>;
+    }
+    const last = rest[rest.length - 1]!;
+    if (value === null) delete target[last];
+    else target[last] = value;
+    const parsed = schema.safeParse(plain);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new SettingsError(`invalid ${section}.${issue.path.join('.')}: ${issue.message}`);
+    }
+    const sealed = transformSecrets(section, parsed.data as Record<string, unknown>, (v, p) => box.seal(v, sealPurpose(p)));
+    await tx
+      .insertInto('settings')
+      .values({ section, value: JSON.stringify(sealed) })
+      .onConflict((oc) => oc.column('section').doUpdateSet({ value: JSON.stringify(sealed), updated_at: sql`now()` }))
+      .execute();
+  });
+}
+
+/** The settings with secrets masked, for display. */
+export function maskSecrets(settings: Settings): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(settings)) {
+    out[name] = transformSecrets(name, value as Record<string, unknown>, () => '********');
+  }
+  return out;
+}

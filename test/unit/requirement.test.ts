@@ -1,0 +1,83 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { effectivePolicy, requirement, type PolicyRule, type RequirementInput } from '../../src/policy/requirement.js';
+
+const ALL = { email: true, sms: true, totp: true };
+const EVERYTHING = { emailVerified: true, phoneVerified: true, hasAuthenticator: true };
+const NOTHING = { emailVerified: false, phoneVerified: false, hasAuthenticator: false };
+
+function input(over: Partial<RequirementInput> = {}): RequirementInput {
+  return { policies: [], clientRequiresMfa: false, mfaAcrRequested: false, methodsAvailable: ALL, user: { emailVerified: true, phoneVerified: false, hasAuthenticator: false }, ...over };
+}
+function rule(over: Partial<PolicyRule>): PolicyRule {
+  return { name: 'p', source: 'user', priority: 100, mfa: 'required', allowedFactors: null, requireAuthenticatorApp: false, ...over };
+}
+
+describe('policy: which rule governs', () => {
+  it('user policies outrank group policies, then priority, then strictness', () => {
+    assert.equal(effectivePolicy([]), null);
+    assert.equal(effectivePolicy([rule({ name: 'g', source: 'group', priority: 1 }), rule({ name: 'u', source: 'user', priority: 500, mfa: 'off' })])?.name, 'u');
+    assert.equal(effectivePolicy([rule({ name: 'late', source: 'group', priority: 50 }), rule({ name: 'early', source: 'group', priority: 10, mfa: 'off' })])?.name, 'early');
+    assert.equal(effectivePolicy([rule({ name: 'lax', source: 'group', mfa: 'optional' }), rule({ name: 'strict', source: 'group', mfa: 'required' })])?.name, 'strict');
+  });
+});
+
+describe('policy: the requirement', () => {
+  it('no policy, no client flag: no MFA unless the user enrolled an app', () => {
+    assert.equal(requirement(input()).mfaRequired, false);
+    const enrolled = requirement(input({ user: { ...NOTHING, hasAuthenticator: true } }));
+    assert.equal(enrolled.mfaRequired, true);
+    assert.deepEqual(enrolled.reasons, ['enrolled']);
+    assert.deepEqual(enrolled.usableFactors, ['totp']);
+  });
+
+  it('user policy × group policy × client flag × acr request', () => {
+    const groupRequired = [rule({ source: 'group', mfa: 'required' })];
+    const userOff = [rule({ source: 'user', mfa: 'off' }), ...groupRequired];
+    for (const policies of [[], groupRequired, userOff]) {
+      for (const clientRequiresMfa of [false, true]) {
+        for (const mfaAcrRequested of [false, true]) {
+          const r = requirement(input({ policies, clientRequiresMfa, mfaAcrRequested }));
+          const expected = policies === groupRequired || clientRequiresMfa || mfaAcrRequested;
+          assert.equal(r.mfaRequired, expected, JSON.stringify({ policies: policies.map((p) => `${p.source}:${p.mfa}`), clientRequiresMfa, mfaAcrRequested }));
+          if (clientRequiresMfa) assert.ok(r.reasons.includes('client'));
+          if (mfaAcrRequested) assert.ok(r.reasons.includes('acr'));
+        }
+      }
+    }
+    // A user policy saying "off" does not beat a client that requires MFA.
+    assert.equal(requirement(input({ policies: userOff, clientRequiresMfa: true })).mfaRequired, true);
+  });
+
+  it('allowed methods: system switches ∩ policy; usable: what the user has', () => {
+    const r = requirement(input({ policies: [rule({ allowedFactors: ['email', 'sms'] })], user: EVERYTHING }));
+    assert.deepEqual(r.allowedFactors, ['email', 'sms']);
+    assert.deepEqual(r.usableFactors, ['email', 'sms']);
+    const switchedOff = requirement(input({ policies: [rule({})], methodsAvailable: { email: false, sms: true, totp: true }, user: EVERYTHING }));
+    assert.deepEqual(switchedOff.allowedFactors, ['totp', 'sms']);
+    const phoneUnverified = requirement(input({ policies: [rule({})], user: { emailVerified: true, phoneVerified: false, hasAuthenticator: false } }));
+    assert.deepEqual(phoneUnverified.usableFactors, ['email']);
+  });
+
+  it('"authenticator app required" forces enrolment first and allows nothing else', () => {
+    const r = requirement(input({ policies: [rule({ requireAuthenticatorApp: true, mfa: 'optional' })], user: { ...EVERYTHING, hasAuthenticator: false } }));
+    assert.equal(r.mfaRequired, true);
+    assert.equal(r.enrolAuthenticator, 'required');
+    assert.deepEqual(r.allowedFactors, ['totp']);
+    assert.deepEqual(r.usableFactors, []);
+    assert.equal(r.noUsableMethod, false);
+    const enrolled = requirement(input({ policies: [rule({ requireAuthenticatorApp: true })], user: EVERYTHING }));
+    assert.equal(enrolled.enrolAuthenticator, 'no');
+    assert.deepEqual(enrolled.usableFactors, ['totp']);
+  });
+
+  it('required with nothing usable: enrolment is offered when apps are allowed, else the "no usable method" page', () => {
+    const offered = requirement(input({ policies: [rule({})], user: NOTHING }));
+    assert.equal(offered.enrolAuthenticator, 'offered');
+    assert.equal(offered.noUsableMethod, false);
+    const stuck = requirement(input({ policies: [rule({ allowedFactors: ['sms'] })], user: NOTHING }));
+    assert.equal(stuck.noUsableMethod, true);
+    const appsOff = requirement(input({ policies: [rule({ requireAuthenticatorApp: true })], methodsAvailable: { email: true, sms: true, totp: false }, user: EVERYTHING }));
+    assert.equal(appsOff.noUsableMethod, true, 'the policy demands an app but apps are switched off');
+  });
+});

@@ -15,6 +15,8 @@ import { errorPages } from './http/errors.js';
 import { securityHeaders } from './http/security.js';
 import { interactionRoutes } from './flows/index.js';
 import { demoRoutes } from './demo/demo.js';
+import { createDelivery } from './factors/delivery/index.js';
+import { renderPage } from './http/views.js';
 
 export interface AppDeps {
   config: Config;
@@ -76,18 +78,32 @@ export function createApp(deps: AppDeps): Koa {
   // Tessera's own pages: every one gets a CSRF token; unknown methods on them get 405.
   const pages = new Router();
   pages.use(csrf(deps.box.deriveKey('csrf'), issuer.startsWith('https://')));
-  const interactions = interactionRoutes({ config, db, provider, audit: deps.audit, log });
-  pages.use(interactions.routes(), interactions.allowedMethods());
+  const interactions = interactionRoutes({
+    config, db, provider, audit: deps.audit, log, box: deps.box,
+    delivery: createDelivery(db, config.mode, log),
+    otpKey: deps.box.deriveKey('otp-code'),
+  });
+  for (const router of interactions) pages.use(router.routes(), router.allowedMethods());
   if (config.demo) {
     const demo = demoRoutes(issuer, log);
     pages.use(demo.routes(), demo.allowedMethods());
   }
   app.use(pages.routes()).use(pages.allowedMethods());
 
+  if (config.mode === 'dev') {
+    // Messages that dev mode delivered to itself, so every MFA method works with nothing installed.
+    const dev = new Router();
+    dev.get('/dev/outbox', async (ctx) => {
+      const messages = await db.selectFrom('dev_outbox').selectAll().orderBy('id', 'desc').limit(50).execute();
+      renderPage(ctx, 'dev/outbox', { title: 'Dev outbox', messages });
+    });
+    app.use(dev.routes()).use(dev.allowedMethods());
+  }
+
   // Everything else is the protocol: handed to oidc-provider as the last middleware. Tessera's own
   // paths stay here, so a wrong method on them gets the routers' 405 rather than the provider's 404.
   const protocol = provider.callback();
-  const ownPath = /^\/(?:$|interaction(?:\/|$)|demo(?:\/|$)|assets\/|healthz$|readyz$)/;
+  const ownPath = /^\/(?:$|interaction(?:\/|$)|demo(?:\/|$)|dev\/|assets\/|healthz$|readyz$)/;
   app.use(async (ctx) => {
     if (ownPath.test(ctx.path)) return;
     ctx.respond = false;

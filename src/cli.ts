@@ -11,6 +11,8 @@ import { addGroupMember, createGroup, listGroups } from './directory/groups.js';
 import { passwordProblem } from './directory/passwords.js';
 import { ClientError, createClient, GRANT_TYPES, listClients, removeClient } from './clients/clients.js';
 import { ensureKeys, rotateKeys } from './oidc/keys.js';
+import { loadSettings, maskSecrets, parseSettingValue, setSetting, SettingsError } from './settings/settings.js';
+import { createPolicy, listPolicies, PolicyError, removePolicy } from './policy/policies.js';
 
 const USAGE = `Usage: npm run cli -- <command> [options]
 
@@ -28,7 +30,15 @@ const USAGE = `Usage: npm run cli -- <command> [options]
                       [--id-token-alg RS256|ES256]
   client list
   client remove <client_id>
-  keys rotate                               publish new signing and cookie keys; old ones stay for verification`;
+  client set-mfa <client_id> on|off         require a second factor for every login to this client
+  keys rotate                               publish new signing and cookie keys; old ones stay for verification
+  settings show                             all settings (secrets masked)
+  settings set <section.key> <value>        e.g. mfa.otp.length 8, smtp.host mail.example.com, mfa.methods.sms false
+  settings unset <section.key>              back to the default
+  policy add <name> (--user <u> | --group <g>) --mfa required|optional|off [--priority <n>]
+                      [--factors email,sms,totp] [--require-authenticator-app]
+  policy list
+  policy remove <name>`;
 
 class UsageError extends Error {}
 
@@ -51,6 +61,12 @@ const options = {
   'no-consent': { type: 'boolean' },
   'id-token-alg': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
+  user: { type: 'string' },
+  group: { type: 'string' },
+  mfa: { type: 'string' },
+  priority: { type: 'string' },
+  factors: { type: 'string' },
+  'require-authenticator-app': { type: 'boolean' },
 } as const;
 
 function arg(positionals: string[], index: number, what: string): string {
@@ -165,6 +181,52 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
         out(`new signing keys: ${kids.join(', ')}\nrestart Tessera instances to sign with them; the old keys stay published for verification`);
         break;
       }
+      case 'client set-mfa': {
+        const clientId = arg(p, 2, '<client_id>');
+        const flag = arg(p, 3, 'on|off');
+        if (flag !== 'on' && flag !== 'off') throw new UsageError('use "on" or "off"');
+        const result = await db.updateTable('clients').set({ mfa_required: flag === 'on' }).where('client_id', '=', clientId).executeTakeFirst();
+        if (result.numUpdatedRows === 0n) throw new ClientError(`no client "${clientId}"`);
+        out(`MFA ${flag === 'on' ? 'required' : 'no longer required'} for ${clientId}`);
+        break;
+      }
+      case 'settings show':
+        out(JSON.stringify(maskSecrets(await loadSettings(db, box)), null, 2));
+        break;
+      case 'settings set':
+        await setSetting(db, box, arg(p, 2, '<section.key>'), parseSettingValue(arg(p, 3, '<value>')));
+        out(`${p[2]} set`);
+        break;
+      case 'settings unset':
+        await setSetting(db, box, arg(p, 2, '<section.key>'), null);
+        out(`${p[2]} reset to its default`);
+        break;
+      case 'policy add': {
+        if (Boolean(v.user) === Boolean(v.group)) throw new UsageError('give exactly one of --user <username> or --group <name>');
+        if (!v.mfa) throw new UsageError('missing --mfa required|optional|off');
+        const priority = v.priority === undefined ? undefined : Number(v.priority);
+        if (priority !== undefined && !Number.isInteger(priority)) throw new UsageError('--priority takes a whole number');
+        await createPolicy(db, {
+          name: arg(p, 2, '<name>'),
+          subjectType: v.user ? 'user' : 'group',
+          subject: (v.user ?? v.group)!,
+          mfa: v.mfa as 'required',
+          ...(priority !== undefined ? { priority } : {}),
+          ...(v.factors ? { allowedFactors: v.factors.split(',').map((f) => f.trim()) as ('email' | 'sms' | 'totp')[] } : {}),
+          requireAuthenticatorApp: v['require-authenticator-app'] ?? false,
+        });
+        out(`created policy ${p[2]}`);
+        break;
+      }
+      case 'policy list':
+        for (const row of await listPolicies(db)) {
+          out([row.name, row.subject_type === 'user' ? `user:${row.username}` : `group:${row.group_name}`, `priority ${row.priority}`, `mfa ${row.mfa}`, `factors ${(row.allowed_factors ?? ['any']).join(',')}`, row.require_authenticator_app ? 'authenticator app required' : ''].filter(Boolean).join('\t'));
+        }
+        break;
+      case 'policy remove':
+        await removePolicy(db, arg(p, 2, '<name>'));
+        out('policy removed');
+        break;
       default:
         throw new UsageError(`unknown command "${command}"`);
     }
@@ -177,7 +239,7 @@ const invokedDirectly = process.argv[1] && /cli\.(ts|js)$/.test(process.argv[1])
 if (invokedDirectly) {
   runCli(process.argv.slice(2)).catch((error: unknown) => {
     if (error instanceof UsageError) console.error(`error: ${error.message}\nrun "npm run cli -- --help" for usage`);
-    else if (error instanceof ConfigError || error instanceof DirectoryError || error instanceof ClientError) console.error(`error: ${error.message}`);
+    else if (error instanceof ConfigError || error instanceof DirectoryError || error instanceof ClientError || error instanceof SettingsError || error instanceof PolicyError) console.error(`error: ${error.message}`);
     else console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
     process.exit(1);
   });

@@ -14,6 +14,9 @@ import { createProvider } from './oidc/provider.js';
 import { createApp } from './app.js';
 import { ensureDemoData } from './demo/demo.js';
 import { setTemplateCaching } from './http/views.js';
+import { loadSettings } from './settings/settings.js';
+import { deliveryProblem } from './factors/delivery/index.js';
+import { purgeExpiredProgress } from './flows/progress.js';
 
 export interface RunningTessera {
   issuer: string;
@@ -42,6 +45,11 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   const { db } = database;
   const applied = await migrateToLatest(db);
   for (const m of applied) log.info({ migration: m.migrationName, status: m.status }, 'migration');
+  const problem = deliveryProblem(await loadSettings(db, box), config.mode);
+  if (problem) {
+    if (!options.database) await database.close();
+    throw new Error(problem);
+  }
   await ensureKeys(db, box);
   const keys = await loadKeys(db, box);
   setTemplateCaching(config.mode === 'production');
@@ -64,8 +72,8 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   server.on('request', app.callback());
 
   const purge = setInterval(() => {
-    purgeExpired(db)
-      .then((n) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
+    Promise.all([purgeExpired(db), purgeExpiredProgress(db)])
+      .then(([n]) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
       .catch((error: unknown) => log.warn({ err: error }, 'purge failed'));
   }, config.purgeIntervalSeconds * 1000);
   purge.unref();

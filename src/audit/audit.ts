@@ -3,6 +3,14 @@ import type { Logger } from '../log.js';
 
 export type AuditType =
   | 'login.success'
+  | 'login.password_verified'
+  | 'mfa.sent'
+  | 'mfa.send_failed'
+  | 'mfa.send_refused'
+  | 'mfa.success'
+  | 'mfa.failure'
+  | 'mfa.enrolled'
+  | 'mfa.no_method'
   | 'login.failure'
   | 'login.locked'
   | 'account.locked'

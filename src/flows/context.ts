@@ -4,6 +4,8 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
 import type { Audit } from '../audit/audit.js';
 import type { Logger } from '../log.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+import type { Delivery } from '../factors/delivery/index.js';
 import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
 
 export interface FlowDeps {
@@ -12,6 +14,10 @@ export interface FlowDeps {
   provider: Provider;
   audit: Audit;
   log: Logger;
+  box: SecretBox;
+  delivery: Delivery;
+  /** Keys code hashes of OTP challenges. */
+  otpKey: Buffer;
 }
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;

@@ -7,13 +7,16 @@ import { readForm } from '../http/body.js';
 import { finishInteraction, loadInteraction, type FlowDeps, type InteractionDetails } from './context.js';
 import { showLogin, submitLogin } from './login.js';
 import { grantConsent, showConsent, submitConsent } from './consent.js';
+import { mfaRoutes } from './mfa.js';
+import { loadProgress, saveProgress } from './progress.js';
+import type { AuthenticationMethod } from '../oidc/assurance.js';
 
 /**
  * The interaction pipeline: the provider says which prompt is unmet (login, then consent);
  * each prompt is a step with a page (GET) and a submission (POST). Steps finish by handing their
  * result back to the provider, which decides what comes next.
  */
-export function interactionRoutes(deps: FlowDeps): Router {
+export function interactionRoutes(deps: FlowDeps): Router[] {
   const { db, provider, audit } = deps;
   const router = new Router({ prefix: '/interaction/:uid' });
 
@@ -30,8 +33,20 @@ export function interactionRoutes(deps: FlowDeps): Router {
   router.get('/', async (ctx: Context) => {
     const details = await loadInteraction(ctx, provider);
     switch (details.prompt.name) {
-      case 'login':
+      case 'login': {
+        if (await loadProgress(db, details.uid)) {
+          ctx.status = 303;
+          return ctx.redirect(`/interaction/${details.uid}/mfa`);
+        }
+        // Signed in already, but this client or request needs a second factor the session lacks: step up.
+        if (details.prompt.reasons.includes('mfa_required') && details.session?.accountId) {
+          const amr = ((details.session as { amr?: AuthenticationMethod[] }).amr ?? ['pwd']).filter((m) => m !== 'mfa');
+          await saveProgress(db, { uid: details.uid, accountId: details.session.accountId, methods: amr.map((method) => ({ method, at: Math.floor(Date.now() / 1000) })), challengeId: null });
+          ctx.status = 303;
+          return ctx.redirect(`/interaction/${details.uid}/mfa`);
+        }
         return showLogin(ctx, details, await clientName(details));
+      }
       case 'consent': {
         const client = await clientOf(details);
         if (!client.require_consent) {
@@ -47,6 +62,7 @@ export function interactionRoutes(deps: FlowDeps): Router {
     }
   });
   router.post('/login', submitLogin(deps, clientName));
+  const mfa = mfaRoutes(deps);
   router.post('/consent', submitConsent(deps));
   router.post('/abort', async (ctx: Context) => {
     await loadInteraction(ctx, provider);
@@ -54,5 +70,5 @@ export function interactionRoutes(deps: FlowDeps): Router {
     assertCsrf(ctx, form.csrf);
     await finishInteraction(ctx, provider, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
   });
-  return router;
+  return [router, mfa];
 }

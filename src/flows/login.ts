@@ -5,8 +5,11 @@ import { PASSWORD_MAX_LENGTH, verifyPassword } from '../directory/passwords.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { renderPage } from '../http/views.js';
-import { acrFor, type AuthenticationMethod } from '../oidc/assurance.js';
-import { finishInteraction, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+import { loadSettings } from '../settings/settings.js';
+import { loginRequirement } from '../policy/policies.js';
+import { loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+import { completeLogin } from './complete-login.js';
+import { saveProgress } from './progress.js';
 
 /** One message for unknown user, wrong password, disabled and locked accounts: none of them is disclosed. */
 export const INVALID_CREDENTIALS = 'Invalid username or password.';
@@ -76,9 +79,13 @@ export function submitLogin(deps: FlowDeps, clientNameOf: (details: InteractionD
     }
     if (user.status !== 'active') return refuse('disabled');
 
+    const need = await loginRequirement(db, await loadSettings(db, deps.box), config.mode, user, clientId, details.params);
+    if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, ['pwd']);
+    // The password is right, but this login needs a second factor: remember the first and go on to it.
     await recordSuccessfulLogin(db, user.id);
-    const amr: AuthenticationMethod[] = ['pwd'];
-    await audit.record({ type: 'login.success', actor: username, subject: user.id, clientId, ...meta, details: { amr } });
-    await finishInteraction(ctx, provider, { login: { accountId: user.id, acr: acrFor(amr), amr, remember: true } }, false);
+    await saveProgress(db, { uid: details.uid, accountId: user.id, methods: [{ method: 'pwd', at: Math.floor(Date.now() / 1000) }], challengeId: null });
+    await audit.record({ type: 'login.password_verified', actor: username, subject: user.id, clientId, ...meta, details: { mfa: need.reasons, policy: need.policy } });
+    ctx.status = 303;
+    ctx.redirect(`/interaction/${details.uid}/mfa`);
   };
 }

@@ -11,6 +11,9 @@ import { accountFinder, CLAIMS_BY_SCOPE } from './account.js';
 import { ACR_VALUES } from './assurance.js';
 import type { KeyMaterial } from './keys.js';
 import { createInteractionPolicy } from './interaction-policy.js';
+import { findUserById } from '../directory/users.js';
+import { loadSettings } from '../settings/settings.js';
+import { loginRequirement } from '../policy/policies.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -33,6 +36,13 @@ function page(ctx: KoaContextWithOIDC, status: number, name: string, data: { tit
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, issuer, db, box, keys, audit, log } = deps;
   const secureCookies = issuer.startsWith('https://');
+
+  const needsMfa = async (ctx: KoaContextWithOIDC, accountId: string): Promise<boolean> => {
+    const user = await findUserById(db, accountId);
+    if (!user || !ctx.oidc.client) return false;
+    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, user, ctx.oidc.client.clientId, ctx.oidc.params ?? {});
+    return need.mfaRequired;
+  };
 
   const configuration: Configuration = {
     adapter: (name: string) => (name === 'Client' ? new ClientAdapter(db, box) : new KyselyAdapter(db, name)),
@@ -81,7 +91,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         },
       },
     },
-    interactions: { policy: createInteractionPolicy(), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { policy: createInteractionPolicy(needsMfa), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them outlive the session.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: () => true,

@@ -1,0 +1,65 @@
+import type { Db } from '../../db/index.js';
+import type { Logger } from '../../log.js';
+import type { Mode } from '../../config.js';
+import type { Settings } from '../../settings/settings.js';
+import { sendMail } from './mail.js';
+import { sendTwilioSms } from './twilio.js';
+import { sendGatewaySms } from './gateway.js';
+import type { Message } from './types.js';
+
+export type Channel = 'email' | 'sms';
+
+/** The provider a channel would use now, or null when it cannot send at all. */
+export function providerFor(channel: Channel, settings: Settings, mode: Mode): 'smtp' | 'twilio' | 'gateway' | 'outbox' | null {
+  if (channel === 'email') return settings.smtp.host ? 'smtp' : mode === 'dev' ? 'outbox' : null;
+  if (settings.twilio.active) return 'twilio';
+  if (settings.sms_gateway.active) return 'gateway';
+  return mode === 'dev' ? 'outbox' : null;
+}
+
+export interface Delivery {
+  send(channel: Channel, settings: Settings, message: Message): Promise<{ provider: string }>;
+}
+
+/**
+ * Sends codes through the configured SMTP server and SMS provider. In dev mode, a channel with
+ * nothing configured writes to the dev outbox (shown at /dev/outbox) so every method works with
+ * nothing installed.
+ */
+export function createDelivery(db: Db, mode: Mode, log: Logger): Delivery {
+  return {
+    async send(channel, settings, message) {
+      const provider = providerFor(channel, settings, mode);
+      switch (provider) {
+        case 'smtp':
+          await sendMail(settings.smtp, message);
+          break;
+        case 'twilio':
+          await sendTwilioSms(settings.twilio, message);
+          break;
+        case 'gateway':
+          await sendGatewaySms(settings.sms_gateway, message);
+          break;
+        case 'outbox':
+          await db.insertInto('dev_outbox').values({ channel, recipient: message.to, subject: message.subject ?? null, body: message.text }).execute();
+          log.info({ channel, to: message.to, text: message.text }, 'dev outbox: message stored (see /dev/outbox)');
+          break;
+        default:
+          throw new Error(`no ${channel} delivery is configured`);
+      }
+      return { provider: provider! };
+    },
+  };
+}
+
+/** In production, a code method that is switched on but cannot send is a configuration error, named at start-up. */
+export function deliveryProblem(settings: Settings, mode: Mode): string | null {
+  if (mode !== 'production') return null;
+  if (settings.mfa.methods.email && !providerFor('email', settings, mode)) {
+    return 'email codes are switched on but no SMTP server is configured: run "npm run cli -- settings set smtp.host <host>" (and smtp.port, smtp.from, …) or "npm run cli -- settings set mfa.methods.email false"';
+  }
+  if (settings.mfa.methods.sms && !providerFor('sms', settings, mode)) {
+    return 'SMS codes are switched on but no SMS provider is active: configure twilio.* or sms_gateway.* and set its "active" to true, or run "npm run cli -- settings set mfa.methods.sms false"';
+  }
+  return null;
+}

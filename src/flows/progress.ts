@@ -1,0 +1,42 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/index.js';
+import type { AuthenticationMethod } from '../oidc/assurance.js';
+
+/** What a login has proven so far (password, then a second factor), kept between the pages of one interaction. */
+export interface Progress {
+  uid: string;
+  accountId: string;
+  methods: { method: AuthenticationMethod; at: number }[];
+  challengeId: string | null;
+}
+
+const TTL_SECONDS = 3600;
+
+export async function saveProgress(db: Db, progress: Progress): Promise<void> {
+  const values = {
+    uid: progress.uid,
+    account_id: progress.accountId,
+    methods: JSON.stringify(progress.methods),
+    challenge_id: progress.challengeId,
+    expires_at: new Date(Date.now() + TTL_SECONDS * 1000),
+  };
+  await db
+    .insertInto('interaction_progress')
+    .values(values)
+    .onConflict((oc) => oc.column('uid').doUpdateSet({ ...values, updated_at: sql`now()` }))
+    .execute();
+}
+
+export async function loadProgress(db: Db, uid: string): Promise<Progress | null> {
+  const row = await db.selectFrom('interaction_progress').selectAll().where('uid', '=', uid).where('expires_at', '>', sql<Date>`now()`).executeTakeFirst();
+  if (!row) return null;
+  return { uid: row.uid, accountId: row.account_id, methods: row.methods as Progress['methods'], challengeId: row.challenge_id };
+}
+
+export async function clearProgress(db: Db, uid: string): Promise<void> {
+  await db.deleteFrom('interaction_progress').where('uid', '=', uid).execute();
+}
+
+export async function purgeExpiredProgress(db: Db): Promise<void> {
+  await db.deleteFrom('interaction_progress').where('expires_at', '<', sql<Date>`now()`).execute();
+}

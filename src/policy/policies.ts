@@ -1,0 +1,135 @@
+import { sql } from 'kysely';
+import { z } from 'zod';
+import { isUniqueViolation, type Db } from '../db/index.js';
+import type { User } from '../db/schema.js';
+import { FACTORS, type FactorId, type Settings } from '../settings/settings.js';
+import type { Mode } from '../config.js';
+import { providerFor } from '../factors/delivery/index.js';
+import { hasConfirmedAuthenticator } from '../factors/totp.js';
+import { ACR } from '../oidc/assurance.js';
+import { requirement, type PolicyRule, type Requirement } from './requirement.js';
+
+export class PolicyError extends Error {}
+
+export const policyInputSchema = z.object({
+  name: z.string().regex(/^[\p{L}\p{N} ._-]{1,100}$/u, 'a policy name is 1-100 letters, digits, spaces or . _ -'),
+  subjectType: z.enum(['user', 'group']),
+  subject: z.string().min(1),
+  priority: z.number().int().min(0).max(100000).default(100),
+  mfa: z.enum(['required', 'optional', 'off']),
+  allowedFactors: z.array(z.enum(FACTORS)).min(1).nullable().default(null),
+  requireAuthenticatorApp: z.boolean().default(false),
+});
+
+export type PolicyInput = z.input<typeof policyInputSchema>;
+
+/** Access policies (Sectona's "user access policy"), assigned to a user or a group. */
+export async function createPolicy(db: Db, input: PolicyInput): Promise<void> {
+  const parsed = policyInputSchema.safeParse(input);
+  if (!parsed.success) throw new PolicyError(parsed.error.issues[0]!.message);
+  const p = parsed.data;
+  const subject =
+    p.subjectType === 'user'
+      ? await db.selectFrom('users').select('id').where(sql`lower(username)`, '=', sql<string>`lower(${p.subject})`).executeTakeFirst()
+      : await db.selectFrom('groups').select('id').where('name', '=', p.subject).executeTakeFirst();
+  if (!subject) throw new PolicyError(`no ${p.subjectType} "${p.subject}"`);
+  await db
+    .insertInto('access_policies')
+    .values({
+      name: p.name,
+      subject_type: p.subjectType,
+      subject_id: subject.id,
+      priority: p.priority,
+      mfa: p.mfa,
+      allowed_factors: p.allowedFactors,
+      require_authenticator_app: p.requireAuthenticatorApp,
+    })
+    .execute()
+    .catch((error: unknown) => {
+      if (isUniqueViolation(error)) throw new PolicyError(`policy "${p.name}" already exists`);
+      throw error;
+    });
+}
+
+export async function removePolicy(db: Db, name: string): Promise<void> {
+  const result = await db.deleteFrom('access_policies').where('name', '=', name).executeTakeFirst();
+  if (result.numDeletedRows === 0n) throw new PolicyError(`no policy "${name}"`);
+}
+
+export function listPolicies(db: Db) {
+  return db
+    .selectFrom('access_policies')
+    .leftJoin('users', (j) => j.onRef('users.id', '=', 'access_policies.subject_id').on('access_policies.subject_type', '=', 'user'))
+    .leftJoin('groups', (j) => j.onRef('groups.id', '=', 'access_policies.subject_id').on('access_policies.subject_type', '=', 'group'))
+    .select(['access_policies.name', 'subject_type', 'priority', 'mfa', 'allowed_factors', 'require_authenticator_app', 'users.username', 'groups.name as group_name'])
+    .orderBy('priority')
+    .orderBy('access_policies.name')
+    .execute();
+}
+
+/** The policies that apply to a user: their own and their groups'. */
+export async function rulesForUser(db: Db, userId: string): Promise<PolicyRule[]> {
+  const rows = await db
+    .selectFrom('access_policies')
+    .selectAll()
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('subject_type', '=', 'user'), eb('subject_id', '=', userId)]),
+        eb.and([eb('subject_type', '=', 'group'), eb('subject_id', 'in', eb.selectFrom('group_members').select('group_id').where('user_id', '=', userId))]),
+      ]),
+    )
+    .execute();
+  return rows.map((r) => ({
+    name: r.name,
+    source: r.subject_type,
+    priority: r.priority,
+    mfa: r.mfa,
+    allowedFactors: r.allowed_factors as FactorId[] | null,
+    requireAuthenticatorApp: r.require_authenticator_app,
+  }));
+}
+
+/** Whether the authorization request asks for the MFA acr, by acr_values or a claims request. */
+export function requestsMfaAcr(params: Record<string, unknown>): boolean {
+  if (typeof params.acr_values === 'string' && params.acr_values.split(' ').includes(ACR.mfa)) return true;
+  if (typeof params.claims === 'string') {
+    try {
+      const acr = (JSON.parse(params.claims) as { id_token?: { acr?: { value?: string; values?: string[] } } }).id_token?.acr;
+      return acr?.value === ACR.mfa || Boolean(acr?.values?.includes(ACR.mfa));
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+export function methodsAvailable(settings: Settings, mode: Mode): Record<FactorId, boolean> {
+  return {
+    email: settings.mfa.methods.email && providerFor('email', settings, mode) !== null,
+    sms: settings.mfa.methods.sms && providerFor('sms', settings, mode) !== null,
+    totp: settings.mfa.methods.totp,
+  };
+}
+
+/** Gathers what the pure requirement function needs for this user, client and request. */
+export async function loginRequirement(
+  db: Db,
+  settings: Settings,
+  mode: Mode,
+  user: User,
+  clientId: string,
+  params: Record<string, unknown>,
+): Promise<Requirement> {
+  const [policies, hasAuthenticator, client] = await Promise.all([
+    rulesForUser(db, user.id),
+    hasConfirmedAuthenticator(db, user.id),
+    db.selectFrom('clients').select('mfa_required').where('client_id', '=', clientId).executeTakeFirst(),
+  ]);
+  return requirement({
+    policies,
+    clientRequiresMfa: client?.mfa_required ?? false,
+    mfaAcrRequested: requestsMfaAcr(params),
+    methodsAvailable: methodsAvailable(settings, mode),
+    user: { emailVerified: Boolean(user.email) && user.email_verified, phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator },
+  });
+}

@@ -50,8 +50,10 @@ if (selected.length) {
   }
   if (process.env.DATABASE_URL) {
     failed |= run([...unit, ...integration, ...postgresOnly, ...e2e, ...benchSmoke], {}, 'PostgreSQL');
-    // The CLI suite starts a process per command; on PGlite each would boot the database again, so it runs once, above.
-    failed |= run(integration.filter((f) => !f.endsWith('cli.test.ts')), { DATABASE_URL: '' }, 'embedded PGlite');
+    // The suites that touch the database run again on PGlite. Not the CLI suite (a process per command,
+    // each booting PGlite again) nor the delivery suite (no database).
+    const onceOnly = ['cli.test.ts', 'mfa-delivery.test.ts'];
+    failed |= run(integration.filter((f) => !onceOnly.some((name) => f.endsWith(name))), { DATABASE_URL: '' }, 'embedded PGlite');
   } else {
     console.log('DATABASE_URL is not set: all suites run on embedded PGlite; the multi-process suites in test/postgres need DATABASE_URL.');
     failed |= run([...unit, ...integration, ...e2e, ...benchSmoke], {}, 'embedded PGlite');

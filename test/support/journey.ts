@@ -48,3 +48,24 @@ export async function openLoginPage(agent: Agent, issuer: string): Promise<Agent
   if (!page.body.includes('name="password"')) throw new Error(`expected the login page, got ${page.status}: ${page.body.slice(0, 300)}`);
   return page;
 }
+
+/** Exchanges a demo-app callback's code at the token endpoint (public client, the fixed PKCE verifier) and returns the ID token's claims. */
+export async function exchangeDemoCode(issuer: string, callbackUrl: string): Promise<Record<string, unknown>> {
+  const code = new URL(callbackUrl).searchParams.get('code');
+  if (!code) throw new Error(`no code in ${callbackUrl}`);
+  const response = await fetch(`${issuer}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: `${issuer}/demo/callback`, client_id: 'tessera-demo', code_verifier: 'v'.repeat(43) }),
+  });
+  const tokens = (await response.json()) as { id_token?: string; error?: string };
+  if (!tokens.id_token) throw new Error(`token endpoint: ${JSON.stringify(tokens)}`);
+  return JSON.parse(Buffer.from(tokens.id_token.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+}
+
+/** Opens a login for the demo app and submits the password; returns the page that follows (the MFA step when one is needed). */
+export async function passwordStep(agent: Agent, issuer: string, username: string, password: string, authorizationUrl?: string): Promise<AgentResponse> {
+  const page = await agent.follow(await agent.get(authorizationUrl ?? (await demoAuthorizationUrl(issuer))));
+  const form = formFor(page, '/login');
+  return agent.follow(await agent.post(form.action, { ...form.fields, username, password }), (u) => u.includes('/demo/callback'));
+}

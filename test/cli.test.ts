@@ -97,6 +97,50 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.code, 1);
     assert.equal(r.stderr, 'error: no client "spa"');
 
+    r = await cli('client', 'set-mfa', 'webapp', 'on');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /MFA required for webapp/);
+    r = await cli('client', 'set-mfa', 'ghost', 'on');
+    assert.equal(r.code, 1);
+
+    r = await cli('settings', 'set', 'mfa.otp.length', '8');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('settings', 'set', 'mfa.otp.length', '11');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: invalid mfa\.otp\.length: /);
+    r = await cli('settings', 'set', 'mfa.otp.lenght', '6');
+    assert.equal(r.stderr, 'error: unknown setting "mfa.otp.lenght"');
+    r = await cli('settings', 'set', 'smtp.password', 'smtp-secret-value');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('settings', 'set', 'mfa.templates.sms', 'Code {code} for {app}');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('settings', 'show');
+    const shown = JSON.parse(r.stdout) as { mfa: { otp: { length: number }; templates: { sms: string } }; smtp: { password: string } };
+    assert.equal(shown.mfa.otp.length, 8);
+    assert.equal(shown.mfa.templates.sms, 'Code {code} for {app}');
+    assert.equal(shown.smtp.password, '********', 'secrets are masked');
+    r = await cli('settings', 'unset', 'mfa.otp.length');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse((await cli('settings', 'show')).stdout) as { mfa: { otp: { length: number } } }).mfa.otp.length, 6);
+
+    r = await cli('policy', 'add', 'staff-mfa', '--group', 'staff', '--mfa', 'required', '--priority', '10', '--factors', 'totp,email');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('policy', 'add', 'hank-app', '--user', 'hank', '--mfa', 'required', '--require-authenticator-app');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('policy', 'add', 'bad', '--user', 'hank', '--group', 'staff', '--mfa', 'required');
+    assert.equal(r.code, 1);
+    r = await cli('policy', 'add', 'bad', '--user', 'hank', '--mfa', 'sometimes');
+    assert.equal(r.code, 1);
+    r = await cli('policy', 'add', 'bad', '--user', 'hank', '--mfa', 'required', '--factors', 'pigeon');
+    assert.equal(r.code, 1);
+    r = await cli('policy', 'list');
+    assert.match(r.stdout, /^staff-mfa\tgroup:staff\tpriority 10\tmfa required\tfactors totp,email$/m);
+    assert.match(r.stdout, /^hank-app\tuser:hank\tpriority 100\tmfa required\tfactors any\tauthenticator app required$/m);
+    r = await cli('policy', 'remove', 'hank-app');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('policy', 'remove', 'hank-app');
+    assert.equal(r.stderr, 'error: no policy "hank-app"');
+
     r = await cli('keys', 'rotate');
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /new signing keys: /);

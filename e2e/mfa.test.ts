@@ -1,0 +1,138 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Browser, Page } from 'playwright-core';
+import { generate } from 'otplib';
+import { launchBrowser } from './browser.js';
+import { startTestTessera, type TestTessera } from '../test/support/tessera.js';
+import { createUser } from '../src/directory/users.js';
+import { createGroup, addGroupMember } from '../src/directory/groups.js';
+import { createPolicy } from '../src/policy/policies.js';
+import { setSetting } from '../src/settings/settings.js';
+
+describe('MFA journeys in Chromium (dev outbox delivery)', () => {
+  let tessera: TestTessera;
+  let browser: Browser;
+
+  before(async () => {
+    tessera = await startTestTessera();
+    browser = await launchBrowser();
+    await createGroup(tessera.db, 'mfa');
+    await createPolicy(tessera.db, { name: 'mfa group', subjectType: 'group', subject: 'mfa', mfa: 'required' });
+    for (const name of ['ada', 'ben', 'cy']) {
+      await createUser(tessera.db, { username: name, password: `${name}-password-1`, email: `${name}@example.test`, emailVerified: true, phone: `+1415555010${name.length}`, phoneVerified: true });
+      await addGroupMember(tessera.db, 'mfa', name);
+    }
+  });
+  after(async () => {
+    await browser?.close();
+    await tessera?.stop();
+  });
+
+  async function signIn(page: Page, username: string) {
+    await page.goto(`${tessera.issuer}/demo/login`);
+    await page.getByLabel('Username').fill(username);
+    await page.getByLabel('Password').fill(`${username}-password-1`);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+  }
+
+  /** The newest code the dev outbox holds for a recipient, read from the outbox page as a developer would. */
+  async function codeFromOutbox(recipient: string): Promise<string> {
+    const outbox = await browser.newPage();
+    await outbox.goto(`${tessera.issuer}/dev/outbox`);
+    const text = await outbox.locator(`article[data-recipient="${recipient}"] .outbox-body`).first().textContent();
+    await outbox.close();
+    return /\b(\d{6})\b/.exec(text ?? '')![1]!;
+  }
+
+  async function finish(page: Page) {
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.waitForURL(`${tessera.issuer}/demo`);
+    return page.textContent('[data-claim="amr"]');
+  }
+
+  it('email code: choose, read the mail, a wrong code first, then the right one', async () => {
+    const page = await (await browser.newContext()).newPage();
+    await signIn(page, 'ada');
+    await page.getByRole('heading', { name: 'Verify it’s you' }).waitFor();
+    await page.getByRole('button', { name: /Email a code to a•+@example\.test/ }).click();
+    await page.getByText(/We sent a 6-digit code to/).waitFor();
+    const code = await codeFromOutbox('ada@example.test');
+    await page.getByLabel('Code').fill(code === '123456' ? '654321' : '123456');
+    await page.getByRole('button', { name: 'Verify' }).click();
+    assert.equal(await page.getByRole('alert').textContent(), 'That code is not right. 4 tries left.');
+    await page.getByLabel('Code').fill(code);
+    await page.getByRole('button', { name: 'Verify' }).click();
+    assert.equal(await finish(page), '["pwd","otp","mfa"]');
+    assert.equal(await page.textContent('[data-claim="acr"]'), 'urn:tessera:acr:mfa');
+  });
+
+  it('SMS code, with the resend cooldown message', async () => {
+    await setSetting(tessera.db, tessera.box, 'mfa.otp.resendCooldownSeconds', 60);
+    try {
+      const page = await (await browser.newContext()).newPage();
+      await signIn(page, 'ben');
+      await page.getByRole('button', { name: /Text a code to/ }).click();
+      await page.getByRole('button', { name: 'Send a new code' }).click();
+      assert.match(await page.getByRole('alert').textContent() ?? '', /A code was sent moments ago\. You can ask for a new one in \d+ seconds\./);
+      await page.getByLabel('Code').fill(await codeFromOutbox('+14155550103'));
+      await page.getByRole('button', { name: 'Verify' }).click();
+      assert.equal(await finish(page), '["pwd","sms","mfa"]');
+    } finally {
+      await setSetting(tessera.db, tessera.box, 'mfa.otp.resendCooldownSeconds', 30);
+    }
+  });
+
+  it('send limit reached: a clear message with when to retry, and another method still works', async () => {
+    await setSetting(tessera.db, tessera.box, 'mfa.otp.perDestinationPerHour', 1);
+    await setSetting(tessera.db, tessera.box, 'mfa.otp.resendCooldownSeconds', 0);
+    try {
+      const page = await (await browser.newContext()).newPage();
+      await signIn(page, 'cy');
+      await page.getByRole('button', { name: /Email a code/ }).click();
+      await page.getByRole('button', { name: 'Send a new code' }).click();
+      assert.match(await page.getByRole('alert').textContent() ?? '', /Too many codes have been requested\. Try again in \d+ minutes, or choose another method\./);
+      await page.getByRole('button', { name: /Text a code/ }).click();
+      await page.getByLabel('Code').fill(await codeFromOutbox('+14155550102'));
+      await page.getByRole('button', { name: 'Verify' }).click();
+      assert.equal(await finish(page), '["pwd","sms","mfa"]');
+    } finally {
+      await setSetting(tessera.db, tessera.box, 'mfa.otp.perDestinationPerHour', 10);
+      await setSetting(tessera.db, tessera.box, 'mfa.otp.resendCooldownSeconds', 30);
+    }
+  });
+
+  it('first logon with "authenticator app required": scan the QR (key as text), confirm, then sign in with the app', async () => {
+    await createUser(tessera.db, { username: 'dee', password: 'dee-password-1', email: 'dee@example.test', emailVerified: true });
+    await createPolicy(tessera.db, { name: 'dee needs an app', subjectType: 'user', subject: 'dee', mfa: 'required', requireAuthenticatorApp: true });
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await signIn(page, 'dee');
+    await page.getByRole('heading', { name: 'Set up your authenticator app' }).waitFor();
+    const qr = page.getByRole('img', { name: 'QR code for your authenticator app' });
+    assert.ok(await qr.isVisible());
+    assert.ok(((await qr.evaluate((img: HTMLImageElement) => img.naturalWidth)) ?? 0) > 100, 'the QR code image renders');
+    const secret = (await page.textContent('#totp-secret'))!.replace(/\s/g, '');
+    await page.getByLabel('Code from your app').fill(await generate({ secret, epoch: Math.floor(Date.now() / 1000) - 30 }));
+    await page.getByRole('button', { name: 'Confirm and continue' }).click();
+    assert.equal(await finish(page), '["pwd","otp","mfa"]');
+    // Next time (a new browser): the app is asked for, nothing else is offered.
+    const again = await (await browser.newContext()).newPage();
+    await signIn(again, 'dee');
+    assert.deepEqual(await again.locator('.methods button').allTextContents(), ['Use your authenticator app']);
+    await again.getByRole('button', { name: 'Use your authenticator app' }).click();
+    await again.getByLabel('Code').fill(await generate({ secret }));
+    await again.getByRole('button', { name: 'Verify' }).click();
+    assert.equal(await finish(again), '["pwd","otp","mfa"]');
+  });
+
+  it('no usable method: the page says so and what to do', async () => {
+    await createUser(tessera.db, { username: 'eve', password: 'eve-password-1' });
+    await createPolicy(tessera.db, { name: 'eve codes only', subjectType: 'user', subject: 'eve', mfa: 'required', allowedFactors: ['email', 'sms'] });
+    const page = await (await browser.newContext()).newPage();
+    await signIn(page, 'eve');
+    await page.getByRole('heading', { name: 'Cannot complete sign-in' }).waitFor();
+    assert.match((await page.innerText('main')).replace(/\s+/g, ' '), /Ask your administrator to verify your email address or verify your phone number, then sign in again\./);
+    await page.getByRole('button', { name: 'Return to the application' }).click();
+    await page.waitForURL(/\/demo\?error=/);
+  });
+});

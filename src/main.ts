@@ -1,6 +1,6 @@
 import { loadConfig, ConfigError } from './config.js';
 import { startTessera } from './server.js';
-import { DEMO_USER } from './demo/demo.js';
+import { DEMO_MFA_USER, DEMO_USER } from './demo/demo.js';
 
 async function main(): Promise<void> {
   let config;
@@ -26,7 +26,10 @@ async function main(): Promise<void> {
     console.log(`  Issuer:     ${issuer}`);
     console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
     console.log(`  Demo app:   ${issuer}/demo`);
-    console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}\n`);
+    console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}   (password only)`);
+    console.log(`              ${DEMO_MFA_USER.username} / ${DEMO_MFA_USER.password}   (MFA required: email, SMS or authenticator app)`);
+    if (config.mode === 'dev') console.log(`  Dev outbox: ${issuer}/dev/outbox   (codes sent by email and SMS land here)`);
+    console.log('');
   }
   const stop = (signal: string) => {
     log.info({ signal }, 'shutting down');

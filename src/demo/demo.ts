@@ -7,9 +7,12 @@ import { createUser, DirectoryError, findUserByUsername } from '../directory/use
 import { ClientError, createClient, findClient } from '../clients/clients.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { renderPage } from '../http/views.js';
+import { createPolicy, PolicyError } from '../policy/policies.js';
 
 export const DEMO_CLIENT_ID = 'tessera-demo';
 export const DEMO_USER = { username: 'demo', password: 'demo-password' } as const;
+/** A second demo user whose policy requires MFA: every method works through the dev outbox. */
+export const DEMO_MFA_USER = { username: 'demo-mfa', password: 'demo-password' } as const;
 
 /** Dev mode: a demo user and the demo app's client, created once. */
 export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Promise<void> {
@@ -27,6 +30,18 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       // Another instance created it first.
       if (!(error instanceof DirectoryError)) throw error;
     });
+  }
+  if (!(await findUserByUsername(db, DEMO_MFA_USER.username))) {
+    try {
+      await createUser(db, {
+        username: DEMO_MFA_USER.username, password: DEMO_MFA_USER.password,
+        email: 'demo-mfa@example.com', emailVerified: true, phone: '+15555550101', phoneVerified: true,
+        givenName: 'Demo', familyName: 'MFA',
+      });
+      await createPolicy(db, { name: 'demo-mfa requires MFA', subjectType: 'user', subject: DEMO_MFA_USER.username, mfa: 'required' });
+    } catch (error) {
+      if (!(error instanceof DirectoryError || error instanceof PolicyError)) throw error;
+    }
   }
   if (!(await findClient(db, DEMO_CLIENT_ID))) {
     await createClient(db, box, {

@@ -1,7 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
-import { once } from 'node:events';
+import { unusedPort } from './support/ports.js';
 import { startMailbox, type Mailbox } from './support/smtp.js';
 import { startProxy, startSmsFakes, TWILIO_SID, TWILIO_TOKEN, type SmsFakes } from './support/sms-fakes.js';
 import { sendMail } from '../src/factors/delivery/mail.js';
@@ -14,13 +13,6 @@ const smtp = (over: Partial<SmtpSettings>): SmtpSettings => SECTIONS.smtp.parse(
 const twilio = (over: Partial<TwilioSettings>): TwilioSettings => SECTIONS.twilio.parse({ active: true, accountSid: TWILIO_SID, authToken: TWILIO_TOKEN, from: '+15005550006', ...over });
 const gateway = (over: Partial<GatewaySettings>): GatewaySettings => SECTIONS.sms_gateway.parse({ active: true, ...over });
 
-async function closedPort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('code delivery: SMTP, Twilio and a generic SMS gateway', () => {
   let mailbox: Mailbox;
@@ -49,7 +41,7 @@ describe('code delivery: SMTP, Twilio and a generic SMS gateway', () => {
 
   it('SMTP failures become delivery errors: wrong password, server down, no host', async () => {
     await assert.rejects(sendMail(smtp({ host: '127.0.0.1', port: mailbox.port, user: 'mailer', password: 'wrong' }), { to: 'a@example.test', text: 'x' }), DeliveryError);
-    await assert.rejects(sendMail(smtp({ host: '127.0.0.1', port: await closedPort() }), { to: 'a@example.test', text: 'x' }), /SMTP delivery failed/);
+    await assert.rejects(sendMail(smtp({ host: '127.0.0.1', port: await unusedPort() }), { to: 'a@example.test', text: 'x' }), /SMTP delivery failed/);
     await assert.rejects(sendMail(smtp({}), { to: 'a@example.test', text: 'x' }), /no SMTP host/);
   });
 
@@ -76,7 +68,7 @@ describe('code delivery: SMTP, Twilio and a generic SMS gateway', () => {
       fakes.twilioError = null;
     }
     await assert.rejects(sendTwilioSms(twilio({ apiBaseUrl: fakes.url, authToken: 'wrong' }), { to: '+14155550123', text: 'x' }), /HTTP 401/);
-    await assert.rejects(sendTwilioSms(twilio({ apiBaseUrl: `http://127.0.0.1:${await closedPort()}` }), { to: '+14155550123', text: 'x' }), DeliveryError);
+    await assert.rejects(sendTwilioSms(twilio({ apiBaseUrl: `http://127.0.0.1:${await unusedPort()}` }), { to: '+14155550123', text: 'x' }), DeliveryError);
   });
 
   it('gateway: POST form body from the template, with Basic auth', async () => {
@@ -133,7 +125,7 @@ describe('code delivery: SMTP, Twilio and a generic SMS gateway', () => {
     } finally {
       fakes.gatewayAnswer = { status: 200, body: 'OK: queued' };
     }
-    await assert.rejects(sendGatewaySms(gateway({ url: `http://127.0.0.1:${await closedPort()}/x` }), { to: '+1', text: 'x' }), /unreachable/);
+    await assert.rejects(sendGatewaySms(gateway({ url: `http://127.0.0.1:${await unusedPort()}/x` }), { to: '+1', text: 'x' }), /unreachable/);
   });
 
   it('gateway: the proxy setting is honoured', async () => {

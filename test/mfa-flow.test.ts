@@ -1,9 +1,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
-import { once } from 'node:events';
 import { generate } from 'otplib';
 import { startTestTessera, type TestTessera } from './support/tessera.js';
+import { unusedPort } from './support/ports.js';
 import { startMailbox, type Mailbox } from './support/smtp.js';
 import { startSmsFakes, TWILIO_SID, TWILIO_TOKEN, type SmsFakes } from './support/sms-fakes.js';
 import { Agent, formFor, type AgentResponse } from './support/agent.js';
@@ -23,13 +22,6 @@ import { ACR } from '../src/oidc/assurance.js';
 
 const CALLBACK = (issuer: string) => (u: string) => u.startsWith(`${issuer}/demo/callback`);
 
-async function closedPort(): Promise<number> {
-  const s = createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function codeIn(text: string, length = 6): string {
   const match = new RegExp(`\\b(\\d{${length}})\\b`).exec(text);
@@ -218,7 +210,7 @@ describe('multi-factor login', () => {
   it('delivery failures: the user is told, may pick another method; audited; nothing reported as sent', async () => {
     const agent = new Agent();
     const choice = await passwordStep(agent, issuer, 'uma', 'uma-password-1');
-    await set('smtp.port', await closedPort());
+    await set('smtp.port', await unusedPort());
     fakes.twilioError = { status: 400, code: 21211, message: 'invalid To' };
     try {
       const mailFailed = await choose(agent, choice, 'email');

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
-import { createServer } from 'node:net';
 import * as oidc from 'openid-client';
+import { unusedPort } from '../support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TEST_SECRET } from '../support/tessera.js';
 import { Agent, formFor } from '../support/agent.js';
@@ -15,14 +15,6 @@ import { createUser } from '../../src/directory/users.js';
 import { SecretBox } from '../../src/crypto/secret-box.js';
 import { migrations as allMigrations } from '../../migrations/index.js';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  return port;
-}
 
 /** A real Tessera process (the same entry point as npm start, through tsx). */
 async function spawnTessera(databaseUrl: string, port: number, issuer: string): Promise<ChildProcess> {
@@ -56,8 +48,8 @@ describe('two Tessera processes sharing one PostgreSQL database', () => {
 
   before(async () => {
     testDb = await createTestDatabase();
-    portA = await freePort();
-    portB = await freePort();
+    portA = await unusedPort();
+    portB = await unusedPort();
     const issuer = `http://127.0.0.1:${issuerPort()}`;
     // Started together: migrations and key generation must happen exactly once.
     [a, b] = await Promise.all([spawnTessera(testDb.url!, portA, issuer), spawnTessera(testDb.url!, portB, issuer)]);

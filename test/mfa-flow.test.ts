@@ -261,9 +261,9 @@ describe('multi-factor login', () => {
     assert.ok(await confirmEnrolment(tessera.db, tessera.box, drift, user.id, enrolment.authenticatorId, await generate({ secret: enrolment.secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
     // No policy, but an enrolled authenticator app is asked for.
     const agent = new Agent();
-    const choice = await passwordStep(agent, issuer, 'walt', 'walt-password-1');
-    assert.match(choice.body, /Use your authenticator app/);
-    const codePage = await choose(agent, choice, 'totp');
+    // The app is walt's only method: its code page comes at once, with nothing to choose.
+    const codePage = await passwordStep(agent, issuer, 'walt', 'walt-password-1');
+    assert.match(codePage.body, /Enter the 6-digit code from your authenticator app\./);
     const wrong = await enter(agent, codePage, '000000');
     assert.equal(wrong.status, 401);
     assert.equal((await findUserByUsername(tessera.db, 'walt'))?.failed_logins, 1);

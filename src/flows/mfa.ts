@@ -195,6 +195,12 @@ export function mfaRoutes(deps: FlowDeps): Router {
 
   router.get('/interaction/:uid/mfa', step(async (ctx, s) => {
     if (s.need.enrolAuthenticator === 'required') return showEnrolment(ctx, s);
+    // An authenticator app as the only way: nothing to choose and nothing to send, so straight to its code.
+    if (s.need.usableFactors.length === 1 && s.need.usableFactors[0] === 'totp' && s.need.enrolAuthenticator === 'no') {
+      ctx.status = 303;
+      ctx.redirect(`${base(s.details.uid)}/code?factor=totp`);
+      return;
+    }
     if (s.need.noUsableMethod) {
       await audit.record({ type: 'mfa.no_method', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { allowed: s.need.allowedFactors } });
     }

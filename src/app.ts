@@ -5,7 +5,7 @@ import Router from '@koa/router';
 import type Provider from 'oidc-provider';
 import type { Config } from './config.js';
 import type { Db } from './db/index.js';
-import { isReachable } from './db/index.js';
+import { isReachable, queryStats } from './db/index.js';
 import type { SecretBox } from './crypto/secret-box.js';
 import type { Audit } from './audit/audit.js';
 import type { Logger } from './log.js';
@@ -68,6 +68,30 @@ export function createApp(deps: AppDeps): Koa {
     ctx.status = ready ? 200 : 503;
     ctx.body = { status: ready ? 'ready' : 'database unreachable' };
   });
+  if (config.metrics) {
+    ops.get('/metrics', (ctx) => {
+      const cpu = process.cpuUsage();
+      ctx.type = 'text/plain; version=0.0.4';
+      ctx.body = [
+        '# HELP tessera_db_queries_total Database queries sent by this process.',
+        '# TYPE tessera_db_queries_total counter',
+        `tessera_db_queries_total ${queryStats.queries}`,
+        '# HELP tessera_db_query_errors_total Database queries that failed.',
+        '# TYPE tessera_db_query_errors_total counter',
+        `tessera_db_query_errors_total ${queryStats.errors}`,
+        '# HELP tessera_db_query_seconds_total Time spent waiting for database queries.',
+        '# TYPE tessera_db_query_seconds_total counter',
+        `tessera_db_query_seconds_total ${(queryStats.millis / 1000).toFixed(3)}`,
+        '# HELP process_cpu_seconds_total User and system CPU time of this process.',
+        '# TYPE process_cpu_seconds_total counter',
+        `process_cpu_seconds_total ${((cpu.user + cpu.system) / 1e6).toFixed(3)}`,
+        '# HELP process_resident_memory_bytes Resident memory of this process.',
+        '# TYPE process_resident_memory_bytes gauge',
+        `process_resident_memory_bytes ${process.memoryUsage.rss()}`,
+        '',
+      ].join('\n');
+    });
+  }
   ops.get('/', (ctx) => {
     ctx.redirect(config.demo ? '/demo' : '/.well-known/openid-configuration');
   });
@@ -103,7 +127,7 @@ export function createApp(deps: AppDeps): Koa {
   // Everything else is the protocol: handed to oidc-provider as the last middleware. Tessera's own
   // paths stay here, so a wrong method on them gets the routers' 405 rather than the provider's 404.
   const protocol = provider.callback();
-  const ownPath = /^\/(?:$|interaction(?:\/|$)|demo(?:\/|$)|dev\/|assets\/|healthz$|readyz$)/;
+  const ownPath = /^\/(?:$|interaction(?:\/|$)|demo(?:\/|$)|dev\/|assets\/|healthz$|readyz$|metrics$)/;
   app.use(async (ctx) => {
     if (ownPath.test(ctx.path)) return;
     ctx.respond = false;

@@ -38,6 +38,7 @@ const envSchema = z.object({
   REFRESH_TOKEN_TTL_SECONDS: positiveInt.default(30 * 24 * 3600),
   PURGE_INTERVAL_SECONDS: positiveInt.default(600),
   DEMO: bool.optional(),
+  METRICS: bool.default(false),
 });
 
 export type Mode = 'dev' | 'production';
@@ -58,6 +59,8 @@ export interface Config {
   ttl: { sessionSeconds: number; accessTokenSeconds: number; refreshTokenSeconds: number };
   purgeIntervalSeconds: number;
   demo: boolean;
+  /** Serve /metrics (Prometheus text format). Off by default: expose it only to your monitoring network. */
+  metrics: boolean;
 }
 
 const SENSITIVE = new Set(['TESSERA_SECRET', 'DATABASE_URL']);
@@ -106,6 +109,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     purgeIntervalSeconds: e.PURGE_INTERVAL_SECONDS,
     demo: e.DEMO ?? mode === 'dev',
+    metrics: e.METRICS,
   };
 }
 

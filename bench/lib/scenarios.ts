@@ -1,0 +1,104 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { generate } from 'otplib';
+import { Browserless, basic, hiddenField, postForm, type Reply } from './http.js';
+import type { Recorder } from './stats.js';
+import { BENCH_PASSWORD, CLIENT, TOTP_SECRET } from './tessera.js';
+
+export class FlowError extends Error {}
+
+function expect(reply: Reply, status: number, step: string): Reply {
+  if (reply.status !== status) throw new FlowError(`${step}: expected ${status}, got ${reply.status}: ${reply.body.slice(0, 160)}`);
+  return reply;
+}
+
+/**
+ * Hands out users whose authenticator has not yet been used in the current 30-second step
+ * (a TOTP step is accepted once per authenticator), so logins never trip replay protection.
+ */
+export class UserPool {
+  private next = 0;
+  private readonly lastStep: number[];
+  constructor(readonly usernames: string[]) {
+    this.lastStep = usernames.map(() => -1);
+  }
+
+  take(): { username: string; step: number } {
+    const step = Math.floor(Date.now() / 30_000);
+    for (let tries = 0; tries < this.usernames.length; tries++) {
+      const i = this.next;
+      this.next = (this.next + 1) % this.usernames.length;
+      if (this.lastStep[i]! < step) {
+        this.lastStep[i] = step;
+        return { username: this.usernames[i]!, step };
+      }
+    }
+    throw new FlowError('every bench user has logged in during this 30-second step: seed more users (--users)');
+  }
+}
+
+const codes = new Map<number, string>();
+async function totpFor(step: number): Promise<string> {
+  let code = codes.get(step);
+  if (!code) {
+    code = await generate({ secret: TOTP_SECRET, epoch: step * 30 });
+    codes.set(step, code);
+  }
+  return code;
+}
+
+export interface LoginResult {
+  accessToken: string;
+  refreshToken: string;
+}
+
+/** The complete flow: authorize → login page → password → TOTP → consent → code → token → userinfo. */
+export async function mfaLogin(base: string, users: UserPool, rec: Recorder): Promise<LoginResult> {
+  const agent = new Browserless();
+  const { username, step } = users.take();
+  const verifier = randomBytes(32).toString('base64url');
+  const auth = new URL(`${base}/auth`);
+  auth.search = new URLSearchParams({
+    client_id: CLIENT.id, response_type: 'code', redirect_uri: CLIENT.redirectUri, scope: 'openid email offline_access', prompt: 'consent',
+    code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', state: 'bench-state',
+  }).toString();
+
+  const toLogin = expect(await rec.time('authorize', () => agent.send(auth.href)), 303, 'authorize');
+  const loginPage = expect(await rec.time('login_page', () => agent.send(toLogin.location!)), 200, 'login page');
+  const csrf = hiddenField(loginPage.body, 'csrf');
+  const toMfa = expect(await rec.time('password', () => agent.send(`${toLogin.location}/login`, { form: { csrf, username, password: BENCH_PASSWORD } })), 303, 'password');
+  const toCode = expect(await rec.time('mfa_page', () => agent.send(toMfa.location!)), 303, 'mfa page');
+  const codePage = expect(await rec.time('mfa_page', () => agent.send(toCode.location!)), 200, 'code page');
+  const code = await totpFor(step);
+  const toResume = expect(await rec.time('totp', () => agent.send(`${toLogin.location}/mfa/code`, { form: { csrf: hiddenField(codePage.body, 'csrf'), factor: 'totp', code } })), 303, 'totp');
+  const toConsent = expect(await rec.time('resume', () => agent.send(toResume.location!)), 303, 'resume');
+  const consentPage = expect(await rec.time('consent_page', () => agent.send(toConsent.location!)), 200, 'consent page');
+  const toResume2 = expect(await rec.time('consent', () => agent.send(`${toConsent.location}/consent`, { form: { csrf: hiddenField(consentPage.body, 'csrf'), decision: 'allow' } })), 303, 'consent');
+  const callback = expect(await rec.time('consent', () => agent.send(toResume2.location!)), 303, 'redirect with code');
+  const authCode = new URL(callback.location!).searchParams.get('code');
+  if (!authCode) throw new FlowError(`no code: ${callback.location}`);
+  const tokens = await rec.time('token', () =>
+    postForm(`${base}/token`, { grant_type: 'authorization_code', code: authCode, redirect_uri: CLIENT.redirectUri, code_verifier: verifier }, { authorization: basic(CLIENT.id, CLIENT.secret) }),
+  );
+  if (tokens.status !== 200) throw new FlowError(`token: ${tokens.status} ${JSON.stringify(tokens.json)}`);
+  const accessToken = String(tokens.json.access_token);
+  const info = await rec.time('userinfo', () => agent.send(`${base}/me`, { headers: { authorization: `Bearer ${accessToken}` } }));
+  expect(info, 200, 'userinfo');
+  return { accessToken, refreshToken: String(tokens.json.refresh_token) };
+}
+
+export async function clientCredentials(base: string, rec: Recorder): Promise<void> {
+  const r = await rec.time('client_credentials', () => postForm(`${base}/token`, { grant_type: 'client_credentials' }, { authorization: basic(CLIENT.id, CLIENT.secret) }));
+  if (r.status !== 200) throw new FlowError(`client_credentials: ${r.status} ${JSON.stringify(r.json)}`);
+}
+
+/** One refresh; returns the rotated refresh token, which the virtual user presents next. */
+export async function refresh(base: string, token: string, rec: Recorder): Promise<string> {
+  const r = await rec.time('refresh_token', () => postForm(`${base}/token`, { grant_type: 'refresh_token', refresh_token: token }, { authorization: basic(CLIENT.id, CLIENT.secret) }));
+  if (r.status !== 200) throw new FlowError(`refresh_token: ${r.status} ${JSON.stringify(r.json)}`);
+  return String(r.json.refresh_token);
+}
+
+export async function introspect(base: string, token: string, rec: Recorder): Promise<void> {
+  const r = await rec.time('introspection', () => postForm(`${base}/token/introspection`, { token }, { authorization: basic(CLIENT.id, CLIENT.secret) }));
+  if (r.status !== 200 || r.json.active !== true) throw new FlowError(`introspection: ${r.status} ${JSON.stringify(r.json)}`);
+}

@@ -1,0 +1,170 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import pg from 'pg';
+import { sql } from 'kysely';
+import { openDatabase, type DatabaseHandle } from '../../src/db/index.js';
+import { migrateToLatest } from '../../src/db/migrate.js';
+import { SecretBox } from '../../src/crypto/secret-box.js';
+import { hashPassword } from '../../src/directory/passwords.js';
+import { createClient } from '../../src/clients/clients.js';
+import { createGroup } from '../../src/directory/groups.js';
+import { createPolicy } from '../../src/policy/policies.js';
+import { setSetting } from '../../src/settings/settings.js';
+import { PROJECT_ROOT } from '../../src/paths.js';
+
+export const BENCH_SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
+export const BENCH_PASSWORD = 'bench-password-1';
+export const TOTP_SECRET = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
+export const CLIENT = { id: 'bench-rp', secret: 'bench-rp-secret-0123456789abcdef', redirectUri: 'http://127.0.0.1:9/callback' };
+
+export interface BenchDatabase {
+  name: string;
+  url: string;
+  handle: DatabaseHandle;
+  drop(): Promise<void>;
+}
+
+/** A fresh database on the server DATABASE_URL names, dropped afterwards. */
+export async function createBenchDatabase(serverUrl: string): Promise<BenchDatabase> {
+  const name = `tessera_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const handle = await openDatabase({ databaseUrl: url.href, dataDir: null, poolSize: 4 });
+  return {
+    name,
+    url: url.href,
+    handle,
+    async drop() {
+      await handle.close();
+      const c = new pg.Client({ connectionString: serverUrl });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+    },
+  };
+}
+
+/**
+ * Users who must pass MFA with an enrolled authenticator app (all share one password hash and
+ * one TOTP secret: the per-user work at login is the same as with distinct ones), and a client.
+ */
+export async function seed(db: BenchDatabase, users: number): Promise<string[]> {
+  const { db: k } = db.handle;
+  const box = new SecretBox(BENCH_SECRET);
+  await migrateToLatest(k);
+  // Production mode refuses code methods that cannot send; the bench uses authenticator apps.
+  await setSetting(k, box, 'mfa.methods.email', false);
+  await setSetting(k, box, 'mfa.methods.sms', false);
+  await createClient(k, box, {
+    clientId: CLIENT.id, secret: CLIENT.secret, redirectUris: [CLIENT.redirectUri],
+    grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'], scope: 'openid profile email offline_access',
+  });
+  await createGroup(k, 'bench');
+  await createPolicy(k, { name: 'bench needs MFA', subjectType: 'group', subject: 'bench', mfa: 'required', allowedFactors: ['totp'] });
+  const hash = await hashPassword(BENCH_PASSWORD);
+  const names = Array.from({ length: users }, (_, i) => `bench-${String(i).padStart(6, '0')}`);
+  const group = await k.selectFrom('groups').select('id').where('name', '=', 'bench').executeTakeFirstOrThrow();
+  for (let i = 0; i < names.length; i += 500) {
+    const batch = names.slice(i, i + 500);
+    const rows = await k
+      .insertInto('users')
+      .values(batch.map((username) => ({ username, password_hash: hash, email: `${username}@bench.test`, email_verified: true })))
+      .returning('id')
+      .execute();
+    await k.insertInto('group_members').values(rows.map((r) => ({ group_id: group.id, user_id: r.id }))).execute();
+    await k
+      .insertInto('authenticators')
+      .values(rows.map((r) => {
+        const id = crypto.randomUUID();
+        return { id, user_id: r.id, type: 'totp' as const, label: 'bench', secret: box.seal(TOTP_SECRET, `totp:${id}`), confirmed_at: new Date() };
+      }))
+      .execute();
+  }
+  return names;
+}
+
+/** Stores many live sessions and grants, as a long-running deployment would have. */
+export async function seedStoredState(db: BenchDatabase, count: number): Promise<void> {
+  const expires = sql`now() + interval '14 days'`;
+  await sql`
+    insert into oidc_models (model, id, payload, uid, expires_at)
+    select 'Session', 'bench-session-' || g, jsonb_build_object('jti', 'bench-session-' || g, 'uid', 'bench-uid-' || g, 'accountId', gen_random_uuid()::text, 'loginTs', 1, 'kind', 'Session'), 'bench-uid-' || g, ${expires}
+    from generate_series(1, ${count}) g`.execute(db.handle.db);
+  await sql`
+    insert into oidc_models (model, id, payload, expires_at)
+    select 'Grant', 'bench-grant-' || g, jsonb_build_object('jti', 'bench-grant-' || g, 'accountId', gen_random_uuid()::text, 'clientId', 'bench-rp', 'kind', 'Grant', 'openid', jsonb_build_object('scope', 'openid')), ${expires}
+    from generate_series(1, ${count}) g`.execute(db.handle.db);
+  await sql`analyze oidc_models`.execute(db.handle.db);
+}
+
+export interface RunningProcess {
+  child: ChildProcess;
+  url: string;
+  stop(): Promise<void>;
+}
+
+async function waitReady(child: ChildProcess, url: string, output: () => string): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (child.exitCode !== null) throw new Error(`process exited: ${output()}`);
+    try {
+      const res = await fetch(url);
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill();
+  throw new Error(`not ready: ${output()}`);
+}
+
+function stopper(child: ChildProcess) {
+  return async () => {
+    // A process killed by a signal has a signalCode and no exitCode.
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    await new Promise((resolve) => child.once('exit', resolve));
+  };
+}
+
+/** Tessera in production mode, compiled, as an operator runs it. */
+export async function startTessera(databaseUrl: string, port: number, extraArgs: string[] = []): Promise<RunningProcess> {
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(process.execPath, [...extraArgs, path.join(PROJECT_ROOT, 'dist/src/main.js')], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, TESSERA_MODE: 'production', NODE_ENV: 'production', DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', ISSUER: url, TESSERA_SECRET: BENCH_SECRET, LOG_LEVEL: 'warn', DATABASE_POOL_SIZE: '10', METRICS: 'true' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output = (output + d).slice(-4000)));
+  child.stderr!.on('data', (d) => (output = (output + d).slice(-4000)));
+  await waitReady(child, `${url}/readyz`, () => output);
+  return { child, url, stop: stopper(child) };
+}
+
+/** The bare oidc-provider reference (bench/bare-provider.ts): in-memory adapter, none of Tessera's code. */
+export async function startBareProvider(port: number, refreshTokens: number): Promise<RunningProcess & { refreshTokens: string[] }> {
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'bench/bare-provider.ts')], {
+    cwd: PROJECT_ROOT,
+    env: { ...process.env, PORT: String(port), REFRESH_TOKENS: String(refreshTokens), NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  let tokens: string[] | null = null;
+  child.stdout!.on('data', (d) => {
+    output += d;
+    const line = output.split('\n').find((l) => l.startsWith('{"refreshTokens"'));
+    if (line && !tokens) tokens = (JSON.parse(line) as { refreshTokens: string[] }).refreshTokens;
+  });
+  child.stderr!.on('data', (d) => (output = (output + d).slice(-4000)));
+  await waitReady(child, `${url}/.well-known/openid-configuration`, () => output);
+  for (let i = 0; i < 100 && !tokens; i++) await new Promise((r) => setTimeout(r, 50));
+  if (!tokens) throw new Error(`bare provider printed no refresh tokens: ${output}`);
+  return { child, url, refreshTokens: tokens, stop: stopper(child) };
+}

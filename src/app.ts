@@ -8,6 +8,7 @@ import type { Db } from './db/index.js';
 import { isReachable, queryStats } from './db/index.js';
 import type { SecretBox } from './crypto/secret-box.js';
 import type { Audit } from './audit/audit.js';
+import type { RegisteredClients } from './clients/registered.js';
 import type { Logger } from './log.js';
 import { PUBLIC_DIR } from './paths.js';
 import { csrf } from './http/csrf.js';
@@ -27,6 +28,7 @@ export interface AppDeps {
   audit: Audit;
   log: Logger;
   cookieKeys: string[];
+  clients: RegisteredClients;
 }
 
 /** Stylesheets and images from public/, read once: a fixed, small set. */
@@ -106,6 +108,7 @@ export function createApp(deps: AppDeps): Koa {
     config, db, provider, audit: deps.audit, log, box: deps.box,
     delivery: createDelivery(db, config.mode, log),
     otpKey: deps.box.deriveKey('otp-code'),
+    clients: deps.clients,
   });
   for (const router of interactions) pages.use(router.routes(), router.allowedMethods());
   if (config.demo) {

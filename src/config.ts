@@ -39,6 +39,7 @@ const envSchema = z.object({
   PURGE_INTERVAL_SECONDS: positiveInt.default(600),
   DEMO: bool.optional(),
   METRICS: bool.default(false),
+  CLIENT_CACHE_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
 });
 
 export type Mode = 'dev' | 'production';
@@ -61,6 +62,8 @@ export interface Config {
   demo: boolean;
   /** Serve /metrics (Prometheus text format). Off by default: expose it only to your monitoring network. */
   metrics: boolean;
+  /** How long an instance keeps a client's registration before reading it again. */
+  clientCacheSeconds: number;
 }
 
 const SENSITIVE = new Set(['TESSERA_SECRET', 'DATABASE_URL']);
@@ -110,6 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     purgeIntervalSeconds: e.PURGE_INTERVAL_SECONDS,
     demo: e.DEMO ?? mode === 'dev',
     metrics: e.METRICS,
+    clientCacheSeconds: e.CLIENT_CACHE_SECONDS,
   };
 }
 

@@ -12,6 +12,7 @@ import { ensureKeys, loadKeys } from './oidc/keys.js';
 import { purgeExpired } from './oidc/adapter.js';
 import { createProvider } from './oidc/provider.js';
 import { createApp } from './app.js';
+import { RegisteredClients } from './clients/registered.js';
 import { ensureDemoData } from './demo/demo.js';
 import { setTemplateCaching } from './http/views.js';
 import { loadSettings } from './settings/settings.js';
@@ -66,9 +67,10 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   const issuer = config.issuer ?? `http://127.0.0.1:${port}`;
 
   const audit = createAudit(db, log);
-  const provider = createProvider({ config, issuer, db, box, keys, audit, log });
+  const clients = new RegisteredClients(db, box, config.clientCacheSeconds * 1000);
+  const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients });
   if (config.demo) await ensureDemoData(db, box, issuer);
-  const app = createApp({ config, issuer, db, box, provider, audit, log, cookieKeys: keys.cookie });
+  const app = createApp({ config, issuer, db, box, provider, audit, log, clients, cookieKeys: keys.cookie });
   server.on('request', app.callback());
 
   const purge = setInterval(() => {
@@ -90,6 +92,7 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
       clearInterval(purge);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await audit.flush();
       if (!options.database) await database.close();
     },
   };

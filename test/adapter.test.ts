@@ -6,6 +6,7 @@ import { migrateToLatest } from '../src/db/migrate.js';
 import { ClientAdapter, KyselyAdapter, purgeExpired } from '../src/oidc/adapter.js';
 import { SecretBox } from '../src/crypto/secret-box.js';
 import { createClient } from '../src/clients/clients.js';
+import { RegisteredClients } from '../src/clients/registered.js';
 import type { Db } from '../src/db/index.js';
 
 // Every model oidc-provider persists through an adapter.
@@ -101,11 +102,55 @@ describe('Kysely adapter for oidc-provider', () => {
     const { secret } = await createClient(db, box, { clientId: 'svc', grantTypes: ['client_credentials'] });
     const stored = await db.selectFrom('clients').select('metadata').where('client_id', '=', 'svc').executeTakeFirstOrThrow();
     assert.ok(!JSON.stringify(stored.metadata).includes(secret!), 'the secret is not stored in clear');
-    const adapter = new ClientAdapter(db, box);
+    const adapter = new ClientAdapter(new RegisteredClients(db, box, 0));
     const found = await adapter.find('svc');
     assert.equal(found?.client_secret, secret);
     assert.equal(found?.client_id, 'svc');
     assert.equal(await adapter.find('unknown'), undefined);
     assert.equal(await adapter.find('x'.repeat(5000)), undefined);
+  });
+});
+
+describe('audit log writer', () => {
+  let testDb: TestDatabase;
+  before(async () => {
+    testDb = await createTestDatabase();
+    await migrateToLatest(testDb.handle.db);
+  });
+  after(async () => testDb.drop());
+
+  it('writes events recorded together in one batch, and a bad event does not cost the others', async () => {
+    const { createAudit } = await import('../src/audit/audit.js');
+    const { createLogger } = await import('../src/log.js');
+    const audit = createAudit(testDb.handle.db, createLogger('silent'));
+    await Promise.all([
+      audit.record({ type: 'login.success', subject: null, details: { n: 1 } }),
+      audit.record({ type: 'login.failure', actor: 'x', details: { bad: 'nul \u0000 in jsonb' } }),
+      audit.record({ type: 'logout', details: { n: 3 } }),
+    ]);
+    const rows = await testDb.handle.db.selectFrom('audit_events').select('type').orderBy('id').execute();
+    assert.deepEqual(rows.map((r) => r.type), ['login.success', 'logout']);
+  });
+});
+
+describe('registered clients', () => {
+  let testDb: TestDatabase;
+  before(async () => {
+    testDb = await createTestDatabase();
+    await migrateToLatest(testDb.handle.db);
+  });
+  after(async () => testDb.drop());
+
+  it('are kept for the configured time, then read again', async () => {
+    const db = testDb.handle.db;
+    const box = new SecretBox('registered-clients-test-secret-0123456789');
+    await createClient(db, box, { clientId: 'cached', public: true, redirectUris: ['https://x.example/cb'] });
+    const clients = new RegisteredClients(db, box, 200);
+    assert.equal((await clients.get('cached'))?.mfaRequired, false);
+    await db.updateTable('clients').set({ mfa_required: true }).where('client_id', '=', 'cached').execute();
+    assert.equal((await clients.get('cached'))?.mfaRequired, false, 'still the kept copy');
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal((await clients.get('cached'))?.mfaRequired, true, 'read again after the time');
+    assert.equal(await clients.get('nobody'), undefined);
   });
 });

@@ -66,8 +66,7 @@ export async function mfaLogin(base: string, users: UserPool, rec: Recorder): Pr
   const loginPage = expect(await rec.time('login_page', () => agent.send(toLogin.location!)), 200, 'login page');
   const csrf = hiddenField(loginPage.body, 'csrf');
   const toMfa = expect(await rec.time('password', () => agent.send(`${toLogin.location}/login`, { form: { csrf, username, password: BENCH_PASSWORD } })), 303, 'password');
-  const toCode = expect(await rec.time('mfa_page', () => agent.send(toMfa.location!)), 303, 'mfa page');
-  const codePage = expect(await rec.time('mfa_page', () => agent.send(toCode.location!)), 200, 'code page');
+  const codePage = expect(await rec.time('mfa_page', () => agent.send(toMfa.location!)), 200, 'code page');
   const code = await totpFor(step);
   const toResume = expect(await rec.time('totp', () => agent.send(`${toLogin.location}/mfa/code`, { form: { csrf: hiddenField(codePage.body, 'csrf'), factor: 'totp', code } })), 303, 'totp');
   const toConsent = expect(await rec.time('resume', () => agent.send(toResume.location!)), 303, 'resume');

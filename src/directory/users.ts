@@ -120,11 +120,13 @@ export async function recordFailedLogin(
   };
 }
 
-export async function recordSuccessfulLogin(db: Db, userId: string): Promise<void> {
+/** Clears the failure count; no query when the user (as just read) has nothing to clear. */
+export async function recordSuccessfulLogin(db: Db, user: Pick<User, 'id' | 'failed_logins' | 'locked_until'>): Promise<void> {
+  if (user.failed_logins === 0 && user.locked_until === null) return;
   await db
     .updateTable('users')
     .set({ failed_logins: 0, locked_until: null })
-    .where('id', '=', userId)
+    .where('id', '=', user.id)
     .where((eb) => eb.or([eb('failed_logins', '>', 0), eb('locked_until', 'is not', null)]))
     .execute();
 }

@@ -6,6 +6,7 @@ import type { Audit } from '../audit/audit.js';
 import type { Logger } from '../log.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { Delivery } from '../factors/delivery/index.js';
+import type { RegisteredClients } from '../clients/registered.js';
 import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
 
 export interface FlowDeps {
@@ -18,6 +19,7 @@ export interface FlowDeps {
   delivery: Delivery;
   /** Keys code hashes of OTP challenges. */
   otpKey: Buffer;
+  clients: RegisteredClients;
 }
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -46,6 +48,13 @@ export async function finishInteraction(
   const to = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
   ctx.status = 303;
   ctx.redirect(to);
+}
+
+/** The client an interaction is for; gone means the application was removed mid-login. */
+export async function clientOf(clients: RegisteredClients, details: InteractionDetails) {
+  const client = await clients.get(String(details.params.client_id));
+  if (!client) throw new HttpError(400, 'The application that sent you here is no longer registered.', 'Unknown application');
+  return client;
 }
 
 export function requestMeta(ctx: Context): { ip: string; userAgent: string | null } {

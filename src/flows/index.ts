@@ -1,10 +1,9 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { findClient } from '../clients/clients.js';
 import { HttpError } from '../http/errors.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
-import { finishInteraction, loadInteraction, type FlowDeps, type InteractionDetails } from './context.js';
+import { clientOf, finishInteraction, loadInteraction, type FlowDeps, type InteractionDetails } from './context.js';
 import { showLogin, submitLogin } from './login.js';
 import { grantConsent, showConsent, submitConsent } from './consent.js';
 import { mfaRoutes } from './mfa.js';
@@ -20,15 +19,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
   const { db, provider, audit } = deps;
   const router = new Router({ prefix: '/interaction/:uid' });
 
-  const clientOf = async (details: InteractionDetails) => {
-    const client = await findClient(db, String(details.params.client_id));
-    if (!client) throw new HttpError(400, 'The application that sent you here is no longer registered.', 'Unknown application');
-    return client;
-  };
-  const clientName = async (details: InteractionDetails) => {
-    const metadata = (await clientOf(details)).metadata as { client_name?: string };
-    return metadata.client_name ?? String(details.params.client_id);
-  };
+  const clientName = async (details: InteractionDetails) => (await clientOf(deps.clients, details)).name;
 
   router.get('/', async (ctx: Context) => {
     const details = await loadInteraction(ctx, provider);
@@ -48,11 +39,11 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
         return showLogin(ctx, details, await clientName(details));
       }
       case 'consent': {
-        const client = await clientOf(details);
-        if (!client.require_consent) {
+        const client = await clientOf(deps.clients, details);
+        if (!client.requireConsent) {
           // First-party applications: consent is implied, but still recorded as a grant.
           const grantId = await grantConsent(deps, details);
-          await audit.record({ type: 'consent.given', subject: details.session?.accountId ?? null, clientId: client.client_id, details: { implicit: true, grant_id: grantId } });
+          await audit.record({ type: 'consent.given', subject: details.session?.accountId ?? null, clientId: client.clientId, details: { implicit: true, grant_id: grantId } });
           return finishInteraction(ctx, provider, { consent: { grantId } }, true);
         }
         return showConsent(ctx, db, details, await clientName(details));

@@ -7,7 +7,7 @@ import { readForm } from '../http/body.js';
 import { renderPage } from '../http/views.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
-import { loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';
 
@@ -79,10 +79,11 @@ export function submitLogin(deps: FlowDeps, clientNameOf: (details: InteractionD
     }
     if (user.status !== 'active') return refuse('disabled');
 
-    const need = await loginRequirement(db, await loadSettings(db, deps.box), config.mode, user, clientId, details.params);
+    const client = await clientOf(deps.clients, details);
+    const need = await loginRequirement(db, await loadSettings(db, deps.box), config.mode, user, client.mfaRequired, details.params);
     if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, ['pwd']);
     // The password is right, but this login needs a second factor: remember the first and go on to it.
-    await recordSuccessfulLogin(db, user.id);
+    await recordSuccessfulLogin(db, user);
     await saveProgress(db, { uid: details.uid, accountId: user.id, methods: [{ method: 'pwd', at: Math.floor(Date.now() / 1000) }], challengeId: null });
     await audit.record({ type: 'login.password_verified', actor: username, subject: user.id, clientId, ...meta, details: { mfa: need.reasons, policy: need.policy } });
     ctx.status = 303;

@@ -14,7 +14,7 @@ import { createChallenge, findChallenge, isRefusal, markDelivered, markUndeliver
 import { beginEnrolment, confirmEnrolment, isWellFormedTotp, verifyTotp } from '../factors/totp.js';
 import { fillTemplate, DeliveryError } from '../factors/delivery/types.js';
 import type { AuthenticationMethod } from '../oidc/assurance.js';
-import { loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { loadProgress, saveProgress, type Progress } from './progress.js';
 import { completeLogin } from './complete-login.js';
 
@@ -79,7 +79,8 @@ export function mfaRoutes(deps: FlowDeps): Router {
     const user = await findUserById(db, progress.accountId);
     if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
     const settings = await loadSettings(db, box);
-    const need = await loginRequirement(db, settings, config.mode, user, String(details.params.client_id), details.params);
+    const client = await clientOf(deps.clients, details);
+    const need = await loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params);
     return { details, progress, user, settings, need };
   }
 
@@ -195,11 +196,9 @@ export function mfaRoutes(deps: FlowDeps): Router {
 
   router.get('/interaction/:uid/mfa', step(async (ctx, s) => {
     if (s.need.enrolAuthenticator === 'required') return showEnrolment(ctx, s);
-    // An authenticator app as the only way: nothing to choose and nothing to send, so straight to its code.
+    // An authenticator app as the only way: nothing to choose and nothing to send, so its code is asked for at once.
     if (s.need.usableFactors.length === 1 && s.need.usableFactors[0] === 'totp' && s.need.enrolAuthenticator === 'no') {
-      ctx.status = 303;
-      ctx.redirect(`${base(s.details.uid)}/code?factor=totp`);
-      return;
+      return showCode(ctx, s, 'totp');
     }
     if (s.need.noUsableMethod) {
       await audit.record({ type: 'mfa.no_method', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { allowed: s.need.allowedFactors } });

@@ -1,8 +1,7 @@
-import { sql } from 'kysely';
+import { CompiledQuery, sql } from 'kysely';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 import type { Db } from '../db/index.js';
-import type { SecretBox } from '../crypto/secret-box.js';
-import { CLIENT_SECRET_PURPOSE } from '../clients/clients.js';
+import type { RegisteredClients } from '../clients/registered.js';
 
 // Models whose rows are found again by grant, uid or user code.
 const GRANTABLE = new Set([
@@ -25,6 +24,22 @@ function live(row: { payload: unknown; expires_at: Date | null; consumed_at: Dat
   return row.consumed_at ? { ...payload, consumed: Math.floor(row.consumed_at.getTime() / 1000) } : payload;
 }
 
+// Fixed statements: every protocol request runs several, so they skip the query builder.
+const UPSERT = `insert into oidc_models (model, id, payload, grant_id, user_code, uid, expires_at)
+  values ($1, $2, $3, $4, $5, $6, $7)
+  on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id,
+    user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`;
+const FIND = {
+  id: 'select payload, expires_at, consumed_at from oidc_models where model = $1 and id = $2',
+  uid: 'select payload, expires_at, consumed_at from oidc_models where model = $1 and uid = $2',
+  user_code: 'select payload, expires_at, consumed_at from oidc_models where model = $1 and user_code = $2',
+} as const;
+const CONSUME = 'update oidc_models set consumed_at = now() where model = $1 and id = $2';
+const DESTROY = 'delete from oidc_models where model = $1 and id = $2';
+const REVOKE = 'delete from oidc_models where grant_id = $1';
+
+type Row = { payload: unknown; expires_at: Date | null; consumed_at: Date | null };
+
 /** Every model oidc-provider stores, in one table keyed by (model, id). */
 export class KyselyAdapter implements Adapter {
   constructor(
@@ -32,38 +47,24 @@ export class KyselyAdapter implements Adapter {
     private readonly model: string,
   ) {}
 
-  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
-    const row = {
-      model: this.model,
-      id,
-      payload: JSON.stringify(payload),
-      grant_id: GRANTABLE.has(this.model) ? (payload.grantId ?? null) : null,
-      user_code: payload.userCode ?? null,
-      uid: payload.uid ?? null,
-      expires_at: expiry(expiresIn),
-    };
-    await this.db
-      .insertInto('oidc_models')
-      .values(row)
-      .onConflict((oc) =>
-        oc.columns(['model', 'id']).doUpdateSet({
-          payload: row.payload,
-          grant_id: row.grant_id,
-          user_code: row.user_code,
-          uid: row.uid,
-          expires_at: row.expires_at,
-        }),
-      )
-      .execute();
+  private async run<R>(statement: string, parameters: unknown[]): Promise<R[]> {
+    return (await this.db.executeQuery<R>(CompiledQuery.raw(statement, parameters))).rows;
   }
 
-  private async findBy(column: 'id' | 'uid' | 'user_code', value: string): Promise<AdapterPayload | undefined> {
-    const row = await this.db
-      .selectFrom('oidc_models')
-      .select(['payload', 'expires_at', 'consumed_at'])
-      .where('model', '=', this.model)
-      .where(column, '=', value)
-      .executeTakeFirst();
+  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    await this.run(UPSERT, [
+      this.model,
+      id,
+      JSON.stringify(payload),
+      GRANTABLE.has(this.model) ? (payload.grantId ?? null) : null,
+      payload.userCode ?? null,
+      payload.uid ?? null,
+      expiry(expiresIn),
+    ]);
+  }
+
+  private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
+    const [row] = await this.run<Row>(FIND[column], [this.model, value]);
     return live(row);
   }
 
@@ -80,37 +81,24 @@ export class KyselyAdapter implements Adapter {
   }
 
   async consume(id: string): Promise<void> {
-    await this.db
-      .updateTable('oidc_models')
-      .set({ consumed_at: sql`now()` })
-      .where('model', '=', this.model)
-      .where('id', '=', id)
-      .execute();
+    await this.run(CONSUME, [this.model, id]);
   }
 
   async destroy(id: string): Promise<void> {
-    await this.db.deleteFrom('oidc_models').where('model', '=', this.model).where('id', '=', id).execute();
+    await this.run(DESTROY, [this.model, id]);
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
-    await this.db.deleteFrom('oidc_models').where('grant_id', '=', grantId).execute();
+    await this.run(REVOKE, [grantId]);
   }
 }
 
 /** Clients live in their own table (managed by the CLI and later the admin console); the provider only reads them. */
 export class ClientAdapter implements Adapter {
-  constructor(
-    private readonly db: Db,
-    private readonly box: SecretBox,
-  ) {}
+  constructor(private readonly clients: RegisteredClients) {}
 
   async find(id: string): Promise<AdapterPayload | undefined> {
-    if (id.length > 128) return undefined;
-    const row = await this.db.selectFrom('clients').select('metadata').where('client_id', '=', id).executeTakeFirst();
-    if (!row) return undefined;
-    const { client_secret_sealed: sealed, ...metadata } = row.metadata as Record<string, unknown>;
-    if (typeof sealed === 'string') metadata.client_secret = this.box.open(sealed, `${CLIENT_SECRET_PURPOSE}:${id}`);
-    return metadata as AdapterPayload;
+    return (await this.clients.get(id))?.metadata as AdapterPayload | undefined;
   }
 
   private readOnly(): never {

@@ -2,6 +2,7 @@ import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-prov
 import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
+import type { RegisteredClients } from '../clients/registered.js';
 import type { Audit } from '../audit/audit.js';
 import type { Logger } from '../log.js';
 import { renderToString } from '../http/views.js';
@@ -20,6 +21,7 @@ export interface ProviderDeps {
   issuer: string;
   db: Db;
   box: SecretBox;
+  clients: RegisteredClients;
   keys: KeyMaterial;
   audit: Audit;
   log: Logger;
@@ -34,18 +36,19 @@ function page(ctx: KoaContextWithOIDC, status: number, name: string, data: { tit
 }
 
 export function createProvider(deps: ProviderDeps): Provider {
-  const { config, issuer, db, box, keys, audit, log } = deps;
+  const { config, issuer, db, box, keys, audit, log, clients } = deps;
   const secureCookies = issuer.startsWith('https://');
 
   const needsMfa = async (ctx: KoaContextWithOIDC, accountId: string): Promise<boolean> => {
     const user = await findUserById(db, accountId);
-    if (!user || !ctx.oidc.client) return false;
-    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, user, ctx.oidc.client.clientId, ctx.oidc.params ?? {});
+    const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
+    if (!user || !client) return false;
+    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, user, client.mfaRequired, ctx.oidc.params ?? {});
     return need.mfaRequired;
   };
 
   const configuration: Configuration = {
-    adapter: (name: string) => (name === 'Client' ? new ClientAdapter(db, box) : new KyselyAdapter(db, name)),
+    adapter: (name: string) => (name === 'Client' ? new ClientAdapter(clients) : new KyselyAdapter(db, name)),
     findAccount: accountFinder(db),
     jwks: { keys: keys.signing as never },
     cookies: {

@@ -1,11 +1,10 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
 import { isUniqueViolation, type Db } from '../db/index.js';
-import type { User } from '../db/schema.js';
+import type { AccessPolicy, User } from '../db/schema.js';
 import { FACTORS, type FactorId, type Settings } from '../settings/settings.js';
 import type { Mode } from '../config.js';
 import { providerFor } from '../factors/delivery/index.js';
-import { hasConfirmedAuthenticator } from '../factors/totp.js';
 import { ACR } from '../oidc/assurance.js';
 import { requirement, type PolicyRule, type Requirement } from './requirement.js';
 
@@ -67,26 +66,29 @@ export function listPolicies(db: Db) {
     .execute();
 }
 
-/** The policies that apply to a user: their own and their groups'. */
-export async function rulesForUser(db: Db, userId: string): Promise<PolicyRule[]> {
-  const rows = await db
-    .selectFrom('access_policies')
-    .selectAll()
-    .where((eb) =>
-      eb.or([
-        eb.and([eb('subject_type', '=', 'user'), eb('subject_id', '=', userId)]),
-        eb.and([eb('subject_type', '=', 'group'), eb('subject_id', 'in', eb.selectFrom('group_members').select('group_id').where('user_id', '=', userId))]),
-      ]),
-    )
-    .execute();
-  return rows.map((r) => ({
-    name: r.name,
-    source: r.subject_type,
-    priority: r.priority,
-    mfa: r.mfa,
-    allowedFactors: r.allowed_factors as FactorId[] | null,
-    requireAuthenticatorApp: r.require_authenticator_app,
-  }));
+/** The policies that apply to a user (their own and their groups') and whether they have a confirmed authenticator, in one query. */
+export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: PolicyRule[]; hasAuthenticator: boolean }> {
+  const row = await db
+    .selectNoFrom((eb) => [
+      eb
+        .exists(eb.selectFrom('authenticators').select('id').where('user_id', '=', userId).where('confirmed_at', 'is not', null))
+        .as('has_authenticator'),
+      sql<AccessPolicy[] | null>`(select json_agg(p) from access_policies p
+        where (p.subject_type = 'user' and p.subject_id = ${userId})
+           or (p.subject_type = 'group' and p.subject_id in (select group_id from group_members where user_id = ${userId})))`.as('policies'),
+    ])
+    .executeTakeFirstOrThrow();
+  return {
+    hasAuthenticator: Boolean(row.has_authenticator),
+    policies: (row.policies ?? []).map((r) => ({
+      name: r.name,
+      source: r.subject_type,
+      priority: r.priority,
+      mfa: r.mfa,
+      allowedFactors: r.allowed_factors as FactorId[] | null,
+      requireAuthenticatorApp: r.require_authenticator_app,
+    })),
+  };
 }
 
 /** Whether the authorization request asks for the MFA acr, by acr_values or a claims request. */
@@ -117,17 +119,13 @@ export async function loginRequirement(
   settings: Settings,
   mode: Mode,
   user: User,
-  clientId: string,
+  clientRequiresMfa: boolean,
   params: Record<string, unknown>,
 ): Promise<Requirement> {
-  const [policies, hasAuthenticator, client] = await Promise.all([
-    rulesForUser(db, user.id),
-    hasConfirmedAuthenticator(db, user.id),
-    db.selectFrom('clients').select('mfa_required').where('client_id', '=', clientId).executeTakeFirst(),
-  ]);
+  const { policies, hasAuthenticator } = await userMfaFacts(db, user.id);
   return requirement({
     policies,
-    clientRequiresMfa: client?.mfa_required ?? false,
+    clientRequiresMfa,
     mfaAcrRequested: requestsMfaAcr(params),
     methodsAvailable: methodsAvailable(settings, mode),
     user: { emailVerified: Boolean(user.email) && user.email_verified, phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator },

@@ -103,7 +103,8 @@ async function measure(
           await iteration(vu, rec);
           completed++;
         } catch (error) {
-          rec.error(error instanceof Error ? error.message.slice(0, 100) : 'error');
+          // Identifiers (uids, tokens) are elided so that errors of one kind are counted together.
+          rec.error(error instanceof Error ? error.message.replace(/[A-Za-z0-9_-]{20,}/g, '…').slice(0, 120) : 'error');
         }
       }
     }),

@@ -50,9 +50,13 @@ function assetRoutes(): Router {
   return router;
 }
 
+/**
+ * Tessera's middleware and pages, mounted into oidc-provider (which is itself a Koa app) ahead of
+ * its protocol routes: one Koa stack per request, not an outer app handing over to an inner one.
+ */
 export function createApp(deps: AppDeps): Koa {
   const { config, issuer, db, provider, log } = deps;
-  const app = new Koa();
+  const app = provider as unknown as Koa;
   app.proxy = config.trustProxy;
   app.keys = deps.cookieKeys;
   // Errors are rendered by errorPages; Koa's own printer would only duplicate them.
@@ -127,14 +131,5 @@ export function createApp(deps: AppDeps): Koa {
     app.use(dev.routes()).use(dev.allowedMethods());
   }
 
-  // Everything else is the protocol: handed to oidc-provider as the last middleware. Tessera's own
-  // paths stay here, so a wrong method on them gets the routers' 405 rather than the provider's 404.
-  const protocol = provider.callback();
-  const ownPath = /^\/(?:$|interaction(?:\/|$)|demo(?:\/|$)|dev\/|assets\/|healthz$|readyz$|metrics$)/;
-  app.use(async (ctx) => {
-    if (ownPath.test(ctx.path)) return;
-    ctx.respond = false;
-    await protocol(ctx.req, ctx.res);
-  });
   return app;
 }

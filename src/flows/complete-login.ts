@@ -15,8 +15,10 @@ export function amrOf(methods: AuthenticationMethod[]): AuthenticationMethod[] {
 /** Every login ends here: the account is signed in with what it proved, and the provider carries on. */
 export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, methods: AuthenticationMethod[]): Promise<void> {
   const amr = amrOf(methods);
-  await recordSuccessfulLogin(deps.db, user);
-  await clearProgress(deps.db, details.uid);
-  await deps.audit.record({ type: 'login.success', actor: user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx), details: { amr } });
+  await Promise.all([
+    recordSuccessfulLogin(deps.db, user),
+    clearProgress(deps.db, details.uid),
+    deps.audit.record({ type: 'login.success', actor: user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx), details: { amr } }),
+  ]);
   await finishInteraction(ctx, deps.provider, { login: { accountId: user.id, acr: acrFor(amr), amr, remember: true } }, false);
 }

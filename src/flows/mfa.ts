@@ -190,8 +190,11 @@ export function mfaRoutes(deps: FlowDeps): Router {
 
   async function finish(ctx: Context, s: MfaState, factor: FactorId): Promise<void> {
     const meta = requestMeta(ctx);
-    await audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...meta, details: { factor } });
-    await completeLogin(ctx, deps, s.details, s.user, [...s.progress.methods.map((m) => m.method), FACTOR_AMR[factor]]);
+    // Together, so both audit events go out in one write.
+    await Promise.all([
+      audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...meta, details: { factor } }),
+      completeLogin(ctx, deps, s.details, s.user, [...s.progress.methods.map((m) => m.method), FACTOR_AMR[factor]]),
+    ]);
   }
 
   router.get('/interaction/:uid/mfa', step(async (ctx, s) => {

@@ -125,7 +125,22 @@ function transformSecrets(section: string, value: Record<string, unknown>, fn: (
   return out;
 }
 
+/**
+ * Every login step reads the settings, so each process keeps them briefly. A change made in this
+ * process is seen at once; one made elsewhere (the CLI, another instance) within this time.
+ */
+export const SETTINGS_CACHE_MS = 5000;
+const cached = new WeakMap<Db, { settings: Settings; until: number }>();
+
 export async function loadSettings(db: Db, box: SecretBox): Promise<Settings> {
+  const hit = cached.get(db);
+  if (hit && hit.until > Date.now()) return hit.settings;
+  const settings = await readSettings(db, box);
+  cached.set(db, { settings, until: Date.now() + SETTINGS_CACHE_MS });
+  return settings;
+}
+
+async function readSettings(db: Db, box: SecretBox): Promise<Settings> {
   const rows = await db.selectFrom('settings').select(['section', 'value']).execute();
   const stored = new Map(rows.map((r) => [r.section, r.value as Record<string, unknown>]));
   const result: Record<string, unknown> = {};
@@ -190,6 +205,7 @@ export async function setSetting(db: Db, box: SecretBox, path: string, value: un
       .onConflict((oc) => oc.column('section').doUpdateSet({ value: JSON.stringify(sealed), updated_at: sql`now()` }))
       .execute();
   });
+  cached.delete(db);
 }
 
 /** The settings with secrets masked, for display. */

@@ -15,7 +15,7 @@ describe('benchmark smoke run (npm run bench -- --smoke)', () => {
       databaseUrl: process.env.DATABASE_URL!, duration: 1, concurrency: 2, users: 60, scale: 500, label: 'smoke', out: null, cpuProf: false, log: () => undefined,
     });
     await dispatcher.close();
-    const expected = ['mfa_login', 'client_credentials', 'refresh_token', 'introspection'];
+    const expected = ['mfa_login', 'mfa_login_half_rate', 'client_credentials', 'refresh_token', 'introspection'];
     for (const phase of ['base', 'scaled'] as const) {
       for (const scenario of expected) {
         const r = report.results.find((x) => x.scenario === scenario && x.target === 'tessera' && x.phase === phase);

@@ -133,6 +133,36 @@ async function measure(
   };
 }
 
+/** Starts `rate` iterations a second for the duration, however long each takes; reports like measure(). */
+async function measurePaced(
+  o: Parameters<typeof measure>[0],
+  rate: number,
+  iteration: (vu: number, rec: Recorder) => Promise<void>,
+): Promise<ScenarioResult> {
+  const started: Promise<void>[] = [];
+  let inFlight = 0;
+  let peak = 0;
+  const result = await measure({ ...o, concurrency: 1 }, async (_vu, rec) => {
+    const interval = 1000 / rate;
+    const begin = performance.now();
+    for (let i = 0; performance.now() - begin < o.seconds * 1000; i++) {
+      const due = begin + i * interval;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      started.push(
+        iteration(i, rec)
+          .catch((error: unknown) => rec.error(error instanceof Error ? error.message.replace(/[A-Za-z0-9_-]{20,}/g, '…').slice(0, 120) : 'error'))
+          .finally(() => inFlight--),
+      );
+    }
+    await Promise.all(started);
+  });
+  const flows = result.steps.userinfo?.count ?? 0;
+  return { ...result, concurrency: peak, completed: flows, perSecond: round(flows / result.seconds), cpuSecondsPerFlow: flows ? round((result.cpuSecondsPerFlow * result.completed) / flows, 5) : 0, postgresCpuSecondsPerFlow: result.postgresCpuSecondsPerFlow !== null && flows ? round((result.postgresCpuSecondsPerFlow * result.completed) / flows, 5) : null, dbQueriesPerFlow: result.dbQueriesPerFlow !== null && flows ? round((result.dbQueriesPerFlow * result.completed) / flows, 2) : null };
+}
+
 async function tesseraScenarios(t: RunningProcess, users: UserPool, o: BenchOptions, phase: ScenarioResult['phase']): Promise<ScenarioResult[]> {
   const pid = t.child.pid!;
   const common = { target: 'tessera' as const, phase, pid, metricsUrl: t.url, seconds: o.duration };
@@ -143,6 +173,15 @@ async function tesseraScenarios(t: RunningProcess, users: UserPool, o: BenchOpti
     const t2 = await mfaLogin(t.url, users, rec);
     if (tokens.length < o.concurrency * 4) tokens.push(t2);
   }));
+  // The same flow at half the rate just reached, started at a steady pace (open loop): the latency a
+  // user sees when the server has headroom.
+  const halfRate = results[0]!.perSecond / 2;
+  if (halfRate > 0) {
+    o.log(`  ${phase}: complete MFA logins at half that rate (${round(halfRate)}/s)…`);
+    results.push(await measurePaced({ ...common, scenario: 'mfa_login_half_rate', concurrency: 0 }, halfRate, async (_vu, rec) => {
+      await mfaLogin(t.url, users, rec);
+    }));
+  }
   if (tokens.length < o.concurrency) throw new Error(`too few logins completed to run the token scenarios (${tokens.length}); errors: ${JSON.stringify(results[0]!.errorKinds)}`);
   o.log(`  ${phase}: client_credentials…`);
   results.push(await measure({ ...common, scenario: 'client_credentials', concurrency: o.concurrency }, (_vu, rec) => clientCredentials(t.url, rec)));

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { hashPassword, PASSWORD_HASH_PARAMETERS } from '../src/directory/passwords.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { Recorder, percentiles, type Percentiles } from './lib/stats.js';
-import { cpuSeconds, peakRssMiB, postgresCpuSeconds, rssMiB } from './lib/proc.js';
+import { cpuSeconds, peakRssMiB, postgresCpu, postgresCpuSince, rssMiB } from './lib/proc.js';
 import { clientCredentials, introspect, mfaLogin, refresh, UserPool } from './lib/scenarios.js';
 import { createBenchDatabase, seed, seedStoredState, startBareProvider, startTessera, type RunningProcess } from './lib/tessera.js';
 import { dispatcher } from './lib/http.js';
@@ -91,7 +91,7 @@ async function measure(
   const rec = new Recorder();
   const stats = async () => (o.metricsUrl ? queriesSent(o.metricsUrl) : 0);
   const cpu0 = cpuSeconds(o.pid);
-  const pg0 = postgresCpuSeconds();
+  const pg0 = postgresCpu();
   const tx0 = await stats();
   let completed = 0;
   const start = performance.now();
@@ -111,7 +111,7 @@ async function measure(
   );
   const elapsed = (performance.now() - start) / 1000;
   const cpu = cpuSeconds(o.pid) - cpu0;
-  const pgCpu = postgresCpuSeconds() - pg0;
+  const pgCpu = postgresCpuSince(pg0);
   const tx = (await stats()) - tx0;
   const steps: Record<string, Percentiles> = {};
   for (const [step, values] of rec.samples) steps[step] = percentiles(values);

@@ -1,9 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import pg from 'pg';
 import { sql } from 'kysely';
-import { openDatabase, type DatabaseHandle } from '../../src/db/index.js';
+import { createScratchDatabase, type ScratchDatabase } from '../../test/support/database.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { SecretBox } from '../../src/crypto/secret-box.js';
 import { hashPassword } from '../../src/directory/passwords.js';
@@ -18,35 +16,11 @@ export const BENCH_PASSWORD = 'bench-password-1';
 export const TOTP_SECRET = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
 export const CLIENT = { id: 'bench-rp', secret: 'bench-rp-secret-0123456789abcdef', redirectUri: 'http://127.0.0.1:9/callback' };
 
-export interface BenchDatabase {
-  name: string;
-  url: string;
-  handle: DatabaseHandle;
-  drop(): Promise<void>;
-}
+export type BenchDatabase = ScratchDatabase;
 
 /** A fresh database on the server DATABASE_URL names, dropped afterwards. */
-export async function createBenchDatabase(serverUrl: string): Promise<BenchDatabase> {
-  const name = `tessera_bench_${Date.now()}_${randomBytes(3).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  const handle = await openDatabase({ databaseUrl: url.href, dataDir: null, poolSize: 4 });
-  return {
-    name,
-    url: url.href,
-    handle,
-    async drop() {
-      await handle.close();
-      const c = new pg.Client({ connectionString: serverUrl });
-      await c.connect();
-      await c.query(`drop database if exists ${name} with (force)`);
-      await c.end();
-    },
-  };
+export function createBenchDatabase(serverUrl: string): Promise<BenchDatabase> {
+  return createScratchDatabase(serverUrl, 'tessera_bench', 4);
 }
 
 /**

@@ -1,4 +1,6 @@
+import type { Insertable } from 'kysely';
 import type { Db } from '../db/index.js';
+import type { AuditEventsTable } from '../db/schema.js';
 import type { Logger } from '../log.js';
 
 export type AuditType =
@@ -38,15 +40,7 @@ export interface Audit {
   flush(): Promise<void>;
 }
 
-type Row = {
-  type: string;
-  actor: string | null;
-  subject: string | null;
-  client_id: string | null;
-  ip: string | null;
-  user_agent: string | null;
-  details: string;
-};
+type Row = Insertable<AuditEventsTable>;
 
 const MAX_BATCH = 500;
 

@@ -28,15 +28,6 @@ export async function addGroupMember(db: Db, groupName: string, username: string
     .execute();
 }
 
-export function listGroupsOfUser(db: Db, userId: string): Promise<Group[]> {
-  return db
-    .selectFrom('groups')
-    .innerJoin('group_members', 'group_members.group_id', 'groups.id')
-    .selectAll('groups')
-    .where('group_members.user_id', '=', userId)
-    .orderBy('groups.name')
-    .execute();
-}
 
 export function listGroups(db: Db): Promise<(Group & { members: number })[]> {
   return db

@@ -22,10 +22,6 @@ export function confirmedAuthenticators(db: Db, userId: string): Promise<Authent
   return db.selectFrom('authenticators').selectAll().where('user_id', '=', userId).where('confirmed_at', 'is not', null).execute();
 }
 
-export async function hasConfirmedAuthenticator(db: Db, userId: string): Promise<boolean> {
-  const row = await db.selectFrom('authenticators').select('id').where('user_id', '=', userId).where('confirmed_at', 'is not', null).executeTakeFirst();
-  return Boolean(row);
-}
 
 export interface Enrolment {
   authenticatorId: string;

@@ -9,6 +9,37 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
+export interface ScratchDatabase {
+  name: string;
+  url: string;
+  handle: DatabaseHandle;
+  drop(): Promise<void>;
+}
+
+/** A fresh PostgreSQL database on the server serverUrl names, dropped (even if still in use) by drop(). */
+export async function createScratchDatabase(serverUrl: string, prefix: string, poolSize = 10): Promise<ScratchDatabase> {
+  const name = `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const handle = await openDatabase({ databaseUrl: url.href, dataDir: null, poolSize });
+  return {
+    name,
+    url: url.href,
+    handle,
+    async drop() {
+      await handle.close();
+      const c = new pg.Client({ connectionString: serverUrl });
+      await c.connect();
+      await c.query(`drop database if exists ${name} with (force)`);
+      await c.end();
+    },
+  };
+}
+
 /**
  * With DATABASE_URL: a fresh PostgreSQL database on that server, dropped afterwards.
  * Without: an in-memory PGlite (one per test file; it is slow to start).
@@ -19,23 +50,5 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     const handle = await openDatabase({ databaseUrl: null, dataDir: null });
     return { handle, url: null, drop: () => handle.close() };
   }
-  const name = `tessera_test_${process.pid}_${randomBytes(4).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`create database ${name}`);
-  await admin.end();
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  const handle = await openDatabase({ databaseUrl: url.href, dataDir: null, poolSize: 10 });
-  return {
-    handle,
-    url: url.href,
-    async drop() {
-      await handle.close();
-      const c = new pg.Client({ connectionString: serverUrl });
-      await c.connect();
-      await c.query(`drop database if exists ${name} with (force)`);
-      await c.end();
-    },
-  };
+  return createScratchDatabase(serverUrl, 'tessera_test');
 }

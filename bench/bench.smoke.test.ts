@@ -12,7 +12,7 @@ describe('benchmark smoke run (npm run bench -- --smoke)', () => {
     const build = spawnSync(process.execPath, [path.join(PROJECT_ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: PROJECT_ROOT, encoding: 'utf8' });
     assert.equal(build.status, 0, build.stdout + build.stderr);
     const report = await runBench({
-      databaseUrl: process.env.DATABASE_URL!, duration: 1, concurrency: 2, users: 60, scale: 500, label: 'smoke', out: null, cpuProf: false, log: () => undefined,
+      databaseUrl: process.env.DATABASE_URL!, duration: 1, concurrency: 2, users: 300, scale: 500, label: 'smoke', out: null, cpuProf: false, log: () => undefined,
     });
     await dispatcher.close();
     const expected = ['mfa_login', 'mfa_login_half_rate', 'client_credentials', 'refresh_token', 'introspection'];

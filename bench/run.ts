@@ -317,7 +317,7 @@ if (invokedDirectly) {
     databaseUrl,
     duration: smoke ? 1 : Number(values.duration),
     concurrency: smoke ? 2 : Number(values.concurrency),
-    users: smoke ? 60 : Number(values.users),
+    users: smoke ? 300 : Number(values.users),
     scale: smoke ? 1000 : Number(values.scale),
     label: values.label,
     out: smoke ? null : values.out,

@@ -12,8 +12,9 @@ function expect(reply: Reply, status: number, step: string): Reply {
 }
 
 /**
- * Hands out users whose authenticator has not yet been used in the current 30-second step
- * (a TOTP step is accepted once per authenticator), so logins never trip replay protection.
+ * Hands out users with a TOTP time step their authenticator has not used yet (a step is accepted
+ * once per authenticator), so logins never trip replay protection: the current step, or the next
+ * one, which the default drift tolerance (one step ahead) also accepts.
  */
 export class UserPool {
   private next = 0;
@@ -23,11 +24,12 @@ export class UserPool {
   }
 
   take(): { username: string; step: number } {
-    const step = Math.floor(Date.now() / 30_000);
+    const current = Math.floor(Date.now() / 30_000);
     for (let tries = 0; tries < this.usernames.length; tries++) {
       const i = this.next;
       this.next = (this.next + 1) % this.usernames.length;
-      if (this.lastStep[i]! < step) {
+      const step = Math.max(current, this.lastStep[i]! + 1);
+      if (step <= current + 1) {
         this.lastStep[i] = step;
         return { username: this.usernames[i]!, step };
       }

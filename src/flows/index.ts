@@ -3,7 +3,7 @@ import type { Context } from 'koa';
 import { HttpError } from '../http/errors.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
-import { clientOf, finishInteraction, loadInteraction, type FlowDeps, type InteractionDetails } from './context.js';
+import { clientOf, finishInteraction, loadInteraction, type FlowDeps } from './context.js';
 import { showLogin, submitLogin } from './login.js';
 import { grantConsent, showConsent, submitConsent } from './consent.js';
 import { mfaRoutes } from './mfa.js';
@@ -18,8 +18,6 @@ import type { AuthenticationMethod } from '../oidc/assurance.js';
 export function interactionRoutes(deps: FlowDeps): Router[] {
   const { db, provider, audit } = deps;
   const router = new Router({ prefix: '/interaction/:uid' });
-
-  const clientName = async (details: InteractionDetails) => (await clientOf(deps.clients, details)).name;
 
   router.get('/', async (ctx: Context) => {
     const details = await loadInteraction(ctx, provider);
@@ -36,7 +34,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
           ctx.status = 303;
           return ctx.redirect(`/interaction/${details.uid}/mfa`);
         }
-        return showLogin(ctx, details, await clientName(details));
+        return showLogin(ctx, details, (await clientOf(deps.clients, details)).name);
       }
       case 'consent': {
         const client = await clientOf(deps.clients, details);
@@ -46,13 +44,13 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
           await audit.record({ type: 'consent.given', subject: details.session?.accountId ?? null, clientId: client.clientId, details: { implicit: true, grant_id: grantId } });
           return finishInteraction(ctx, provider, { consent: { grantId } }, true);
         }
-        return showConsent(ctx, db, details, await clientName(details));
+        return showConsent(ctx, db, details, client.name);
       }
       default:
         throw new HttpError(400, 'This sign-in step is not supported.', 'Request refused');
     }
   });
-  router.post('/login', submitLogin(deps, clientName));
+  router.post('/login', submitLogin(deps));
   const mfa = mfaRoutes(deps);
   router.post('/consent', submitConsent(deps));
   router.post('/abort', async (ctx: Context) => {

@@ -31,7 +31,7 @@ export function showLogin(ctx: Context, details: InteractionDetails, clientName:
   );
 }
 
-export function submitLogin(deps: FlowDeps, clientNameOf: (details: InteractionDetails) => Promise<string>) {
+export function submitLogin(deps: FlowDeps) {
   const { db, provider, audit, config } = deps;
   return async (ctx: Context) => {
     const details = await loadInteraction(ctx, provider);
@@ -43,7 +43,8 @@ export function submitLogin(deps: FlowDeps, clientNameOf: (details: InteractionD
       ctx.redirect(`/interaction/${details.uid}`);
       return;
     }
-    const clientName = await clientNameOf(details);
+    const client = await clientOf(deps.clients, details);
+    const clientName = client.name;
     const parsed = loginForm.safeParse(form);
     if (!parsed.success) {
       showLogin(ctx, details, clientName, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, username: form.username?.slice(0, 128), status: 400 });
@@ -79,7 +80,6 @@ export function submitLogin(deps: FlowDeps, clientNameOf: (details: InteractionD
     }
     if (user.status !== 'active') return refuse('disabled');
 
-    const client = await clientOf(deps.clients, details);
     const need = await loginRequirement(db, await loadSettings(db, deps.box), config.mode, user, client.mfaRequired, details.params);
     if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, ['pwd']);
     // The password is right, but this login needs a second factor: remember the first and go on to it.

@@ -1,6 +1,7 @@
 // `npm run bench`: Tessera (compiled, production mode, PostgreSQL) under load over loopback, beside
 // two references measured in the same run on the same cores: the argon2id limit and a bare oidc-provider.
 // Flags: --duration <s> --concurrency <n> --users <n> --scale <rows> --label <name> --out <dir> --smoke --cpu-prof
+// --scenarios a,b (a subset of SCENARIOS, for profiling one at a time)
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -24,8 +25,13 @@ export interface BenchOptions {
   label: string;
   out: string | null;
   cpuProf: boolean;
+  /** Scenarios to measure (all when omitted); logins always run, briefly, to mint the tokens the others use. */
+  scenarios?: readonly Scenario[];
   log: (line: string) => void;
 }
+
+export const SCENARIOS = ['mfa_login', 'mfa_login_half_rate', 'client_credentials', 'refresh_token', 'introspection'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
 
 export interface ScenarioResult {
   scenario: string;
@@ -166,32 +172,40 @@ async function measurePaced(
 async function tesseraScenarios(t: RunningProcess, users: UserPool, o: BenchOptions, phase: ScenarioResult['phase']): Promise<ScenarioResult[]> {
   const pid = t.child.pid!;
   const common = { target: 'tessera' as const, phase, pid, metricsUrl: t.url, seconds: o.duration };
+  const wanted = (s: Scenario) => !o.scenarios || o.scenarios.includes(s);
   const results: ScenarioResult[] = [];
   o.log(`  ${phase}: complete MFA logins…`);
   const tokens: { accessToken: string; refreshToken: string }[] = [];
-  results.push(await measure({ ...common, scenario: 'mfa_login', concurrency: o.concurrency }, async (_vu, rec) => {
+  const logins = await measure({ ...common, scenario: 'mfa_login', concurrency: o.concurrency, seconds: wanted('mfa_login') ? o.duration : Math.min(o.duration, 3) }, async (_vu, rec) => {
     const t2 = await mfaLogin(t.url, users, rec);
     if (tokens.length < o.concurrency * 4) tokens.push(t2);
-  }));
+  });
+  if (wanted('mfa_login')) results.push(logins);
   // The same flow at half the rate just reached, started at a steady pace (open loop): the latency a
   // user sees when the server has headroom.
-  const halfRate = results[0]!.perSecond / 2;
-  if (halfRate > 0) {
+  const halfRate = logins.perSecond / 2;
+  if (halfRate > 0 && wanted('mfa_login_half_rate')) {
     o.log(`  ${phase}: complete MFA logins at half that rate (${round(halfRate)}/s)…`);
     results.push(await measurePaced({ ...common, scenario: 'mfa_login_half_rate', concurrency: 0 }, halfRate, async (_vu, rec) => {
       await mfaLogin(t.url, users, rec);
     }));
   }
-  if (tokens.length < o.concurrency) throw new Error(`too few logins completed to run the token scenarios (${tokens.length}); errors: ${JSON.stringify(results[0]!.errorKinds)}`);
-  o.log(`  ${phase}: client_credentials…`);
-  results.push(await measure({ ...common, scenario: 'client_credentials', concurrency: o.concurrency }, (_vu, rec) => clientCredentials(t.url, rec)));
-  o.log(`  ${phase}: refresh_token…`);
-  const chains = tokens.slice(0, o.concurrency).map((x) => x.refreshToken);
-  results.push(await measure({ ...common, scenario: 'refresh_token', concurrency: o.concurrency }, async (vu, rec) => {
-    chains[vu] = await refresh(t.url, chains[vu]!, rec);
-  }));
-  o.log(`  ${phase}: introspection…`);
-  results.push(await measure({ ...common, scenario: 'introspection', concurrency: o.concurrency }, (vu, rec) => introspect(t.url, tokens[vu % tokens.length]!.accessToken, rec)));
+  if (tokens.length < o.concurrency) throw new Error(`too few logins completed to run the token scenarios (${tokens.length}); errors: ${JSON.stringify(logins.errorKinds)}`);
+  if (wanted('client_credentials')) {
+    o.log(`  ${phase}: client_credentials…`);
+    results.push(await measure({ ...common, scenario: 'client_credentials', concurrency: o.concurrency }, (_vu, rec) => clientCredentials(t.url, rec)));
+  }
+  if (wanted('refresh_token')) {
+    o.log(`  ${phase}: refresh_token…`);
+    const chains = tokens.slice(0, o.concurrency).map((x) => x.refreshToken);
+    results.push(await measure({ ...common, scenario: 'refresh_token', concurrency: o.concurrency }, async (vu, rec) => {
+      chains[vu] = await refresh(t.url, chains[vu]!, rec);
+    }));
+  }
+  if (wanted('introspection')) {
+    o.log(`  ${phase}: introspection…`);
+    results.push(await measure({ ...common, scenario: 'introspection', concurrency: o.concurrency }, (vu, rec) => introspect(t.url, tokens[vu % tokens.length]!.accessToken, rec)));
+  }
   return results;
 }
 
@@ -224,19 +238,27 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     const tesseraPeak = peakRssMiB(tessera.child.pid!);
     await tessera.stop();
 
-    o.log('bare oidc-provider: refresh_token and client_credentials…');
-    const bare = await startBareProvider(port + 1, o.concurrency);
-    processes.push(bare);
-    const bareCommon = { target: 'bare-oidc-provider' as const, phase: 'base' as const, pid: bare.child.pid!, metricsUrl: null, seconds: o.duration, concurrency: o.concurrency };
-    const bareChains = [...bare.refreshTokens];
-    results.push(await measure({ ...bareCommon, scenario: 'refresh_token' }, async (vu, rec) => {
-      bareChains[vu] = await refresh(bare.url, bareChains[vu]!, rec);
-    }));
-    // After refresh: the bare provider's in-memory adapter is an LRU of 1,000 entries, and a
-    // client_credentials run would evict the seeded refresh tokens.
-    results.push(await measure({ ...bareCommon, scenario: 'client_credentials' }, (_vu, rec) => clientCredentials(bare.url, rec)));
-    const barePeak = peakRssMiB(bare.child.pid!);
-    await bare.stop();
+    let barePeak = 0;
+    const bareScenarios = (['refresh_token', 'client_credentials'] as const).filter((s) => !o.scenarios || o.scenarios.includes(s));
+    if (bareScenarios.length > 0) {
+      o.log(`bare oidc-provider: ${bareScenarios.join(' and ')}…`);
+      const bare = await startBareProvider(port + 1, o.concurrency);
+      processes.push(bare);
+      const bareCommon = { target: 'bare-oidc-provider' as const, phase: 'base' as const, pid: bare.child.pid!, metricsUrl: null, seconds: o.duration, concurrency: o.concurrency };
+      const bareChains = [...bare.refreshTokens];
+      // Refresh first: the bare provider's in-memory adapter is an LRU of 1,000 entries, and a
+      // client_credentials run would evict the seeded refresh tokens.
+      if (bareScenarios.includes('refresh_token')) {
+        results.push(await measure({ ...bareCommon, scenario: 'refresh_token' }, async (vu, rec) => {
+          bareChains[vu] = await refresh(bare.url, bareChains[vu]!, rec);
+        }));
+      }
+      if (bareScenarios.includes('client_credentials')) {
+        results.push(await measure({ ...bareCommon, scenario: 'client_credentials' }, (_vu, rec) => clientCredentials(bare.url, rec)));
+      }
+      barePeak = peakRssMiB(bare.child.pid!);
+      await bare.stop();
+    }
 
     const find = (scenario: string, target: ScenarioResult['target'] = 'tessera', phase: ScenarioResult['phase'] = 'base') =>
       results.find((r) => r.scenario === scenario && r.target === target && r.phase === phase)?.perSecond;
@@ -305,8 +327,15 @@ if (invokedDirectly) {
       out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench/results') },
       smoke: { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
+      scenarios: { type: 'string' },
     },
   });
+  const scenarios = values.scenarios?.split(',').map((s) => s.trim());
+  const unknown = scenarios?.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
+  if (unknown?.length) {
+    console.error(`unknown scenario(s): ${unknown.join(', ')}; known: ${SCENARIOS.join(', ')}`);
+    process.exit(2);
+  }
   const databaseUrl = process.env.DATABASE_URL;
   if (!databaseUrl) {
     console.error('npm run bench needs DATABASE_URL (a PostgreSQL server; the bench makes and drops its own database)');
@@ -322,6 +351,7 @@ if (invokedDirectly) {
     label: values.label,
     out: smoke ? null : values.out,
     cpuProf: values['cpu-prof'],
+    scenarios: scenarios as Scenario[] | undefined,
     log: (line) => console.log(line),
   })
     .then((report) => {

@@ -9,10 +9,11 @@ import { createAudit } from './audit/audit.js';
 import { createUser, DirectoryError, listUsers, setPassword, setStatus } from './directory/users.js';
 import { addGroupMember, createGroup, listGroups } from './directory/groups.js';
 import { passwordProblem } from './directory/passwords.js';
-import { ClientError, createClient, GRANT_TYPES, listClients, removeClient } from './clients/clients.js';
+import { ClientError, createClient, GRANT_TYPES, listClients, removeClient, setClientScope } from './clients/clients.js';
 import { ensureKeys, rotateKeys } from './oidc/keys.js';
 import { loadSettings, maskSecrets, parseSettingValue, setSetting, SettingsError } from './settings/settings.js';
 import { createPolicy, listPolicies, PolicyError, removePolicy } from './policy/policies.js';
+import { allowClient, createResourceServer, disallowClient, listClientAccess, listResourceServers, removeResourceServer, ResourceServerError } from './resource-servers/resource-servers.js';
 
 const USAGE = `Usage: npm run cli -- <command> [options]
 
@@ -31,6 +32,13 @@ const USAGE = `Usage: npm run cli -- <command> [options]
   client list
   client remove <client_id>
   client set-mfa <client_id> on|off         require a second factor for every login to this client
+  client set-scope <client_id> "<scopes>"   the scopes the client may request (replaces them)
+  api add <identifier> --name <n> --scope "<scopes>" [--format jwt|opaque] [--signing-alg RS256|ES256] [--ttl <seconds>]
+                                            register an API (resource server); clients name it as resource=<identifier>
+  api allow <identifier> <client_id> [--scope "<scopes>"]   let a client get tokens for the API (all its scopes by default)
+  api disallow <identifier> <client_id>
+  api list
+  api remove <identifier>
   keys rotate                               publish new signing and cookie keys; old ones stay for verification
   settings show                             all settings (secrets masked)
   settings set <section.key> <value>        e.g. mfa.otp.length 8, smtp.host mail.example.com, mfa.methods.sms false
@@ -67,6 +75,9 @@ const options = {
   priority: { type: 'string' },
   factors: { type: 'string' },
   'require-authenticator-app': { type: 'boolean' },
+  format: { type: 'string' },
+  'signing-alg': { type: 'string' },
+  ttl: { type: 'string' },
 } as const;
 
 function arg(positionals: string[], index: number, what: string): string {
@@ -190,6 +201,52 @@ export async function runCli(argv: string[], out: (line: string) => void = conso
         out(`MFA ${flag === 'on' ? 'required' : 'no longer required'} for ${clientId}`);
         break;
       }
+      case 'api add': {
+        if (!v.name) throw new UsageError('missing --name');
+        if (!v.scope) throw new UsageError('missing --scope "<scopes>"');
+        if (v.format && v.format !== 'jwt' && v.format !== 'opaque') throw new UsageError('--format is jwt or opaque');
+        if (v['signing-alg'] && v['signing-alg'] !== 'RS256' && v['signing-alg'] !== 'ES256') throw new UsageError('--signing-alg is RS256 or ES256');
+        const ttl = v.ttl === undefined ? undefined : Number(v.ttl);
+        if (ttl !== undefined && !Number.isInteger(ttl)) throw new UsageError('--ttl takes a whole number of seconds');
+        const api = await createResourceServer(db, {
+          identifier: arg(p, 2, '<identifier>'),
+          name: v.name,
+          scopes: v.scope.split(' ').filter(Boolean),
+          ...(v.format ? { accessTokenFormat: v.format as 'jwt' | 'opaque' } : {}),
+          ...(v['signing-alg'] ? { signingAlg: v['signing-alg'] as 'RS256' | 'ES256' } : {}),
+          ...(ttl !== undefined ? { accessTokenTtlSeconds: ttl } : {}),
+        });
+        out(`created API ${api.identifier}: ${api.accessTokenFormat} access tokens${api.accessTokenFormat === 'jwt' ? ` signed ${api.signingAlg}` : ''}, valid ${api.accessTokenTtlSeconds} s`);
+        out(`let clients use it with: api allow ${api.identifier} <client_id> [--scope "${api.scopes.join(' ')}"]`);
+        break;
+      }
+      case 'api allow': {
+        const identifier = arg(p, 2, '<identifier>');
+        const clientId = arg(p, 3, '<client_id>');
+        const scopes = await allowClient(db, identifier, clientId, v.scope?.split(' ').filter(Boolean));
+        out(`${clientId} may obtain tokens for ${identifier} with ${scopes.join(' ')}`);
+        break;
+      }
+      case 'api disallow':
+        await disallowClient(db, arg(p, 2, '<identifier>'), arg(p, 3, '<client_id>'));
+        out('access removed; tokens already issued stay valid until they expire');
+        break;
+      case 'api list': {
+        const access = await listClientAccess(db);
+        for (const api of await listResourceServers(db)) {
+          const clients = access.filter((a) => a.resource_server === api.identifier).map((a) => `${a.client_id}(${a.scope})`);
+          out([api.identifier, api.name, api.scopes.join(' '), api.accessTokenFormat === 'jwt' ? `jwt ${api.signingAlg}` : 'opaque', `${api.accessTokenTtlSeconds} s`, clients.length ? `clients ${clients.join(' ')}` : 'no clients'].join('\t'));
+        }
+        break;
+      }
+      case 'api remove':
+        await removeResourceServer(db, arg(p, 2, '<identifier>'));
+        out('API removed');
+        break;
+      case 'client set-scope':
+        await setClientScope(db, arg(p, 2, '<client_id>'), arg(p, 3, '"<scopes>"'));
+        out(`scopes of ${p[2]} set`);
+        break;
       case 'settings show':
         out(JSON.stringify(maskSecrets(await loadSettings(db, box)), null, 2));
         break;
@@ -239,7 +296,7 @@ const invokedDirectly = process.argv[1] && /cli\.(ts|js)$/.test(process.argv[1])
 if (invokedDirectly) {
   runCli(process.argv.slice(2)).catch((error: unknown) => {
     if (error instanceof UsageError) console.error(`error: ${error.message}\nrun "npm run cli -- --help" for usage`);
-    else if (error instanceof ConfigError || error instanceof DirectoryError || error instanceof ClientError || error instanceof SettingsError || error instanceof PolicyError) console.error(`error: ${error.message}`);
+    else if (error instanceof ConfigError || error instanceof DirectoryError || error instanceof ClientError || error instanceof SettingsError || error instanceof PolicyError || error instanceof ResourceServerError) console.error(`error: ${error.message}`);
     else console.error(`error: ${error instanceof Error ? error.message : String(error)}`);
     process.exit(1);
   });

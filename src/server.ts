@@ -13,6 +13,7 @@ import { purgeExpired } from './oidc/adapter.js';
 import { createProvider } from './oidc/provider.js';
 import { createApp } from './app.js';
 import { RegisteredClients } from './clients/registered.js';
+import { ResourceServers } from './resource-servers/resource-servers.js';
 import { ensureDemoData } from './demo/demo.js';
 import { setTemplateCaching } from './http/views.js';
 import { loadSettings } from './settings/settings.js';
@@ -68,7 +69,8 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
 
   const audit = createAudit(db, log);
   const clients = new RegisteredClients(db, box, config.clientCacheSeconds * 1000);
-  const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients });
+  const resourceServers = new ResourceServers(db, config.clientCacheSeconds * 1000);
+  const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers });
   if (config.demo) await ensureDemoData(db, box, issuer);
   const app = createApp({ config, issuer, db, box, provider, audit, log, clients, cookieKeys: keys.cookie });
   server.on('request', app.callback());

@@ -102,6 +102,31 @@ describe('CLI (npm run cli)', () => {
     assert.match(r.stdout, /MFA required for webapp/);
     r = await cli('client', 'set-mfa', 'ghost', 'on');
     assert.equal(r.code, 1);
+    r = await cli('client', 'set-scope', 'webapp', 'openid email orders:read');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /api allow/, 'an API scope is not a client scope; the error says how to give it');
+
+    r = await cli('api', 'add', 'https://orders.example.com', '--name', 'Orders', '--scope', 'orders:read orders:write', '--signing-alg', 'ES256', '--ttl', '600');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /jwt access tokens signed ES256, valid 600 s/);
+    r = await cli('api', 'add', 'orders', '--name', 'Orders', '--scope', 'orders:read');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /absolute URI/);
+    r = await cli('api', 'add', 'https://orders.example.com', '--name', 'Again', '--scope', 'x');
+    assert.equal(r.stderr, 'error: an API "https://orders.example.com" already exists');
+    r = await cli('api', 'allow', 'https://orders.example.com', 'webapp', '--scope', 'orders:delete');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /has no scope orders:delete/);
+    r = await cli('api', 'allow', 'https://orders.example.com', 'webapp', '--scope', 'orders:read');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('api', 'list');
+    assert.match(r.stdout, /^https:\/\/orders\.example\.com\tOrders\torders:read orders:write\tjwt ES256\t600 s\tclients webapp\(orders:read\)$/m);
+    r = await cli('api', 'disallow', 'https://orders.example.com', 'webapp');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('api', 'remove', 'https://orders.example.com');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('api', 'remove', 'https://orders.example.com');
+    assert.equal(r.stderr, 'error: no API "https://orders.example.com"');
 
     r = await cli('settings', 'set', 'mfa.otp.length', '8');
     assert.equal(r.code, 0, r.stderr);

@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { z } from 'zod';
 import { isUniqueViolation, type Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
+import { OIDC_SCOPES } from '../oidc/account.js';
 
 /** Client secrets are sealed at rest; the provider's adapter opens them when it loads a client. */
 export const CLIENT_SECRET_PURPOSE = 'client_secret';
@@ -14,6 +15,12 @@ const redirectUri = z
   .url()
   .refine((u) => !u.includes('#'), 'must not contain a fragment');
 
+// A client's own scopes are OpenID Connect ones; API scopes are given to it per API (`api allow`).
+const clientScope = z
+  .string()
+  .max(200)
+  .refine((s) => s.split(' ').every((x) => (OIDC_SCOPES as readonly string[]).includes(x)), `scope is a space-separated list of ${OIDC_SCOPES.join(', ')} (an API's scopes are given with "api allow")`);
+
 export const clientInputSchema = z
   .object({
     clientId: z.string().regex(/^[A-Za-z0-9._~-]{1,128}$/, 'client_id may use letters, digits and . _ ~ - (at most 128)'),
@@ -22,7 +29,7 @@ export const clientInputSchema = z
     name: z.string().max(200).optional(),
     redirectUris: z.array(redirectUri).default([]),
     postLogoutRedirectUris: z.array(redirectUri).default([]),
-    scope: z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$/, 'scope is a space-separated list').default('openid profile email phone offline_access'),
+    scope: clientScope.default('openid profile email phone offline_access'),
     grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token']),
     requireConsent: z.boolean().default(true),
     idTokenAlg: z.enum(['RS256', 'ES256']).default('RS256'),
@@ -67,6 +74,18 @@ export async function createClient(db: Db, box: SecretBox, input: ClientInput): 
       throw error;
     });
   return { clientId: c.clientId, secret };
+}
+
+/** Replaces the OpenID Connect scopes a client may request. */
+export async function setClientScope(db: Db, clientId: string, scope: string): Promise<void> {
+  const parsed = clientScope.safeParse(scope);
+  if (!parsed.success) throw new ClientError(parsed.error.issues.map((i) => i.message).join('; '));
+  const result = await db
+    .updateTable('clients')
+    .set({ metadata: sql`jsonb_set(metadata, '{scope}', to_jsonb(${parsed.data}::text))`, updated_at: new Date() })
+    .where('client_id', '=', clientId)
+    .executeTakeFirst();
+  if (result.numUpdatedRows === 0n) throw new ClientError(`no client "${clientId}"`);
 }
 
 export async function removeClient(db: Db, clientId: string): Promise<void> {

@@ -1,3 +1,5 @@
+import { ExpiringCache } from '../cache.js';
+import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { CLIENT_SECRET_PURPOSE } from './clients.js';
@@ -9,6 +11,8 @@ export interface RegisteredClient {
   name: string;
   requireConsent: boolean;
   mfaRequired: boolean;
+  /** The scopes of each API (by identifier) the client may obtain tokens for. */
+  apiScopes: Record<string, string[]>;
 }
 
 /**
@@ -17,40 +21,38 @@ export interface RegisteredClient {
  * the sealed secret each time; a change made with the CLI reaches every instance within that time.
  */
 export class RegisteredClients {
-  private readonly cache = new Map<string, { client: RegisteredClient; until: number }>();
+  private readonly cache: ExpiringCache<RegisteredClient>;
 
   constructor(
     private readonly db: Db,
     private readonly box: SecretBox,
-    private readonly ttlMs: number,
-  ) {}
+    ttlMs: number,
+  ) {
+    this.cache = new ExpiringCache(ttlMs);
+  }
 
   async get(clientId: string): Promise<RegisteredClient | undefined> {
     if (clientId.length === 0 || clientId.length > 128) return undefined;
-    const hit = this.cache.get(clientId);
-    if (hit && hit.until > Date.now()) return hit.client;
+    return this.cache.get(clientId, () => this.load(clientId));
+  }
+
+  private async load(clientId: string): Promise<RegisteredClient | undefined> {
     const row = await this.db
       .selectFrom('clients')
       .select(['client_id', 'metadata', 'require_consent', 'mfa_required'])
+      .select(sql<Record<string, string>>`coalesce((select jsonb_object_agg(a.resource_server, a.scope) from client_api_access a where a.client_id = clients.client_id), '{}')`.as('api_access'))
       .where('client_id', '=', clientId)
       .executeTakeFirst();
-    if (!row) {
-      this.cache.delete(clientId);
-      return undefined;
-    }
+    if (!row) return undefined;
     const { client_secret_sealed: sealed, ...metadata } = row.metadata as Record<string, unknown>;
     if (typeof sealed === 'string') metadata.client_secret = this.box.open(sealed, `${CLIENT_SECRET_PURPOSE}:${clientId}`);
-    const client: RegisteredClient = {
+    return {
       clientId,
       metadata,
       name: typeof metadata.client_name === 'string' ? metadata.client_name : clientId,
       requireConsent: row.require_consent,
       mfaRequired: row.mfa_required,
+      apiScopes: Object.fromEntries(Object.entries(row.api_access).map(([api, scope]) => [api, scope.split(' ')])),
     };
-    if (this.ttlMs > 0) {
-      if (this.cache.size > 10_000) this.cache.clear();
-      this.cache.set(clientId, { client, until: Date.now() + this.ttlMs });
-    }
-    return client;
   }
 }

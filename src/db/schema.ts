@@ -44,6 +44,23 @@ export interface ClientsTable {
   updated_at: Timestamp;
 }
 
+export interface ResourceServersTable {
+  identifier: string;
+  name: string;
+  scope: string;
+  access_token_format: 'jwt' | 'opaque';
+  signing_alg: 'RS256' | 'ES256';
+  access_token_ttl: number;
+  created_at: Timestamp;
+}
+
+export interface ClientApiAccessTable {
+  client_id: string;
+  resource_server: string;
+  scope: string;
+  created_at: Timestamp;
+}
+
 export interface ScopesTable {
   name: string;
   description: string;
@@ -164,6 +181,8 @@ export interface Database {
   group_members: GroupMembersTable;
   clients: ClientsTable;
   scopes: ScopesTable;
+  resource_servers: ResourceServersTable;
+  client_api_access: ClientApiAccessTable;
   oidc_models: OidcModelsTable;
   keys: KeysTable;
   audit_events: AuditEventsTable;

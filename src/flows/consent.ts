@@ -1,6 +1,8 @@
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
+import type { RegisteredClient } from '../clients/registered.js';
+import { OIDC_SCOPES } from '../oidc/account.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { HttpError } from '../http/errors.js';
@@ -27,12 +29,31 @@ function requestedScopes(details: InteractionDetails): string[] {
   return [...new Set(scope.split(' ').filter(Boolean))];
 }
 
-export async function showConsent(ctx: Context, db: Db, details: InteractionDetails, clientName: string): Promise<void> {
+/**
+ * What the user is asked to allow: the OpenID scopes requested, and of each API the request names
+ * (`resource`) the requested scopes this client may be given; anything else would not be granted.
+ */
+async function consentRequest(db: Db, details: InteractionDetails, client: RegisteredClient): Promise<{ scopes: string[]; apis: { identifier: string; name: string }[] }> {
+  const requested = requestedScopes(details);
+  const { resource } = details.params;
+  const identifiers = (Array.isArray(resource) ? resource : [resource]).filter((r): r is string => typeof r === 'string');
+  const apis = identifiers.length === 0 ? [] : await db.selectFrom('resource_servers').select(['identifier', 'name', 'scope']).where('identifier', 'in', identifiers).orderBy('name').execute();
+  const grantable = new Set<string>(OIDC_SCOPES);
+  for (const api of apis) {
+    const allowed = client.apiScopes[api.identifier] ?? [];
+    for (const s of api.scope.split(' ')) if (allowed.includes(s)) grantable.add(s);
+  }
+  return { scopes: requested.filter((s) => grantable.has(s)), apis: apis.map(({ identifier, name }) => ({ identifier, name })) };
+}
+
+export async function showConsent(ctx: Context, db: Db, details: InteractionDetails, client: RegisteredClient): Promise<void> {
+  const { scopes, apis } = await consentRequest(db, details, client);
   renderPage(ctx, 'flows/consent', {
     title: 'Allow access?',
     uid: details.uid,
-    clientName,
-    scopes: await describeScopes(db, requestedScopes(details)),
+    clientName: client.name,
+    scopes: await describeScopes(db, scopes),
+    apis,
   });
 }
 

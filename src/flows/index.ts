@@ -44,7 +44,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
           await audit.record({ type: 'consent.given', subject: details.session?.accountId ?? null, clientId: client.clientId, details: { implicit: true, grant_id: grantId } });
           return finishInteraction(ctx, provider, { consent: { grantId } }, true);
         }
-        return showConsent(ctx, db, details, client.name);
+        return showConsent(ctx, db, details, client);
       }
       default:
         throw new HttpError(400, 'This sign-in step is not supported.', 'Request refused');

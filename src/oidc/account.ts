@@ -27,6 +27,9 @@ export function accountFinder(db: Db): FindAccount {
   };
 }
 
+/** The OpenID Connect scopes Tessera serves; an API's own scopes are granted per client (`api allow`). */
+export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email', 'phone'] as const;
+
 export const CLAIMS_BY_SCOPE = {
   openid: ['sub', 'acr', 'amr', 'auth_time'],
   profile: ['name', 'given_name', 'family_name', 'preferred_username', 'updated_at'],

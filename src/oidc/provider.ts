@@ -1,14 +1,15 @@
-import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { RegisteredClients } from '../clients/registered.js';
+import { grantableScopes, type ResourceServers } from '../resource-servers/resource-servers.js';
 import type { Audit } from '../audit/audit.js';
 import type { Logger } from '../log.js';
 import { renderToString } from '../http/views.js';
 import { strictCsp } from '../http/security.js';
 import { ClientAdapter, KyselyAdapter } from './adapter.js';
-import { accountFinder, CLAIMS_BY_SCOPE } from './account.js';
+import { accountFinder, CLAIMS_BY_SCOPE, OIDC_SCOPES } from './account.js';
 import { ACR_VALUES } from './assurance.js';
 import type { KeyMaterial } from './keys.js';
 import { createInteractionPolicy } from './interaction-policy.js';
@@ -22,6 +23,7 @@ export interface ProviderDeps {
   db: Db;
   box: SecretBox;
   clients: RegisteredClients;
+  resourceServers: ResourceServers;
   keys: KeyMaterial;
   audit: Audit;
   log: Logger;
@@ -36,7 +38,7 @@ function page(ctx: KoaContextWithOIDC, status: number, name: string, data: { tit
 }
 
 export function createProvider(deps: ProviderDeps): Provider {
-  const { config, issuer, db, box, keys, audit, log, clients } = deps;
+  const { config, issuer, db, box, keys, audit, log, clients, resourceServers } = deps;
   const secureCookies = issuer.startsWith('https://');
 
   const needsMfa = async (ctx: KoaContextWithOIDC, accountId: string): Promise<boolean> => {
@@ -59,7 +61,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     claims: CLAIMS_BY_SCOPE,
     acrValues: ACR_VALUES,
-    scopes: ['openid', 'offline_access', 'profile', 'email', 'phone'],
+    scopes: [...OIDC_SCOPES],
     responseTypes: ['code'],
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],
@@ -84,6 +86,23 @@ export function createProvider(deps: ProviderDeps): Provider {
       revocation: { enabled: true, allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId },
       clientCredentials: { enabled: true },
       userinfo: { enabled: true },
+      // APIs registered with `api add`. Without `resource` a token is for UserInfo only (opaque, as before).
+      resourceIndicators: {
+        enabled: true,
+        getResourceServerInfo: async (_ctx, indicator, client) => {
+          const api = await resourceServers.get(indicator);
+          if (!api) throw new errors.InvalidTarget('the resource is not a registered API');
+          const scopes = grantableScopes(api, (await clients.get(client.clientId))?.apiScopes[api.identifier]);
+          if (scopes.length === 0) throw new errors.InvalidTarget('this client is not allowed to use the API');
+          return {
+            scope: scopes.join(' '),
+            audience: api.identifier,
+            accessTokenTTL: api.accessTokenTtlSeconds,
+            accessTokenFormat: api.accessTokenFormat,
+            ...(api.accessTokenFormat === 'jwt' ? { jwt: { sign: { alg: api.signingAlg } } } : {}),
+          };
+        },
+      },
       rpInitiatedLogout: {
         enabled: true,
         logoutSource: async (ctx, form) => {
@@ -95,12 +114,20 @@ export function createProvider(deps: ProviderDeps): Provider {
       },
     },
     interactions: { policy: createInteractionPolicy(needsMfa), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    // How the user signed in travels with their access tokens (RFC 9068 §2.2.1), so an API can demand MFA.
+    extraTokenClaims: async (ctx, token) => {
+      if (token.kind !== 'AccessToken') return undefined;
+      const source = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
+      if (!source) return undefined;
+      return { auth_time: source.authTime, acr: source.acr, amr: source.amr };
+    },
     // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them outlive the session.
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     rotateRefreshToken: () => true,
     ttl: {
-      AccessToken: () => config.ttl.accessTokenSeconds,
-      ClientCredentials: () => config.ttl.accessTokenSeconds,
+      // A token for an API lives as long as the API chose; one for UserInfo as configured.
+      AccessToken: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.ttl.accessTokenSeconds,
+      ClientCredentials: (_ctx, token) => token.resourceServer?.accessTokenTTL ?? config.ttl.accessTokenSeconds,
       AuthorizationCode: () => 60,
       IdToken: () => 3600,
       RefreshToken: () => config.ttl.refreshTokenSeconds,

@@ -6,6 +6,8 @@ export interface SignInOptions {
   consent?: 'allow' | 'deny';
   /** The client's redirect URI: following stops there and its URL is returned. */
   redirectUri: string;
+  /** Sees each page on the way (to check what the user was shown). */
+  onPage?: (body: string) => void;
 }
 
 /** Drives authorize → login page → password → consent → redirect back; returns the callback URL. */
@@ -16,6 +18,7 @@ export async function signIn(agent: Agent, authorizationUrl: string, options: Si
     if (page.location && atCallback(page.location)) return page.location;
     const path = new URL(page.url).pathname;
     if (page.status !== 200) throw new Error(`unexpected ${page.status} at ${path}: ${page.body.slice(0, 400)}`);
+    options.onPage?.(page.body);
     if (page.body.includes('/login"')) {
       const form = formFor(page, '/login');
       page = await agent.follow(await agent.post(form.action, { ...form.fields, username: options.username, password: options.password }), atCallback);

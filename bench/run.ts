@@ -2,6 +2,7 @@
 // two references measured in the same run on the same cores: the argon2id limit and a bare oidc-provider.
 // Flags: --duration <s> --concurrency <n> --users <n> --scale <rows> --label <name> --out <dir> --smoke --cpu-prof
 // --scenarios a,b (a subset of SCENARIOS, for profiling one at a time)
+import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -56,6 +57,8 @@ export interface BenchReport {
   machine: { cores: number; cpu: string; memoryGiB: number; node: string; postgres: string; platform: string };
   settings: { duration: number; concurrency: number; users: number; scale: number; argon2: typeof PASSWORD_HASH_PARAMETERS };
   argon2: { verificationsPerSecond: number; msPerVerification: number; concurrency: number };
+  /** Signatures per second on one core: what an RS256 or ES256 token costs to sign, whoever signs it. */
+  signing: { rs256PerSecond: number; es256PerSecond: number };
   results: ScenarioResult[];
   peakRssMiB: { tessera: number; bare: number };
   ratios: Record<string, number | null>;
@@ -76,6 +79,23 @@ async function argon2Limit(seconds: number, concurrency: number): Promise<{ veri
   );
   const elapsed = (performance.now() - start) / 1000;
   return { verificationsPerSecond: round(count / elapsed), msPerVerification: round((elapsed * 1000 * concurrency) / count), concurrency };
+}
+
+function signaturesPerSecond(seconds: number): { rs256PerSecond: number; es256PerSecond: number } {
+  const payload = Buffer.alloc(400, 7);
+  const rate = (key: KeyObject, options: { dsaEncoding?: 'ieee-p1363' }) => {
+    let count = 0;
+    const start = performance.now();
+    while (performance.now() - start < seconds * 1000) {
+      sign('sha256', payload, { key, ...options });
+      count++;
+    }
+    return round(count / ((performance.now() - start) / 1000));
+  };
+  return {
+    rs256PerSecond: rate(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, {}),
+    es256PerSecond: rate(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, { dsaEncoding: 'ieee-p1363' }),
+  };
 }
 
 function round(v: number, digits = 2): number {
@@ -223,6 +243,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   try {
     o.log(`argon2id limit (${cores} concurrent verifications)…`);
     const argon2 = await argon2Limit(Math.max(2, Math.min(o.duration, 10)), cores);
+    const signing = signaturesPerSecond(o.duration >= 5 ? 2 : 0.2);
     o.log(`seeding ${o.users} users with an authenticator app…`);
     const usernames = await seed(db, o.users);
     const users = new UserPool(usernames);
@@ -268,6 +289,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       machine: { cores, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, postgres, platform: `${process.platform} ${process.arch}` },
       settings: { duration: o.duration, concurrency: o.concurrency, users: o.users, scale: o.scale, argon2: PASSWORD_HASH_PARAMETERS },
       argon2,
+      signing,
       results,
       peakRssMiB: { tessera: tesseraPeak, bare: barePeak },
       ratios: {
@@ -303,6 +325,7 @@ export function markdown(r: BenchReport): string {
   }
   lines.push('', '**References and ratios**', '');
   lines.push(`- argon2id limit: ${r.argon2.verificationsPerSecond} verifications/s on ${r.argon2.concurrency} cores (${r.argon2.msPerVerification} ms each)`);
+  lines.push(`- signatures on one core: RS256 ${r.signing.rs256PerSecond}/s, ES256 ${r.signing.es256PerSecond}/s (the bench client's ID tokens and the bench API's access tokens are ES256, in Tessera and in the bare reference)`);
   for (const [k, v] of Object.entries(r.ratios)) lines.push(`- ${k}: ${v ?? '–'}`);
   lines.push(`- peak RSS: Tessera ${r.peakRssMiB.tessera} MiB, bare oidc-provider ${r.peakRssMiB.bare} MiB`);
   return `${lines.join('\n')}\n`;

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { generate } from 'otplib';
 import { Browserless, basic, hiddenField, postForm, type Reply } from './http.js';
 import type { Recorder } from './stats.js';
-import { BENCH_PASSWORD, CLIENT, TOTP_SECRET } from './tessera.js';
+import { API, BENCH_PASSWORD, CLIENT, TOTP_SECRET } from './fixtures.js';
 
 export class FlowError extends Error {}
 
@@ -53,14 +53,17 @@ export interface LoginResult {
   refreshToken: string;
 }
 
-/** The complete flow: authorize → login page → password → TOTP → consent → code → token → userinfo. */
+/**
+ * The complete flow: authorize → login page → password → TOTP → consent → code → token → userinfo.
+ * The login also asks for the bench API, so the refresh token can later be exchanged for its tokens.
+ */
 export async function mfaLogin(base: string, users: UserPool, rec: Recorder): Promise<LoginResult> {
   const agent = new Browserless();
   const { username, step } = users.take();
   const verifier = randomBytes(32).toString('base64url');
   const auth = new URL(`${base}/auth`);
   auth.search = new URLSearchParams({
-    client_id: CLIENT.id, response_type: 'code', redirect_uri: CLIENT.redirectUri, scope: 'openid email offline_access', prompt: 'consent',
+    client_id: CLIENT.id, response_type: 'code', redirect_uri: CLIENT.redirectUri, scope: `openid email offline_access ${API.scope}`, resource: API.identifier, prompt: 'consent',
     code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', state: 'bench-state',
   }).toString();
 
@@ -88,14 +91,21 @@ export async function mfaLogin(base: string, users: UserPool, rec: Recorder): Pr
 }
 
 export async function clientCredentials(base: string, rec: Recorder): Promise<void> {
-  const r = await rec.time('client_credentials', () => postForm(`${base}/token`, { grant_type: 'client_credentials' }, { authorization: basic(CLIENT.id, CLIENT.secret) }));
+  const r = await rec.time('client_credentials', () => postForm(`${base}/token`, { grant_type: 'client_credentials', resource: API.identifier, scope: API.scope }, { authorization: basic(CLIENT.id, CLIENT.secret) }));
   if (r.status !== 200) throw new FlowError(`client_credentials: ${r.status} ${JSON.stringify(r.json)}`);
+  expectJwt(r, 'client_credentials');
 }
 
-/** One refresh; returns the rotated refresh token, which the virtual user presents next. */
+/** The API's tokens must be JWTs: an opaque one would mean the run measured something else. */
+function expectJwt(r: { json: Record<string, unknown> }, step: string): void {
+  if (String(r.json.access_token).split('.').length !== 3) throw new FlowError(`${step}: the access token is not a JWT`);
+}
+
+/** One refresh for an API token; returns the rotated refresh token, which the virtual user presents next. */
 export async function refresh(base: string, token: string, rec: Recorder): Promise<string> {
-  const r = await rec.time('refresh_token', () => postForm(`${base}/token`, { grant_type: 'refresh_token', refresh_token: token }, { authorization: basic(CLIENT.id, CLIENT.secret) }));
+  const r = await rec.time('refresh_token', () => postForm(`${base}/token`, { grant_type: 'refresh_token', refresh_token: token, resource: API.identifier }, { authorization: basic(CLIENT.id, CLIENT.secret) }));
   if (r.status !== 200) throw new FlowError(`refresh_token: ${r.status} ${JSON.stringify(r.json)}`);
+  expectJwt(r, 'refresh_token');
   return String(r.json.refresh_token);
 }
 

@@ -6,15 +6,12 @@ import { migrateToLatest } from '../../src/db/migrate.js';
 import { SecretBox } from '../../src/crypto/secret-box.js';
 import { hashPassword } from '../../src/directory/passwords.js';
 import { createClient } from '../../src/clients/clients.js';
+import { allowClient, createResourceServer } from '../../src/resource-servers/resource-servers.js';
 import { createGroup } from '../../src/directory/groups.js';
 import { createPolicy } from '../../src/policy/policies.js';
 import { setSetting } from '../../src/settings/settings.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
-
-export const BENCH_SECRET = 'bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
-export const BENCH_PASSWORD = 'bench-password-1';
-export const TOTP_SECRET = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
-export const CLIENT = { id: 'bench-rp', secret: 'bench-rp-secret-0123456789abcdef', redirectUri: 'http://127.0.0.1:9/callback' };
+import { API, BENCH_PASSWORD, BENCH_SECRET, CLIENT, TOTP_SECRET } from './fixtures.js';
 
 export type BenchDatabase = ScratchDatabase;
 
@@ -36,8 +33,10 @@ export async function seed(db: BenchDatabase, users: number): Promise<string[]> 
   await setSetting(k, box, 'mfa.methods.sms', false);
   await createClient(k, box, {
     clientId: CLIENT.id, secret: CLIENT.secret, redirectUris: [CLIENT.redirectUri],
-    grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'], scope: 'openid profile email offline_access',
+    grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'], scope: 'openid profile email offline_access', idTokenAlg: 'ES256',
   });
+  await createResourceServer(k, { identifier: API.identifier, name: 'Bench API', scopes: [API.scope], accessTokenFormat: 'jwt', signingAlg: 'ES256', accessTokenTtlSeconds: API.ttlSeconds });
+  await allowClient(k, API.identifier, CLIENT.id);
   await createGroup(k, 'bench');
   await createPolicy(k, { name: 'bench needs MFA', subjectType: 'group', subject: 'bench', mfa: 'required', allowedFactors: ['totp'] });
   const hash = await hashPassword(BENCH_PASSWORD);

@@ -26,6 +26,7 @@ const envSchema = z.object({
     .refine((u) => /^postgres(ql)?:\/\//.test(u), 'must be a postgres:// or postgresql:// URL')
     .optional(),
   DATABASE_POOL_SIZE: positiveInt.max(200).default(10),
+  DATABASE_PREPARED_STATEMENTS: bool.default(true),
   DATA_DIR: z.string().min(1).default('./data'),
   TESSERA_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -52,6 +53,8 @@ export interface Config {
   issuer: string | null;
   databaseUrl: string | null;
   databasePoolSize: number;
+  /** Named prepared statements for the hot queries; off behind a PgBouncer that cannot keep them. */
+  databasePreparedStatements: boolean;
   dataDir: string;
   secret: string | null;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -100,6 +103,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     issuer: e.ISSUER ?? (e.PORT === 0 ? null : `http://localhost:${e.PORT}`),
     databaseUrl: e.DATABASE_URL ?? null,
     databasePoolSize: e.DATABASE_POOL_SIZE,
+    databasePreparedStatements: e.DATABASE_PREPARED_STATEMENTS,
     dataDir: e.DATA_DIR,
     secret: e.TESSERA_SECRET ?? null,
     logLevel: e.LOG_LEVEL,

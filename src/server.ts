@@ -43,7 +43,7 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   const box = new SecretBox(resolveMasterSecret(config, log));
   const database =
     options.database ??
-    (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize }));
+    (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize, preparedStatements: config.databasePreparedStatements }));
   const { db } = database;
   const applied = await migrateToLatest(db);
   for (const m of applied) log.info({ migration: m.migrationName, status: m.status }, 'migration');

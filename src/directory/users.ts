@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { isUniqueViolation, type Db } from '../db/index.js';
+import { isUniqueViolation, preparedQuery, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { hashPassword } from './passwords.js';
 
@@ -58,7 +58,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function findUserById(db: Db, id: string): Promise<User | undefined> {
   if (!UUID.test(id)) return Promise.resolve(undefined);
-  return db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst();
+  // Every token request for a user runs this: prepared.
+  return db.executeQuery(preparedQuery(db.selectFrom('users').selectAll().where('id', '=', id))).then((r) => r.rows[0]);
 }
 
 export async function requireUser(db: Db, username: string): Promise<User> {

@@ -1,6 +1,6 @@
 import { CompiledQuery, sql } from 'kysely';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import type { Db } from '../db/index.js';
+import { prepared, type Db } from '../db/index.js';
 import type { RegisteredClients } from '../clients/registered.js';
 
 // Models whose rows are found again by grant, uid or user code.
@@ -25,18 +25,18 @@ function live(row: { payload: unknown; expires_at: Date | null; consumed_at: Dat
 }
 
 // Fixed statements: every protocol request runs several, so they skip the query builder.
-const UPSERT = `insert into oidc_models (model, id, payload, grant_id, user_code, uid, expires_at)
+const UPSERT = prepared(`insert into oidc_models (model, id, payload, grant_id, user_code, uid, expires_at)
   values ($1, $2, $3, $4, $5, $6, $7)
   on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id,
-    user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`;
+    user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`);
 const FIND = {
-  id: 'select payload, expires_at, consumed_at from oidc_models where model = $1 and id = $2',
-  uid: 'select payload, expires_at, consumed_at from oidc_models where model = $1 and uid = $2',
-  user_code: 'select payload, expires_at, consumed_at from oidc_models where model = $1 and user_code = $2',
+  id: prepared('select payload, expires_at, consumed_at from oidc_models where model = $1 and id = $2'),
+  uid: prepared('select payload, expires_at, consumed_at from oidc_models where model = $1 and uid = $2'),
+  user_code: prepared('select payload, expires_at, consumed_at from oidc_models where model = $1 and user_code = $2'),
 } as const;
-const CONSUME = 'update oidc_models set consumed_at = now() where model = $1 and id = $2';
-const DESTROY = 'delete from oidc_models where model = $1 and id = $2';
-const REVOKE = 'delete from oidc_models where grant_id = $1';
+const CONSUME = prepared('update oidc_models set consumed_at = now() where model = $1 and id = $2');
+const DESTROY = prepared('delete from oidc_models where model = $1 and id = $2');
+const REVOKE = prepared('delete from oidc_models where grant_id = $1');
 
 type Row = { payload: unknown; expires_at: Date | null; consumed_at: Date | null };
 

@@ -57,7 +57,13 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   setTemplateCaching(config.mode === 'production');
 
   // Listen first when the port is chosen by the OS, so the issuer can name it.
-  const server = http.createServer();
+  // Requests that arrive while the provider is still being built (a health check racing start-up)
+  // get a 503 at once; a server with no request handler would leave them hanging.
+  let handle: http.RequestListener = (_req, res) => {
+    res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'retry-after': '1', 'cache-control': 'no-store' });
+    res.end('Tessera is starting\n');
+  };
+  const server = http.createServer((req, res) => handle(req, res));
   server.headersTimeout = 20_000;
   server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
@@ -73,7 +79,7 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers });
   if (config.demo) await ensureDemoData(db, box, issuer);
   const app = createApp({ config, issuer, db, box, provider, audit, log, clients, cookieKeys: keys.cookie });
-  server.on('request', app.callback());
+  handle = app.callback();
 
   const purge = setInterval(() => {
     Promise.all([purgeExpired(db), purgeExpiredProgress(db)])

@@ -21,7 +21,7 @@ const postgresOnly = list('test/postgres', /\.test\.ts$/);
 const e2e = list('e2e', /\.test\.ts$/);
 const benchSmoke = list('bench', /\.smoke\.test\.ts$/);
 const reports = mkdtempSync(path.join(tmpdir(), 'tessera-test-'));
-const totals = { pass: 0, fail: 0, skipped: 0 };
+const totals = { pass: 0, fail: 0, cancelled: 0, skipped: 0 };
 
 function run(files, env, label) {
   if (files.length === 0) return 0;
@@ -60,5 +60,6 @@ if (selected.length) {
   }
 }
 rmSync(reports, { recursive: true, force: true });
-console.log(`\ntests: ${totals.pass} passed, ${totals.fail} failed${totals.skipped ? `, ${totals.skipped} skipped` : ''}`);
-process.exit(failed || totals.fail ? 1 : 0);
+// A test cancelled because its suite's setup failed did not pass: it is counted and fails the run.
+console.log(`\ntests: ${totals.pass} passed, ${totals.fail} failed${totals.cancelled ? `, ${totals.cancelled} cancelled` : ''}${totals.skipped ? `, ${totals.skipped} skipped` : ''}`);
+process.exit(failed || totals.fail || totals.cancelled ? 1 : 0);

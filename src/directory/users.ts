@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { isUniqueViolation, preparedQuery, type Db } from '../db/index.js';
+import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { hashPassword } from './passwords.js';
 
@@ -46,12 +46,14 @@ export async function createUser(db: Db, input: NewUserInput): Promise<User> {
 }
 
 export function findUserByUsername(db: Db, username: string): Promise<User | undefined> {
-  return db
-    .selectFrom('users')
-    .selectAll()
-    // Both sides lowered by the database, so the comparison matches the unique index whatever the collation.
-    .where(sql`lower(username)`, '=', sql<string>`lower(${username.normalize('NFC')})`)
-    .executeTakeFirst();
+  return preparedFirst(
+    db,
+    db
+      .selectFrom('users')
+      .selectAll()
+      // Both sides lowered by the database, so the comparison matches the unique index whatever the collation.
+      .where(sql`lower(username)`, '=', sql<string>`lower(${username.normalize('NFC')})`),
+  );
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -59,7 +61,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export function findUserById(db: Db, id: string): Promise<User | undefined> {
   if (!UUID.test(id)) return Promise.resolve(undefined);
   // Every token request for a user runs this: prepared.
-  return db.executeQuery(preparedQuery(db.selectFrom('users').selectAll().where('id', '=', id))).then((r) => r.rows[0]);
+  return preparedFirst(db, db.selectFrom('users').selectAll().where('id', '=', id));
 }
 
 export async function requireUser(db: Db, username: string): Promise<User> {

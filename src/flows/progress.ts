@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Db } from '../db/index.js';
+import { preparedFirst, type Db } from '../db/index.js';
 import type { AuthenticationMethod } from '../oidc/assurance.js';
 
 /** What a login has proven so far (password, then a second factor), kept between the pages of one interaction. */
@@ -28,7 +28,7 @@ export async function saveProgress(db: Db, progress: Progress): Promise<void> {
 }
 
 export async function loadProgress(db: Db, uid: string): Promise<Progress | null> {
-  const row = await db.selectFrom('interaction_progress').selectAll().where('uid', '=', uid).where('expires_at', '>', sql<Date>`now()`).executeTakeFirst();
+  const row = await preparedFirst(db, db.selectFrom('interaction_progress').selectAll().where('uid', '=', uid).where('expires_at', '>', sql<Date>`now()`));
   if (!row) return null;
   return { uid: row.uid, accountId: row.account_id, methods: row.methods as Progress['methods'], challengeId: row.challenge_id };
 }

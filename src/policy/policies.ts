@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { isUniqueViolation, type Db } from '../db/index.js';
+import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
 import type { AccessPolicy, User } from '../db/schema.js';
 import { FACTORS, type FactorId, type Settings } from '../settings/settings.js';
 import type { Mode } from '../config.js';
@@ -68,7 +68,7 @@ export function listPolicies(db: Db) {
 
 /** The policies that apply to a user (their own and their groups') and whether they have a confirmed authenticator, in one query. */
 export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: PolicyRule[]; hasAuthenticator: boolean }> {
-  const row = await db
+  const row = await preparedFirst(db, db
     .selectNoFrom((eb) => [
       eb
         .exists(eb.selectFrom('authenticators').select('id').where('user_id', '=', userId).where('confirmed_at', 'is not', null))
@@ -76,11 +76,10 @@ export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: 
       sql<AccessPolicy[] | null>`(select json_agg(p) from access_policies p
         where (p.subject_type = 'user' and p.subject_id = ${userId})
            or (p.subject_type = 'group' and p.subject_id in (select group_id from group_members where user_id = ${userId})))`.as('policies'),
-    ])
-    .executeTakeFirstOrThrow();
+    ]));
   return {
-    hasAuthenticator: Boolean(row.has_authenticator),
-    policies: (row.policies ?? []).map((r) => ({
+    hasAuthenticator: Boolean(row?.has_authenticator),
+    policies: (row?.policies ?? []).map((r) => ({
       name: r.name,
       source: r.subject_type,
       priority: r.priority,

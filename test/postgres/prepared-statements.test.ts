@@ -6,7 +6,8 @@ import { sql } from 'kysely';
 import { openDatabase, type DatabaseHandle } from '../../src/db/index.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { KyselyAdapter } from '../../src/oidc/adapter.js';
-import { createUser, findUserById } from '../../src/directory/users.js';
+import { createUser, findUserById, findUserByUsername } from '../../src/directory/users.js';
+import { userMfaFacts } from '../../src/policy/policies.js';
 
 const serverUrl = process.env.DATABASE_URL!;
 
@@ -40,6 +41,8 @@ describe('hot queries are named prepared statements on PostgreSQL', () => {
     assert.ok((await adapter.find('at-1'))?.consumed);
     const user = await createUser(db, { username: `u${randomBytes(3).toString('hex')}`, password: 'a-long-password-1' });
     assert.equal((await findUserById(db, user.id))?.id, user.id);
+    assert.equal((await findUserByUsername(db, user.username.toUpperCase()))?.id, user.id);
+    assert.deepEqual(await userMfaFacts(db, user.id), { hasAuthenticator: false, policies: [] });
     await adapter.revokeByGrantId('g-1');
     assert.equal(await adapter.find('at-1'), undefined);
     const rows = await sql<{ name: string; statement: string }>`select name, statement from pg_prepared_statements`.execute(db);
@@ -51,7 +54,7 @@ describe('hot queries are named prepared statements on PostgreSQL', () => {
     try {
       const statements = await preparedAfterTraffic(handle);
       assert.ok(statements.every((s) => s.startsWith('tessera_')), statements.join('\n'));
-      for (const fragment of ['select payload, expires_at, consumed_at from oidc_models where model = $1 and id = $2', 'insert into oidc_models', 'update oidc_models set consumed_at', 'delete from oidc_models where grant_id', 'from "users" where "id" = $1']) {
+      for (const fragment of ['select payload, expires_at, consumed_at from oidc_models where model = $1 and id = $2', 'insert into oidc_models', 'update oidc_models set consumed_at', 'delete from oidc_models where grant_id', 'from "users" where "id" = $1', 'where lower(username) = lower($1)', 'from access_policies p']) {
         assert.ok(statements.some((s) => s.includes(fragment)), `prepared: ${fragment}`);
       }
     } finally {

@@ -5,6 +5,8 @@ import { launchBrowser } from './browser.js';
 import { startTestTessera, type TestTessera } from '../test/support/tessera.js';
 import { createUser } from '../src/directory/users.js';
 import { DEMO_USER } from '../src/demo/demo.js';
+import { createClient } from '../src/clients/clients.js';
+import { allowClient, createResourceServer } from '../src/resource-servers/resource-servers.js';
 
 describe('journeys in Chromium', () => {
   let tessera: TestTessera;
@@ -105,5 +107,45 @@ describe('journeys in Chromium', () => {
     assert.equal(response?.status(), 400);
     assert.match(await page.textContent('main') ?? '', /expired or was already used/);
     await page.close();
+  });
+
+  it('an app asking for an API: consent names the API and only the scopes it may have; the token is for that API', async () => {
+    const orders = 'https://orders.example.test';
+    const redirectUri = 'http://127.0.0.1:9/orders-callback';
+    await createResourceServer(tessera.db, { identifier: orders, name: 'Orders API', scopes: ['orders:read', 'orders:write'] });
+    await createClient(tessera.db, tessera.box, { clientId: 'orders-web', secret: 'orders-web-secret-0123', name: 'Orders Web', redirectUris: [redirectUri], scope: 'openid email' });
+    await allowClient(tessera.db, orders, 'orders-web', ['orders:read']);
+    await createUser(tessera.db, { username: 'orla', password: 'orla-password-1' });
+    const verifier = 'e2e-verifier-'.padEnd(50, 'x');
+    const { createHash } = await import('node:crypto');
+    const auth = new URL(`${tessera.issuer}/auth`);
+    auth.search = new URLSearchParams({
+      client_id: 'orders-web', response_type: 'code', redirect_uri: redirectUri, scope: 'openid orders:read orders:write', resource: orders,
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', state: 'e2e-state',
+    }).toString();
+    const context = await browser.newContext();
+    // The app's callback: answered here, so the browser has somewhere to land.
+    await context.route(`${redirectUri}**`, (route) => route.fulfill({ status: 200, contentType: 'text/plain', body: 'back at the app' }));
+    const page = await context.newPage();
+    await page.goto(auth.href);
+    await signInOnPage(page, 'orla', 'orla-password-1');
+    await page.getByRole('heading', { name: 'Allow access?' }).waitFor();
+    assert.match(await page.textContent('.apis') ?? '', /Orders API/);
+    const scopes = (await page.locator('.scope-name').allTextContents()).map((s) => s.trim());
+    assert.deepEqual(scopes, ['openid', 'orders:read'], 'orders:write was not allowed to this app, so it is not asked for');
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await page.waitForURL(`${redirectUri}**`);
+    const code = new URL(page.url()).searchParams.get('code')!;
+    const response = await fetch(`${tessera.issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('orders-web:orders-web-secret-0123').toString('base64')}` },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: verifier, resource: orders }),
+    });
+    const tokens = (await response.json()) as { access_token: string; scope: string };
+    assert.equal(response.status, 200);
+    const claims = JSON.parse(Buffer.from(tokens.access_token.split('.')[1]!, 'base64url').toString()) as { aud: string; scope: string };
+    assert.equal(claims.aud, orders);
+    assert.equal(claims.scope, 'orders:read');
+    await context.close();
   });
 });

@@ -22,8 +22,4 @@ export class ExpiringCache<V> {
     }
     return value;
   }
-
-  delete(key: string): void {
-    this.entries.delete(key);
-  }
 }

@@ -20,5 +20,5 @@ export async function completeLogin(ctx: Context, deps: FlowDeps, details: Inter
     clearProgress(deps.db, details.uid),
     deps.audit.record({ type: 'login.success', actor: user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx), details: { amr } }),
   ]);
-  await finishInteraction(ctx, deps.provider, { login: { accountId: user.id, acr: acrFor(amr), amr, remember: true } }, false);
+  await finishInteraction(ctx, details, { login: { accountId: user.id, acr: acrFor(amr), amr, remember: true } }, false);
 }

@@ -90,11 +90,11 @@ export function submitConsent(deps: FlowDeps) {
     const scopes = requestedScopes(details);
     if (parsed.data.decision === 'deny') {
       await audit.record({ type: 'consent.denied', subject, clientId, ...requestMeta(ctx), details: { scopes } });
-      await finishInteraction(ctx, provider, { error: 'access_denied', error_description: 'The user denied the request.' }, true);
+      await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user denied the request.' }, true);
       return;
     }
     const grantId = await grantConsent(deps, details);
     await audit.record({ type: 'consent.given', subject, clientId, ...requestMeta(ctx), details: { scopes, grant_id: grantId } });
-    await finishInteraction(ctx, provider, { consent: { grantId } }, true);
+    await finishInteraction(ctx, details, { consent: { grantId } }, true);
   };
 }

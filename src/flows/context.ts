@@ -38,16 +38,21 @@ export async function loadInteraction(ctx: Context, provider: Provider): Promise
   return details;
 }
 
-/** Hands a step's result back to the provider and sends the browser on (303, so the next request is a GET). */
+/**
+ * Hands a step's result back to the provider and sends the browser on (303, so the next request is
+ * a GET). Saves the interaction this request loaded, as provider.interactionResult would after
+ * loading it (and its session) a second time.
+ */
 export async function finishInteraction(
   ctx: Context,
-  provider: Provider,
+  details: InteractionDetails,
   result: Parameters<Provider['interactionResult']>[2],
   mergeWithLastSubmission: boolean,
 ): Promise<void> {
-  const to = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission });
+  details.result = mergeWithLastSubmission && !('error' in result) ? { ...details.lastSubmission, ...result } : result;
+  await details.save(details.exp - Math.floor(Date.now() / 1000));
   ctx.status = 303;
-  ctx.redirect(to);
+  ctx.redirect(details.returnTo);
 }
 
 /** The client an interaction is for; gone means the application was removed mid-login. */

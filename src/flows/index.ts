@@ -42,7 +42,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
           // First-party applications: consent is implied, but still recorded as a grant.
           const grantId = await grantConsent(deps, details);
           await audit.record({ type: 'consent.given', subject: details.session?.accountId ?? null, clientId: client.clientId, details: { implicit: true, grant_id: grantId } });
-          return finishInteraction(ctx, provider, { consent: { grantId } }, true);
+          return finishInteraction(ctx, details, { consent: { grantId } }, true);
         }
         return showConsent(ctx, db, details, client);
       }
@@ -54,10 +54,10 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
   const mfa = mfaRoutes(deps);
   router.post('/consent', submitConsent(deps));
   router.post('/abort', async (ctx: Context) => {
-    await loadInteraction(ctx, provider);
+    const details = await loadInteraction(ctx, provider);
     const form = await readForm(ctx);
     assertCsrf(ctx, form.csrf);
-    await finishInteraction(ctx, provider, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
+    await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
   });
   return [router, mfa];
 }

@@ -98,6 +98,14 @@ describe('APIs (resource servers): audience-bound access tokens', () => {
     assert.equal(denied.status, 400);
     assert.equal(denied.body.error, 'invalid_target');
     assert.match(String(denied.body.error_description), /not allowed to use the API/);
+    // At the authorization endpoint the refusal goes back to the app, as OAuth errors do there.
+    const auth = new URL(`${tessera.issuer}/auth`);
+    auth.search = new URLSearchParams({ client_id: 'svc', response_type: 'code', redirect_uri: REDIRECT, scope: 'openid', resource: 'https://unknown.example.test', state: 's1', code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' }).toString();
+    const refused = await fetch(auth, { redirect: 'manual' });
+    assert.equal(refused.status, 303);
+    const back = new URL(refused.headers.get('location')!);
+    assert.equal(back.searchParams.get('error'), 'invalid_target');
+    assert.equal(back.searchParams.get('state'), 's1');
     // Two resources at once are not one audience.
     const two = await fetch(`${tessera.issuer}/token`, {
       method: 'POST',

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Db } from '../db/index.js';
 import type { RegisteredClient } from '../clients/registered.js';
 import { OIDC_SCOPES } from '../oidc/account.js';
+import { grantableScopes } from '../resource-servers/resource-servers.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { HttpError } from '../http/errors.js';
@@ -40,8 +41,7 @@ async function consentRequest(db: Db, details: InteractionDetails, client: Regis
   const apis = identifiers.length === 0 ? [] : await db.selectFrom('resource_servers').select(['identifier', 'name', 'scope']).where('identifier', 'in', identifiers).orderBy('name').execute();
   const grantable = new Set<string>(OIDC_SCOPES);
   for (const api of apis) {
-    const allowed = client.apiScopes[api.identifier] ?? [];
-    for (const s of api.scope.split(' ')) if (allowed.includes(s)) grantable.add(s);
+    for (const s of grantableScopes({ scopes: api.scope.split(' ') }, client.apiScopes[api.identifier])) grantable.add(s);
   }
   return { scopes: requested.filter((s) => grantable.has(s)), apis: apis.map(({ identifier, name }) => ({ identifier, name })) };
 }

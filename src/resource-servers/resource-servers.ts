@@ -121,7 +121,7 @@ export function listClientAccess(db: Db) {
  * The scopes of an API a client may be given: those the API still defines among those the
  * client was allowed. None means the client may not use the API at all.
  */
-export function grantableScopes(api: ResourceServer, allowed: readonly string[] | undefined): string[] {
+export function grantableScopes(api: Pick<ResourceServer, 'scopes'>, allowed: readonly string[] | undefined): string[] {
   return allowed ? api.scopes.filter((s) => allowed.includes(s)) : [];
 }
 

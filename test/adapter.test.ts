@@ -16,7 +16,8 @@ const MODELS = [
 ];
 const GRANT_BOUND = ['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest'];
 
-describe('Kysely adapter for oidc-provider', () => {
+// One database for the file: the suites below touch different tables and rows.
+describe('storage', () => {
   let testDb: TestDatabase;
   let db: Db;
   before(async () => {
@@ -26,131 +27,118 @@ describe('Kysely adapter for oidc-provider', () => {
   });
   after(async () => testDb.drop());
 
-  async function expire(model: string, id: string) {
-    await db.updateTable('oidc_models').set({ expires_at: sql<Date>`now() - interval '1 second'` as never }).where('model', '=', model).where('id', '=', id).execute();
-  }
+  describe('Kysely adapter for oidc-provider', () => {
+    async function expire(model: string, id: string) {
+      await db.updateTable('oidc_models').set({ expires_at: sql<Date>`now() - interval '1 second'` as never }).where('model', '=', model).where('id', '=', id).execute();
+    }
 
-  for (const model of MODELS) {
-    it(`${model}: upsert, find, update, consume, expire, destroy`, async () => {
-      const adapter = new KyselyAdapter(db, model);
-      const id = `${model}-1`;
-      assert.equal(await adapter.find(id), undefined);
-      await adapter.upsert(id, { jti: id, kind: model, grantId: 'g-1', exp: 1 }, 60);
-      assert.deepEqual(await adapter.find(id), { jti: id, kind: model, grantId: 'g-1', exp: 1 });
-      await adapter.upsert(id, { jti: id, kind: model, grantId: 'g-1', scope: 'openid' }, 60);
-      assert.equal((await adapter.find(id))?.scope, 'openid', 'upsert replaces the payload');
-      const other = new KyselyAdapter(db, model === 'Session' ? 'Grant' : 'Session');
-      assert.equal(await other.find(id), undefined, 'models do not see each other');
+    for (const model of MODELS) {
+      it(`${model}: upsert, find, update, consume, expire, destroy`, async () => {
+        const adapter = new KyselyAdapter(db, model);
+        const id = `${model}-1`;
+        assert.equal(await adapter.find(id), undefined);
+        await adapter.upsert(id, { jti: id, kind: model, grantId: 'g-1', exp: 1 }, 60);
+        assert.deepEqual(await adapter.find(id), { jti: id, kind: model, grantId: 'g-1', exp: 1 });
+        await adapter.upsert(id, { jti: id, kind: model, grantId: 'g-1', scope: 'openid' }, 60);
+        assert.equal((await adapter.find(id))?.scope, 'openid', 'upsert replaces the payload');
+        const other = new KyselyAdapter(db, model === 'Session' ? 'Grant' : 'Session');
+        assert.equal(await other.find(id), undefined, 'models do not see each other');
 
-      await adapter.consume(id);
-      const consumed = await adapter.find(id);
-      assert.ok(typeof consumed?.consumed === 'number' && consumed.consumed > 0, 'consume marks the payload');
+        await adapter.consume(id);
+        const consumed = await adapter.find(id);
+        assert.ok(typeof consumed?.consumed === 'number' && consumed.consumed > 0, 'consume marks the payload');
 
-      await expire(model, id);
-      assert.equal(await adapter.find(id), undefined, 'an expired record is not found');
-      await adapter.upsert(id, { jti: id }, 60);
-      await adapter.destroy(id);
-      assert.equal(await adapter.find(id), undefined);
+        await expire(model, id);
+        assert.equal(await adapter.find(id), undefined, 'an expired record is not found');
+        await adapter.upsert(id, { jti: id }, 60);
+        await adapter.destroy(id);
+        assert.equal(await adapter.find(id), undefined);
+      });
+    }
+
+    it('a record without expiry lives until destroyed', async () => {
+      const adapter = new KyselyAdapter(db, 'Grant');
+      await adapter.upsert('forever', { jti: 'forever' });
+      assert.ok(await adapter.find('forever'));
     });
-  }
 
-  it('a record without expiry lives until destroyed', async () => {
-    const adapter = new KyselyAdapter(db, 'Grant');
-    await adapter.upsert('forever', { jti: 'forever' });
-    assert.ok(await adapter.find('forever'));
+    it('findByUid finds sessions; findByUserCode finds device codes; both honour expiry', async () => {
+      const sessions = new KyselyAdapter(db, 'Session');
+      await sessions.upsert('s-1', { uid: 'uid-1', accountId: 'a' }, 60);
+      assert.equal((await sessions.findByUid('uid-1'))?.accountId, 'a');
+      assert.equal(await sessions.findByUid('nope'), undefined);
+      await expire('Session', 's-1');
+      assert.equal(await sessions.findByUid('uid-1'), undefined);
+
+      const devices = new KyselyAdapter(db, 'DeviceCode');
+      await devices.upsert('d-1', { userCode: 'ABCD-EFGH', grantId: 'g-d' }, 60);
+      assert.equal((await devices.findByUserCode('ABCD-EFGH'))?.grantId, 'g-d');
+      assert.equal(await devices.findByUserCode('ZZZZ-ZZZZ'), undefined);
+    });
+
+    it('revokeByGrantId removes every token of that grant and nothing else', async () => {
+      for (const model of GRANT_BOUND) {
+        await new KyselyAdapter(db, model).upsert(`${model}-a`, { grantId: 'grant-a' }, 60);
+        await new KyselyAdapter(db, model).upsert(`${model}-b`, { grantId: 'grant-b' }, 60);
+      }
+      await new KyselyAdapter(db, 'AccessToken').revokeByGrantId('grant-a');
+      for (const model of GRANT_BOUND) {
+        assert.equal(await new KyselyAdapter(db, model).find(`${model}-a`), undefined, `${model} of grant-a revoked`);
+        assert.ok(await new KyselyAdapter(db, model).find(`${model}-b`), `${model} of grant-b kept`);
+      }
+    });
+
+    it('purgeExpired deletes expired rows only', async () => {
+      const adapter = new KyselyAdapter(db, 'AccessToken');
+      await adapter.upsert('old', { jti: 'old' }, 60);
+      await adapter.upsert('new', { jti: 'new' }, 60);
+      await expire('AccessToken', 'old');
+      const purged = await purgeExpired(db);
+      assert.ok(purged >= 1);
+      const left = await db.selectFrom('oidc_models').select('id').where('model', '=', 'AccessToken').where('id', 'in', ['old', 'new']).execute();
+      assert.deepEqual(left.map((r) => r.id), ['new']);
+    });
+
+    it('clients come from the clients table, with their secret opened only when loaded', async () => {
+      const box = new SecretBox('adapter-test-secret-0123456789-abcdef');
+      const { secret } = await createClient(db, box, { clientId: 'svc', grantTypes: ['client_credentials'] });
+      const stored = await db.selectFrom('clients').select('metadata').where('client_id', '=', 'svc').executeTakeFirstOrThrow();
+      assert.ok(!JSON.stringify(stored.metadata).includes(secret!), 'the secret is not stored in clear');
+      const adapter = new ClientAdapter(new RegisteredClients(db, box, 0));
+      const found = await adapter.find('svc');
+      assert.equal(found?.client_secret, secret);
+      assert.equal(found?.client_id, 'svc');
+      assert.equal(await adapter.find('unknown'), undefined);
+      assert.equal(await adapter.find('x'.repeat(5000)), undefined);
+    });
   });
 
-  it('findByUid finds sessions; findByUserCode finds device codes; both honour expiry', async () => {
-    const sessions = new KyselyAdapter(db, 'Session');
-    await sessions.upsert('s-1', { uid: 'uid-1', accountId: 'a' }, 60);
-    assert.equal((await sessions.findByUid('uid-1'))?.accountId, 'a');
-    assert.equal(await sessions.findByUid('nope'), undefined);
-    await expire('Session', 's-1');
-    assert.equal(await sessions.findByUid('uid-1'), undefined);
-
-    const devices = new KyselyAdapter(db, 'DeviceCode');
-    await devices.upsert('d-1', { userCode: 'ABCD-EFGH', grantId: 'g-d' }, 60);
-    assert.equal((await devices.findByUserCode('ABCD-EFGH'))?.grantId, 'g-d');
-    assert.equal(await devices.findByUserCode('ZZZZ-ZZZZ'), undefined);
+  describe('audit log writer', () => {
+    it('writes events recorded together in one batch, and a bad event does not cost the others', async () => {
+      const { createAudit } = await import('../src/audit/audit.js');
+      const { createLogger } = await import('../src/log.js');
+      const audit = createAudit(db, createLogger('silent'));
+      await Promise.all([
+        audit.record({ type: 'login.success', subject: null, details: { n: 1 } }),
+        audit.record({ type: 'login.failure', actor: 'x', details: { bad: 'nul \u0000 in jsonb' } }),
+        audit.record({ type: 'logout', details: { n: 3 } }),
+      ]);
+      const rows = await db.selectFrom('audit_events').select('type').orderBy('id').execute();
+      assert.deepEqual(rows.map((r) => r.type), ['login.success', 'logout']);
+    });
   });
 
-  it('revokeByGrantId removes every token of that grant and nothing else', async () => {
-    for (const model of GRANT_BOUND) {
-      await new KyselyAdapter(db, model).upsert(`${model}-a`, { grantId: 'grant-a' }, 60);
-      await new KyselyAdapter(db, model).upsert(`${model}-b`, { grantId: 'grant-b' }, 60);
-    }
-    await new KyselyAdapter(db, 'AccessToken').revokeByGrantId('grant-a');
-    for (const model of GRANT_BOUND) {
-      assert.equal(await new KyselyAdapter(db, model).find(`${model}-a`), undefined, `${model} of grant-a revoked`);
-      assert.ok(await new KyselyAdapter(db, model).find(`${model}-b`), `${model} of grant-b kept`);
-    }
-  });
-
-  it('purgeExpired deletes expired rows only', async () => {
-    const adapter = new KyselyAdapter(db, 'AccessToken');
-    await adapter.upsert('old', { jti: 'old' }, 60);
-    await adapter.upsert('new', { jti: 'new' }, 60);
-    await expire('AccessToken', 'old');
-    const purged = await purgeExpired(db);
-    assert.ok(purged >= 1);
-    const left = await db.selectFrom('oidc_models').select('id').where('model', '=', 'AccessToken').where('id', 'in', ['old', 'new']).execute();
-    assert.deepEqual(left.map((r) => r.id), ['new']);
-  });
-
-  it('clients come from the clients table, with their secret opened only when loaded', async () => {
-    const box = new SecretBox('adapter-test-secret-0123456789-abcdef');
-    const { secret } = await createClient(db, box, { clientId: 'svc', grantTypes: ['client_credentials'] });
-    const stored = await db.selectFrom('clients').select('metadata').where('client_id', '=', 'svc').executeTakeFirstOrThrow();
-    assert.ok(!JSON.stringify(stored.metadata).includes(secret!), 'the secret is not stored in clear');
-    const adapter = new ClientAdapter(new RegisteredClients(db, box, 0));
-    const found = await adapter.find('svc');
-    assert.equal(found?.client_secret, secret);
-    assert.equal(found?.client_id, 'svc');
-    assert.equal(await adapter.find('unknown'), undefined);
-    assert.equal(await adapter.find('x'.repeat(5000)), undefined);
-  });
-});
-
-describe('audit log writer', () => {
-  let testDb: TestDatabase;
-  before(async () => {
-    testDb = await createTestDatabase();
-    await migrateToLatest(testDb.handle.db);
-  });
-  after(async () => testDb.drop());
-
-  it('writes events recorded together in one batch, and a bad event does not cost the others', async () => {
-    const { createAudit } = await import('../src/audit/audit.js');
-    const { createLogger } = await import('../src/log.js');
-    const audit = createAudit(testDb.handle.db, createLogger('silent'));
-    await Promise.all([
-      audit.record({ type: 'login.success', subject: null, details: { n: 1 } }),
-      audit.record({ type: 'login.failure', actor: 'x', details: { bad: 'nul \u0000 in jsonb' } }),
-      audit.record({ type: 'logout', details: { n: 3 } }),
-    ]);
-    const rows = await testDb.handle.db.selectFrom('audit_events').select('type').orderBy('id').execute();
-    assert.deepEqual(rows.map((r) => r.type), ['login.success', 'logout']);
-  });
-});
-
-describe('registered clients', () => {
-  let testDb: TestDatabase;
-  before(async () => {
-    testDb = await createTestDatabase();
-    await migrateToLatest(testDb.handle.db);
-  });
-  after(async () => testDb.drop());
-
-  it('are kept for the configured time, then read again', async () => {
-    const db = testDb.handle.db;
-    const box = new SecretBox('registered-clients-test-secret-0123456789');
-    await createClient(db, box, { clientId: 'cached', public: true, redirectUris: ['https://x.example/cb'] });
-    const clients = new RegisteredClients(db, box, 200);
-    assert.equal((await clients.get('cached'))?.mfaRequired, false);
-    await db.updateTable('clients').set({ mfa_required: true }).where('client_id', '=', 'cached').execute();
-    assert.equal((await clients.get('cached'))?.mfaRequired, false, 'still the kept copy');
-    await new Promise((r) => setTimeout(r, 250));
-    assert.equal((await clients.get('cached'))?.mfaRequired, true, 'read again after the time');
-    assert.equal(await clients.get('nobody'), undefined);
+  describe('registered clients', () => {
+    it('are kept for the configured time, then read again', async () => {
+      const box = new SecretBox('registered-clients-test-secret-0123456789');
+      await createClient(db, box, { clientId: 'cached', public: true, redirectUris: ['https://x.example/cb'] });
+      const clients = new RegisteredClients(db, box, 200);
+      assert.equal((await clients.get('cached'))?.mfaRequired, false);
+      await db.updateTable('clients').set({ mfa_required: true }).where('client_id', '=', 'cached').execute();
+      assert.equal((await clients.get('cached'))?.mfaRequired, false, 'still the kept copy');
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal((await clients.get('cached'))?.mfaRequired, true, 'read again after the time');
+      assert.equal(await clients.get('nobody'), undefined);
+    });
   });
 });

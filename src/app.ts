@@ -14,8 +14,9 @@ import { PUBLIC_DIR } from './paths.js';
 import { csrf } from './http/csrf.js';
 import { errorPages } from './http/errors.js';
 import { securityHeaders } from './http/security.js';
+import { selfSubmittingPages } from './http/self-submitting.js';
 import { interactionRoutes } from './flows/index.js';
-import { demoRoutes } from './demo/demo.js';
+import type { demoRoutes } from './demo/demo.js';
 import { createDelivery } from './factors/delivery/index.js';
 import { renderPage } from './http/views.js';
 
@@ -29,6 +30,8 @@ export interface AppDeps {
   log: Logger;
   cookieKeys: string[];
   clients: RegisteredClients;
+  /** The demo relying party's routes, when the demo is on (its module is loaded only then). */
+  demoRoutes: typeof demoRoutes | null;
 }
 
 /** Stylesheets and images from public/, read once: a fixed, small set. */
@@ -64,6 +67,7 @@ export function createApp(deps: AppDeps): Koa {
 
   app.use(errorPages(log));
   app.use(securityHeaders);
+  app.use(selfSubmittingPages);
 
   const ops = new Router();
   ops.get('/healthz', (ctx) => {
@@ -115,8 +119,8 @@ export function createApp(deps: AppDeps): Koa {
     clients: deps.clients,
   });
   for (const router of interactions) pages.use(router.routes(), router.allowedMethods());
-  if (config.demo) {
-    const demo = demoRoutes(issuer, log);
+  if (deps.demoRoutes) {
+    const demo = deps.demoRoutes(issuer, log);
     pages.use(demo.routes(), demo.allowedMethods());
   }
   app.use(pages.routes()).use(pages.allowedMethods());

@@ -22,4 +22,9 @@ export class ExpiringCache<V> {
     }
     return value;
   }
+
+  /** Forgets everything: the next get loads afresh (after a change made in this process). */
+  clear(): void {
+    this.entries.clear();
+  }
 }

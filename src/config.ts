@@ -1,4 +1,6 @@
 import { z } from 'zod';
+// Plain wording for validation messages ("must be at most 65535", not zod's own).
+import './domain-error.js';
 
 /**
  * Every setting Tessera reads, validated once at start-up. The README's
@@ -73,7 +75,11 @@ const SENSITIVE = new Set(['TESSERA_SECRET', 'DATABASE_URL']);
 
 export class ConfigError extends Error {}
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+/**
+ * Reads and validates the environment. The CLI (`purpose: 'cli'`) serves no pages, so production
+ * does not make it name the ISSUER.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, purpose: 'server' | 'cli' = 'server'): Config {
   // An empty variable (as docker-compose and .env files leave them) means "not set".
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
   const parsed = envSchema.safeParse(present);
@@ -90,7 +96,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const mode: Mode = e.TESSERA_MODE ?? (e.NODE_ENV === 'production' ? 'production' : 'dev');
   if (mode === 'production') {
     if (!e.TESSERA_SECRET) throw new ConfigError('Invalid configuration: TESSERA_SECRET is required in production mode');
-    if (!e.ISSUER) throw new ConfigError('Invalid configuration: ISSUER is required in production mode');
+    if (!e.ISSUER && purpose === 'server') throw new ConfigError('Invalid configuration: ISSUER is required in production mode');
     if (!e.DATABASE_URL) throw new ConfigError('Invalid configuration: DATABASE_URL is required in production mode (the embedded database is for development)');
   }
   if (e.LOCKOUT_MAX_SECONDS < e.LOCKOUT_BASE_SECONDS) {

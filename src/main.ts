@@ -1,6 +1,6 @@
 import { loadConfig, ConfigError } from './config.js';
 import { startTessera } from './server.js';
-import { DEMO_MFA_USER, DEMO_USER } from './demo/demo.js';
+import { DataDirInUse } from './db/data-dir-owner.js';
 
 async function main(): Promise<void> {
   let config;
@@ -26,6 +26,7 @@ async function main(): Promise<void> {
     console.log(`  Issuer:     ${issuer}`);
     console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
     console.log(`  Demo app:   ${issuer}/demo`);
+    const { DEMO_USER, DEMO_MFA_USER } = await import('./demo/demo.js');
     console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}   (password only)`);
     console.log(`              ${DEMO_MFA_USER.username} / ${DEMO_MFA_USER.password}   (MFA required: email, SMS or authenticator app)`);
     if (config.mode === 'dev') console.log(`  Dev outbox: ${issuer}/dev/outbox   (codes sent by email and SMS land here)`);
@@ -43,6 +44,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  if (error instanceof DataDirInUse) {
+    console.error(error.message);
+    process.exit(1);
+  }
   console.error(`Tessera could not start: ${error instanceof Error ? error.message : String(error)}`);
   process.exit(1);
 });

@@ -14,7 +14,7 @@ import { createProvider } from './oidc/provider.js';
 import { createApp } from './app.js';
 import { RegisteredClients } from './clients/registered.js';
 import { ResourceServers } from './resource-servers/resource-servers.js';
-import { ensureDemoData } from './demo/demo.js';
+import { runCommand } from './cli/commands.js';
 import { setTemplateCaching } from './http/views.js';
 import { loadSettings } from './settings/settings.js';
 import { deliveryProblem } from './factors/delivery/index.js';
@@ -44,14 +44,20 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   const database =
     options.database ??
     (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize, preparedStatements: config.databasePreparedStatements }));
+  try {
+    return await startOn(database, config, options, log, box);
+  } catch (error) {
+    if (!options.database) await database.close();
+    throw error;
+  }
+}
+
+async function startOn(database: DatabaseHandle, config: Config, options: StartOptions, log: Logger, box: SecretBox): Promise<RunningTessera> {
   const { db } = database;
   const applied = await migrateToLatest(db);
   for (const m of applied) log.info({ migration: m.migrationName, status: m.status }, 'migration');
   const problem = deliveryProblem(await loadSettings(db, box), config.mode);
-  if (problem) {
-    if (!options.database) await database.close();
-    throw new Error(problem);
-  }
+  if (problem) throw new Error(problem);
   await ensureKeys(db, box);
   const keys = await loadKeys(db, box);
   setTemplateCaching(config.mode === 'production');
@@ -77,9 +83,27 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   const clients = new RegisteredClients(db, box, config.clientCacheSeconds * 1000);
   const resourceServers = new ResourceServers(db, config.clientCacheSeconds * 1000);
   const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers });
-  if (config.demo) await ensureDemoData(db, box, issuer);
-  const app = createApp({ config, issuer, db, box, provider, audit, log, clients, cookieKeys: keys.cookie });
-  handle = app.callback();
+  try {
+    // The demo relying party and its client library are loaded only when the demo is on.
+    const demo = config.demo ? await import('./demo/demo.js') : null;
+    if (demo) await demo.ensureDemoData(db, box, issuer);
+    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, cookieKeys: keys.cookie, demoRoutes: demo?.demoRoutes ?? null }).callback();
+  } catch (error) {
+    server.close();
+    throw error;
+  }
+
+  // CLI commands typed beside a server on the embedded database run here, on this process's database.
+  database.owner?.serve((argv, io) =>
+    runCommand(argv, io, {
+      db, box, audit,
+      changed: () => {
+        clients.forget();
+        resourceServers.forget();
+      },
+    }),
+  );
+  database.owner?.describe(issuer);
 
   const purge = setInterval(() => {
     Promise.all([purgeExpired(db), purgeExpiredProgress(db)])

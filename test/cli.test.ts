@@ -1,16 +1,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { TEST_SECRET } from './support/tessera.js';
-import { PROJECT_ROOT } from '../src/paths.js';
+import { runCli } from './support/processes.js';
+import { openDatabase, type Db } from '../src/db/index.js';
 import { findUserByUsername } from '../src/directory/users.js';
 import { verifyPassword } from '../src/directory/passwords.js';
-
-interface Run { code: number; stdout: string; stderr: string }
 
 describe('CLI (npm run cli)', () => {
   let testDb: TestDatabase | null = null;
@@ -30,15 +28,17 @@ describe('CLI (npm run cli)', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  function cli(...args: string[]): Promise<Run> {
-    return new Promise((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'src/cli.ts'), ...args], { cwd: PROJECT_ROOT, env });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr: stderr.split('\n').filter((l) => !/Unsupported runtime/.test(l)).join('\n').trim() }));
-    });
+  const cli = (...args: string[]) => runCli(args, env);
+
+  /** Reads what the commands wrote: the test database, or the embedded data directory (no CLI holds it between commands). */
+  async function inDatabase<T>(read: (db: Db) => Promise<T>): Promise<T> {
+    if (testDb) return read(testDb.handle.db);
+    const embedded = await openDatabase({ databaseUrl: null, dataDir, role: 'cli' });
+    try {
+      return await read(embedded.db);
+    } finally {
+      await embedded.close();
+    }
   }
 
   it('manages users, groups, clients and keys in one session', async () => {
@@ -180,11 +180,78 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.code, 0);
     assert.match(r.stdout, /Usage: npm run cli/);
 
-    if (testDb) {
-      const hank = await findUserByUsername(testDb.handle.db, 'hank');
-      assert.equal(hank?.status, 'active');
-      assert.equal(hank?.email_verified, true);
-      assert.ok(await verifyPassword(hank!.password_hash, 'hank-password-2'));
+    const hank = await inDatabase((db) => findUserByUsername(db, 'hank'));
+    assert.equal(hank?.status, 'active');
+    assert.equal(hank?.email_verified, true);
+    assert.ok(await verifyPassword(hank!.password_hash, 'hank-password-2'));
+  });
+
+  it('refuses wrong and contradictory input with one line naming the flag, before touching anything', async () => {
+    const refused = async (args: string[], pattern: RegExp) => {
+      const r = await cli(...args);
+      assert.equal(r.code, 1, `${args.join(' ')} should fail: ${r.stdout}`);
+      assert.match(r.stderr.split('\n')[0]!, pattern, args.join(' '));
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+      return r;
+    };
+    await refused(['user', 'list', '--secret', 'x'], /^error: --secret is not an option of "user list"$/);
+    await refused(['user', 'list', 'extra'], /^error: unexpected argument "extra"$/);
+    await refused(['group', 'add-member', 'staff'], /^error: missing <username>$/);
+    await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'off', '--mfa', 'required'], /^error: --mfa is given more than once$/);
+    await refused(['user', 'add', 'kim', '--password', 'kim-password-1', '--phone-verified'], /^error: --phone-verified needs --phone$/);
+    await refused(['user', 'add', 'kim', '--password', 'kim-password-1', '--email-verified'], /^error: --email-verified needs --email$/);
+    await refused(['user', 'add', 'kim', '--password', 'kim-password-1', '--phone', '12345'], /^error: --phone: invalid phone "12345"/);
+    await refused(['user', 'add', 'kim', '--password', 'kim-password-1', '--password-stdin'], /^error: give --password or --password-stdin, not both$/);
+    await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'off', '--require-authenticator-app'], /^error: --require-authenticator-app: .*MFA is off/);
+    await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'required', '--factors', 'email', '--require-authenticator-app'], /^error: --require-authenticator-app: .*allows no other methods/);
+    await refused(['policy', 'add', 'p1', '--user', 'nobody', '--mfa', 'required'], /^error: --user: no user "nobody"$/);
+    await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'sometimes'], /^error: --mfa is required or optional or off \(got "sometimes"\)$/);
+    await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'required', '--factors', 'pigeon'], /^error: --factors: each method is one of email, sms, totp$/);
+    await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'required', '--priority', 'high'], /^error: --priority takes a whole number/);
+    await refused(['client', 'add', 'bad', '--redirect-uri', 'not-a-url'], /^error: --redirect-uri: "not-a-url" is not an absolute URL/);
+    await refused(['client', 'add', 'bad', '--public', '--secret', 'x'.repeat(20), '--redirect-uri', 'https://x.example/cb'], /^error: --public clients have no --secret$/);
+    await refused(['client', 'add', 'bad', '--redirect-uri', 'https://x.example/cb', '--id-token-alg', 'HS256'], /^error: --id-token-alg is RS256 or ES256/);
+    await refused(['client', 'add', 'bad', '--grant-type', 'client_credentials', '--redirect-uri', 'https://x.example/cb'], /^error: --redirect-uri: redirect URIs are only for clients with the authorization_code grant$/);
+    await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay', '--scope', 'pay', '--ttl', '5'], /^error: --ttl: is 60 to 86400 seconds$/);
+    await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay', '--scope', 'pay', '--format', 'opaque', '--signing-alg', 'ES256'], /^error: --signing-alg applies to --format jwt only/);
+    await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay'], /^error: missing --scope/);
+    await refused(['settings', 'set', 'mfa.otp.length', '11'], /^error: invalid mfa\.otp\.length: must be at most 10$/);
+    await refused(['settings', 'set', 'mfa.otp.length', '"six"'], /^error: invalid mfa\.otp\.length: must be a number$/);
+    await refused(['user', 'add'], /^error: missing <username>$/);
+    // Nothing of the refused commands was created.
+    const users = await cli('user', 'list');
+    assert.doesNotMatch(users.stdout, /^kim\t/m);
+  });
+
+  it('takes a password from standard input or asks for it at a terminal, never only from argv', async () => {
+    let r = await runCli(['user', 'add', 'lena', '--password-stdin', '--email', 'lena@example.com'], env, { stdin: 'lena-password-1\n' });
+    assert.equal(r.code, 0, r.stderr);
+    r = await runCli(['user', 'set-password', 'lena', '--password-stdin'], env, { stdin: 'short\n' });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /at least 8 characters/);
+    // No flag and no terminal to ask at: a clear line, not a hang and not an empty password.
+    r = await runCli(['user', 'set-password', 'lena'], env);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: no password given and no terminal to ask at: pipe it in with --password-stdin$/m);
+    const lena = await inDatabase((db) => findUserByUsername(db, 'lena'));
+    assert.ok(await verifyPassword(lena!.password_hash, 'lena-password-1'), 'the newline from stdin is not part of the password');
+  });
+
+  it('audits every change with the acting OS user; reading changes nothing', async () => {
+    const count = () => inDatabase((db) => db.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow());
+    const before = await count();
+    assert.equal((await cli('user', 'list')).code, 0);
+    assert.equal((await cli('settings', 'show')).code, 0);
+    assert.equal((await count()).n, before.n, 'list and show are not changes');
+    const events = await inDatabase((db) => db.selectFrom('audit_events').selectAll().where('actor', 'like', 'cli:%').orderBy('id').execute());
+    const types = new Set(events.map((e) => e.type));
+    for (const type of ['user.created', 'user.password_changed', 'user.disabled', 'user.enabled', 'group.created', 'group.member_added', 'client.created', 'client.removed', 'client.mfa_changed', 'api.created', 'api.allowed', 'api.disallowed', 'api.removed', 'settings.changed', 'policy.created', 'policy.removed', 'keys.rotated']) {
+      assert.ok(types.has(type as never), `${type} is audited`);
     }
+    const { userInfo } = await import('node:os');
+    assert.ok(events.every((e) => e.actor === `cli:${userInfo().username}`), 'the actor is the OS user');
+    const secret = events.find((e) => e.type === 'settings.changed' && e.subject === 'smtp.password');
+    assert.deepEqual((secret!.details as { value: string }).value, '********', 'secret values are not written to the audit log');
+    assert.ok(!JSON.stringify(events).includes('hank-password'), 'no password in the audit log');
   });
 });

@@ -21,7 +21,25 @@ export type AuditType =
   | 'token.issued'
   | 'token.revoked'
   | 'logout'
-  | 'keys.rotated';
+  | 'keys.rotated'
+  // Administrative changes (the CLI now, the admin console later); actor "cli:<OS user>".
+  | 'user.created'
+  | 'user.password_changed'
+  | 'user.disabled'
+  | 'user.enabled'
+  | 'group.created'
+  | 'group.member_added'
+  | 'client.created'
+  | 'client.removed'
+  | 'client.mfa_changed'
+  | 'client.scope_changed'
+  | 'api.created'
+  | 'api.allowed'
+  | 'api.disallowed'
+  | 'api.removed'
+  | 'settings.changed'
+  | 'policy.created'
+  | 'policy.removed';
 
 export interface AuditEntry {
   type: AuditType;

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { isUniqueViolation, type Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { OIDC_SCOPES } from '../oidc/account.js';
+import { DomainError, firstIssue } from '../domain-error.js';
 
 /** Client secrets are sealed at rest; the provider's adapter opens them when it loads a client. */
 export const CLIENT_SECRET_PURPOSE = 'client_secret';
@@ -12,8 +13,11 @@ export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_crede
 
 const redirectUri = z
   .string()
-  .url()
-  .refine((u) => !u.includes('#'), 'must not contain a fragment');
+  .max(2000, 'is too long')
+  .superRefine((u, ctx) => {
+    if (!URL.canParse(u)) ctx.addIssue({ code: 'custom', message: `"${u.slice(0, 100)}" is not an absolute URL (e.g. https://app.example.com/callback)` });
+    else if (u.includes('#')) ctx.addIssue({ code: 'custom', message: `"${u.slice(0, 100)}" must not contain a fragment` });
+  });
 
 // A client's own scopes are OpenID Connect ones; API scopes are given to it per API (`api allow`).
 const clientScope = z
@@ -26,31 +30,33 @@ export const clientInputSchema = z
     clientId: z.string().regex(/^[A-Za-z0-9._~-]{1,128}$/, 'client_id may use letters, digits and . _ ~ - (at most 128)'),
     secret: z.string().min(16, 'client secret must be at least 16 characters').max(512).optional(),
     public: z.boolean().default(false),
-    name: z.string().max(200).optional(),
+    name: z.string().min(1, 'must not be empty').max(200, 'is at most 200 characters').optional(),
     redirectUris: z.array(redirectUri).default([]),
     postLogoutRedirectUris: z.array(redirectUri).default([]),
     scope: clientScope.default('openid profile email phone offline_access'),
-    grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token']),
+    grantTypes: z.array(z.enum(GRANT_TYPES, `is one of ${GRANT_TYPES.join(', ')}`)).min(1).default(['authorization_code', 'refresh_token']),
     requireConsent: z.boolean().default(true),
-    idTokenAlg: z.enum(['RS256', 'ES256']).default('RS256'),
+    idTokenAlg: z.enum(['RS256', 'ES256'], 'is RS256 or ES256').default('RS256'),
   })
   .superRefine((c, ctx) => {
-    if (c.public && c.secret) ctx.addIssue({ code: 'custom', message: 'a public client has no secret' });
-    if (c.public && c.grantTypes.includes('client_credentials')) ctx.addIssue({ code: 'custom', message: 'a public client cannot use client_credentials' });
-    if (c.grantTypes.includes('authorization_code') && c.redirectUris.length === 0) ctx.addIssue({ code: 'custom', message: 'an authorization_code client needs at least one --redirect-uri' });
+    if (c.public && c.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'a public client has no secret' });
+    if (c.public && c.grantTypes.includes('client_credentials')) ctx.addIssue({ code: 'custom', path: ['grantTypes'], message: 'a public client cannot use client_credentials' });
+    if (c.grantTypes.includes('authorization_code') && c.redirectUris.length === 0) ctx.addIssue({ code: 'custom', path: ['redirectUris'], message: 'an authorization_code client needs at least one redirect URI' });
+    if (!c.grantTypes.includes('authorization_code') && c.redirectUris.length > 0) ctx.addIssue({ code: 'custom', path: ['redirectUris'], message: 'redirect URIs are only for clients with the authorization_code grant' });
+    if (c.grantTypes.includes('refresh_token') && !c.grantTypes.includes('authorization_code')) ctx.addIssue({ code: 'custom', path: ['grantTypes'], message: 'refresh_token comes with authorization_code' });
   });
 
 export type ClientInput = z.input<typeof clientInputSchema>;
 
-export class ClientError extends Error {}
+export class ClientError extends DomainError {}
 
 /** Creates a client; returns the generated secret for confidential clients created without one. */
 export async function createClient(db: Db, box: SecretBox, input: ClientInput): Promise<{ clientId: string; secret: string | null }> {
   const parsed = clientInputSchema.safeParse(input);
-  if (!parsed.success) throw new ClientError(parsed.error.issues.map((i) => i.message).join('; '));
+  if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new ClientError(message, field));
   const c = parsed.data;
   const existing = await db.selectFrom('clients').select('client_id').where('client_id', '=', c.clientId).executeTakeFirst();
-  if (existing) throw new ClientError(`client "${c.clientId}" already exists`);
+  if (existing) throw new ClientError(`client "${c.clientId}" already exists`, 'clientId');
   const secret = c.public ? null : (c.secret ?? randomBytes(32).toString('base64url'));
   const responseTypes = c.grantTypes.includes('authorization_code') ? ['code'] : [];
   const metadata: Record<string, unknown> = {
@@ -79,12 +85,37 @@ export async function createClient(db: Db, box: SecretBox, input: ClientInput): 
 /** Replaces the OpenID Connect scopes a client may request. */
 export async function setClientScope(db: Db, clientId: string, scope: string): Promise<void> {
   const parsed = clientScope.safeParse(scope);
-  if (!parsed.success) throw new ClientError(parsed.error.issues.map((i) => i.message).join('; '));
+  if (!parsed.success) throw firstIssue(parsed.error, (message) => new ClientError(message, 'scope'));
   const result = await db
     .updateTable('clients')
     .set({ metadata: sql`jsonb_set(metadata, '{scope}', to_jsonb(${parsed.data}::text))`, updated_at: new Date() })
     .where('client_id', '=', clientId)
     .executeTakeFirst();
+  if (result.numUpdatedRows === 0n) throw new ClientError(`no client "${clientId}"`);
+}
+
+/** Replaces a client's redirect URIs (after login and after logout); no write when they are already these. */
+export async function setClientRedirectUris(db: Db, clientId: string, redirectUris: string[], postLogoutRedirectUris: string[]): Promise<void> {
+  const uris = z.array(redirectUri);
+  for (const [field, list] of [['redirectUris', redirectUris], ['postLogoutRedirectUris', postLogoutRedirectUris]] as const) {
+    const parsed = uris.safeParse(list);
+    if (!parsed.success) throw firstIssue(parsed.error, (message) => new ClientError(message, field));
+  }
+  const result = await db
+    .updateTable('clients')
+    .set({
+      metadata: sql`metadata || jsonb_build_object('redirect_uris', ${JSON.stringify(redirectUris)}::jsonb, 'post_logout_redirect_uris', ${JSON.stringify(postLogoutRedirectUris)}::jsonb)`,
+      updated_at: new Date(),
+    })
+    .where('client_id', '=', clientId)
+    .where(sql<boolean>`(metadata->'redirect_uris', metadata->'post_logout_redirect_uris') is distinct from (${JSON.stringify(redirectUris)}::jsonb, ${JSON.stringify(postLogoutRedirectUris)}::jsonb)`)
+    .executeTakeFirst();
+  if (result.numUpdatedRows === 0n && !(await findClient(db, clientId))) throw new ClientError(`no client "${clientId}"`);
+}
+
+/** Whether every login to this client needs a second factor. */
+export async function setClientMfa(db: Db, clientId: string, required: boolean): Promise<void> {
+  const result = await db.updateTable('clients').set({ mfa_required: required, updated_at: new Date() }).where('client_id', '=', clientId).executeTakeFirst();
   if (result.numUpdatedRows === 0n) throw new ClientError(`no client "${clientId}"`);
 }
 

@@ -36,6 +36,11 @@ export class RegisteredClients {
     return this.cache.get(clientId, () => this.load(clientId));
   }
 
+  /** Drops what this instance keeps, after a change made in this process. */
+  forget(): void {
+    this.cache.clear();
+  }
+
   private async load(clientId: string): Promise<RegisteredClient | undefined> {
     const row = await this.db
       .selectFrom('clients')

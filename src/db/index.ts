@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Kysely, PostgresDialect, sql, type Compilable, type LogEvent } from 'kysely';
 import pg from 'pg';
 import type { Database } from './schema.js';
+import { claimDataDir, type DataDirOwner, type OwnerRole } from './data-dir-owner.js';
 
 export type Db = Kysely<Database>;
 
@@ -51,6 +52,8 @@ function preparingClient(client: pg.PoolClient): void {
 export interface DatabaseHandle {
   db: Db;
   kind: 'postgres' | 'pglite';
+  /** Set when this process owns an embedded data directory: other processes' commands arrive through it. */
+  owner?: DataDirOwner;
   close(): Promise<void>;
 }
 
@@ -59,7 +62,8 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v) => v);
 
 /**
  * Opens PostgreSQL when a URL is given, otherwise embedded PGlite persisted under dataDir
- * (or in memory when dataDir is null, as tests do).
+ * (or in memory when dataDir is null, as tests do). An embedded data directory is opened by one
+ * process only: this one claims it first, and throws DataDirInUse when another process owns it.
  */
 export async function openDatabase(options: {
   databaseUrl: string | null;
@@ -67,6 +71,8 @@ export async function openDatabase(options: {
   poolSize?: number;
   /** Named prepared statements (on by default; off behind a PgBouncer older than 1.21 in transaction mode). */
   preparedStatements?: boolean;
+  /** Who claims an embedded data directory: a server waits for a CLI command that holds it. */
+  role?: OwnerRole;
 }): Promise<DatabaseHandle> {
   if (options.databaseUrl) {
     const pool = new pg.Pool({ connectionString: options.databaseUrl, max: options.poolSize ?? 10 });
@@ -80,14 +86,31 @@ export async function openDatabase(options: {
     import('@electric-sql/pglite'),
     import('kysely-pglite-dialect'),
   ]);
-  let dir: string | undefined;
-  if (options.dataDir) {
-    dir = path.resolve(options.dataDir, 'pglite');
-    mkdirSync(dir, { recursive: true });
+  if (!options.dataDir) {
+    const db = new Kysely<Database>({ dialect: new PGliteDialect(await PGlite.create()), log: countQuery });
+    return { db, kind: 'pglite', close: () => db.destroy() };
   }
-  const pglite = await PGlite.create(dir ? { dataDir: dir } : {});
-  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite), log: countQuery });
-  return { db, kind: 'pglite', close: () => db.destroy() };
+  const owner = await claimDataDir(options.dataDir, options.role ?? 'server');
+  try {
+    const dir = path.resolve(options.dataDir, 'pglite');
+    mkdirSync(dir, { recursive: true });
+    const db = new Kysely<Database>({ dialect: new PGliteDialect(await PGlite.create({ dataDir: dir })), log: countQuery });
+    return {
+      db,
+      kind: 'pglite',
+      owner,
+      async close() {
+        try {
+          await db.destroy();
+        } finally {
+          await owner.release();
+        }
+      },
+    };
+  } catch (error) {
+    await owner.release();
+    throw error;
+  }
 }
 
 export async function isReachable(db: Db): Promise<boolean> {

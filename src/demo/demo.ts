@@ -4,7 +4,7 @@ import * as oidc from 'openid-client';
 import type { Db } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { createUser, DirectoryError, findUserByUsername } from '../directory/users.js';
-import { ClientError, createClient, findClient } from '../clients/clients.js';
+import { ClientError, createClient, findClient, setClientRedirectUris } from '../clients/clients.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { renderPage } from '../http/views.js';
 import { createPolicy, PolicyError } from '../policy/policies.js';
@@ -43,13 +43,18 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       if (!(error instanceof DirectoryError || error instanceof PolicyError)) throw error;
     }
   }
-  if (!(await findClient(db, DEMO_CLIENT_ID))) {
+  // The demo app lives at this issuer: its redirect URIs follow the issuer at every start (PORT or ISSUER may have changed).
+  const redirectUris = [`${issuer}/demo/callback`];
+  const postLogoutRedirectUris = [`${issuer}/demo`];
+  if (await findClient(db, DEMO_CLIENT_ID)) {
+    await setClientRedirectUris(db, DEMO_CLIENT_ID, redirectUris, postLogoutRedirectUris);
+  } else {
     await createClient(db, box, {
       clientId: DEMO_CLIENT_ID,
       name: 'Tessera demo app',
       public: true,
-      redirectUris: [`${issuer}/demo/callback`],
-      postLogoutRedirectUris: [`${issuer}/demo`],
+      redirectUris,
+      postLogoutRedirectUris,
       scope: 'openid profile email phone offline_access',
       grantTypes: ['authorization_code', 'refresh_token'],
     }).catch((error: unknown) => {

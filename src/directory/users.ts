@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { hashPassword } from './passwords.js';
+import { DomainError } from '../domain-error.js';
 
 export interface NewUserInput {
   username: string;
@@ -17,13 +18,16 @@ export interface NewUserInput {
 export const USERNAME_PATTERN = /^[\p{L}\p{N}._@+-]{1,128}$/u;
 export const E164_PATTERN = /^\+[1-9]\d{6,14}$/;
 
-export class DirectoryError extends Error {}
+export class DirectoryError extends DomainError {}
 
 export async function createUser(db: Db, input: NewUserInput): Promise<User> {
   const username = input.username.normalize('NFC');
-  if (!USERNAME_PATTERN.test(username)) throw new DirectoryError(`invalid username "${input.username}": use 1-128 letters, digits or . _ @ + -`);
-  if (input.phone && !E164_PATTERN.test(input.phone)) throw new DirectoryError(`invalid phone "${input.phone}": use E.164, e.g. +14155550123`);
-  if (input.email && !/^[^\s@]+@[^\s@]+$/.test(input.email)) throw new DirectoryError(`invalid email "${input.email}"`);
+  if (!USERNAME_PATTERN.test(username)) throw new DirectoryError(`invalid username "${input.username}": use 1-128 letters, digits or . _ @ + -`, 'username');
+  if (input.phone && !E164_PATTERN.test(input.phone)) throw new DirectoryError(`invalid phone "${input.phone}": use E.164, e.g. +14155550123`, 'phone');
+  if (input.email && !/^[^\s@]+@[^\s@]+$/.test(input.email)) throw new DirectoryError(`invalid email "${input.email}"`, 'email');
+  // A verified flag vouches for an address: without the address it would vouch for nothing.
+  if (input.phoneVerified && !input.phone) throw new DirectoryError('a phone number can only be marked verified together with the number', 'phoneVerified');
+  if (input.emailVerified && !input.email) throw new DirectoryError('an email address can only be marked verified together with the address', 'emailVerified');
   if (await findUserByUsername(db, username)) throw new DirectoryError(`user "${username}" already exists`);
   return db
     .insertInto('users')
@@ -70,18 +74,20 @@ export async function requireUser(db: Db, username: string): Promise<User> {
   return user;
 }
 
-export async function setPassword(db: Db, username: string, password: string): Promise<void> {
+export async function setPassword(db: Db, username: string, password: string): Promise<User> {
   const user = await requireUser(db, username);
   await db
     .updateTable('users')
     .set({ password_hash: await hashPassword(password), failed_logins: 0, locked_until: null, updated_at: sql`now()` })
     .where('id', '=', user.id)
     .execute();
+  return user;
 }
 
-export async function setStatus(db: Db, username: string, status: 'active' | 'disabled'): Promise<void> {
+export async function setStatus(db: Db, username: string, status: 'active' | 'disabled'): Promise<User> {
   const user = await requireUser(db, username);
   await db.updateTable('users').set({ status, updated_at: sql`now()` }).where('id', '=', user.id).execute();
+  return user;
 }
 
 export function listUsers(db: Db): Promise<User[]> {

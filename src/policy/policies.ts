@@ -7,31 +7,49 @@ import type { Mode } from '../config.js';
 import { providerFor } from '../factors/delivery/index.js';
 import { ACR } from '../oidc/assurance.js';
 import { requirement, type PolicyRule, type Requirement } from './requirement.js';
+import { DomainError, firstIssue } from '../domain-error.js';
 
-export class PolicyError extends Error {}
+export class PolicyError extends DomainError {}
 
-export const policyInputSchema = z.object({
-  name: z.string().regex(/^[\p{L}\p{N} ._-]{1,100}$/u, 'a policy name is 1-100 letters, digits, spaces or . _ -'),
-  subjectType: z.enum(['user', 'group']),
-  subject: z.string().min(1),
-  priority: z.number().int().min(0).max(100000).default(100),
-  mfa: z.enum(['required', 'optional', 'off']),
-  allowedFactors: z.array(z.enum(FACTORS)).min(1).nullable().default(null),
-  requireAuthenticatorApp: z.boolean().default(false),
-});
+export const policyInputSchema = z
+  .object({
+    name: z.string().regex(/^[\p{L}\p{N} ._-]{1,100}$/u, 'a policy name is 1-100 letters, digits, spaces or . _ -'),
+    subjectType: z.enum(['user', 'group']),
+    subject: z.string().min(1, 'name the user or group'),
+    priority: z.number().int('is a whole number').min(0, 'is 0 to 100000').max(100000, 'is 0 to 100000').default(100),
+    mfa: z.enum(['required', 'optional', 'off'], 'is required, optional or off'),
+    allowedFactors: z
+      .array(z.enum(FACTORS, `each method is one of ${FACTORS.join(', ')}`))
+      .min(1, 'name at least one method')
+      .nullable()
+      .default(null),
+    requireAuthenticatorApp: z.boolean().default(false),
+  })
+  .superRefine((p, ctx) => {
+    // "Require an authenticator app" means MFA with the app only: anything else contradicts it.
+    if (p.requireAuthenticatorApp && p.mfa !== 'required') {
+      ctx.addIssue({ code: 'custom', path: ['requireAuthenticatorApp'], message: `an authenticator app cannot be required when MFA is ${p.mfa}: use MFA required` });
+    }
+    if (p.requireAuthenticatorApp && p.allowedFactors && p.allowedFactors.some((f) => f !== 'totp')) {
+      ctx.addIssue({ code: 'custom', path: ['requireAuthenticatorApp'], message: 'an authenticator app as the required method allows no other methods: allow only totp, or leave the methods out' });
+    }
+    if (p.mfa === 'off' && p.allowedFactors) {
+      ctx.addIssue({ code: 'custom', path: ['allowedFactors'], message: 'methods make no sense when MFA is off' });
+    }
+  });
 
 export type PolicyInput = z.input<typeof policyInputSchema>;
 
 /** Access policies (Sectona's "user access policy"), assigned to a user or a group. */
 export async function createPolicy(db: Db, input: PolicyInput): Promise<void> {
   const parsed = policyInputSchema.safeParse(input);
-  if (!parsed.success) throw new PolicyError(parsed.error.issues[0]!.message);
+  if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new PolicyError(message, field));
   const p = parsed.data;
   const subject =
     p.subjectType === 'user'
       ? await db.selectFrom('users').select('id').where(sql`lower(username)`, '=', sql<string>`lower(${p.subject})`).executeTakeFirst()
       : await db.selectFrom('groups').select('id').where('name', '=', p.subject).executeTakeFirst();
-  if (!subject) throw new PolicyError(`no ${p.subjectType} "${p.subject}"`);
+  if (!subject) throw new PolicyError(`no ${p.subjectType} "${p.subject}"`, 'subject');
   await db
     .insertInto('access_policies')
     .values({

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { z } from 'zod';
 import { ExpiringCache } from '../cache.js';
 import { isUniqueViolation, type Db } from '../db/index.js';
+import { DomainError, firstIssue } from '../domain-error.js';
 
 /** An API (OAuth resource server) that clients obtain access tokens for by naming it as `resource`. */
 export interface ResourceServer {
@@ -14,7 +15,7 @@ export interface ResourceServer {
   accessTokenTtlSeconds: number;
 }
 
-export class ResourceServerError extends Error {}
+export class ResourceServerError extends DomainError {}
 
 const scopeToken = /^[\x21\x23-\x5B\x5D-\x7E]{1,128}$/;
 
@@ -24,11 +25,11 @@ export const resourceServerInputSchema = z.object({
     .string()
     .max(512)
     .refine((v) => URL.canParse(v) && !v.includes('#'), 'the identifier must be an absolute URI without a fragment, e.g. https://api.example.com'),
-  name: z.string().min(1).max(200),
+  name: z.string().min(1, 'must not be empty').max(200, 'is at most 200 characters'),
   scopes: z.array(z.string().regex(scopeToken, 'a scope is printable ASCII without spaces, quotes or backslashes')).min(1, 'an API defines at least one scope'),
-  accessTokenFormat: z.enum(['jwt', 'opaque']).default('jwt'),
-  signingAlg: z.enum(['RS256', 'ES256']).default('RS256'),
-  accessTokenTtlSeconds: z.number().int().min(60).max(86_400).default(300),
+  accessTokenFormat: z.enum(['jwt', 'opaque'], 'is jwt or opaque').default('jwt'),
+  signingAlg: z.enum(['RS256', 'ES256'], 'is RS256 or ES256').default('RS256'),
+  accessTokenTtlSeconds: z.number().int('is a whole number of seconds').min(60, 'is 60 to 86400 seconds').max(86_400, 'is 60 to 86400 seconds').default(300),
 });
 
 export type ResourceServerInput = z.input<typeof resourceServerInputSchema>;
@@ -50,7 +51,7 @@ const COLUMNS = ['identifier', 'name', 'scope', 'access_token_format', 'signing_
 
 export async function createResourceServer(db: Db, input: ResourceServerInput): Promise<ResourceServer> {
   const parsed = resourceServerInputSchema.safeParse(input);
-  if (!parsed.success) throw new ResourceServerError(parsed.error.issues.map((i) => i.message).join('; '));
+  if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new ResourceServerError(message, field));
   const r = parsed.data;
   const row = await db
     .insertInto('resource_servers')
@@ -65,7 +66,7 @@ export async function createResourceServer(db: Db, input: ResourceServerInput): 
     .returning(COLUMNS)
     .executeTakeFirstOrThrow()
     .catch((error: unknown) => {
-      if (isUniqueViolation(error)) throw new ResourceServerError(`an API "${r.identifier}" already exists`);
+      if (isUniqueViolation(error)) throw new ResourceServerError(`an API "${r.identifier}" already exists`, 'identifier');
       throw error;
     });
   return fromRow(row);
@@ -98,7 +99,7 @@ export async function allowClient(db: Db, identifier: string, clientId: string, 
   if (!client) throw new ResourceServerError(`no client "${clientId}"`);
   const chosen = scopes && scopes.length > 0 ? [...new Set(scopes)] : api.scopes;
   const unknown = chosen.filter((s) => !api.scopes.includes(s));
-  if (unknown.length > 0) throw new ResourceServerError(`${identifier} has no scope ${unknown.join(', ')} (it has ${api.scopes.join(' ')})`);
+  if (unknown.length > 0) throw new ResourceServerError(`${identifier} has no scope ${unknown.join(', ')} (it has ${api.scopes.join(' ')})`, 'scopes');
   await db
     .insertInto('client_api_access')
     .values({ client_id: clientId, resource_server: identifier, scope: chosen.join(' ') })
@@ -142,5 +143,10 @@ export class ResourceServers {
   get(identifier: string): Promise<ResourceServer | undefined> {
     if (identifier.length === 0 || identifier.length > 512) return Promise.resolve(undefined);
     return this.cache.get(identifier, () => findResourceServer(this.db, identifier));
+  }
+
+  /** Drops what this instance keeps, after a change made in this process. */
+  forget(): void {
+    this.cache.clear();
   }
 }

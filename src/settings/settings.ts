@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
+import { DomainError } from '../domain-error.js';
 
 /**
  * System settings, stored in the database so that every instance sees a change at once
@@ -110,7 +111,7 @@ export interface Settings {
   sms_gateway: GatewaySettings;
 }
 
-export class SettingsError extends Error {}
+export class SettingsError extends DomainError {}
 
 function sealPurpose(path: string): string {
   return `setting:${path}`;

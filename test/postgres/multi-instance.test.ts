@@ -1,46 +1,22 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import path from 'node:path';
 import * as oidc from 'openid-client';
 import { unusedPort } from '../support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TEST_SECRET } from '../support/tessera.js';
 import { Agent, formFor } from '../support/agent.js';
 import { demoAuthorizationUrl } from '../support/journey.js';
-import { PROJECT_ROOT } from '../../src/paths.js';
+import { spawnTessera, type TesseraProcess } from '../support/processes.js';
 import { createClient } from '../../src/clients/clients.js';
 import { createUser } from '../../src/directory/users.js';
 import { SecretBox } from '../../src/crypto/secret-box.js';
 import { migrations as allMigrations } from '../../migrations/index.js';
 
 
-/** A real Tessera process (the same entry point as npm start, through tsx). */
-async function spawnTessera(databaseUrl: string, port: number, issuer: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'src/main.ts')], {
-    cwd: PROJECT_ROOT,
-    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', ISSUER: issuer, TESSERA_SECRET: TEST_SECRET, TESSERA_MODE: 'dev', DEMO: 'true', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  for (let i = 0; i < 150; i++) {
-    if (child.exitCode !== null) throw new Error(`Tessera exited: ${output}`);
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/readyz`)).ok) return child;
-    } catch { /* not listening yet */ }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  child.kill();
-  throw new Error(`Tessera did not become ready: ${output}`);
-}
-
 describe('two Tessera processes sharing one PostgreSQL database', () => {
   let testDb: TestDatabase;
-  let a: ChildProcess;
-  let b: ChildProcess;
+  let a: TesseraProcess;
+  let b: TesseraProcess;
   let portA: number;
   let portB: number;
   // Both instances serve one issuer (as behind a load balancer); the test picks which one answers.
@@ -52,13 +28,14 @@ describe('two Tessera processes sharing one PostgreSQL database', () => {
     portB = await unusedPort();
     const issuer = `http://127.0.0.1:${issuerPort()}`;
     // Started together: migrations and key generation must happen exactly once.
-    [a, b] = await Promise.all([spawnTessera(testDb.url!, portA, issuer), spawnTessera(testDb.url!, portB, issuer)]);
+    const env = { DATABASE_URL: testDb.url!, ISSUER: issuer, TESSERA_SECRET: TEST_SECRET, TESSERA_MODE: 'dev', DEMO: 'true', LOG_LEVEL: 'warn' };
+    [a, b] = await Promise.all([spawnTessera(env, undefined, portA), spawnTessera(env, undefined, portB)]);
     const box = new SecretBox(TEST_SECRET);
     await createClient(testDb.handle.db, box, { clientId: 'shared-rp', secret: 'shared-rp-secret-0123456789', redirectUris: ['http://127.0.0.1:9/cb'], grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'] });
     await createUser(testDb.handle.db, { username: 'gina', password: 'gina-password-1' });
   });
   after(async () => {
-    for (const child of [a, b]) if (child && child.exitCode === null) { child.kill('SIGTERM'); await once(child, 'exit'); }
+    await Promise.all([a?.stop(), b?.stop()]);
     await testDb.drop();
   });
 

@@ -53,13 +53,17 @@ export function createDelivery(db: Db, mode: Mode, log: Logger): Delivery {
 }
 
 /** In production, a code method that is switched on but cannot send is a configuration error, named at start-up. */
+// Production runs the compiled tree (npm run cli needs the dev tools, which a production install lacks).
+const PRODUCTION_CLI = 'node dist/src/cli.js';
+const COMPOSE_HINT = '; with Docker Compose, run it as "docker compose run --rm tessera node dist/src/cli.js settings set …"';
+
 export function deliveryProblem(settings: Settings, mode: Mode): string | null {
   if (mode !== 'production') return null;
   if (settings.mfa.methods.email && !providerFor('email', settings, mode)) {
-    return 'email codes are switched on but no SMTP server is configured: run "npm run cli -- settings set smtp.host <host>" (and smtp.port, smtp.from, …) or "npm run cli -- settings set mfa.methods.email false"';
+    return `email codes are switched on but no SMTP server is configured: run "${PRODUCTION_CLI} settings set smtp.host <host>" (and smtp.port, smtp.from, …) or "${PRODUCTION_CLI} settings set mfa.methods.email false"${COMPOSE_HINT}`;
   }
   if (settings.mfa.methods.sms && !providerFor('sms', settings, mode)) {
-    return 'SMS codes are switched on but no SMS provider is active: configure twilio.* or sms_gateway.* and set its "active" to true, or run "npm run cli -- settings set mfa.methods.sms false"';
+    return `SMS codes are switched on but no SMS provider is active: configure twilio.* or sms_gateway.* and set its "active" to true, or run "${PRODUCTION_CLI} settings set mfa.methods.sms false"${COMPOSE_HINT}`;
   }
   return null;
 }

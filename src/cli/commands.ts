@@ -1,0 +1,552 @@
+import { parseArgs } from 'node:util';
+import type { Db } from '../db/index.js';
+import { migrateToLatest } from '../db/migrate.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+import type { Audit, AuditType } from '../audit/audit.js';
+import type { RemoteIo } from '../db/data-dir-owner.js';
+import { DomainError } from '../domain-error.js';
+import { ConfigError } from '../config.js';
+import { createUser, listUsers, setPassword, setStatus } from '../directory/users.js';
+import { addGroupMember, createGroup, listGroups } from '../directory/groups.js';
+import { passwordProblem } from '../directory/passwords.js';
+import { createClient, GRANT_TYPES, listClients, removeClient, setClientMfa, setClientScope } from '../clients/clients.js';
+import { ensureKeys, rotateKeys } from '../oidc/keys.js';
+import { loadSettings, maskSecrets, parseSettingValue, SECRET_PATHS, setSetting } from '../settings/settings.js';
+import { createPolicy, listPolicies, removePolicy } from '../policy/policies.js';
+import {
+  allowClient, createResourceServer, disallowClient, listClientAccess, listResourceServers, removeResourceServer,
+} from '../resource-servers/resource-servers.js';
+
+/** Every flag any command takes; each command lists the ones it accepts. */
+const FLAGS = {
+  password: { type: 'string' },
+  'password-stdin': { type: 'boolean' },
+  email: { type: 'string' },
+  'email-verified': { type: 'boolean' },
+  phone: { type: 'string' },
+  'phone-verified': { type: 'boolean' },
+  'given-name': { type: 'string' },
+  'family-name': { type: 'string' },
+  description: { type: 'string' },
+  secret: { type: 'string' },
+  public: { type: 'boolean' },
+  name: { type: 'string' },
+  'redirect-uri': { type: 'string', multiple: true },
+  'post-logout-redirect-uri': { type: 'string', multiple: true },
+  scope: { type: 'string' },
+  'grant-type': { type: 'string', multiple: true },
+  'no-consent': { type: 'boolean' },
+  'id-token-alg': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  user: { type: 'string' },
+  group: { type: 'string' },
+  mfa: { type: 'string' },
+  priority: { type: 'string' },
+  factors: { type: 'string' },
+  'require-authenticator-app': { type: 'boolean' },
+  format: { type: 'string' },
+  'signing-alg': { type: 'string' },
+  ttl: { type: 'string' },
+} as const;
+
+type Flag = keyof typeof FLAGS;
+type FlagValues = {
+  [K in Flag]?: (typeof FLAGS)[K]['type'] extends 'boolean' ? boolean : (typeof FLAGS)[K] extends { multiple: true } ? string[] : string;
+};
+
+/** A mistake in how the command was typed: the message says which part, and usage follows. */
+export class UsageError extends Error {}
+
+/** Where a command runs: this process's database, or the owner's (a forwarded command). */
+export interface CommandTarget {
+  db: Db;
+  box: SecretBox;
+  audit: Audit;
+  /** Called after a change, so a running server drops what it keeps of clients and APIs. */
+  changed?: () => void;
+}
+
+interface CommandContext extends CommandTarget {
+  io: RemoteIo;
+  /** Positional arguments by name (the placeholder without its brackets). */
+  arg: Record<string, string>;
+  flags: FlagValues;
+  /** The password from --password, --password-stdin or a prompt; checked against the password rules. */
+  password(): Promise<string>;
+}
+
+/** An audited change: what happened and to what. */
+interface Change {
+  type: AuditType;
+  subject: string;
+  details?: Record<string, unknown>;
+}
+
+interface Command {
+  args: string[];
+  flags: Flag[];
+  usage: string;
+  /** A domain error's field → the flag that carries it, so the message can name the flag. */
+  fields?: Record<string, string>;
+  run(c: CommandContext): Promise<Change | void>;
+}
+
+function intFlag(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^-?\d+$/.test(value)) throw new UsageError(`${flag} takes a whole number (got "${value.slice(0, 40)}")`);
+  return Number(value);
+}
+
+function oneOf<T extends string>(value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) throw new UsageError(`${flag} is ${allowed.join(' or ')} (got "${value.slice(0, 40)}")`);
+  return value as T;
+}
+
+function scopeList(value: string): string[] {
+  return value.split(/\s+/).filter(Boolean);
+}
+
+const PASSWORD_FLAGS: Flag[] = ['password', 'password-stdin'];
+
+/** The command table: one entry per command, run by runCommand in this process or in the data directory's owner. */
+const COMMANDS: Record<string, Command> = {
+  migrate: {
+    args: [],
+    flags: [],
+    usage: 'migrate                                   apply pending database migrations',
+    async run({ db, io }) {
+      const applied = await migrateToLatest(db);
+      io.out(applied.length ? applied.map((m) => `applied ${m.migrationName}`).join('\n') : 'database is up to date');
+    },
+  },
+  'user add': {
+    args: ['<username>'],
+    flags: [...PASSWORD_FLAGS, 'email', 'email-verified', 'phone', 'phone-verified', 'given-name', 'family-name'],
+    usage: `user add <username> [--password-stdin | --password <pw>] [--email <e>] [--email-verified]
+                      [--phone <+E164>] [--phone-verified] [--given-name <g>] [--family-name <f>]
+                                            without a password flag, asks for the password at the terminal`,
+    fields: { email: '--email', emailVerified: '--email-verified', phone: '--phone', phoneVerified: '--phone-verified' },
+    async run({ db, arg, flags, io, password }) {
+      // Checked before asking for a password, so a typo does not cost typing it twice.
+      if (flags['phone-verified'] && !flags.phone) throw new UsageError('--phone-verified needs --phone');
+      if (flags['email-verified'] && !flags.email) throw new UsageError('--email-verified needs --email');
+      const user = await createUser(db, {
+        username: arg.username!,
+        password: await password(),
+        email: flags.email ?? null,
+        emailVerified: flags['email-verified'] ?? false,
+        phone: flags.phone ?? null,
+        phoneVerified: flags['phone-verified'] ?? false,
+        givenName: flags['given-name'] ?? null,
+        familyName: flags['family-name'] ?? null,
+      });
+      io.out(`created user ${user.username} (${user.id})`);
+      return { type: 'user.created', subject: user.id, details: { username: user.username, email: user.email, phone: user.phone } };
+    },
+  },
+  'user set-password': {
+    args: ['<username>'],
+    flags: PASSWORD_FLAGS,
+    usage: 'user set-password <username> [--password-stdin | --password <pw>]',
+    async run({ db, arg, io, password }) {
+      const user = await setPassword(db, arg.username!, await password());
+      io.out('password changed');
+      return { type: 'user.password_changed', subject: user.id, details: { username: user.username } };
+    },
+  },
+  'user disable': {
+    args: ['<username>'],
+    flags: [],
+    usage: 'user disable <username> | user enable <username>',
+    async run({ db, arg, io }) {
+      const user = await setStatus(db, arg.username!, 'disabled');
+      io.out('user disabled');
+      return { type: 'user.disabled', subject: user.id, details: { username: user.username } };
+    },
+  },
+  'user enable': {
+    args: ['<username>'],
+    flags: [],
+    usage: '',
+    async run({ db, arg, io }) {
+      const user = await setStatus(db, arg.username!, 'active');
+      io.out('user enabled');
+      return { type: 'user.enabled', subject: user.id, details: { username: user.username } };
+    },
+  },
+  'user list': {
+    args: [],
+    flags: [],
+    usage: 'user list',
+    async run({ db, io }) {
+      for (const u of await listUsers(db)) io.out([u.username, u.id, u.status, u.email ?? '-', u.phone ?? '-'].join('\t'));
+    },
+  },
+  'group add': {
+    args: ['<name>'],
+    flags: ['description'],
+    usage: 'group add <name> [--description <text>]',
+    async run({ db, arg, flags, io }) {
+      const group = await createGroup(db, arg.name!, flags.description ?? null);
+      io.out(`created group ${group.name}`);
+      return { type: 'group.created', subject: group.name };
+    },
+  },
+  'group add-member': {
+    args: ['<group>', '<username>'],
+    flags: [],
+    usage: 'group add-member <group> <username>',
+    async run({ db, arg, io }) {
+      await addGroupMember(db, arg.group!, arg.username!);
+      io.out('member added');
+      return { type: 'group.member_added', subject: arg.group!, details: { username: arg.username } };
+    },
+  },
+  'group list': {
+    args: [],
+    flags: [],
+    usage: 'group list',
+    async run({ db, io }) {
+      for (const g of await listGroups(db)) io.out(`${g.name}\t${g.members} member(s)`);
+    },
+  },
+  'client add': {
+    args: ['<client_id>'],
+    flags: ['secret', 'public', 'name', 'redirect-uri', 'post-logout-redirect-uri', 'scope', 'grant-type', 'no-consent', 'id-token-alg'],
+    usage: `client add <client_id> [--secret <s>] [--public] [--name <n>] --redirect-uri <uri> [--redirect-uri <uri>...]
+                      [--post-logout-redirect-uri <uri>...] [--scope "<scopes>"] [--grant-type <t>...] [--no-consent]
+                      [--id-token-alg RS256|ES256]`,
+    fields: {
+      secret: '--secret', name: '--name', redirectUris: '--redirect-uri', postLogoutRedirectUris: '--post-logout-redirect-uri',
+      scope: '--scope', grantTypes: '--grant-type', idTokenAlg: '--id-token-alg',
+    },
+    async run({ db, box, arg, flags, io }) {
+      for (const t of flags['grant-type'] ?? []) {
+        if (!(GRANT_TYPES as readonly string[]).includes(t)) throw new UsageError(`--grant-type: unknown grant type "${t.slice(0, 40)}" (use ${GRANT_TYPES.join(', ')})`);
+      }
+      if (flags.public && flags.secret !== undefined) throw new UsageError('--public clients have no --secret');
+      const idTokenAlg = oneOf(flags['id-token-alg'], '--id-token-alg', ['RS256', 'ES256'] as const);
+      const created = await createClient(db, box, {
+        clientId: arg.client_id!,
+        ...(flags.secret !== undefined ? { secret: flags.secret } : {}),
+        public: flags.public ?? false,
+        ...(flags.name !== undefined ? { name: flags.name } : {}),
+        redirectUris: flags['redirect-uri'] ?? [],
+        postLogoutRedirectUris: flags['post-logout-redirect-uri'] ?? [],
+        ...(flags.scope !== undefined ? { scope: flags.scope } : {}),
+        ...(flags['grant-type'] ? { grantTypes: flags['grant-type'] as (typeof GRANT_TYPES)[number][] } : {}),
+        requireConsent: !flags['no-consent'],
+        ...(idTokenAlg ? { idTokenAlg } : {}),
+      });
+      io.out(`created client ${created.clientId}`);
+      if (created.secret && flags.secret === undefined) io.out(`client secret: ${created.secret}  (shown once; store it now)`);
+      return {
+        type: 'client.created',
+        subject: created.clientId,
+        details: { public: flags.public ?? false, redirect_uris: flags['redirect-uri'] ?? [], grant_types: flags['grant-type'] ?? null, consent: !flags['no-consent'] },
+      };
+    },
+  },
+  'client list': {
+    args: [],
+    flags: [],
+    usage: 'client list',
+    async run({ db, io }) {
+      for (const c of await listClients(db)) {
+        const m = c.metadata as { token_endpoint_auth_method?: string; redirect_uris?: string[]; grant_types?: string[] };
+        io.out([c.client_id, m.token_endpoint_auth_method === 'none' ? 'public' : 'confidential', (m.grant_types ?? []).join(','), (m.redirect_uris ?? []).join(' ')].join('\t'));
+      }
+    },
+  },
+  'client remove': {
+    args: ['<client_id>'],
+    flags: [],
+    usage: 'client remove <client_id>',
+    async run({ db, arg, io }) {
+      await removeClient(db, arg.client_id!);
+      io.out('client removed');
+      return { type: 'client.removed', subject: arg.client_id! };
+    },
+  },
+  'client set-mfa': {
+    args: ['<client_id>', 'on|off'],
+    flags: [],
+    usage: 'client set-mfa <client_id> on|off         require a second factor for every login to this client',
+    async run({ db, arg, io }) {
+      const flag = arg['on|off'];
+      if (flag !== 'on' && flag !== 'off') throw new UsageError(`use "on" or "off" (got "${String(flag).slice(0, 40)}")`);
+      await setClientMfa(db, arg.client_id!, flag === 'on');
+      io.out(`MFA ${flag === 'on' ? 'required' : 'no longer required'} for ${arg.client_id}`);
+      return { type: 'client.mfa_changed', subject: arg.client_id!, details: { mfa_required: flag === 'on' } };
+    },
+  },
+  'client set-scope': {
+    args: ['<client_id>', '"<scopes>"'],
+    flags: [],
+    usage: 'client set-scope <client_id> "<scopes>"   the scopes the client may request (replaces them)',
+    async run({ db, arg, io }) {
+      await setClientScope(db, arg.client_id!, arg['"<scopes>"']!);
+      io.out(`scopes of ${arg.client_id} set`);
+      return { type: 'client.scope_changed', subject: arg.client_id!, details: { scope: arg['"<scopes>"'] } };
+    },
+  },
+  'api add': {
+    args: ['<identifier>'],
+    flags: ['name', 'scope', 'format', 'signing-alg', 'ttl'],
+    usage: `api add <identifier> --name <n> --scope "<scopes>" [--format jwt|opaque] [--signing-alg RS256|ES256] [--ttl <seconds>]
+                                            register an API (resource server); clients name it as resource=<identifier>`,
+    fields: { name: '--name', scopes: '--scope', accessTokenFormat: '--format', signingAlg: '--signing-alg', accessTokenTtlSeconds: '--ttl' },
+    async run({ db, arg, flags, io }) {
+      if (flags.name === undefined) throw new UsageError('missing --name');
+      if (flags.scope === undefined) throw new UsageError('missing --scope "<scopes>"');
+      const format = oneOf(flags.format, '--format', ['jwt', 'opaque'] as const);
+      const signingAlg = oneOf(flags['signing-alg'], '--signing-alg', ['RS256', 'ES256'] as const);
+      if (format === 'opaque' && signingAlg) throw new UsageError('--signing-alg applies to --format jwt only (opaque tokens are not signed)');
+      const ttl = intFlag(flags.ttl, '--ttl');
+      const api = await createResourceServer(db, {
+        identifier: arg.identifier!,
+        name: flags.name,
+        scopes: scopeList(flags.scope),
+        ...(format ? { accessTokenFormat: format } : {}),
+        ...(signingAlg ? { signingAlg } : {}),
+        ...(ttl !== undefined ? { accessTokenTtlSeconds: ttl } : {}),
+      });
+      io.out(`created API ${api.identifier}: ${api.accessTokenFormat} access tokens${api.accessTokenFormat === 'jwt' ? ` signed ${api.signingAlg}` : ''}, valid ${api.accessTokenTtlSeconds} s`);
+      io.out(`let clients use it with: api allow ${api.identifier} <client_id> [--scope "${api.scopes.join(' ')}"]`);
+      return { type: 'api.created', subject: api.identifier, details: { scopes: api.scopes, format: api.accessTokenFormat, ttl: api.accessTokenTtlSeconds } };
+    },
+  },
+  'api allow': {
+    args: ['<identifier>', '<client_id>'],
+    flags: ['scope'],
+    usage: 'api allow <identifier> <client_id> [--scope "<scopes>"]   let a client get tokens for the API (all its scopes by default)',
+    fields: { scopes: '--scope' },
+    async run({ db, arg, flags, io }) {
+      const scopes = await allowClient(db, arg.identifier!, arg.client_id!, flags.scope === undefined ? undefined : scopeList(flags.scope));
+      io.out(`${arg.client_id} may obtain tokens for ${arg.identifier} with ${scopes.join(' ')}`);
+      return { type: 'api.allowed', subject: arg.identifier!, details: { client_id: arg.client_id, scopes } };
+    },
+  },
+  'api disallow': {
+    args: ['<identifier>', '<client_id>'],
+    flags: [],
+    usage: 'api disallow <identifier> <client_id>',
+    async run({ db, arg, io }) {
+      await disallowClient(db, arg.identifier!, arg.client_id!);
+      io.out('access removed; tokens already issued stay valid until they expire');
+      return { type: 'api.disallowed', subject: arg.identifier!, details: { client_id: arg.client_id } };
+    },
+  },
+  'api list': {
+    args: [],
+    flags: [],
+    usage: 'api list',
+    async run({ db, io }) {
+      const access = await listClientAccess(db);
+      for (const api of await listResourceServers(db)) {
+        const clients = access.filter((a) => a.resource_server === api.identifier).map((a) => `${a.client_id}(${a.scope})`);
+        io.out([api.identifier, api.name, api.scopes.join(' '), api.accessTokenFormat === 'jwt' ? `jwt ${api.signingAlg}` : 'opaque', `${api.accessTokenTtlSeconds} s`, clients.length ? `clients ${clients.join(' ')}` : 'no clients'].join('\t'));
+      }
+    },
+  },
+  'api remove': {
+    args: ['<identifier>'],
+    flags: [],
+    usage: 'api remove <identifier>',
+    async run({ db, arg, io }) {
+      await removeResourceServer(db, arg.identifier!);
+      io.out('API removed');
+      return { type: 'api.removed', subject: arg.identifier! };
+    },
+  },
+  'keys rotate': {
+    args: [],
+    flags: [],
+    usage: 'keys rotate                               publish new signing and cookie keys; old ones stay for verification',
+    async run({ db, box, io }) {
+      await ensureKeys(db, box);
+      const { kids } = await rotateKeys(db, box);
+      io.out(`new signing keys: ${kids.join(', ')}\nrestart Tessera instances to sign with them; the old keys stay published for verification`);
+      return { type: 'keys.rotated', subject: 'keys', details: { kids } };
+    },
+  },
+  'settings show': {
+    args: [],
+    flags: [],
+    usage: 'settings show                             all settings (secrets masked)',
+    async run({ db, box, io }) {
+      io.out(JSON.stringify(maskSecrets(await loadSettings(db, box)), null, 2));
+    },
+  },
+  'settings set': {
+    args: ['<section.key>', '<value>'],
+    flags: [],
+    usage: 'settings set <section.key> <value>        e.g. mfa.otp.length 8, smtp.host mail.example.com, mfa.methods.sms false',
+    async run({ db, box, arg, io }) {
+      const key = arg['section.key']!;
+      const value = parseSettingValue(arg.value!);
+      await setSetting(db, box, key, value);
+      io.out(`${key} set`);
+      return { type: 'settings.changed', subject: key, details: { value: SECRET_PATHS.has(key) ? '********' : value } };
+    },
+  },
+  'settings unset': {
+    args: ['<section.key>'],
+    flags: [],
+    usage: 'settings unset <section.key>              back to the default',
+    async run({ db, box, arg, io }) {
+      const key = arg['section.key']!;
+      await setSetting(db, box, key, null);
+      io.out(`${key} reset to its default`);
+      return { type: 'settings.changed', subject: key, details: { reset: true } };
+    },
+  },
+  'policy add': {
+    args: ['<name>'],
+    flags: ['user', 'group', 'mfa', 'priority', 'factors', 'require-authenticator-app'],
+    usage: `policy add <name> (--user <u> | --group <g>) --mfa required|optional|off [--priority <n>]
+                      [--factors email,sms,totp] [--require-authenticator-app]`,
+    fields: { priority: '--priority', mfa: '--mfa', allowedFactors: '--factors', requireAuthenticatorApp: '--require-authenticator-app' },
+    async run({ db, arg, flags, io }) {
+      if ((flags.user === undefined) === (flags.group === undefined)) throw new UsageError('give exactly one of --user <username> or --group <name>');
+      const mfa = oneOf(flags.mfa, '--mfa', ['required', 'optional', 'off'] as const);
+      if (!mfa) throw new UsageError('missing --mfa required|optional|off');
+      const priority = intFlag(flags.priority, '--priority');
+      const subjectType = flags.user !== undefined ? 'user' : 'group';
+      const subject = (flags.user ?? flags.group)!;
+      await createPolicy(db, {
+        name: arg.name!,
+        subjectType,
+        subject,
+        mfa,
+        ...(priority !== undefined ? { priority } : {}),
+        ...(flags.factors !== undefined ? { allowedFactors: flags.factors.split(',').map((f) => f.trim()).filter(Boolean) as ('email' | 'sms' | 'totp')[] } : {}),
+        requireAuthenticatorApp: flags['require-authenticator-app'] ?? false,
+      }).catch((error: unknown) => {
+        // The subject is named by whichever of --user and --group was given.
+        if (error instanceof DomainError && error.field === 'subject') throw new UsageError(`--${subjectType}: ${error.message}`);
+        throw error;
+      });
+      io.out(`created policy ${arg.name}`);
+      return { type: 'policy.created', subject: arg.name!, details: { [subjectType]: subject, mfa, priority: priority ?? null, factors: flags.factors ?? null, require_authenticator_app: flags['require-authenticator-app'] ?? false } };
+    },
+  },
+  'policy list': {
+    args: [],
+    flags: [],
+    usage: 'policy list',
+    async run({ db, io }) {
+      for (const row of await listPolicies(db)) {
+        io.out([row.name, row.subject_type === 'user' ? `user:${row.username}` : `group:${row.group_name}`, `priority ${row.priority}`, `mfa ${row.mfa}`, `factors ${(row.allowed_factors ?? ['any']).join(',')}`, row.require_authenticator_app ? 'authenticator app required' : ''].filter(Boolean).join('\t'));
+      }
+    },
+  },
+  'policy remove': {
+    args: ['<name>'],
+    flags: [],
+    usage: 'policy remove <name>',
+    async run({ db, arg, io }) {
+      await removePolicy(db, arg.name!);
+      io.out('policy removed');
+      return { type: 'policy.removed', subject: arg.name! };
+    },
+  },
+};
+
+export const USAGE = `Usage: npm run cli -- <command> [options]
+
+${Object.values(COMMANDS)
+  .filter((c) => c.usage)
+  .map((c) => `  ${c.usage}`)
+  .join('\n')}
+
+Passwords: give --password-stdin and pipe the password in, or leave both flags out to be asked at the
+terminal; --password <pw> also works but leaves the password in the shell history and process list.
+With the embedded database, commands run inside the Tessera server that holds the data directory.`;
+
+export type ParsedCommand = { help: true } | { help: false; name: string; command: Command; arg: Record<string, string>; flags: FlagValues };
+
+/** Checks the command line against the table: unknown commands, flags and extra or missing arguments are refused. */
+export function parseCommand(argv: string[]): ParsedCommand {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: FLAGS, allowPositionals: true, strict: true, tokens: true });
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    const option = /'(-[^' ]+)/.exec(error instanceof Error ? error.message : '')?.[1];
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new UsageError(`unknown option ${option ?? ''}`.trim());
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw new UsageError(`${option ?? 'an option'} needs a value`);
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const { values, positionals, tokens } = parsed;
+  if (values.help || positionals.length === 0) return { help: true };
+
+  const name = COMMANDS[`${positionals[0]} ${positionals[1] ?? ''}`] ? `${positionals[0]} ${positionals[1]}` : positionals[0]!;
+  const command = COMMANDS[name];
+  if (!command) throw new UsageError(`unknown command "${positionals.slice(0, 2).join(' ').slice(0, 60)}"`);
+
+  const seen = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    if (!command.flags.includes(token.name as Flag)) throw new UsageError(`${token.rawName} is not an option of "${name}"`);
+    if (seen.has(token.name) && !('multiple' in FLAGS[token.name as Flag])) throw new UsageError(`${token.rawName} is given more than once`);
+    seen.add(token.name);
+  }
+
+  const rest = positionals.slice(name.split(' ').length);
+  if (rest.length < command.args.length) throw new UsageError(`missing ${command.args[rest.length]}`);
+  if (rest.length > command.args.length) throw new UsageError(`unexpected argument "${rest[command.args.length]!.slice(0, 60)}"`);
+  const arg = Object.fromEntries(command.args.map((placeholder, i) => [placeholder.replace(/^<|>$/g, ''), rest[i]!]));
+  return { help: false, name, command, arg, flags: values as FlagValues };
+}
+
+/** The lines a failed command prints: one naming the problem (and the flag), plus a pointer to usage for typing mistakes. */
+export function errorLines(error: unknown, command?: Command): string[] {
+  if (error instanceof UsageError) return [`error: ${error.message}`, 'run "npm run cli -- --help" for usage'];
+  if (error instanceof DomainError) {
+    const flag = error.field ? command?.fields?.[error.field] : undefined;
+    return [`error: ${flag ? `${flag}: ` : ''}${error.message}`];
+  }
+  if (error instanceof ConfigError) return [error.message];
+  return [`error: ${error instanceof Error ? error.message : String(error)}`];
+}
+
+/**
+ * Runs one command line against a database and prints through io; every change is audited with
+ * the acting OS user. Resolves to the exit code (0, or 1 after printing why not).
+ */
+export async function runCommand(argv: string[], io: RemoteIo, target: CommandTarget): Promise<number> {
+  let parsed: ParsedCommand | undefined;
+  try {
+    parsed = parseCommand(argv);
+    if (parsed.help) {
+      io.out(USAGE);
+      return 0;
+    }
+    const { command, flags } = parsed;
+    const change = await command.run({
+      ...target,
+      io,
+      arg: parsed.arg,
+      flags,
+      async password() {
+        if (flags.password !== undefined && flags['password-stdin']) throw new UsageError('give --password or --password-stdin, not both');
+        const password =
+          flags.password ??
+          (await io.readSecret(flags['password-stdin'] ? { source: 'stdin', label: 'password' } : { source: 'prompt', label: 'Password', confirm: true }));
+        const problem = passwordProblem(password);
+        if (problem) throw new UsageError(problem);
+        return password;
+      },
+    });
+    if (change) {
+      target.changed?.();
+      await target.audit.record({ type: change.type, actor: `cli:${io.actor}`, subject: change.subject, details: { ...change.details, command: parsed.name } });
+    }
+    return 0;
+  } catch (error) {
+    for (const line of errorLines(error, parsed && !parsed.help ? parsed.command : undefined)) io.err(line);
+    return 1;
+  }
+}

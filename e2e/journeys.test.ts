@@ -148,4 +148,68 @@ describe('journeys in Chromium', () => {
     assert.equal(claims.scope, 'orders:read');
     await context.close();
   });
+  it('sign-out with no Tessera session: a Tessera page, not a blank one, with and without JavaScript', async () => {
+    for (const javaScriptEnabled of [true, false]) {
+      const context = await browser.newContext({ javaScriptEnabled });
+      const page = await context.newPage();
+      const blocked: string[] = [];
+      page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) blocked.push(m.text()); });
+      // As after "Sign out" in another tab: the demo app still shows a session, Tessera has none.
+      await page.goto(`${tessera.issuer}/session/end?client_id=tessera-demo&post_logout_redirect_uri=${encodeURIComponent(`${tessera.issuer}/demo`)}`);
+      if (javaScriptEnabled) {
+        await page.waitForURL(`${tessera.issuer}/demo`);
+      } else {
+        assert.equal(await page.title(), 'Signing out · Tessera');
+        await page.getByRole('button', { name: 'Continue' }).click();
+        await page.waitForURL(`${tessera.issuer}/demo`);
+      }
+      assert.deepEqual(blocked, [], 'the CSP blocked nothing');
+      // A plain GET /session/end, no client: ends on Tessera's own "Signed out" page.
+      await page.goto(`${tessera.issuer}/session/end`);
+      if (!javaScriptEnabled) await page.getByRole('button', { name: 'Continue' }).click();
+      await page.getByRole('heading', { name: 'Signed out' }).waitFor();
+      await context.close();
+    }
+  });
+
+  it('response_mode=form_post: the code reaches the app, with and without JavaScript', async () => {
+    const received: Record<string, string>[] = [];
+    const { createServer } = await import('node:http');
+    const app = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        if (req.method === 'POST') received.push(Object.fromEntries(new URLSearchParams(body)));
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<title>received</title>');
+      });
+    }).listen(0, '127.0.0.1');
+    await new Promise((r) => app.once('listening', r));
+    const callback = `http://127.0.0.1:${(app.address() as { port: number }).port}/cb`;
+    await createClient(tessera.db, tessera.box, { clientId: 'form-post-app', public: true, redirectUris: [callback], requireConsent: false });
+    await createUser(tessera.db, { username: 'liv', password: 'liv-password-1' });
+    try {
+      for (const javaScriptEnabled of [true, false]) {
+        const context = await browser.newContext({ javaScriptEnabled });
+        const page = await context.newPage();
+        const url = new URL(`${tessera.issuer}/auth`);
+        url.search = new URLSearchParams({
+          client_id: 'form-post-app', response_type: 'code', response_mode: 'form_post', scope: 'openid', redirect_uri: callback,
+          state: `state-${javaScriptEnabled}`, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+        }).toString();
+        await page.goto(url.href);
+        await signInOnPage(page, 'liv', 'liv-password-1');
+        if (!javaScriptEnabled) {
+          await page.getByRole('heading', { name: 'Returning to the application' }).waitFor();
+          await page.getByRole('button', { name: 'Continue' }).click();
+        }
+        await page.waitForURL(callback);
+        const last = received.at(-1)!;
+        assert.equal(last.state, `state-${javaScriptEnabled}`);
+        assert.ok(last.code, 'the code was posted to the app');
+        await context.close();
+      }
+    } finally {
+      app.close();
+    }
+  });
 });

@@ -8,6 +8,7 @@ import { createUser } from '../src/directory/users.js';
 import { createGroup, addGroupMember } from '../src/directory/groups.js';
 import { createPolicy } from '../src/policy/policies.js';
 import { setSetting } from '../src/settings/settings.js';
+import { DEMO_MFA_USER } from '../src/demo/demo.js';
 
 describe('MFA journeys in Chromium (dev outbox delivery)', () => {
   let tessera: TestTessera;
@@ -133,5 +134,53 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
     assert.match((await page.innerText('main')).replace(/\s+/g, ' '), /Ask your administrator to verify your email address or verify your phone number, then sign in again\./);
     await page.getByRole('button', { name: 'Return to the application' }).click();
     await page.waitForURL(/\/demo\?error=/);
+  });
+  it('demo-mfa, as the README says: an email code first, then an authenticator app set up in the same sign-in, then the app next time', async () => {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${tessera.issuer}/demo/login`);
+    await page.getByLabel('Username').fill(DEMO_MFA_USER.username);
+    await page.getByLabel('Password').fill(DEMO_MFA_USER.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Verify it’s you' }).waitFor();
+    await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+    await page.getByText('To set up an authenticator app, first confirm it’s you with one of these methods.').waitFor();
+    // No QR code before a code has been passed: a password alone must not add an authenticator.
+    const early = await page.request.get(`${new URL(page.url()).origin}${new URL(page.url()).pathname}/enrol`, { maxRedirects: 0 });
+    assert.equal(early.status(), 303);
+    await page.getByRole('button', { name: /Email a code to/ }).click();
+    await page.getByLabel('Code').fill(await codeFromOutbox('demo-mfa@example.com'));
+    await page.getByRole('button', { name: 'Verify' }).click();
+    await page.getByRole('heading', { name: 'Set up your authenticator app' }).waitFor();
+    assert.ok(await page.getByRole('button', { name: 'Not now, continue signing in' }).isVisible(), 'the app is optional here');
+    const secret = (await page.textContent('#totp-secret'))!.replace(/\s/g, '');
+    await page.getByLabel('Code from your app').fill(await generate({ secret }));
+    await page.getByRole('button', { name: 'Confirm and continue' }).click();
+    assert.equal(await finish(page), '["pwd","otp","mfa"]');
+
+    // Next time the app is offered beside email and SMS, and the set-up offer is gone.
+    const again = await (await browser.newContext()).newPage();
+    await again.goto(`${tessera.issuer}/demo/login`);
+    await again.getByLabel('Username').fill(DEMO_MFA_USER.username);
+    await again.getByLabel('Password').fill(DEMO_MFA_USER.password);
+    await again.getByRole('button', { name: 'Sign in' }).click();
+    await again.getByRole('button', { name: 'Use your authenticator app' }).click();
+    await again.getByLabel('Code').fill(await generate({ secret, epoch: Math.floor(Date.now() / 1000) + 30 }));
+    await again.getByRole('button', { name: 'Verify' }).click();
+    assert.equal(await finish(again), '["pwd","otp","mfa"]');
+  });
+
+  it('"Not now": the email code alone completes the sign-in and no app is added', async () => {
+    await createUser(tessera.db, { username: 'fay', password: 'fay-password-1', email: 'fay@example.test', emailVerified: true });
+    await addGroupMember(tessera.db, 'mfa', 'fay');
+    const page = await (await browser.newContext()).newPage();
+    await signIn(page, 'fay');
+    await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
+    await page.getByRole('button', { name: /Email a code to/ }).click();
+    await page.getByLabel('Code').fill(await codeFromOutbox('fay@example.test'));
+    await page.getByRole('button', { name: 'Verify' }).click();
+    await page.getByRole('button', { name: 'Not now, continue signing in' }).click();
+    assert.equal(await finish(page), '["pwd","otp","mfa"]');
+    const apps = await tessera.db.selectFrom('authenticators').innerJoin('users', 'users.id', 'authenticators.user_id').select('confirmed_at').where('users.username', '=', 'fay').execute();
+    assert.ok(apps.every((a) => a.confirmed_at === null), 'no confirmed authenticator');
   });
 });

@@ -2,10 +2,12 @@ import type { Migration } from 'kysely';
 import * as m0001 from './0001_core.js';
 import * as m0002 from './0002_mfa.js';
 import * as m0003 from './0003_resource_servers.js';
+import * as m0004 from './0004_enrol_after_factor.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
   '0001_core': m0001,
   '0002_mfa': m0002,
   '0003_resource_servers': m0003,
+  '0004_enrol_after_factor': m0004,
 };

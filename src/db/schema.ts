@@ -162,6 +162,8 @@ export interface InteractionProgressTable {
   account_id: string;
   methods: Json<{ method: string; at: number }[]>;
   challenge_id: string | null;
+  enrol_after_factor: Generated<boolean>;
+  factor_passed: string | null;
   expires_at: ColumnType<Date, Date, Date>;
   updated_at: Timestamp;
 }

@@ -101,7 +101,9 @@ export function mfaRoutes(deps: FlowDeps): Router {
         title: 'Verify it’s you',
         uid: s.details.uid,
         methods: s.need.usableFactors.map((factor) => ({ factor, label: describeFactor(s.user, factor) })),
-        canEnrol: s.need.enrolAuthenticator !== 'no',
+        canEnrol: s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered',
+        // An app may be added in this sign-in once one of the other methods is passed.
+        enrolAfterFactor: s.need.enrolAuthenticator === 'after-factor' ? (s.progress.enrolAfterFactor ? 'chosen' : 'offered') : 'no',
         message,
       },
       status,
@@ -120,6 +122,8 @@ export function mfaRoutes(deps: FlowDeps): Router {
         key: enrolment.secret.replace(/(.{4})/g, '$1 ').trim(),
         uri: enrolment.uri,
         required: s.need.enrolAuthenticator === 'required',
+        // After a code was passed, the app is an addition the user may skip.
+        skippable: s.need.enrolAuthenticator === 'after-factor',
         error,
       },
       status,
@@ -190,15 +194,25 @@ export function mfaRoutes(deps: FlowDeps): Router {
 
   async function finish(ctx: Context, s: MfaState, factor: FactorId): Promise<void> {
     const meta = requestMeta(ctx);
+    const success = audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...meta, details: { factor } });
+    const methods = [...s.progress.methods, { method: FACTOR_AMR[factor], at: Math.floor(Date.now() / 1000) }];
+    if (factor !== 'totp' && s.progress.enrolAfterFactor && s.need.enrolAuthenticator === 'after-factor') {
+      // The code proved it is the user: now they may add an authenticator app, then the login completes.
+      await Promise.all([success, saveProgress(db, { ...s.progress, methods, challengeId: null, factorPassed: factor })]);
+      ctx.status = 303;
+      ctx.redirect(`${base(s.details.uid)}/enrol`);
+      return;
+    }
     // Together, so both audit events go out in one write.
-    await Promise.all([
-      audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...meta, details: { factor } }),
-      completeLogin(ctx, deps, s.details, s.user, [...s.progress.methods.map((m) => m.method), FACTOR_AMR[factor]]),
-    ]);
+    await Promise.all([success, completeLogin(ctx, deps, s.details, s.user, methods.map((m) => m.method))]);
   }
 
+  /** Enrolment is open when the policy asks for it, when nothing else is usable, or after a code was passed in this sign-in. */
+  const mayEnrol = (s: MfaState) =>
+    s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered' || (s.need.enrolAuthenticator === 'after-factor' && Boolean(s.progress.factorPassed));
+
   router.get('/interaction/:uid/mfa', step(async (ctx, s) => {
-    if (s.need.enrolAuthenticator === 'required') return showEnrolment(ctx, s);
+    if (s.need.enrolAuthenticator === 'required' || (s.progress.factorPassed && mayEnrol(s))) return showEnrolment(ctx, s);
     // An authenticator app as the only way: nothing to choose and nothing to send, so its code is asked for at once.
     if (s.need.usableFactors.length === 1 && s.need.usableFactors[0] === 'totp' && s.need.enrolAuthenticator === 'no') {
       return showCode(ctx, s, 'totp');
@@ -281,8 +295,17 @@ export function mfaRoutes(deps: FlowDeps): Router {
     await sendCode(ctx, s, factor.data);
   }));
 
+  router.post('/interaction/:uid/mfa/enrol-after', step(async (ctx, s) => {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    if (s.need.enrolAuthenticator !== 'after-factor') return showChoice(ctx, s, null, 400);
+    await saveProgress(db, { ...s.progress, enrolAfterFactor: true });
+    ctx.status = 303;
+    ctx.redirect(base(s.details.uid));
+  }));
+
   router.get('/interaction/:uid/mfa/enrol', step(async (ctx, s) => {
-    if (s.need.enrolAuthenticator === 'no') {
+    if (!mayEnrol(s)) {
       ctx.status = 303;
       ctx.redirect(base(s.details.uid));
       return;
@@ -293,8 +316,8 @@ export function mfaRoutes(deps: FlowDeps): Router {
   router.post('/interaction/:uid/mfa/enrol', step(async (ctx, s) => {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.csrf);
-    // Only when the policy asks for it: a password alone must not add authenticators to an account that has other factors.
-    if (s.need.enrolAuthenticator === 'no') return showChoice(ctx, s, null, 400);
+    // A password alone must not add authenticators to an account that has other factors.
+    if (!mayEnrol(s)) return showChoice(ctx, s, null, 400);
     const code = codeField.safeParse(form.code ?? '');
     const enrolment = await beginEnrolment(db, box, s.user, s.settings.mfa.appName);
     if (!code.success || !isWellFormedTotp(code.data)) return showEnrolment(ctx, s, 'Enter the 6-digit code your app shows.', 400);
@@ -305,6 +328,14 @@ export function mfaRoutes(deps: FlowDeps): Router {
     }
     await audit.record({ type: 'mfa.enrolled', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: 'totp', authenticator: id } });
     await finish(ctx, s, 'totp');
+  }));
+
+  // Not now: the code already passed completes the sign-in without an app.
+  router.post('/interaction/:uid/mfa/enrol/skip', step(async (ctx, s) => {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    if (!s.progress.factorPassed || s.need.enrolAuthenticator !== 'after-factor') return showChoice(ctx, s, null, 400);
+    await completeLogin(ctx, deps, s.details, s.user, s.progress.methods.map((m) => m.method));
   }));
 
   return router;

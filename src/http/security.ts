@@ -15,9 +15,11 @@ export async function securityHeaders(ctx: Context, next: Next): Promise<void> {
   ctx.set('Referrer-Policy', 'no-referrer');
   ctx.set('X-Frame-Options', 'DENY');
   ctx.set('Cross-Origin-Opener-Policy', 'same-origin');
+  // Set before anything runs, so every response has it, error pages included; the one page that
+  // runs a script (self-submitting.ts) replaces it with a policy that allows that script by hash.
+  ctx.set('Content-Security-Policy', CSP);
   await next();
-  // Provider responses (e.g. form_post) manage their own content; Tessera's own HTML gets the strict policy.
-  if (ctx.respond !== false && ctx.response.is('html')) ctx.set('Content-Security-Policy', CSP);
+  if (ctx.respond !== false && ctx.response.is('html') && !ctx.response.get('Content-Security-Policy')) ctx.set('Content-Security-Policy', CSP);
 }
 
 export function strictCsp(): string {

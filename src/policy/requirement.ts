@@ -32,13 +32,22 @@ export interface Requirement {
   allowedFactors: FactorId[];
   /** Allowed methods this user can use right now. */
   usableFactors: FactorId[];
-  /** "required": the policy demands an authenticator app and the user has none: enrol before anything else. */
-  enrolAuthenticator: 'required' | 'offered' | 'no';
+  /**
+   * "required": the policy demands an authenticator app and the user has none: enrol before anything else.
+   * "offered": MFA is required and nothing else is usable: enrol now.
+   * "after-factor": the user has other methods but no app: they may set one up after passing one of them.
+   */
+  enrolAuthenticator: 'required' | 'offered' | 'after-factor' | 'no';
   /** MFA is required and there is no way forward: the "no usable method" page. */
   noUsableMethod: boolean;
 }
 
 const STRICTNESS: Record<MfaMode, number> = { required: 2, optional: 1, off: 0 };
+
+/** Demanding an authenticator app is stricter than MFA with any method; fewer allowed methods, stricter still. */
+function strictness(rule: PolicyRule): number {
+  return STRICTNESS[rule.mfa] * 100 + (rule.requireAuthenticatorApp ? 50 : 0) + (3 - (rule.allowedFactors?.length ?? 3));
+}
 const ORDER: FactorId[] = ['totp', 'email', 'sms'];
 
 /**
@@ -50,7 +59,7 @@ export function effectivePolicy(policies: PolicyRule[]): PolicyRule | null {
     (a, b) =>
       (a.source === b.source ? 0 : a.source === 'user' ? -1 : 1) ||
       a.priority - b.priority ||
-      STRICTNESS[b.mfa] - STRICTNESS[a.mfa],
+      strictness(b) - strictness(a),
   );
   return sorted[0] ?? null;
 }
@@ -84,6 +93,7 @@ export function requirement(input: RequirementInput): Requirement {
   let enrolAuthenticator: Requirement['enrolAuthenticator'] = 'no';
   if (requireApp && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'required';
   else if (mfaRequired && usable.length === 0 && allowed.includes('totp')) enrolAuthenticator = 'offered';
+  else if (mfaRequired && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'after-factor';
 
   return {
     mfaRequired,

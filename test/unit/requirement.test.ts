@@ -20,6 +20,15 @@ describe('policy: which rule governs', () => {
     assert.equal(effectivePolicy([rule({ name: 'late', source: 'group', priority: 50 }), rule({ name: 'early', source: 'group', priority: 10, mfa: 'off' })])?.name, 'early');
     assert.equal(effectivePolicy([rule({ name: 'lax', source: 'group', mfa: 'optional' }), rule({ name: 'strict', source: 'group', mfa: 'required' })])?.name, 'strict');
   });
+
+  it('at a priority tie, requiring an authenticator app is stricter than MFA with any method, whatever the order', () => {
+    const any = rule({ name: 'any-method', source: 'group' });
+    const app = rule({ name: 'app-only', source: 'group', requireAuthenticatorApp: true });
+    assert.equal(effectivePolicy([any, app])?.name, 'app-only');
+    assert.equal(effectivePolicy([app, any])?.name, 'app-only');
+    const fewer = rule({ name: 'sms-only', source: 'group', allowedFactors: ['sms'] });
+    assert.equal(effectivePolicy([any, fewer])?.name, 'sms-only', 'fewer allowed methods is stricter');
+  });
 });
 
 describe('policy: the requirement', () => {
@@ -69,6 +78,16 @@ describe('policy: the requirement', () => {
     const enrolled = requirement(input({ policies: [rule({ requireAuthenticatorApp: true })], user: EVERYTHING }));
     assert.equal(enrolled.enrolAuthenticator, 'no');
     assert.deepEqual(enrolled.usableFactors, ['totp']);
+  });
+
+  it('a user with code methods but no app may add one after passing a code; never when apps are not allowed', () => {
+    const r = requirement(input({ policies: [rule({})], user: { emailVerified: true, phoneVerified: true, hasAuthenticator: false } }));
+    assert.equal(r.enrolAuthenticator, 'after-factor');
+    assert.deepEqual(r.usableFactors, ['email', 'sms']);
+    assert.equal(r.noUsableMethod, false);
+    assert.equal(requirement(input({ policies: [rule({ allowedFactors: ['email'] })] })).enrolAuthenticator, 'no');
+    assert.equal(requirement(input({ policies: [rule({})], user: EVERYTHING })).enrolAuthenticator, 'no', 'already has an app');
+    assert.equal(requirement(input({ policies: [rule({ mfa: 'off' })] })).enrolAuthenticator, 'no', 'no MFA step at all');
   });
 
   it('required with nothing usable: enrolment is offered when apps are allowed, else the "no usable method" page', () => {

@@ -48,9 +48,25 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
     assert.equal(m.issuer, tessera.issuer);
     assert.deepEqual(m.code_challenge_methods_supported, ['S256']);
     assert.deepEqual(m.acr_values_supported, [ACR.password, ACR.mfa]);
-    for (const endpoint of ['introspection_endpoint', 'revocation_endpoint', 'userinfo_endpoint', 'end_session_endpoint', 'jwks_uri'] as const) {
+    for (const endpoint of ['introspection_endpoint', 'revocation_endpoint', 'userinfo_endpoint', 'end_session_endpoint', 'jwks_uri', 'pushed_authorization_request_endpoint'] as const) {
       assert.ok(m[endpoint], `${endpoint} is advertised`);
     }
+    // Only what a client can be registered with (README "Protocol"); no DPoP.
+    assert.deepEqual(m.token_endpoint_auth_methods_supported, ['client_secret_basic', 'none']);
+    assert.equal(m.dpop_signing_alg_values_supported, undefined);
+  });
+
+  it('a pushed authorization request (RFC 9126) signs in like a plain one', async () => {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const state = oidc.randomState();
+    const url = await oidc.buildAuthorizationUrlWithPAR(config, {
+      redirect_uri: REDIRECT, scope: 'openid', state,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    assert.ok(url.searchParams.get('request_uri')?.startsWith('urn:ietf:params:oauth:request_uri:'));
+    const callback = await signIn(new Agent(), url.href, { username: 'alice', password: 'correct horse battery', redirectUri: REDIRECT });
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(callback), { pkceCodeVerifier: verifier, expectedState: state, idTokenExpected: true });
+    assert.equal(tokens.claims()!.sub, userId);
   });
 
   it('code + PKCE: the ID token validates and carries auth_time, amr and acr', async () => {

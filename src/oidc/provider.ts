@@ -75,8 +75,14 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     // PKCE (S256) for every authorization-code client, confidential ones included.
     pkce: { required: () => true },
+    // Discovery advertises only what a Tessera client can be registered with.
+    clientAuthMethods: ['client_secret_basic', 'none'],
     features: {
       devInteractions: { enabled: false },
+      // Pushed authorization requests (RFC 9126): the request's parameters go to /request first, over the back channel.
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
+      // Sender-constrained (DPoP) tokens are not offered: nothing in Tessera's APIs checks the proof.
+      dPoP: { enabled: false },
       // Any confidential client (resource servers are registered as such) may introspect; a public client only its own tokens.
       introspection: {
         enabled: true,

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { TEST_SECRET } from './support/tessera.js';
 import { Agent } from './support/agent.js';
-import { signIn } from './support/journey.js';
+import { demoAuthorizationUrl, signIn } from './support/journey.js';
 import { runCli, spawnTessera, runProcess, SOURCE_ENTRY, type TesseraProcess } from './support/processes.js';
 
 /**
@@ -84,6 +84,9 @@ describe('embedded database: the CLI beside a running server, restarts, a second
     assert.match(r.stdout, /^my-app\tconfidential\t/m);
     const again = await signInWithMyApp(server.issuer, 'alice', 'alice-password-1');
     assert.equal(again.sub, aliceId);
+    // The restart listens on another port, so another issuer: the demo app's redirect URIs followed it.
+    const demo = await signIn(new Agent(), await demoAuthorizationUrl(server.issuer), { username: 'alice', password: 'alice-password-1', redirectUri: `${server.issuer}/demo/callback` });
+    assert.ok(new URL(demo).searchParams.get('code'), 'the demo app signs in at the new issuer');
   });
 
   it('a second server on the same data directory is refused with one clear line, and the first goes on', async () => {

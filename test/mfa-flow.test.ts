@@ -305,6 +305,21 @@ describe('multi-factor login', () => {
     const form = formFor(choice, '/mfa');
     const posted = await agent.post(`${issuer}/interaction/${uid}/mfa/enrol`, { csrf: form.fields.csrf!, code: '123456' });
     assert.equal(posted.status, 400);
+
+    // Asking to set up an app opens enrolment only after a code is passed: forged posts before that are refused.
+    const opted = await agent.follow(await agent.post(`${issuer}/interaction/${uid}/mfa/enrol-after`, { csrf: form.fields.csrf! }));
+    assert.match(opted.body, /first confirm it’s you/);
+    assert.equal((await agent.get(`${issuer}/interaction/${uid}/mfa/enrol`)).status, 303);
+    assert.equal((await agent.post(`${issuer}/interaction/${uid}/mfa/enrol`, { csrf: form.fields.csrf!, code: '123456' })).status, 400);
+    assert.equal((await agent.post(`${issuer}/interaction/${uid}/mfa/enrol/skip`, { csrf: form.fields.csrf! })).status, 400, 'no skipping past a code not yet passed');
+    const codePage = await choose(agent, opted, 'email');
+    const enrolPage = await enter(agent, codePage, codeIn((await mailbox.next()).text!));
+    assert.match(enrolPage.body, /Set up your authenticator app/);
+    assert.match(enrolPage.body, /Not now, continue signing in/);
+    const skip = formFor(enrolPage, '/mfa/enrol/skip');
+    const consent = await agent.follow(await agent.post(skip.action, skip.fields));
+    const claims = await exchangeDemoCode(issuer, await allow(agent, consent));
+    assert.deepEqual(claims.amr, ['pwd', 'otp', 'mfa']);
   });
 
   it('no usable method: a page that says so and what to do', async () => {

@@ -4,7 +4,7 @@ import type { Browser, Page } from 'playwright-core';
 import { launchBrowser } from './browser.js';
 import { startTestTessera, type TestTessera } from '../test/support/tessera.js';
 import { createUser } from '../src/directory/users.js';
-import { DEMO_USER } from '../src/demo/demo.js';
+import { DEMO_USER } from '../src/demo/accounts.js';
 import { createClient } from '../src/clients/clients.js';
 import { allowClient, createResourceServer } from '../src/resource-servers/resource-servers.js';
 

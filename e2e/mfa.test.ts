@@ -8,7 +8,7 @@ import { createUser } from '../src/directory/users.js';
 import { createGroup, addGroupMember } from '../src/directory/groups.js';
 import { createPolicy } from '../src/policy/policies.js';
 import { setSetting } from '../src/settings/settings.js';
-import { DEMO_MFA_USER } from '../src/demo/demo.js';
+import { DEMO_MFA_USER } from '../src/demo/accounts.js';
 
 describe('MFA journeys in Chromium (dev outbox delivery)', () => {
   let tessera: TestTessera;

@@ -99,6 +99,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, purpose: 'serve
     if (!e.ISSUER && purpose === 'server') throw new ConfigError('Invalid configuration: ISSUER is required in production mode');
     if (!e.DATABASE_URL) throw new ConfigError('Invalid configuration: DATABASE_URL is required in production mode (the embedded database is for development)');
   }
+  if (mode === 'production' && e.DEMO) {
+    throw new ConfigError('Invalid configuration: DEMO=true is for dev mode only (the demo accounts have published passwords)');
+  }
   if (e.LOCKOUT_MAX_SECONDS < e.LOCKOUT_BASE_SECONDS) {
     throw new ConfigError('Invalid configuration: LOCKOUT_MAX_SECONDS must be at least LOCKOUT_BASE_SECONDS');
   }

@@ -1,3 +1,5 @@
+// Before anything loads oidc-provider.
+import './runtime-notice.js';
 import { loadConfig, ConfigError } from './config.js';
 import { startTessera } from './server.js';
 import { DataDirInUse } from './db/data-dir-owner.js';
@@ -26,7 +28,7 @@ async function main(): Promise<void> {
     console.log(`  Issuer:     ${issuer}`);
     console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
     console.log(`  Demo app:   ${issuer}/demo`);
-    const { DEMO_USER, DEMO_MFA_USER } = await import('./demo/demo.js');
+    const { DEMO_USER, DEMO_MFA_USER } = await import('./demo/accounts.js');
     console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}   (password only)`);
     console.log(`              ${DEMO_MFA_USER.username} / ${DEMO_MFA_USER.password}   (MFA required: email, SMS or authenticator app)`);
     if (config.mode === 'dev') console.log(`  Dev outbox: ${issuer}/dev/outbox   (codes sent by email and SMS land here)`);

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,3 +16,12 @@ function findRoot(): string {
 export const PROJECT_ROOT = findRoot();
 export const VIEWS_DIR = path.join(PROJECT_ROOT, 'views');
 export const PUBLIC_DIR = path.join(PROJECT_ROOT, 'public');
+
+/** Tessera's version, from package.json. */
+export const VERSION = (JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+/**
+ * How an operator runs the CLI in this tree: from the sources through npm, or — in the compiled,
+ * pruned production tree (Docker), where npm run cli has no tsx — the compiled entry.
+ */
+export const CLI_COMMAND = fileURLToPath(import.meta.url).includes(`${path.sep}dist${path.sep}src${path.sep}`) ? 'node dist/src/cli.js' : 'npm run cli --';

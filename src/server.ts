@@ -15,6 +15,7 @@ import { createApp } from './app.js';
 import { RegisteredClients } from './clients/registered.js';
 import { ResourceServers } from './resource-servers/resource-servers.js';
 import { runCommand } from './cli/commands.js';
+import { ensureDemoData, retireDemoAccounts } from './demo/accounts.js';
 import { setTemplateCaching } from './http/views.js';
 import { loadSettings } from './settings/settings.js';
 import { deliveryProblem } from './factors/delivery/index.js';
@@ -43,7 +44,13 @@ export async function startTessera(config: Config, options: StartOptions = {}): 
   const box = new SecretBox(resolveMasterSecret(config, log));
   const database =
     options.database ??
-    (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize, preparedStatements: config.databasePreparedStatements }));
+    (await openDatabase({
+      databaseUrl: config.databaseUrl,
+      dataDir: config.dataDir,
+      poolSize: config.databasePoolSize,
+      preparedStatements: config.databasePreparedStatements,
+      onWait: (owner) => log.warn({ pid: owner.pid, data_dir: config.dataDir }, 'waiting for a Tessera command that is using the data directory to finish'),
+    }));
   try {
     return await startOn(database, config, options, log, box);
   } catch (error) {
@@ -86,7 +93,8 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   try {
     // The demo relying party and its client library are loaded only when the demo is on.
     const demo = config.demo ? await import('./demo/demo.js') : null;
-    if (demo) await demo.ensureDemoData(db, box, issuer);
+    if (demo) await ensureDemoData(db, box, issuer);
+    else await retireDemoAccounts(db, log);
     handle = createApp({ config, issuer, db, box, provider, audit, log, clients, cookieKeys: keys.cookie, demoRoutes: demo?.demoRoutes ?? null }).callback();
   } catch (error) {
     server.close();
@@ -96,7 +104,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   // CLI commands typed beside a server on the embedded database run here, on this process's database.
   database.owner?.serve((argv, io) =>
     runCommand(argv, io, {
-      db, box, audit,
+      db, box, audit, mode: config.mode,
       changed: () => {
         clients.forget();
         resourceServers.forget();

@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -21,6 +21,9 @@ describe('CLI (npm run cli)', () => {
     if (process.env.DATABASE_URL) {
       testDb = await createTestDatabase();
       env.DATABASE_URL = testDb.url!;
+    } else {
+      // The embedded database is made by a start or by migrate; other commands refuse to make one.
+      assert.equal((await runCli(['migrate'], env)).code, 0);
     }
   });
   after(async () => {
@@ -187,11 +190,11 @@ describe('CLI (npm run cli)', () => {
   });
 
   it('refuses wrong and contradictory input with one line naming the flag, before touching anything', async () => {
-    const refused = async (args: string[], pattern: RegExp) => {
-      const r = await cli(...args);
+    const refused = async (args: string[], pattern: RegExp, stdin?: string) => {
+      const r = await runCli(args, env, stdin === undefined ? {} : { stdin });
       assert.equal(r.code, 1, `${args.join(' ')} should fail: ${r.stdout}`);
-      assert.match(r.stderr.split('\n')[0]!, pattern, args.join(' '));
-      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+      assert.equal(r.stderr.split('\n').length, 1, `one line: ${r.stderr}`);
+      assert.match(r.stderr.replace(/ \(see npm run cli -- --help\)$/, ''), pattern, args.join(' '));
       return r;
     };
     await refused(['user', 'list', '--secret', 'x'], /^error: --secret is not an option of "user list"$/);
@@ -212,7 +215,19 @@ describe('CLI (npm run cli)', () => {
     await refused(['client', 'add', 'bad', '--public', '--secret', 'x'.repeat(20), '--redirect-uri', 'https://x.example/cb'], /^error: --public clients have no --secret$/);
     await refused(['client', 'add', 'bad', '--redirect-uri', 'https://x.example/cb', '--id-token-alg', 'HS256'], /^error: --id-token-alg is RS256 or ES256/);
     await refused(['client', 'add', 'bad', '--grant-type', 'client_credentials', '--redirect-uri', 'https://x.example/cb'], /^error: --redirect-uri: redirect URIs are only for clients with the authorization_code grant$/);
-    await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay', '--scope', 'pay', '--ttl', '5'], /^error: --ttl: is 60 to 86400 seconds$/);
+    await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay', '--scope', 'pay', '--ttl', '5'], /^error: --ttl: must be 60 to 86400 seconds$/);
+    await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay', '--scope', 'pay', '--ttl', '-5'], /^error: --ttl needs a value \(one that starts with "-" is given as --ttl=-value\)$/);
+    await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay', '--scope', 'openid pay'], /^error: --scope: openid is an OpenID Connect scope, not an API's/);
+    await refused(['api', 'allow', 'https://orders.example.com', 'webapp', '--scope', ' '], /^error: --scope names no scope$/);
+    await refused(['client', 'add', 'bad', '--redirect-uri', 'javascript:alert(1)'], /^error: --redirect-uri: "javascript:alert\(1\)" must be an http:\/\/ or https:\/\/ address$/);
+    await refused(['client', 'add', 'bad', '--redirect-uri', 'https://x.example/cb', '--grant-type', 'authorization_code', '--grant-type', 'authorization_code'], /^error: --grant-type authorization_code is given twice$/);
+    await refused(['user', 'add', 'kim', '--password', 'kim-password-1', '--email-verified=yes'], /^error: --email-verified takes no value$/);
+    await refused(['user', 'add', 'kim', '--email', 'not-an-email'], /^error: --email: invalid email "not-an-email"$/, 'kim-password-1\n');
+    await refused(['user', 'add', 'hank', '--password-stdin'], /^error: user "hank" already exists$/, 'hank-password-9\n');
+    await refused(['settings', 'set', 'mfa.templates.sms', 'Your code is ready'], /^error: invalid mfa\.templates\.sms: must contain \{code\}$/);
+    await refused(['settings', 'set', 'sms_gateway.active', 'true'], /^error: invalid sms_gateway\.active: set sms_gateway\.url before switching the gateway on$/);
+    await refused(['settings', 'set', 'twilio.accountSid', 'ACxyz'], /^error: invalid twilio\.accountSid: an account SID is AC followed by 32 hex digits$/);
+    await refused(['settings', 'set', 'smtp.host'], /^error: missing <value>$/);
     await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay', '--scope', 'pay', '--format', 'opaque', '--signing-alg', 'ES256'], /^error: --signing-alg applies to --format jwt only/);
     await refused(['api', 'add', 'https://pay.example.com', '--name', 'Pay'], /^error: missing --scope/);
     await refused(['settings', 'set', 'mfa.otp.length', '11'], /^error: invalid mfa\.otp\.length: must be at most 10$/);
@@ -221,6 +236,33 @@ describe('CLI (npm run cli)', () => {
     // Nothing of the refused commands was created.
     const users = await cli('user', 'list');
     assert.doesNotMatch(users.stdout, /^kim\t/m);
+  });
+
+  it('on the embedded database, refuses to make a new empty one where there is none (a wrong directory)', async () => {
+    const elsewhere = mkdtempSync(path.join(tmpdir(), 'tessera-nowhere-'));
+    try {
+      const r = await runCli(['settings', 'set', 'smtp.host', 'localhost'], { ...env, DATABASE_URL: '', DATA_DIR: path.join(elsewhere, 'data') });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^error: there is no Tessera database in .*data: start Tessera once \(npm start\), run "npm run cli -- migrate" to create it, or set DATA_DIR/);
+      assert.equal(existsSync(path.join(elsewhere, 'data', 'pglite')), false, 'nothing was created');
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+  });
+
+  it('help, version, and secrets for settings from standard input', async () => {
+    let r = await cli('help');
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /^Usage: npm run cli -- <command> \[options\]/);
+    r = await cli('--version');
+    assert.match(r.stdout, /^tessera \d+\.\d+\.\d+$/m);
+    r = await runCli(['settings', 'set', 'sms_gateway.password', '--value-stdin'], env, { stdin: 'gateway-secret-1\n' });
+    assert.equal(r.code, 0, r.stderr);
+    const settings = JSON.parse((await cli('settings', 'show')).stdout) as { sms_gateway: { password: string } };
+    assert.equal(settings.sms_gateway.password, '********');
+    r = await runCli(['settings', 'set', 'smtp.password'], env);
+    assert.equal(r.code, 1, 'a secret with no value and no terminal');
+    assert.match(r.stderr, /no value of smtp\.password given and no terminal to ask at/);
   });
 
   it('takes a password from standard input or asks for it at a terminal, never only from argv', async () => {
@@ -232,7 +274,7 @@ describe('CLI (npm run cli)', () => {
     // No flag and no terminal to ask at: a clear line, not a hang and not an empty password.
     r = await runCli(['user', 'set-password', 'lena'], env);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /^error: no password given and no terminal to ask at: pipe it in with --password-stdin$/m);
+    assert.match(r.stderr, /^error: no password given and no terminal to ask at: pipe it in with --password-stdin/m);
     const lena = await inDatabase((db) => findUserByUsername(db, 'lena'));
     assert.ok(await verifyPassword(lena!.password_hash, 'lena-password-1'), 'the newline from stdin is not part of the password');
   });

@@ -3,15 +3,18 @@ import type { Db } from '../db/index.js';
 import { migrateToLatest } from '../db/migrate.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { Audit, AuditType } from '../audit/audit.js';
-import type { RemoteIo } from '../db/data-dir-owner.js';
+import type { RemoteIo, SecretRequest } from '../db/data-dir-owner.js';
 import { DomainError } from '../domain-error.js';
-import { ConfigError } from '../config.js';
-import { createUser, listUsers, setPassword, setStatus } from '../directory/users.js';
+import { ConfigError, type Mode } from '../config.js';
+import { CLI_COMMAND, VERSION } from '../paths.js';
+import { deliveryProblems } from '../factors/delivery/index.js';
+import { checkNewUser, createUser, DirectoryError, findUserByUsername, listUsers, setPassword, setStatus } from '../directory/users.js';
 import { addGroupMember, createGroup, listGroups } from '../directory/groups.js';
 import { passwordProblem } from '../directory/passwords.js';
 import { createClient, GRANT_TYPES, listClients, removeClient, setClientMfa, setClientScope } from '../clients/clients.js';
 import { ensureKeys, rotateKeys } from '../oidc/keys.js';
-import { loadSettings, maskSecrets, parseSettingValue, SECRET_PATHS, setSetting } from '../settings/settings.js';
+import { loadSettings, maskSecrets, parseSettingValue, SECRET_PATHS, setSetting, SettingsError } from '../settings/settings.js';
+import { OIDC_SCOPES } from '../oidc/account.js';
 import { createPolicy, listPolicies, removePolicy } from '../policy/policies.js';
 import {
   allowClient, createResourceServer, disallowClient, listClientAccess, listResourceServers, removeResourceServer,
@@ -47,6 +50,8 @@ const FLAGS = {
   format: { type: 'string' },
   'signing-alg': { type: 'string' },
   ttl: { type: 'string' },
+  'value-stdin': { type: 'boolean' },
+  version: { type: 'boolean' },
 } as const;
 
 type Flag = keyof typeof FLAGS;
@@ -62,6 +67,8 @@ export interface CommandTarget {
   db: Db;
   box: SecretBox;
   audit: Audit;
+  /** The mode of the process whose database this is: production refuses settings that would stop delivery. */
+  mode: Mode;
   /** Called after a change, so a running server drops what it keeps of clients and APIs. */
   changed?: () => void;
 }
@@ -75,6 +82,9 @@ interface CommandContext extends CommandTarget {
   password(): Promise<string>;
 }
 
+/** The secret a command will ask the person at the terminal for, given its flags; null when it asks for none. */
+type SecretFor = (arg: Record<string, string>, flags: FlagValues) => SecretRequest | null;
+
 /** An audited change: what happened and to what. */
 interface Change {
   type: AuditType;
@@ -84,6 +94,10 @@ interface Change {
 
 interface Command {
   args: string[];
+  /** Trailing arguments that may be left out. */
+  optionalArgs?: number;
+  /** What it asks for at the terminal, so a local run can ask before it holds the database. */
+  secret?: SecretFor;
   flags: Flag[];
   usage: string;
   /** A domain error's field → the flag that carries it, so the message can name the flag. */
@@ -103,11 +117,23 @@ function oneOf<T extends string>(value: string | undefined, flag: string, allowe
   return value as T;
 }
 
+/** A --scope value: at least one scope. */
 function scopeList(value: string): string[] {
-  return value.split(/\s+/).filter(Boolean);
+  const scopes = value.split(/\s+/).filter(Boolean);
+  if (scopes.length === 0) throw new UsageError('--scope names no scope');
+  return scopes;
 }
 
 const PASSWORD_FLAGS: Flag[] = ['password', 'password-stdin'];
+
+const passwordSecret: SecretFor = (_arg, flags) =>
+  flags.password !== undefined ? null : flags['password-stdin'] ? { source: 'stdin', label: 'password' } : { source: 'prompt', label: 'Password', confirm: true, stdinFlag: '--password-stdin' };
+
+const settingSecret: SecretFor = (arg, flags) => {
+  if (arg.value !== undefined) return null;
+  if (flags['value-stdin']) return { source: 'stdin', label: 'value' };
+  return SECRET_PATHS.has(arg['section.key'] ?? '') ? { source: 'prompt', label: `Value of ${arg['section.key']}`, stdinFlag: '--value-stdin' } : null;
+};
 
 /** The command table: one entry per command, run by runCommand in this process or in the data directory's owner. */
 const COMMANDS: Record<string, Command> = {
@@ -126,30 +152,39 @@ const COMMANDS: Record<string, Command> = {
     usage: `user add <username> [--password-stdin | --password <pw>] [--email <e>] [--email-verified]
                       [--phone <+E164>] [--phone-verified] [--given-name <g>] [--family-name <f>]
                                             without a password flag, asks for the password at the terminal`,
-    fields: { email: '--email', emailVerified: '--email-verified', phone: '--phone', phoneVerified: '--phone-verified' },
+    fields: { email: '--email', emailVerified: '--email-verified', phone: '--phone', phoneVerified: '--phone-verified', givenName: '--given-name', familyName: '--family-name' },
+    secret: passwordSecret,
     async run({ db, arg, flags, io, password }) {
-      // Checked before asking for a password, so a typo does not cost typing it twice.
       if (flags['phone-verified'] && !flags.phone) throw new UsageError('--phone-verified needs --phone');
       if (flags['email-verified'] && !flags.email) throw new UsageError('--email-verified needs --email');
-      const user = await createUser(db, {
+      const input = {
         username: arg.username!,
-        password: await password(),
         email: flags.email ?? null,
         emailVerified: flags['email-verified'] ?? false,
         phone: flags.phone ?? null,
         phoneVerified: flags['phone-verified'] ?? false,
         givenName: flags['given-name'] ?? null,
         familyName: flags['family-name'] ?? null,
-      });
+      };
+      // Checked before asking for the password, so a typo does not cost typing it twice.
+      checkNewUser(input);
+      if (await findUserByUsername(db, input.username)) throw new DirectoryError(`user "${input.username}" already exists`);
+      const user = await createUser(db, { ...input, password: await password() });
       io.out(`created user ${user.username} (${user.id})`);
-      return { type: 'user.created', subject: user.id, details: { username: user.username, email: user.email, phone: user.phone } };
+      return {
+        type: 'user.created',
+        subject: user.id,
+        details: { username: user.username, email: user.email, email_verified: user.email_verified, phone: user.phone, phone_verified: user.phone_verified },
+      };
     },
   },
   'user set-password': {
     args: ['<username>'],
     flags: PASSWORD_FLAGS,
     usage: 'user set-password <username> [--password-stdin | --password <pw>]',
+    secret: passwordSecret,
     async run({ db, arg, io, password }) {
+      if (!(await findUserByUsername(db, arg.username!))) throw new DirectoryError(`no user "${arg.username}"`);
       const user = await setPassword(db, arg.username!, await password());
       io.out('password changed');
       return { type: 'user.password_changed', subject: user.id, details: { username: user.username } };
@@ -222,8 +257,10 @@ const COMMANDS: Record<string, Command> = {
       scope: '--scope', grantTypes: '--grant-type', idTokenAlg: '--id-token-alg',
     },
     async run({ db, box, arg, flags, io }) {
-      for (const t of flags['grant-type'] ?? []) {
+      const grantTypes = flags['grant-type'] ?? [];
+      for (const [i, t] of grantTypes.entries()) {
         if (!(GRANT_TYPES as readonly string[]).includes(t)) throw new UsageError(`--grant-type: unknown grant type "${t.slice(0, 40)}" (use ${GRANT_TYPES.join(', ')})`);
+        if (grantTypes.indexOf(t) !== i) throw new UsageError(`--grant-type ${t} is given twice`);
       }
       if (flags.public && flags.secret !== undefined) throw new UsageError('--public clients have no --secret');
       const idTokenAlg = oneOf(flags['id-token-alg'], '--id-token-alg', ['RS256', 'ES256'] as const);
@@ -304,10 +341,13 @@ const COMMANDS: Record<string, Command> = {
       const signingAlg = oneOf(flags['signing-alg'], '--signing-alg', ['RS256', 'ES256'] as const);
       if (format === 'opaque' && signingAlg) throw new UsageError('--signing-alg applies to --format jwt only (opaque tokens are not signed)');
       const ttl = intFlag(flags.ttl, '--ttl');
+      const scopes = scopeList(flags.scope);
+      const oidcScopes = scopes.filter((x) => (OIDC_SCOPES as readonly string[]).includes(x));
+      if (oidcScopes.length) throw new UsageError(`--scope: ${oidcScopes.join(', ')} ${oidcScopes.length === 1 ? 'is an OpenID Connect scope' : 'are OpenID Connect scopes'}, not an API's; name the API's own (e.g. orders:read)`);
       const api = await createResourceServer(db, {
         identifier: arg.identifier!,
         name: flags.name,
-        scopes: scopeList(flags.scope),
+        scopes,
         ...(format ? { accessTokenFormat: format } : {}),
         ...(signingAlg ? { signingAlg } : {}),
         ...(ttl !== undefined ? { accessTokenTtlSeconds: ttl } : {}),
@@ -367,7 +407,7 @@ const COMMANDS: Record<string, Command> = {
     async run({ db, box, io }) {
       await ensureKeys(db, box);
       const { kids } = await rotateKeys(db, box);
-      io.out(`new signing keys: ${kids.join(', ')}\nrestart Tessera instances to sign with them; the old keys stay published for verification`);
+      io.out(`new signing keys: ${kids.join(', ')}\nrestart every Tessera instance to publish them and sign with them; the old keys stay published for verification`);
       return { type: 'keys.rotated', subject: 'keys', details: { kids } };
     },
   },
@@ -381,12 +421,22 @@ const COMMANDS: Record<string, Command> = {
   },
   'settings set': {
     args: ['<section.key>', '<value>'],
-    flags: [],
-    usage: 'settings set <section.key> <value>        e.g. mfa.otp.length 8, smtp.host mail.example.com, mfa.methods.sms false',
-    async run({ db, box, arg, io }) {
+    optionalArgs: 1,
+    flags: ['value-stdin'],
+    usage: `settings set <section.key> <value>        e.g. mfa.otp.length 8, smtp.host mail.example.com, mfa.methods.sms false
+  settings set <section.key> [--value-stdin]  a secret (smtp.password, …) from standard input, or asked for at the terminal`,
+    secret: settingSecret,
+    async run({ db, box, arg, flags, io, mode }) {
       const key = arg['section.key']!;
-      const value = parseSettingValue(arg.value!);
-      await setSetting(db, box, key, value);
+      if (arg.value !== undefined && flags['value-stdin']) throw new UsageError('give the value or --value-stdin, not both');
+      const request = settingSecret(arg, flags);
+      if (!request && arg.value === undefined) throw new UsageError('missing <value>');
+      const value = parseSettingValue(arg.value ?? (await io.readSecret(request!)));
+      await setSetting(db, box, key, value, (before, after) => {
+        // In production a change that leaves a switched-on code method unable to send would stop the next start.
+        const added = deliveryProblems(after, mode).filter((p) => !deliveryProblems(before, mode).includes(p));
+        if (added.length) throw new SettingsError(`refused: ${added.join('; ')}`);
+      });
       io.out(`${key} set`);
       return { type: 'settings.changed', subject: key, details: { value: SECRET_PATHS.has(key) ? '********' : value } };
     },
@@ -395,9 +445,12 @@ const COMMANDS: Record<string, Command> = {
     args: ['<section.key>'],
     flags: [],
     usage: 'settings unset <section.key>              back to the default',
-    async run({ db, box, arg, io }) {
+    async run({ db, box, arg, io, mode }) {
       const key = arg['section.key']!;
-      await setSetting(db, box, key, null);
+      await setSetting(db, box, key, null, (before, after) => {
+        const added = deliveryProblems(after, mode).filter((p) => !deliveryProblems(before, mode).includes(p));
+        if (added.length) throw new SettingsError(`refused: ${added.join('; ')}`);
+      });
       io.out(`${key} reset to its default`);
       return { type: 'settings.changed', subject: key, details: { reset: true } };
     },
@@ -454,18 +507,22 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-export const USAGE = `Usage: npm run cli -- <command> [options]
+export const USAGE = `Usage: ${CLI_COMMAND} <command> [options]
 
 ${Object.values(COMMANDS)
   .filter((c) => c.usage)
   .map((c) => `  ${c.usage}`)
   .join('\n')}
+  help                                      this text (also --help, -h); --version prints the version
 
 Passwords: give --password-stdin and pipe the password in, or leave both flags out to be asked at the
 terminal; --password <pw> also works but leaves the password in the shell history and process list.
 With the embedded database, commands run inside the Tessera server that holds the data directory.`;
 
-export type ParsedCommand = { help: true } | { help: false; name: string; command: Command; arg: Record<string, string>; flags: FlagValues };
+export type ParsedCommand =
+  | { help: true }
+  | { help: false; version: true }
+  | { help: false; version?: false; name: string; command: Command; arg: Record<string, string>; flags: FlagValues };
 
 /** Checks the command line against the table: unknown commands, flags and extra or missing arguments are refused. */
 export function parseCommand(argv: string[]): ParsedCommand {
@@ -474,13 +531,22 @@ export function parseCommand(argv: string[]): ParsedCommand {
     parsed = parseArgs({ args: argv, options: FLAGS, allowPositionals: true, strict: true, tokens: true });
   } catch (error) {
     const code = (error as { code?: string }).code;
-    const option = /'(-[^' ]+)/.exec(error instanceof Error ? error.message : '')?.[1];
-    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new UsageError(`unknown option ${option ?? ''}`.trim());
-    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') throw new UsageError(`${option ?? 'an option'} needs a value`);
-    throw new UsageError(error instanceof Error ? error.message : String(error));
+    const message = error instanceof Error ? error.message : String(error);
+    const option = /'(-[^' ]+)/.exec(message)?.[1];
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      // A value that starts with a dash reads as an option: say how to give it.
+      const value = /'(-[^']*)'/.exec(message)?.[1];
+      throw new UsageError(`unknown option ${value ?? option ?? ''} (a value that starts with "-" is given as --option=${value ?? '-value'})`);
+    }
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      if (/does not take an argument/.test(message)) throw new UsageError(`${option ?? 'this option'} takes no value`);
+      throw new UsageError(`${option ?? 'an option'} needs a value (one that starts with "-" is given as ${option ?? '--option'}=-value)`);
+    }
+    throw new UsageError(message);
   }
   const { values, positionals, tokens } = parsed;
-  if (values.help || positionals.length === 0) return { help: true };
+  if (values.version) return { help: false, version: true };
+  if (values.help || positionals.length === 0 || (positionals.length === 1 && positionals[0] === 'help')) return { help: true };
 
   const name = COMMANDS[`${positionals[0]} ${positionals[1] ?? ''}`] ? `${positionals[0]} ${positionals[1]}` : positionals[0]!;
   const command = COMMANDS[name];
@@ -495,15 +561,21 @@ export function parseCommand(argv: string[]): ParsedCommand {
   }
 
   const rest = positionals.slice(name.split(' ').length);
-  if (rest.length < command.args.length) throw new UsageError(`missing ${command.args[rest.length]}`);
+  const required = command.args.length - (command.optionalArgs ?? 0);
+  if (rest.length < required) throw new UsageError(`missing ${command.args[rest.length]}`);
   if (rest.length > command.args.length) throw new UsageError(`unexpected argument "${rest[command.args.length]!.slice(0, 60)}"`);
-  const arg = Object.fromEntries(command.args.map((placeholder, i) => [placeholder.replace(/^<|>$/g, ''), rest[i]!]));
+  const arg = Object.fromEntries(rest.map((value, i) => [command.args[i]!.replace(/^<|>$/g, ''), value]));
   return { help: false, name, command, arg, flags: values as FlagValues };
+}
+
+/** The secret a parsed command line will ask for at the terminal, if any. */
+export function secretRequest(parsed: ParsedCommand): SecretRequest | null {
+  return parsed.help || parsed.version ? null : (parsed.command.secret?.(parsed.arg, parsed.flags) ?? null);
 }
 
 /** The lines a failed command prints: one naming the problem (and the flag), plus a pointer to usage for typing mistakes. */
 export function errorLines(error: unknown, command?: Command): string[] {
-  if (error instanceof UsageError) return [`error: ${error.message}`, 'run "npm run cli -- --help" for usage'];
+  if (error instanceof UsageError) return [`error: ${error.message} (see ${CLI_COMMAND} --help)`];
   if (error instanceof DomainError) {
     const flag = error.field ? command?.fields?.[error.field] : undefined;
     return [`error: ${flag ? `${flag}: ` : ''}${error.message}`];
@@ -524,6 +596,10 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
       io.out(USAGE);
       return 0;
     }
+    if (parsed.version) {
+      io.out(`tessera ${VERSION}`);
+      return 0;
+    }
     const { command, flags } = parsed;
     const change = await command.run({
       ...target,
@@ -532,9 +608,7 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
       flags,
       async password() {
         if (flags.password !== undefined && flags['password-stdin']) throw new UsageError('give --password or --password-stdin, not both');
-        const password =
-          flags.password ??
-          (await io.readSecret(flags['password-stdin'] ? { source: 'stdin', label: 'password' } : { source: 'prompt', label: 'Password', confirm: true }));
+        const password = flags.password ?? (await io.readSecret(passwordSecret(parsed!.help || parsed!.version ? {} : parsed!.arg, flags)!));
         const problem = passwordProblem(password);
         if (problem) throw new UsageError(problem);
         return password;
@@ -546,7 +620,7 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
     }
     return 0;
   } catch (error) {
-    for (const line of errorLines(error, parsed && !parsed.help ? parsed.command : undefined)) io.err(line);
+    for (const line of errorLines(error, parsed && !parsed.help && !parsed.version ? parsed.command : undefined)) io.err(line);
     return 1;
   }
 }

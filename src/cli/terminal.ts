@@ -55,7 +55,7 @@ function readHidden(label: string): Promise<string> {
 async function readSecret(request: SecretRequest): Promise<string> {
   if (request.source === 'stdin') return readStdin();
   if (!process.stdin.isTTY) {
-    throw new UsageError(`no ${request.label.toLowerCase()} given and no terminal to ask at: pipe it in with --password-stdin`);
+    throw new UsageError(`no ${request.label.toLowerCase()} given and no terminal to ask at: pipe it in with ${request.stdinFlag ?? 'standard input'}`);
   }
   const first = await readHidden(request.label);
   if (request.confirm && (await readHidden(`Repeat ${request.label.toLowerCase()}`)) !== first) throw new UsageError('the two entries did not match');

@@ -16,6 +16,8 @@ const redirectUri = z
   .max(2000, 'is too long')
   .superRefine((u, ctx) => {
     if (!URL.canParse(u)) ctx.addIssue({ code: 'custom', message: `"${u.slice(0, 100)}" is not an absolute URL (e.g. https://app.example.com/callback)` });
+    // Web applications only: a javascript:, data: or file: address can never receive a code.
+    else if (!['http:', 'https:'].includes(new URL(u).protocol)) ctx.addIssue({ code: 'custom', message: `"${u.slice(0, 100)}" must be an http:// or https:// address` });
     else if (u.includes('#')) ctx.addIssue({ code: 'custom', message: `"${u.slice(0, 100)}" must not contain a fragment` });
   });
 
@@ -34,9 +36,9 @@ export const clientInputSchema = z
     redirectUris: z.array(redirectUri).default([]),
     postLogoutRedirectUris: z.array(redirectUri).default([]),
     scope: clientScope.default('openid profile email phone offline_access'),
-    grantTypes: z.array(z.enum(GRANT_TYPES, `is one of ${GRANT_TYPES.join(', ')}`)).min(1).default(['authorization_code', 'refresh_token']),
+    grantTypes: z.array(z.enum(GRANT_TYPES, `must be one of ${GRANT_TYPES.join(', ')}`)).min(1).default(['authorization_code', 'refresh_token']),
     requireConsent: z.boolean().default(true),
-    idTokenAlg: z.enum(['RS256', 'ES256'], 'is RS256 or ES256').default('RS256'),
+    idTokenAlg: z.enum(['RS256', 'ES256'], 'must be RS256 or ES256').default('RS256'),
   })
   .superRefine((c, ctx) => {
     if (c.public && c.secret) ctx.addIssue({ code: 'custom', path: ['secret'], message: 'a public client has no secret' });

@@ -41,6 +41,8 @@ export interface SecretRequest {
   label: string;
   /** Ask twice and compare (a new password at a prompt). */
   confirm?: boolean;
+  /** The flag that reads it from standard input instead, for the message when there is no terminal. */
+  stdinFlag?: string;
 }
 
 /** Runs a forwarded command; resolves to the exit code, or throws an error whose message is for the caller. */
@@ -193,7 +195,7 @@ export interface DataDirOwner {
  * Makes this process the owner of dataDir. Throws DataDirInUse when a live server owns it; waits
  * (up to waitMs) for a CLI command that holds the directory to finish.
  */
-export async function claimDataDir(dataDir: string, role: OwnerRole, waitMs = 60_000): Promise<DataDirOwner> {
+export async function claimDataDir(dataDir: string, role: OwnerRole, onWait?: (owner: OwnerInfo) => void, waitMs = 60_000): Promise<DataDirOwner> {
   const dir = path.resolve(dataDir);
   mkdirSync(dir, { recursive: true });
   const file = lockPath(dir);
@@ -286,6 +288,7 @@ export async function claimDataDir(dataDir: string, role: OwnerRole, waitMs = 60
   };
 
   const deadline = Date.now() + waitMs;
+  let told = false;
   for (;;) {
     try {
       writeLock(file, info, true);
@@ -303,6 +306,8 @@ export async function claimDataDir(dataDir: string, role: OwnerRole, waitMs = 60
       continue;
     }
     if (current!.role === 'cli' && Date.now() < deadline) {
+      if (!told) onWait?.(current!);
+      told = true;
       await new Promise((resolve) => setTimeout(resolve, 200));
       continue;
     }
@@ -361,7 +366,7 @@ export function forwardToOwner(
         if (m.type === 'out' && typeof m.line === 'string') local.out(m.line);
         else if (m.type === 'err' && typeof m.line === 'string') local.err(m.line);
         else if (m.type === 'secret' && (m.source === 'prompt' || m.source === 'stdin') && typeof m.label === 'string') {
-          local.readSecret({ source: m.source, label: m.label, confirm: m.confirm === true }).then(
+          local.readSecret({ source: m.source, label: m.label, confirm: m.confirm === true, ...(typeof m.stdinFlag === 'string' ? { stdinFlag: m.stdinFlag } : {}) }).then(
             (value) => send(socket, { type: 'secret', value }),
             (error: unknown) => {
               finished = true;

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Kysely, PostgresDialect, sql, type Compilable, type LogEvent } from 'kysely';
 import pg from 'pg';
 import type { Database } from './schema.js';
-import { claimDataDir, type DataDirOwner, type OwnerRole } from './data-dir-owner.js';
+import { claimDataDir, type DataDirOwner, type OwnerInfo, type OwnerRole } from './data-dir-owner.js';
 
 export type Db = Kysely<Database>;
 
@@ -73,6 +73,8 @@ export async function openDatabase(options: {
   preparedStatements?: boolean;
   /** Who claims an embedded data directory: a server waits for a CLI command that holds it. */
   role?: OwnerRole;
+  /** Told once when the directory is held by a CLI command and this process waits for it. */
+  onWait?: (owner: OwnerInfo) => void;
 }): Promise<DatabaseHandle> {
   if (options.databaseUrl) {
     const pool = new pg.Pool({ connectionString: options.databaseUrl, max: options.poolSize ?? 10 });
@@ -90,7 +92,7 @@ export async function openDatabase(options: {
     const db = new Kysely<Database>({ dialect: new PGliteDialect(await PGlite.create()), log: countQuery });
     return { db, kind: 'pglite', close: () => db.destroy() };
   }
-  const owner = await claimDataDir(options.dataDir, options.role ?? 'server');
+  const owner = await claimDataDir(options.dataDir, options.role ?? 'server', options.onWait);
   try {
     const dir = path.resolve(options.dataDir, 'pglite');
     mkdirSync(dir, { recursive: true });

@@ -1,67 +1,10 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import * as oidc from 'openid-client';
-import type { Db } from '../db/index.js';
 import type { Logger } from '../log.js';
-import { createUser, DirectoryError, findUserByUsername } from '../directory/users.js';
-import { ClientError, createClient, findClient, setClientRedirectUris } from '../clients/clients.js';
-import type { SecretBox } from '../crypto/secret-box.js';
 import { renderPage } from '../http/views.js';
-import { createPolicy, PolicyError } from '../policy/policies.js';
 
-export const DEMO_CLIENT_ID = 'tessera-demo';
-export const DEMO_USER = { username: 'demo', password: 'demo-password' } as const;
-/** A second demo user whose policy requires MFA: every method works through the dev outbox. */
-export const DEMO_MFA_USER = { username: 'demo-mfa', password: 'demo-password' } as const;
-
-/** Dev mode: a demo user and the demo app's client, created once. */
-export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Promise<void> {
-  if (!(await findUserByUsername(db, DEMO_USER.username))) {
-    await createUser(db, {
-      username: DEMO_USER.username,
-      password: DEMO_USER.password,
-      email: 'demo@example.com',
-      emailVerified: true,
-      phone: '+15555550100',
-      phoneVerified: true,
-      givenName: 'Demo',
-      familyName: 'User',
-    }).catch((error: unknown) => {
-      // Another instance created it first.
-      if (!(error instanceof DirectoryError)) throw error;
-    });
-  }
-  if (!(await findUserByUsername(db, DEMO_MFA_USER.username))) {
-    try {
-      await createUser(db, {
-        username: DEMO_MFA_USER.username, password: DEMO_MFA_USER.password,
-        email: 'demo-mfa@example.com', emailVerified: true, phone: '+15555550101', phoneVerified: true,
-        givenName: 'Demo', familyName: 'MFA',
-      });
-      await createPolicy(db, { name: 'demo-mfa requires MFA', subjectType: 'user', subject: DEMO_MFA_USER.username, mfa: 'required' });
-    } catch (error) {
-      if (!(error instanceof DirectoryError || error instanceof PolicyError)) throw error;
-    }
-  }
-  // The demo app lives at this issuer: its redirect URIs follow the issuer at every start (PORT or ISSUER may have changed).
-  const redirectUris = [`${issuer}/demo/callback`];
-  const postLogoutRedirectUris = [`${issuer}/demo`];
-  if (await findClient(db, DEMO_CLIENT_ID)) {
-    await setClientRedirectUris(db, DEMO_CLIENT_ID, redirectUris, postLogoutRedirectUris);
-  } else {
-    await createClient(db, box, {
-      clientId: DEMO_CLIENT_ID,
-      name: 'Tessera demo app',
-      public: true,
-      redirectUris,
-      postLogoutRedirectUris,
-      scope: 'openid profile email phone offline_access',
-      grantTypes: ['authorization_code', 'refresh_token'],
-    }).catch((error: unknown) => {
-      if (!(error instanceof ClientError)) throw error;
-    });
-  }
-}
+import { DEMO_CLIENT_ID } from './accounts.js';
 
 const PENDING = 'tessera.demo.pending';
 const SIGNED_IN = 'tessera.demo.session';

@@ -20,7 +20,8 @@ export const E164_PATTERN = /^\+[1-9]\d{6,14}$/;
 
 export class DirectoryError extends DomainError {}
 
-export async function createUser(db: Db, input: NewUserInput): Promise<User> {
+/** What can be checked of a new user without the database; throws DirectoryError naming the field. */
+export function checkNewUser(input: NewUserInput): void {
   const username = input.username.normalize('NFC');
   if (!USERNAME_PATTERN.test(username)) throw new DirectoryError(`invalid username "${input.username}": use 1-128 letters, digits or . _ @ + -`, 'username');
   if (input.phone && !E164_PATTERN.test(input.phone)) throw new DirectoryError(`invalid phone "${input.phone}": use E.164, e.g. +14155550123`, 'phone');
@@ -28,6 +29,13 @@ export async function createUser(db: Db, input: NewUserInput): Promise<User> {
   // A verified flag vouches for an address: without the address it would vouch for nothing.
   if (input.phoneVerified && !input.phone) throw new DirectoryError('a phone number can only be marked verified together with the number', 'phoneVerified');
   if (input.emailVerified && !input.email) throw new DirectoryError('an email address can only be marked verified together with the address', 'emailVerified');
+  if (input.givenName && input.givenName.length > 200) throw new DirectoryError('a given name is at most 200 characters', 'givenName');
+  if (input.familyName && input.familyName.length > 200) throw new DirectoryError('a family name is at most 200 characters', 'familyName');
+}
+
+export async function createUser(db: Db, input: NewUserInput): Promise<User> {
+  checkNewUser(input);
+  const username = input.username.normalize('NFC');
   if (await findUserByUsername(db, username)) throw new DirectoryError(`user "${username}" already exists`);
   return db
     .insertInto('users')

@@ -16,8 +16,8 @@ export const policyInputSchema = z
     name: z.string().regex(/^[\p{L}\p{N} ._-]{1,100}$/u, 'a policy name is 1-100 letters, digits, spaces or . _ -'),
     subjectType: z.enum(['user', 'group']),
     subject: z.string().min(1, 'name the user or group'),
-    priority: z.number().int('is a whole number').min(0, 'is 0 to 100000').max(100000, 'is 0 to 100000').default(100),
-    mfa: z.enum(['required', 'optional', 'off'], 'is required, optional or off'),
+    priority: z.number().int('must be a whole number').min(0, 'must be 0 to 100000').max(100000, 'must be 0 to 100000').default(100),
+    mfa: z.enum(['required', 'optional', 'off'], 'must be required, optional or off'),
     allowedFactors: z
       .array(z.enum(FACTORS, `each method is one of ${FACTORS.join(', ')}`))
       .min(1, 'name at least one method')

@@ -27,9 +27,9 @@ export const resourceServerInputSchema = z.object({
     .refine((v) => URL.canParse(v) && !v.includes('#'), 'the identifier must be an absolute URI without a fragment, e.g. https://api.example.com'),
   name: z.string().min(1, 'must not be empty').max(200, 'is at most 200 characters'),
   scopes: z.array(z.string().regex(scopeToken, 'a scope is printable ASCII without spaces, quotes or backslashes')).min(1, 'an API defines at least one scope'),
-  accessTokenFormat: z.enum(['jwt', 'opaque'], 'is jwt or opaque').default('jwt'),
-  signingAlg: z.enum(['RS256', 'ES256'], 'is RS256 or ES256').default('RS256'),
-  accessTokenTtlSeconds: z.number().int('is a whole number of seconds').min(60, 'is 60 to 86400 seconds').max(86_400, 'is 60 to 86400 seconds').default(300),
+  accessTokenFormat: z.enum(['jwt', 'opaque'], 'must be jwt or opaque').default('jwt'),
+  signingAlg: z.enum(['RS256', 'ES256'], 'must be RS256 or ES256').default('RS256'),
+  accessTokenTtlSeconds: z.number().int('must be a whole number of seconds').min(60, 'must be 60 to 86400 seconds').max(86_400, 'must be 60 to 86400 seconds').default(300),
 });
 
 export type ResourceServerInput = z.input<typeof resourceServerInputSchema>;

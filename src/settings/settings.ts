@@ -13,6 +13,8 @@ export const FACTORS = ['email', 'sms', 'totp'] as const;
 export type FactorId = (typeof FACTORS)[number];
 
 const template = z.string().min(1).max(2000);
+// A message that does not carry the code would make every sign-in by that channel impossible.
+const codeTemplate = template.refine((t) => t.includes('{code}'), 'must contain {code}');
 
 const mfaSchema = z.object({
   appName: z.string().min(1).max(100).default('Tessera'),
@@ -39,8 +41,8 @@ const mfaSchema = z.object({
   templates: z
     .object({
       emailSubject: template.default('Your {app} sign-in code'),
-      emailBody: template.default('Your {app} sign-in code is {code}.\n\nIt expires in {minutes} minutes. If you did not try to sign in, ignore this message and consider changing your password.'),
-      sms: template.default('{code} is your {app} sign-in code. It expires in {minutes} min.'),
+      emailBody: codeTemplate.default('Your {app} sign-in code is {code}.\n\nIt expires in {minutes} minutes. If you did not try to sign in, ignore this message and consider changing your password.'),
+      sms: codeTemplate.default('{code} is your {app} sign-in code. It expires in {minutes} min.'),
     })
     .default({
       emailSubject: 'Your {app} sign-in code',
@@ -60,7 +62,8 @@ const smtpSchema = z.object({
   timeoutSeconds: z.number().int().min(1).max(120).default(10),
 });
 
-const twilioSchema = z.object({
+const twilioSchema = z
+  .object({
   active: z.boolean().default(false),
   accountSid: z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'an account SID is AC followed by 32 hex digits').optional(),
   authToken: z.string().max(256).optional(),
@@ -69,19 +72,26 @@ const twilioSchema = z.object({
   /** Twilio's API base; change only for a regional edge or a test double. */
   apiBaseUrl: z.string().url().default('https://api.twilio.com'),
   timeoutSeconds: z.number().int().min(1).max(120).default(10),
-});
+  })
+  // Switched on, it must be able to send: set its credentials and sender first.
+  .superRefine((t, ctx) => {
+    if (!t.active) return;
+    const missing = [!t.accountSid && 'accountSid', !t.authToken && 'authToken', !t.from && !t.messagingServiceSid && 'from (or messagingServiceSid)'].filter(Boolean);
+    if (missing.length) ctx.addIssue({ code: 'custom', path: ['active'], message: `set twilio.${missing.join(', twilio.')} before switching Twilio on` });
+  });
 
 const criteriaSchema = z
   .object({ text: z.array(z.string().min(1).max(500)).default([]), statuses: z.array(z.number().int().min(100).max(599)).default([]) })
   .default({ text: [], statuses: [] });
 
-const gatewaySchema = z.object({
+const gatewaySchema = z
+  .object({
   active: z.boolean().default(false),
   url: z.string().url().optional(),
   method: z.enum(['GET', 'POST']).default('POST'),
   senderId: z.string().max(64).default(''),
   /** The body (POST) or query string (GET), with {to}, {message} and {sender}. */
-  template: z.string().max(4000).default('to={to}&from={sender}&text={message}'),
+  template: z.string().max(4000).refine((t) => t.includes('{message}'), 'must contain {message}').default('to={to}&from={sender}&text={message}'),
   contentType: z.enum(['form', 'json']).default('form'),
   successCriteria: criteriaSchema,
   failureCriteria: criteriaSchema,
@@ -91,7 +101,10 @@ const gatewaySchema = z.object({
   apiKey: z.string().max(1024).optional(),
   proxy: z.string().url().optional(),
   timeoutSeconds: z.number().int().min(1).max(120).default(10),
-});
+  })
+  .superRefine((g, ctx) => {
+    if (g.active && !g.url) ctx.addIssue({ code: 'custom', path: ['active'], message: 'set sms_gateway.url before switching the gateway on' });
+  });
 
 export const SECTIONS = { mfa: mfaSchema, smtp: smtpSchema, twilio: twilioSchema, sms_gateway: gatewaySchema } as const;
 export type SectionName = keyof typeof SECTIONS;
@@ -173,8 +186,11 @@ export function parseSettingValue(text: string): unknown {
   }
 }
 
-/** Sets one value by its dotted path ("mfa.otp.length", "smtp.host"); the whole section is validated. */
-export async function setSetting(db: Db, box: SecretBox, path: string, value: unknown): Promise<void> {
+/**
+ * Sets one value by its dotted path ("mfa.otp.length", "smtp.host"); the whole section is validated,
+ * then `accept` sees all the settings as they would be and may refuse the change (SettingsError).
+ */
+export async function setSetting(db: Db, box: SecretBox, path: string, value: unknown, accept?: (before: Settings, after: Settings) => void): Promise<void> {
   const [section, ...rest] = path.split('.');
   if (!section || !(section in SECTIONS) || rest.length === 0) {
     throw new SettingsError(`unknown setting "${path}" (sections: ${Object.keys(SECTIONS).join(', ')})`);
@@ -198,6 +214,10 @@ export async function setSetting(db: Db, box: SecretBox, path: string, value: un
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       throw new SettingsError(`invalid ${section}.${issue.path.join('.')}: ${issue.message}`);
+    }
+    if (accept) {
+      const before = await readSettings(tx, box);
+      accept(before, { ...before, [section]: parsed.data });
     }
     const sealed = transformSecrets(section, parsed.data as Record<string, unknown>, (v, p) => box.seal(v, sealPurpose(p)));
     await tx

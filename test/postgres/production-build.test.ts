@@ -88,13 +88,23 @@ describe('the production tree (compiled, npm prune --omit=dev, NODE_ENV=producti
     server = null;
   });
 
-  it('serves the demo app when DEMO=true: its client library is a production dependency', async () => {
-    server = await spawnTessera({ ...env, DEMO: 'true' }, entry);
+  it('the demo is for dev mode: refused in production, and its accounts disabled once production starts on that database', async () => {
+    const refused = await runProcess(process.execPath, [entry.main], { cwd: dir, env: { ...process.env, ...env, DEMO: 'true', PORT: '0', ISSUER: 'http://127.0.0.1:9' } });
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /^Invalid configuration: DEMO=true is for dev mode only \(the demo accounts have published passwords\)$/m);
+
+    // The same tree in dev mode on this database: the demo app works (its client library is a production dependency).
+    server = await spawnTessera({ ...env, NODE_ENV: '', TESSERA_MODE: 'dev', DEMO: 'true' }, entry);
     assert.equal((await fetch(`${server.issuer}/demo`)).status, 200);
     const login = await fetch(`${server.issuer}/demo/login`, { redirect: 'manual' });
     assert.equal(login.status, 302);
     assert.ok(login.headers.get('location')?.startsWith(`${server.issuer}/auth?`));
-    const page = await new Agent().get(await demoAuthorizationUrl(server.issuer));
-    assert.equal(page.status, 303);
+    await server.stop();
+
+    // Back in production: demo / demo-password no longer signs in.
+    server = await spawnTessera(env, entry);
+    const r = await cli(['user', 'list']);
+    assert.match(r.stdout, /^demo\t[0-9a-f-]{36}\tdisabled\t/m);
+    assert.match(r.stdout, /^demo-mfa\t[0-9a-f-]{36}\tdisabled\t/m);
   });
 });

@@ -57,13 +57,21 @@ export function createDelivery(db: Db, mode: Mode, log: Logger): Delivery {
 const PRODUCTION_CLI = 'node dist/src/cli.js';
 const COMPOSE_HINT = '; with Docker Compose, run it as "docker compose run --rm tessera node dist/src/cli.js settings set …"';
 
-export function deliveryProblem(settings: Settings, mode: Mode): string | null {
-  if (mode !== 'production') return null;
+/** What stops production from delivering the code methods that are switched on (empty: nothing). */
+export function deliveryProblems(settings: Settings, mode: Mode): string[] {
+  if (mode !== 'production') return [];
+  const problems: string[] = [];
   if (settings.mfa.methods.email && !providerFor('email', settings, mode)) {
-    return `email codes are switched on but no SMTP server is configured: run "${PRODUCTION_CLI} settings set smtp.host <host>" (and smtp.port, smtp.from, …) or "${PRODUCTION_CLI} settings set mfa.methods.email false"${COMPOSE_HINT}`;
+    problems.push(`email codes are switched on but no SMTP server is configured: run "${PRODUCTION_CLI} settings set smtp.host <host>" (and smtp.port, smtp.from, …) or "${PRODUCTION_CLI} settings set mfa.methods.email false"`);
   }
   if (settings.mfa.methods.sms && !providerFor('sms', settings, mode)) {
-    return `SMS codes are switched on but no SMS provider is active: configure twilio.* or sms_gateway.* and set its "active" to true, or run "${PRODUCTION_CLI} settings set mfa.methods.sms false"${COMPOSE_HINT}`;
+    problems.push(`SMS codes are switched on but no SMS provider is active: configure twilio.* or sms_gateway.* and set its "active" to true, or run "${PRODUCTION_CLI} settings set mfa.methods.sms false"`);
   }
-  return null;
+  return problems;
+}
+
+/** All of them in one message, so one restart is enough to learn everything to fix. */
+export function deliveryProblem(settings: Settings, mode: Mode): string | null {
+  const problems = deliveryProblems(settings, mode);
+  return problems.length ? `${problems.join('; and ')}${COMPOSE_HINT}` : null;
 }

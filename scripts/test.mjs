@@ -51,9 +51,9 @@ if (selected.length) {
   if (process.env.DATABASE_URL) {
     failed |= run([...unit, ...integration, ...postgresOnly, ...e2e, ...benchSmoke], {}, 'PostgreSQL');
     // The suites that touch the database run again on PGlite. Not the CLI suite (a process per command,
-    // each booting PGlite again), the delivery suite (no database) nor the embedded-database suite
-    // (always on PGlite).
-    const onceOnly = ['cli.test.ts', 'mfa-delivery.test.ts', 'embedded-database.test.ts'];
+    // each booting PGlite again), the delivery and data-directory suites (no database) nor the
+    // embedded-database suite (always on PGlite).
+    const onceOnly = ['cli.test.ts', 'mfa-delivery.test.ts', 'embedded-database.test.ts', 'data-dir-owner.test.ts'];
     failed |= run(integration.filter((f) => !onceOnly.some((name) => f.endsWith(name))), { DATABASE_URL: '' }, 'embedded PGlite');
   } else {
     console.log('DATABASE_URL is not set: all suites run on embedded PGlite; the multi-process suites in test/postgres and the benchmark smoke run need DATABASE_URL.');

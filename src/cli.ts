@@ -93,8 +93,7 @@ export async function main(argv: string[], io: RemoteIo = terminalIo()): Promise
 
 const invokedDirectly = process.argv[1] && /cli\.(ts|js)$/.test(process.argv[1]);
 if (invokedDirectly) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    () => process.exit(1),
-  );
+  // Exit once what was printed has been handed on: a pipe takes 64 KiB at a time.
+  const exit = (code: number) => process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+  main(process.argv.slice(2)).then(exit, () => exit(1));
 }

@@ -224,6 +224,7 @@ describe('CLI (npm run cli)', () => {
     await refused(['user', 'add', 'kim', '--password', 'kim-password-1', '--email-verified=yes'], /^error: --email-verified takes no value$/);
     await refused(['user', 'add', 'kim', '--email', 'not-an-email'], /^error: --email: invalid email "not-an-email"$/, 'kim-password-1\n');
     await refused(['user', 'add', 'hank', '--password-stdin'], /^error: user "hank" already exists$/, 'hank-password-9\n');
+    await refused(['user', 'add', 'kim', '--password', 'kim-password-1', '--email', 'kim\u001b[2J@example.com'], /^error: --email: invalid email "kim\?\[2J@example\.com"$/);
     await refused(['settings', 'set', 'mfa.templates.sms', 'Your code is ready'], /^error: invalid mfa\.templates\.sms: must contain \{code\}$/);
     await refused(['settings', 'set', 'sms_gateway.active', 'true'], /^error: invalid sms_gateway\.active: set sms_gateway\.url before switching the gateway on$/);
     await refused(['settings', 'set', 'twilio.accountSid', 'ACxyz'], /^error: invalid twilio\.accountSid: an account SID is AC followed by 32 hex digits$/);
@@ -260,6 +261,15 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.code, 0, r.stderr);
     const settings = JSON.parse((await cli('settings', 'show')).stdout) as { sms_gateway: { password: string } };
     assert.equal(settings.sms_gateway.password, '********');
+    // A text setting takes the text as typed: a password of digits stays a password.
+    r = await cli('settings', 'set', 'smtp.password', '12345678');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('settings', 'set', 'mfa.otp.length', '7');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse((await cli('settings', 'show')).stdout) as { mfa: { otp: { length: number } } }).mfa.otp.length, 7);
+    assert.equal((await cli('settings', 'unset', 'mfa.otp.length')).code, 0);
+    r = await cli('settings', 'set', 'mfa.toString', 'x');
+    assert.equal(r.stderr, 'error: unknown setting "mfa.toString"');
     r = await runCli(['settings', 'set', 'smtp.password'], env);
     assert.equal(r.code, 1, 'a secret with no value and no terminal');
     assert.match(r.stderr, /no value of smtp\.password given and no terminal to ask at/);

@@ -431,7 +431,7 @@ const COMMANDS: Record<string, Command> = {
       if (arg.value !== undefined && flags['value-stdin']) throw new UsageError('give the value or --value-stdin, not both');
       const request = settingSecret(arg, flags);
       if (!request && arg.value === undefined) throw new UsageError('missing <value>');
-      const value = parseSettingValue(arg.value ?? (await io.readSecret(request!)));
+      const value = parseSettingValue(key, arg.value ?? (await io.readSecret(request!)));
       await setSetting(db, box, key, value, (before, after) => {
         // In production a change that leaves a switched-on code method unable to send would stop the next start.
         const added = deliveryProblems(after, mode).filter((p) => !deliveryProblems(before, mode).includes(p));

@@ -1,7 +1,8 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, linkSync, mkdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { secretsEqual } from '../crypto/equal.js';
 
 /**
  * One process owns an embedded (PGlite) data directory. PGlite is PostgreSQL in one process:
@@ -65,16 +66,44 @@ export class DataDirInUse extends Error {
 const LOCK_FILE = 'tessera.lock';
 /** A control message is one JSON line; nothing legitimate comes near this size. */
 const MAX_LINE = 1 << 20;
+/** Before the token is checked a peer may send one short line, within a few seconds. */
+const MAX_LINE_BEFORE_AUTH = 4096;
+const AUTH_DEADLINE_MS = 5000;
+const MAX_CONNECTIONS = 32;
 
 export function lockPath(dataDir: string): string {
   return path.join(path.resolve(dataDir), LOCK_FILE);
 }
 
-function readLock(file: string): OwnerInfo | null {
+/** The lock as found: missing, its raw text, and what it says (null when it is not a lock Tessera wrote). */
+type LockState = { kind: 'missing' } | { kind: 'present'; raw: string; info: OwnerInfo | null };
+
+function parseLock(raw: string): OwnerInfo | null {
   try {
-    const info = JSON.parse(readFileSync(file, 'utf8')) as Partial<OwnerInfo>;
+    const info = JSON.parse(raw) as Partial<OwnerInfo>;
     if (typeof info.pid !== 'number' || typeof info.port !== 'number' || typeof info.token !== 'string') return null;
     return info as OwnerInfo;
+  } catch {
+    return null;
+  }
+}
+
+function lockState(file: string): LockState {
+  let raw: string;
+  try {
+    raw = readFileSync(file, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
+    // Unreadable (another user's lock, a directory): never taken over.
+    throw new Error(`cannot read the lock ${file}: ${(error as Error).message}`);
+  }
+  return { kind: 'present', raw, info: parseLock(raw) };
+}
+
+function readLock(file: string): OwnerInfo | null {
+  try {
+    const state = lockState(file);
+    return state.kind === 'present' ? state.info : null;
   } catch {
     return null;
   }
@@ -90,18 +119,18 @@ function processExists(pid: number): boolean {
   }
 }
 
-/** Newline-delimited JSON over a socket, with a size limit per message. */
-function messages(socket: net.Socket, onMessage: (message: Record<string, unknown>) => void, onBad: () => void): void {
+/** Newline-delimited JSON over a socket, with a size limit per message (limit() may change as the peer is trusted). */
+function messages(socket: net.Socket, onMessage: (message: Record<string, unknown>) => void, onBad: () => void, limit: () => number = () => MAX_LINE): void {
   let buffer = '';
   socket.setEncoding('utf8');
   socket.on('data', (chunk: string) => {
     buffer += chunk;
-    if (buffer.length > MAX_LINE) {
+    if (buffer.length > limit()) {
       onBad();
       return;
     }
     let newline;
-    while ((newline = buffer.indexOf('\n')) >= 0) {
+    while (!socket.destroyed && (newline = buffer.indexOf('\n')) >= 0) {
       const line = buffer.slice(0, newline);
       buffer = buffer.slice(newline + 1);
       let message: unknown;
@@ -122,11 +151,6 @@ function messages(socket: net.Socket, onMessage: (message: Record<string, unknow
 
 function send(socket: net.Socket, message: Record<string, unknown>): void {
   if (!socket.destroyed) socket.write(`${JSON.stringify(message)}\n`);
-}
-
-function sameToken(a: unknown, b: string): boolean {
-  if (typeof a !== 'string' || a.length !== b.length) return false;
-  return timingSafeEqual(Buffer.from(a), Buffer.from(b));
 }
 
 /** Asks a lock's owner whether it is there. "refused" means nobody listens: the lock is stale. */
@@ -157,27 +181,44 @@ export async function findOwner(dataDir: string): Promise<OwnerInfo | null> {
   return (await ping(info)) === 'refused' ? null : info;
 }
 
-/** Removes a lock judged stale, unless it changed in the meantime (another claimant took over first). */
-function removeStale(file: string, stale: OwnerInfo | null): void {
+/**
+ * Removes the lock judged stale, only if it is still exactly that lock: it is moved aside first
+ * (atomic), compared with what was judged, and put back if another claimant replaced it meanwhile.
+ */
+function removeStale(file: string, judged: string): void {
   const aside = `${file}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
     renameSync(file, aside);
   } catch {
     return; // already gone
   }
-  const moved = readLock(aside);
-  if (stale && moved && moved.token !== stale.token) {
-    // We moved someone's fresh lock: put it back (fails only if a third claimant already won).
+  let moved: string | null = null;
+  try {
+    moved = readFileSync(aside, 'utf8');
+  } catch {
+    /* unreadable: treated as changed */
+  }
+  if (moved !== judged) {
     try {
       linkSync(aside, file);
     } catch {
-      /* the other claimant holds it */
+      /* a third claimant holds it now */
     }
   }
   try {
     unlinkSync(aside);
   } catch {
     /* ignore */
+  }
+}
+
+/** The data directory is readable by its owner alone: PGlite's files hold tokens and password hashes. */
+function restrictToOwner(dir: string): void {
+  try {
+    const stat = statSync(dir);
+    if ((stat.mode & 0o077) !== 0 && (typeof process.getuid !== 'function' || stat.uid === process.getuid())) chmodSync(dir, 0o700);
+  } catch {
+    /* not ours to change: left as the operator set it */
   }
 }
 
@@ -197,7 +238,8 @@ export interface DataDirOwner {
  */
 export async function claimDataDir(dataDir: string, role: OwnerRole, onWait?: (owner: OwnerInfo) => void, waitMs = 60_000): Promise<DataDirOwner> {
   const dir = path.resolve(dataDir);
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  restrictToOwner(dir);
   const file = lockPath(dir);
 
   let handler: CommandHandler | null = null;
@@ -209,18 +251,27 @@ export async function claimDataDir(dataDir: string, role: OwnerRole, onWait?: (o
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
+    // A peer has a few seconds to show the token; a command may then take its time (a person typing a password).
+    const deadline = setTimeout(() => socket.destroy(), AUTH_DEADLINE_MS);
     socket.setTimeout(10 * 60_000, () => socket.destroy());
     let authenticated = false;
+    let closed = false;
     let pendingSecret: ((value: string | null) => void) | null = null;
+    socket.on('close', () => {
+      closed = true;
+      clearTimeout(deadline);
+      pendingSecret?.(null);
+    });
     messages(
       socket,
       (m) => {
         if (!authenticated) {
-          if (!sameToken(m.token, token)) {
+          if (!secretsEqual(m.token, token)) {
             socket.destroy();
             return;
           }
           authenticated = true;
+          clearTimeout(deadline);
           if (m.op === 'ping') {
             send(socket, { type: 'pong', pid: process.pid, role });
             socket.end();
@@ -236,11 +287,11 @@ export async function claimDataDir(dataDir: string, role: OwnerRole, onWait?: (o
             err: (line) => send(socket, { type: 'err', line }),
             readSecret: (request) =>
               new Promise<string>((resolve, reject) => {
+                if (closed) return reject(new Error('no answer from the terminal'));
                 pendingSecret = (value) => (value === null ? reject(new Error('no answer from the terminal')) : resolve(value));
                 send(socket, { type: 'secret', ...request });
               }),
           };
-          socket.on('close', () => pendingSecret?.(null));
           void run(m.argv as string[], io).then(
             (code) => {
               send(socket, { type: 'done', code });
@@ -260,8 +311,10 @@ export async function claimDataDir(dataDir: string, role: OwnerRole, onWait?: (o
         }
       },
       () => socket.destroy(),
+      () => (authenticated ? MAX_LINE : MAX_LINE_BEFORE_AUTH),
     );
   });
+  server.maxConnections = MAX_CONNECTIONS;
 
   async function run(argv: string[], io: RemoteIo): Promise<number> {
     if (!handler) await new Promise<void>((resolve) => waiting.push(resolve));
@@ -290,29 +343,44 @@ export async function claimDataDir(dataDir: string, role: OwnerRole, onWait?: (o
   const deadline = Date.now() + waitMs;
   let told = false;
   for (;;) {
+    let linked = false;
     try {
       writeLock(file, info, true);
-      break;
+      linked = true;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
         server.close();
         throw error;
       }
     }
-    const current = readLock(file);
-    const owner = current && current.pid !== process.pid && processExists(current.pid) ? await ping(current) : 'refused';
-    if (owner === 'refused') {
-      removeStale(file, current);
+    if (linked) {
+      // A claimant that judged an older lock stale acts within moments: look again before trusting ours.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      if (readLock(file)?.token === token) break;
       continue;
     }
-    if (current!.role === 'cli' && Date.now() < deadline) {
-      if (!told) onWait?.(current!);
+    let current: LockState;
+    try {
+      current = lockState(file);
+    } catch (error) {
+      server.close();
+      throw error;
+    }
+    if (current.kind === 'missing') continue;
+    const holder = current.info;
+    const answer = holder && holder.pid !== process.pid && processExists(holder.pid) ? await ping(holder) : 'refused';
+    if (answer === 'refused') {
+      removeStale(file, current.raw);
+      continue;
+    }
+    if (holder!.role === 'cli' && Date.now() < deadline) {
+      if (!told) onWait?.(holder!);
       told = true;
       await new Promise((resolve) => setTimeout(resolve, 200));
       continue;
     }
     server.close();
-    throw new DataDirInUse(dataDir, current!);
+    throw new DataDirInUse(dataDir, holder!);
   }
 
   return {

@@ -25,12 +25,15 @@ export function checkNewUser(input: NewUserInput): void {
   const username = input.username.normalize('NFC');
   if (!USERNAME_PATTERN.test(username)) throw new DirectoryError(`invalid username "${input.username}": use 1-128 letters, digits or . _ @ + -`, 'username');
   if (input.phone && !E164_PATTERN.test(input.phone)) throw new DirectoryError(`invalid phone "${input.phone}": use E.164, e.g. +14155550123`, 'phone');
-  if (input.email && !/^[^\s@]+@[^\s@]+$/.test(input.email)) throw new DirectoryError(`invalid email "${input.email}"`, 'email');
+  if (input.email && (!/^[^\s@]+@[^\s@]+$/.test(input.email) || /\p{Cc}/u.test(input.email) || input.email.length > 254)) {
+    throw new DirectoryError(`invalid email "${input.email.replace(/\p{Cc}/gu, '?').slice(0, 80)}"`, 'email');
+  }
   // A verified flag vouches for an address: without the address it would vouch for nothing.
   if (input.phoneVerified && !input.phone) throw new DirectoryError('a phone number can only be marked verified together with the number', 'phoneVerified');
   if (input.emailVerified && !input.email) throw new DirectoryError('an email address can only be marked verified together with the address', 'emailVerified');
-  if (input.givenName && input.givenName.length > 200) throw new DirectoryError('a given name is at most 200 characters', 'givenName');
-  if (input.familyName && input.familyName.length > 200) throw new DirectoryError('a family name is at most 200 characters', 'familyName');
+  for (const [field, value, what] of [['givenName', input.givenName, 'a given name'], ['familyName', input.familyName, 'a family name']] as const) {
+    if (value && (value.length > 200 || /\p{Cc}/u.test(value))) throw new DirectoryError(`${what} is at most 200 characters, without control characters`, field);
+  }
 }
 
 export async function createUser(db: Db, input: NewUserInput): Promise<User> {

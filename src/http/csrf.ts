@@ -1,4 +1,5 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
+import { secretsEqual } from '../crypto/equal.js';
 import type { Context, Next } from 'koa';
 import { HttpError } from './errors.js';
 
@@ -26,10 +27,7 @@ export function csrf(key: Buffer, secureCookies: boolean) {
 export function assertCsrf(ctx: Context, submitted: unknown): void {
   const expected = ctx.state.csrfToken as string | undefined;
   const ok =
-    typeof submitted === 'string' &&
-    expected !== undefined &&
-    submitted.length === expected.length &&
-    timingSafeEqual(Buffer.from(submitted), Buffer.from(expected));
+    expected !== undefined && secretsEqual(submitted, expected);
   if (!ok) {
     throw new HttpError(403, 'This form has expired or was not sent from this site. Go back, reload the page and try again.', 'Request refused');
   }

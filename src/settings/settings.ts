@@ -165,20 +165,35 @@ async function readSettings(db: Db, box: SecretBox): Promise<Settings> {
   return result as unknown as Settings;
 }
 
-function pathExists(schema: z.ZodType, keys: string[]): boolean {
-  let current: z.ZodType = schema;
-  for (const key of keys) {
-    while (current instanceof z.ZodDefault || current instanceof z.ZodOptional) current = current.unwrap() as z.ZodType;
-    if (!(current instanceof z.ZodObject)) return false;
-    const next = (current.shape as Record<string, z.ZodType>)[key];
-    if (!next) return false;
-    current = next;
-  }
-  return true;
+function unwrap(schema: z.ZodType): z.ZodType {
+  let current = schema;
+  while (current instanceof z.ZodDefault || current instanceof z.ZodOptional) current = current.unwrap() as z.ZodType;
+  return current;
 }
 
-/** Parses a CLI value: JSON when it parses (numbers, booleans, arrays), else the text itself. */
-export function parseSettingValue(text: string): unknown {
+/** The schema of one setting, by its dotted path ("mfa.otp.length"); undefined when there is no such setting. */
+function settingSchema(path: string): z.ZodType | undefined {
+  const [section, ...keys] = path.split('.');
+  if (!section || !Object.hasOwn(SECTIONS, section) || keys.length === 0) return undefined;
+  let current: z.ZodType = SECTIONS[section as SectionName];
+  for (const key of keys) {
+    current = unwrap(current);
+    if (!(current instanceof z.ZodObject)) return undefined;
+    const shape = current.shape as Record<string, z.ZodType>;
+    if (!Object.hasOwn(shape, key)) return undefined;
+    current = shape[key]!;
+  }
+  return current;
+}
+
+/**
+ * Reads a value typed at the command line for a setting: text for a text setting (a password of
+ * digits stays text), JSON for the others (numbers, booleans, lists, objects).
+ */
+export function parseSettingValue(path: string, text: string): unknown {
+  const schema = settingSchema(path);
+  const leaf = schema && unwrap(schema);
+  if (leaf instanceof z.ZodString || leaf instanceof z.ZodEnum) return text;
   try {
     return JSON.parse(text);
   } catch {
@@ -192,12 +207,12 @@ export function parseSettingValue(text: string): unknown {
  */
 export async function setSetting(db: Db, box: SecretBox, path: string, value: unknown, accept?: (before: Settings, after: Settings) => void): Promise<void> {
   const [section, ...rest] = path.split('.');
-  if (!section || !(section in SECTIONS) || rest.length === 0) {
+  if (!section || !Object.hasOwn(SECTIONS, section) || rest.length === 0) {
     throw new SettingsError(`unknown setting "${path}" (sections: ${Object.keys(SECTIONS).join(', ')})`);
   }
   const schema = SECTIONS[section as SectionName];
   // The schema drops unknown keys: a typo must be an error, not a value silently thrown away.
-  if (!pathExists(schema, rest)) throw new SettingsError(`unknown setting "${path}"`);
+  if (!settingSchema(path)) throw new SettingsError(`unknown setting "${path}"`);
   await db.transaction().execute(async (tx) => {
     const row = await tx.selectFrom('settings').select('value').where('section', '=', section).forUpdate().executeTakeFirst();
     const plain = transformSecrets(section, (row?.value as Record<string, unknown>) ?? {}, (v, p) => box.open(v, sealPurpose(p)));

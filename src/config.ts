@@ -39,6 +39,7 @@ const envSchema = z.object({
   SESSION_TTL_SECONDS: positiveInt.default(14 * 24 * 3600),
   ACCESS_TOKEN_TTL_SECONDS: positiveInt.default(3600),
   REFRESH_TOKEN_TTL_SECONDS: positiveInt.default(30 * 24 * 3600),
+  REFRESH_TOKEN_REUSE_SECONDS: z.coerce.number().int().min(0).max(60).default(10),
   PURGE_INTERVAL_SECONDS: positiveInt.default(600),
   DEMO: bool.optional(),
   METRICS: bool.default(false),
@@ -62,7 +63,7 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   trustProxy: boolean;
   lockout: { threshold: number; baseSeconds: number; maxSeconds: number };
-  ttl: { sessionSeconds: number; accessTokenSeconds: number; refreshTokenSeconds: number };
+  ttl: { sessionSeconds: number; accessTokenSeconds: number; refreshTokenSeconds: number; refreshTokenReuseSeconds: number };
   purgeIntervalSeconds: number;
   demo: boolean;
   /** Serve /metrics (Prometheus text format). Off by default: expose it only to your monitoring network. */
@@ -122,6 +123,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, purpose: 'serve
       sessionSeconds: e.SESSION_TTL_SECONDS,
       accessTokenSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
       refreshTokenSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+      refreshTokenReuseSeconds: e.REFRESH_TOKEN_REUSE_SECONDS,
     },
     purgeIntervalSeconds: e.PURGE_INTERVAL_SECONDS,
     demo: e.DEMO ?? mode === 'dev',

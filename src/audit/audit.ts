@@ -1,5 +1,5 @@
 import type { Insertable } from 'kysely';
-import type { Db } from '../db/index.js';
+import { isDatabaseUnavailable, type Db } from '../db/index.js';
 import type { AuditEventsTable } from '../db/schema.js';
 import type { Logger } from '../log.js';
 
@@ -61,6 +61,9 @@ export interface Audit {
 type Row = Insertable<AuditEventsTable>;
 
 const MAX_BATCH = 500;
+/** Events kept while the database is unreachable, to be written when it is back; beyond this the oldest are dropped (and logged). */
+const MAX_WAITING = 20_000;
+const RETRY_MS = 1000;
 
 /**
  * Append-only: events are inserted, never updated. Events recorded in the same turn of the event
@@ -71,13 +74,40 @@ export function createAudit(db: Db, log: Logger): Audit {
   let queue: { row: Row; done: () => void }[] = [];
   let scheduled: Promise<void> | null = null;
 
+  let retry: NodeJS.Timeout | null = null;
+  const noop = () => undefined;
+
+  /** While the database is away, recording resolves at once: the rows wait in the queue for the retry. */
+  function releaseWaiting(): void {
+    for (const entry of queue) {
+      entry.done();
+      entry.done = noop;
+    }
+  }
+
   async function write(): Promise<void> {
+    if (retry) return releaseWaiting();
     while (queue.length) {
       const batch = queue.slice(0, MAX_BATCH);
       queue = queue.slice(MAX_BATCH);
       try {
         await db.insertInto('audit_events').values(batch.map((b) => b.row)).execute();
-      } catch {
+      } catch (error) {
+        if (isDatabaseUnavailable(error)) {
+          // Kept, not lost: written again once the database is back. The requests that recorded them go on.
+          queue = [...batch, ...queue];
+          releaseWaiting();
+          if (queue.length > MAX_WAITING) {
+            log.error({ dropped: queue.length - MAX_WAITING }, 'audit events dropped: the database has been unreachable too long');
+            queue = queue.slice(queue.length - MAX_WAITING);
+          }
+          retry = setTimeout(() => {
+            retry = null;
+            void schedule();
+          }, RETRY_MS);
+          retry.unref();
+          return;
+        }
         // One bad row must not cost the others: write them one by one.
         for (const { row } of batch) {
           await db.insertInto('audit_events').values(row).execute().catch((error: unknown) => log.error({ err: error, audit: row.type }, 'could not write audit event'));
@@ -90,7 +120,7 @@ export function createAudit(db: Db, log: Logger): Audit {
   function schedule(): Promise<void> {
     scheduled ??= new Promise<void>((resolve) => setImmediate(resolve)).then(write).finally(() => {
       scheduled = null;
-      if (queue.length) void schedule();
+      if (queue.length && !retry) void schedule();
     });
     return scheduled;
   }
@@ -114,7 +144,13 @@ export function createAudit(db: Db, log: Logger): Audit {
       });
     },
     async flush() {
+      if (retry) {
+        // Shutting down with the database away: one last try.
+        clearTimeout(retry);
+        retry = null;
+      }
       await schedule();
+      if (queue.length) log.error({ dropped: queue.length }, 'audit events not written at shutdown: the database is unreachable');
     },
   };
 }

@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { Kysely, PostgresDialect, sql, type Compilable, type LogEvent } from 'kysely';
 import pg from 'pg';
+import { errors as oidcErrors } from 'oidc-provider';
 import type { Database } from './schema.js';
 import { claimDataDir, type DataDirOwner, type OwnerInfo, type OwnerRole } from './data-dir-owner.js';
 
@@ -39,14 +40,50 @@ export async function preparedFirst<R>(db: Kysely<Database>, query: Compilable<R
 
 type QueryFn = (config: unknown, values?: unknown, callback?: unknown) => unknown;
 
-/** Sends marked texts as named statements (pg prepares a name once per connection, then only binds). */
-function preparingClient(client: pg.PoolClient): void {
+/**
+ * The database cannot be reached just now (restarting, down, connections cut). Requests fail with
+ * 503 and OAuth's `temporarily_unavailable` instead of a server error, and the pool reconnects by
+ * itself once the database is back. It is oidc-provider's error, so the protocol endpoints answer
+ * with it as they are.
+ */
+export class DatabaseUnavailable extends oidcErrors.TemporarilyUnavailable {
+  constructor(cause: unknown) {
+    super('Tessera cannot reach its database just now; try again in a moment', { cause });
+    this.status = 503;
+    this.statusCode = 503;
+  }
+}
+
+// Connection exceptions (08…), shutdown and start-up (57P01–57P03), too many connections (53300),
+// and the socket errors of a server that went away.
+const UNAVAILABLE_CODES = new Set(['08000', '08001', '08003', '08004', '08006', '57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const UNAVAILABLE_MESSAGES = /Connection terminated|not queryable|Client was closed|timeout exceeded when trying to connect|Connection ended/i;
+
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (error instanceof DatabaseUnavailable) return true;
+  if (typeof error !== 'object' || error === null) return false;
+  const { code, message } = error as { code?: unknown; message?: unknown };
+  return (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) || (typeof message === 'string' && UNAVAILABLE_MESSAGES.test(message));
+}
+
+function unavailable(error: unknown): unknown {
+  return isDatabaseUnavailable(error) && !(error instanceof DatabaseUnavailable) ? new DatabaseUnavailable(error) : error;
+}
+
+/**
+ * Every pooled connection: an error on it while a query runs (the server restarted) must not crash
+ * the process: the query's own promise carries the error, and the pool drops the broken client.
+ * Marked texts go as named statements (pg prepares a name once per connection, then only binds).
+ */
+function setUpClient(client: pg.PoolClient, preparedStatements: boolean): void {
+  client.on('error', () => undefined);
   const query = client.query.bind(client) as QueryFn;
-  const preparing: QueryFn = (config, values, callback) => {
-    const name = typeof config === 'string' && Array.isArray(values) ? preparedNames.get(config) : undefined;
-    return name ? query({ name, text: config, values }, callback) : query(config, values, callback);
+  const wrapped: QueryFn = (config, values, callback) => {
+    const name = preparedStatements && typeof config === 'string' && Array.isArray(values) ? preparedNames.get(config) : undefined;
+    const result = name ? query({ name, text: config, values }, callback) : query(config, values, callback);
+    return result instanceof Promise ? result.catch((error: unknown) => Promise.reject(unavailable(error))) : result;
   };
-  client.query = preparing as typeof client.query;
+  client.query = wrapped as typeof client.query;
 }
 
 export interface DatabaseHandle {
@@ -77,10 +114,14 @@ export async function openDatabase(options: {
   onWait?: (owner: OwnerInfo) => void;
 }): Promise<DatabaseHandle> {
   if (options.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: options.poolSize ?? 10 });
+    // A connection that cannot be made in 5 s fails the request (503) instead of holding it.
+    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: options.poolSize ?? 10, connectionTimeoutMillis: 5000 });
     // An idle client that loses its server must not crash the process.
     pool.on('error', () => undefined);
-    if (options.preparedStatements !== false) pool.on('connect', preparingClient);
+    const preparedStatements = options.preparedStatements !== false;
+    pool.on('connect', (client) => setUpClient(client, preparedStatements));
+    const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
+    pool.connect = (() => connect().catch((error: unknown) => Promise.reject(unavailable(error)))) as typeof pool.connect;
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log: countQuery });
     return { db, kind: 'postgres', close: () => db.destroy() };
   }

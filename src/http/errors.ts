@@ -2,6 +2,7 @@ import type { Context, Next } from 'koa';
 import { errors as oidcErrors } from 'oidc-provider';
 import type { Logger } from '../log.js';
 import { renderPage } from './views.js';
+import { isDatabaseUnavailable } from '../db/index.js';
 
 /** An error whose message is meant for the person at the browser. */
 export class HttpError extends Error {
@@ -27,16 +28,22 @@ export function errorPages(log: Logger) {
       }
     } catch (error) {
       const { status, title, message } = describe(error);
-      if (status >= 500) log.error({ err: error, path: ctx.path }, 'request failed');
+      if (isDatabaseUnavailable(error)) log.warn({ path: ctx.path, cause: String((error as Error).cause ?? error) }, 'database unavailable');
+      else if (status >= 500) log.error({ err: error, path: ctx.path }, 'request failed');
       else log.debug({ err: error, path: ctx.path, status }, 'request refused');
       if (ctx.headerSent || !ctx.writable) return;
       renderPage(ctx, 'error', { title, message }, status);
     }
+    // The protocol endpoints' temporarily_unavailable and Tessera's own 503 pages say when to come back.
+    if (ctx.status === 503 && !ctx.response.get('Retry-After')) ctx.set('Retry-After', '5');
   };
 }
 
 function describe(error: unknown): { status: number; title: string; message: string } {
   if (error instanceof HttpError) return { status: error.status, title: error.title, message: error.message };
+  if (isDatabaseUnavailable(error)) {
+    return { status: 503, title: 'Temporarily unavailable', message: 'Tessera cannot reach its database just now. Please try again in a moment.' };
+  }
   if (error instanceof oidcErrors.SessionNotFound || error instanceof oidcErrors.InvalidRequest) {
     return { status: 400, title: 'Sign-in expired', message: SESSION_EXPIRED_MESSAGE };
   }

@@ -17,11 +17,17 @@ function expiry(expiresIn?: number): Date | null {
   return expiresIn ? new Date(Date.now() + expiresIn * 1000) : null;
 }
 
-function live(row: { payload: unknown; expires_at: Date | null; consumed_at: Date | null } | undefined): AdapterPayload | undefined {
+/**
+ * The payload of a row still in force. A consumed row says so (oidc-provider then refuses it and,
+ * for a code or refresh token, revokes its grant), except within `reuseMs` of its first use: a
+ * client whose response was lost (a dropped connection, a database restart) may retry with it.
+ */
+function live(row: { payload: unknown; expires_at: Date | null; consumed_at: Date | null } | undefined, reuseMs = 0): AdapterPayload | undefined {
   if (!row) return undefined;
   if (row.expires_at && row.expires_at.getTime() <= Date.now()) return undefined;
   const payload = row.payload as AdapterPayload;
-  return row.consumed_at ? { ...payload, consumed: Math.floor(row.consumed_at.getTime() / 1000) } : payload;
+  if (!row.consumed_at || Date.now() - row.consumed_at.getTime() < reuseMs) return payload;
+  return { ...payload, consumed: Math.floor(row.consumed_at.getTime() / 1000) };
 }
 
 // Fixed statements: every protocol request runs several, so they skip the query builder.
@@ -34,7 +40,8 @@ const FIND = {
   uid: prepared('select payload, expires_at, consumed_at from oidc_models where model = $1 and uid = $2'),
   user_code: prepared('select payload, expires_at, consumed_at from oidc_models where model = $1 and user_code = $2'),
 } as const;
-const CONSUME = prepared('update oidc_models set consumed_at = now() where model = $1 and id = $2');
+// The first use counts: a retry within the reuse window does not move it.
+const CONSUME = prepared('update oidc_models set consumed_at = coalesce(consumed_at, now()) where model = $1 and id = $2');
 const DESTROY = prepared('delete from oidc_models where model = $1 and id = $2');
 const REVOKE = prepared('delete from oidc_models where grant_id = $1');
 
@@ -42,10 +49,16 @@ type Row = { payload: unknown; expires_at: Date | null; consumed_at: Date | null
 
 /** Every model oidc-provider stores, in one table keyed by (model, id). */
 export class KyselyAdapter implements Adapter {
+  private readonly reuseMs: number;
+
   constructor(
     private readonly db: Db,
     private readonly model: string,
-  ) {}
+    /** How long a rotated refresh token may be presented again (REFRESH_TOKEN_REUSE_SECONDS). */
+    refreshTokenReuseSeconds = 0,
+  ) {
+    this.reuseMs = model === 'RefreshToken' ? refreshTokenReuseSeconds * 1000 : 0;
+  }
 
   private async run<R>(statement: string, parameters: unknown[]): Promise<R[]> {
     return (await this.db.executeQuery<R>(CompiledQuery.raw(statement, parameters))).rows;
@@ -65,7 +78,7 @@ export class KyselyAdapter implements Adapter {
 
   private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
     const [row] = await this.run<Row>(FIND[column], [this.model, value]);
-    return live(row);
+    return live(row, this.reuseMs);
   }
 
   find(id: string): Promise<AdapterPayload | undefined> {

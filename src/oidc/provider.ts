@@ -50,7 +50,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const configuration: Configuration = {
-    adapter: (name: string) => (name === 'Client' ? new ClientAdapter(clients) : new KyselyAdapter(db, name)),
+    adapter: (name: string) => (name === 'Client' ? new ClientAdapter(clients) : new KyselyAdapter(db, name, config.ttl.refreshTokenReuseSeconds)),
     findAccount: accountFinder(db),
     jwks: { keys: keys.signing as never },
     cookies: {

@@ -33,27 +33,44 @@ describe('password login, lockout and audit', () => {
     assert.match(wrong.body, /value="bob"/, 'the username is kept in the form');
   });
 
-  it('20 parallel wrong passwords are counted as exactly 20 failures', async () => {
-    const results = await Promise.all(Array.from({ length: 20 }, () => attempt(new Agent(), 'carol', 'wrong-password')));
-    for (const r of results) assert.equal(r.status, 401);
-    const carol = await findUserByUsername(tessera.db, 'carol');
-    assert.equal(carol?.failed_logins, 20);
-    const failures = await tessera.db.selectFrom('audit_events').select('type').where('subject', '=', carol!.id).execute();
-    assert.equal(failures.filter((f) => f.type === 'login.failure' || f.type === 'login.locked').length, 20);
-    assert.ok(failures.some((f) => f.type === 'account.locked'), 'the lockout is audited');
+  it('50 parallel wrong passwords, the right one sent last: only the threshold (5) are checked, and the right one is refused', async () => {
+    const carol = (await findUserByUsername(tessera.db, 'carol'))!;
+    // The login pages first, so the 50 posts leave together.
+    const forms = await Promise.all(Array.from({ length: 50 }, async () => {
+      const agent = new Agent();
+      return { agent, form: formFor(await openLoginPage(agent, tessera.issuer), '/login') };
+    }));
+    const results = await Promise.all(forms.map(({ agent, form }, i) => agent.post(form.action, { ...form.fields, username: 'carol', password: i === 49 ? 'carol-password-1' : 'wrong-password' })));
+    for (const r of results) assert.equal(r.status, 401, 'every one, the right password included, gets "invalid"');
+    const events = await tessera.db.selectFrom('audit_events').select(['type', 'details']).where('subject', '=', carol.id).execute();
+    const compared = events.filter((e) => e.type === 'login.failure' && (e.details as { reason?: string }).reason === 'wrong_password');
+    assert.equal(compared.length, 5, 'exactly the threshold were checked');
+    assert.equal(events.filter((e) => e.type === 'login.locked').length, 45, 'the rest were refused unchecked');
+    assert.equal(events.filter((e) => e.type === 'account.locked').length, 1, 'the lockout is audited once');
+    const after = (await findUserByUsername(tessera.db, 'carol'))!;
+    assert.equal(after.failed_logins, 5, 'refused attempts are not counted');
+    assert.ok(after.locked_until && after.locked_until > new Date());
   });
 
-  it('locks after the threshold, answers like a wrong password, with growing waits', async () => {
+  it('locks after the threshold, answers like a wrong password, is not extended by attempts while locked, and grows', async () => {
     for (let i = 0; i < 5; i++) await attempt(new Agent(), 'dave', 'wrong-password');
     let dave = await findUserByUsername(tessera.db, 'dave');
     assert.ok(dave?.locked_until && dave.locked_until > new Date(), 'locked');
-    const firstLock = (dave!.locked_until!.getTime() - Date.now()) / 1000;
+    const firstUntil = dave!.locked_until!.getTime();
+    const firstLock = (firstUntil - Date.now()) / 1000;
     assert.ok(firstLock > 50 && firstLock <= 60, `first lock ~60 s (was ${firstLock})`);
     // The right password does not get in while locked, and the answer gives nothing away.
     const locked = await attempt(new Agent(), 'dave', 'dave-password-1');
     assert.equal(locked.status, 401);
     assert.match(locked.body, /Invalid username or password\./);
+    // Someone hammering a locked account does not keep it locked for longer.
     for (let i = 0; i < 4; i++) await attempt(new Agent(), 'dave', 'wrong-password');
+    dave = await findUserByUsername(tessera.db, 'dave');
+    assert.equal(dave!.locked_until!.getTime(), firstUntil, 'the lock is not extended');
+    assert.equal(dave!.failed_logins, 5, 'attempts refused while locked are not counted');
+    // After the lock, the next threshold of failures locks twice as long.
+    await tessera.db.updateTable('users').set({ locked_until: new Date(Date.now() - 1000) }).where('id', '=', dave!.id).execute();
+    for (let i = 0; i < 5; i++) await attempt(new Agent(), 'dave', 'wrong-password');
     dave = await findUserByUsername(tessera.db, 'dave');
     const secondLock = (dave!.locked_until!.getTime() - Date.now()) / 1000;
     assert.ok(secondLock > 110 && secondLock <= 120, `second lock is twice as long (was ${secondLock})`);

@@ -131,17 +131,22 @@ describe('multi-factor login', () => {
     }
   });
 
-  it('50 parallel wrong guesses against one code are counted as exactly 50, and the code dies', async () => {
+  it('50 parallel wrong guesses at an email code, the right one last: only the lockout threshold are checked, the right one is refused, the code dies', async () => {
     const agent = new Agent();
     const codePage = await choose(agent, await passwordStep(agent, issuer, 'rita', 'rita-password-1'), 'email');
     const right = codeIn((await mailbox.next()).text!);
     const wrongCode = right === '999999' ? '999998' : '999999';
     const form = formFor(codePage, '/mfa/code');
-    const answers = await Promise.all(Array.from({ length: 50 }, () => agent.post(form.action, { ...form.fields, code: wrongCode })));
-    for (const a of answers) assert.equal(a.status, 401);
-    const rita = await findUserByUsername(tessera.db, 'rita');
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => agent.post(form.action, { ...form.fields, code: i === 49 ? right : wrongCode })));
+    const statuses = answers.map((a) => a.status);
+    assert.equal(statuses.filter((st) => st === 401).length, 5, 'the threshold (5) were checked and wrong');
+    assert.equal(statuses.filter((st) => st === 429).length, 45, 'the rest, the right code included, were refused unchecked');
+    let rita = await findUserByUsername(tessera.db, 'rita');
+    assert.ok(rita!.locked_until && rita!.locked_until > new Date(), 'wrong email codes lock the account like wrong passwords');
     const challenge = await tessera.db.selectFrom('otp_challenges').selectAll().where('user_id', '=', rita!.id).orderBy('created_at', 'desc').executeTakeFirstOrThrow();
-    assert.equal(challenge.attempts, 50);
+    assert.equal(challenge.attempts, 5, 'the code itself was tried only 5 times');
+    // When the lock has passed, that code has had its tries: it is dead.
+    await tessera.db.updateTable('users').set({ locked_until: new Date(Date.now() - 1000) }).where('id', '=', rita!.id).execute();
     const dead = await enter(agent, codePage, right);
     assert.equal(dead.status, 401);
     assert.match(dead.body, /no longer works\. Ask for a new code\./);
@@ -150,6 +155,29 @@ describe('multi-factor login', () => {
     const fresh = await agent.follow(await agent.post(resend.action, resend.fields));
     const consent = await enter(agent, fresh, codeIn((await mailbox.next()).text!));
     assert.match(consent.body, /Allow access\?/);
+    rita = await findUserByUsername(tessera.db, 'rita');
+    assert.equal(rita!.failed_logins, 0, 'the count is cleared when the login (password and second factor) succeeds');
+  });
+
+  it('50 parallel wrong TOTP codes, the right one last: only the threshold are checked and the right one is refused; the password does not reset the count', async () => {
+    const user = await createUser(tessera.db, { username: 'tom', password: 'tom-password-1' });
+    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera');
+    const drift = (await loadSettings(tessera.db, tessera.box)).mfa.totp;
+    assert.ok(await confirmEnrolment(tessera.db, tessera.box, drift, user.id, enrolment.authenticatorId, await generate({ secret: enrolment.secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+    // Two wrong passwords first: the right password then does not wipe them (only a completed login does).
+    for (let i = 0; i < 2; i++) await passwordStep(new Agent(), issuer, 'tom', 'wrong-password');
+    const agent = new Agent();
+    const codePage = await passwordStep(agent, issuer, 'tom', 'tom-password-1');
+    assert.equal((await findUserByUsername(tessera.db, 'tom'))?.failed_logins, 2);
+    const right = await generate({ secret: enrolment.secret });
+    const wrong = right === '000000' ? '000001' : '000000';
+    const form = formFor(codePage, '/mfa/code');
+    const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => agent.post(form.action, { ...form.fields, code: i === 49 ? right : wrong })));
+    assert.equal(answers.filter((a) => a.status === 401).length, 3, 'threshold 5 less the 2 wrong passwords were checked');
+    assert.equal(answers.filter((a) => a.status === 429).length, 47);
+    const tom = await findUserByUsername(tessera.db, 'tom');
+    assert.equal(tom?.failed_logins, 5);
+    assert.ok(tom!.locked_until && tom!.locked_until > new Date());
   });
 
   it('a code works once: of several parallel right answers exactly one is accepted', async () => {
@@ -264,7 +292,7 @@ describe('multi-factor login', () => {
     // The app is walt's only method: its code page comes at once, with nothing to choose.
     const codePage = await passwordStep(agent, issuer, 'walt', 'walt-password-1');
     assert.match(codePage.body, /Enter the 6-digit code from your authenticator app\./);
-    const wrong = await enter(agent, codePage, '000000');
+    const wrong = await enter(agent, codePage, (await generate({ secret: enrolment.secret })) === '000000' ? '000001' : '000000');
     assert.equal(wrong.status, 401);
     assert.equal((await findUserByUsername(tessera.db, 'walt'))?.failed_logins, 1);
     const claims = await exchangeDemoCode(issuer, await allow(agent, await enter(agent, wrong, await generate({ secret: enrolment.secret }))));

@@ -105,22 +105,24 @@ export function listUsers(db: Db): Promise<User[]> {
   return db.selectFrom('users').selectAll().orderBy('username').execute();
 }
 
-export interface FailureCount {
-  failedLogins: number;
-  lockedUntil: Date | null;
-  /** True when this failure is the one that started a lockout. */
-  lockStarted: boolean;
-}
+/** One attempt at a secret of an account (its password or a second factor), admitted before it is checked. */
+export type Admission =
+  | { admitted: false; lockedUntil: Date | null }
+  | { admitted: true; failedLogins: number; lockedUntil: Date | null; lockStarted: boolean };
 
 /**
- * Counts one failed login in a single UPDATE, so parallel attempts cannot slip past the
- * threshold. Every threshold-th failure locks the account, each lock twice as long as the last.
+ * Admits one attempt, counted in a single UPDATE before the secret is checked, and only while the
+ * account is not locked; the attempt that reaches every threshold-th count starts a lock (each
+ * lock twice as long as the last). So however many arrive at once, no more than the threshold are
+ * ever checked while the account is unlocked, and attempts refused during a lock do not extend it
+ * (ZITADEL's GHSA-7h8m-vrxx-vr4m is the cautionary tale). A right answer gives its count back
+ * (passedAttempt); a completed login clears the count (recordSuccessfulLogin).
  */
-export async function recordFailedLogin(
+export async function admitAttempt(
   db: Db,
   userId: string,
   lockout: { threshold: number; baseSeconds: number; maxSeconds: number },
-): Promise<FailureCount> {
+): Promise<Admission> {
   const row = await db
     .updateTable('users')
     .set({
@@ -131,26 +133,34 @@ export async function recordFailedLogin(
         else locked_until end`,
     })
     .where('id', '=', userId)
+    .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', sql<Date>`now()`)]))
     .returning(['failed_logins', 'locked_until'])
-    .executeTakeFirstOrThrow();
-  return {
-    failedLogins: row.failed_logins,
-    lockedUntil: row.locked_until,
-    lockStarted: row.failed_logins % lockout.threshold === 0,
-  };
+    .executeTakeFirst();
+  if (!row) {
+    const locked = await db.selectFrom('users').select('locked_until').where('id', '=', userId).executeTakeFirst();
+    return { admitted: false, lockedUntil: locked?.locked_until ?? null };
+  }
+  return { admitted: true, failedLogins: row.failed_logins, lockedUntil: row.locked_until, lockStarted: row.failed_logins % lockout.threshold === 0 };
 }
 
-/** Clears the failure count; no query when the user (as just read) has nothing to clear. */
-export async function recordSuccessfulLogin(db: Db, user: Pick<User, 'id' | 'failed_logins' | 'locked_until'>): Promise<void> {
-  if (user.failed_logins === 0 && user.locked_until === null) return;
+/** The admitted attempt was right: its count is given back, and a lock it started is lifted. */
+export async function passedAttempt(db: Db, userId: string, admission: Admission & { admitted: true }): Promise<void> {
+  await db
+    .updateTable('users')
+    .set({
+      failed_logins: sql`greatest(failed_logins - 1, 0)`,
+      ...(admission.lockStarted ? { locked_until: null } : {}),
+    })
+    .where('id', '=', userId)
+    .execute();
+}
+
+/** A completed login clears the account's failure count and any lock. */
+export async function recordSuccessfulLogin(db: Db, user: Pick<User, 'id'>): Promise<void> {
   await db
     .updateTable('users')
     .set({ failed_logins: 0, locked_until: null })
     .where('id', '=', user.id)
     .where((eb) => eb.or([eb('failed_logins', '>', 0), eb('locked_until', 'is not', null)]))
     .execute();
-}
-
-export function isLocked(user: User, now = new Date()): boolean {
-  return user.locked_until !== null && user.locked_until > now;
 }

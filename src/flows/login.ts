@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { findUserByUsername, isLocked, recordFailedLogin, recordSuccessfulLogin } from '../directory/users.js';
+import { admitAttempt, findUserByUsername, passedAttempt } from '../directory/users.js';
 import { PASSWORD_MAX_LENGTH, verifyPassword } from '../directory/passwords.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
@@ -63,27 +63,29 @@ export function submitLogin(deps: FlowDeps) {
       await verifyPassword(null, password);
       return refuse('unknown_user');
     }
-    if (isLocked(user)) {
-      // Counted too, so hammering a locked account keeps it locked for longer.
-      await recordFailedLogin(db, user.id, config.lockout);
-      await audit.record({ type: 'login.locked', actor: username, subject: user.id, clientId, ...meta, details: { locked_until: user.locked_until } });
+    // Admitted and counted before the hash is computed: a burst cannot check more than the lockout threshold.
+    const admission = await admitAttempt(db, user.id, config.lockout);
+    if (!admission.admitted) {
+      // The same work and the same answer as a wrong password, so the lock tells nothing; the lock is not extended.
+      await verifyPassword(null, password);
+      await audit.record({ type: 'login.locked', actor: username, subject: user.id, clientId, ...meta, details: { locked_until: admission.lockedUntil } });
       showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
       return;
     }
     const valid = await verifyPassword(user.password_hash, password);
     if (!valid) {
-      const count = await recordFailedLogin(db, user.id, config.lockout);
-      if (count.lockStarted) {
-        await audit.record({ type: 'account.locked', actor: username, subject: user.id, clientId, ...meta, details: { failed_logins: count.failedLogins, locked_until: count.lockedUntil } });
+      if (admission.lockStarted) {
+        await audit.record({ type: 'account.locked', actor: username, subject: user.id, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } });
       }
       return refuse('wrong_password');
     }
+    await passedAttempt(db, user.id, admission);
     if (user.status !== 'active') return refuse('disabled');
 
     const need = await loginRequirement(db, await loadSettings(db, deps.box), config.mode, user, client.mfaRequired, details.params);
     if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, ['pwd']);
     // The password is right, but this login needs a second factor: remember the first and go on to it.
-    await recordSuccessfulLogin(db, user);
+    // The failure count stays until the whole login succeeds, so guessing the second factor still locks.
     await saveProgress(db, { uid: details.uid, accountId: user.id, methods: [{ method: 'pwd', at: Math.floor(Date.now() / 1000) }], challengeId: null });
     await audit.record({ type: 'login.password_verified', actor: username, subject: user.id, clientId, ...meta, details: { mfa: need.reasons, policy: need.policy } });
     ctx.status = 303;

@@ -2,7 +2,7 @@ import Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { User } from '../db/schema.js';
-import { findUserById, isLocked, recordFailedLogin } from '../directory/users.js';
+import { admitAttempt, findUserById, passedAttempt } from '../directory/users.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { HttpError } from '../http/errors.js';
@@ -263,20 +263,34 @@ export function mfaRoutes(deps: FlowDeps): Router {
     const meta = requestMeta(ctx);
     const clientId = String(s.details.params.client_id);
 
+    if (factor.data !== 'totp' && !s.progress.challengeId) return showChoice(ctx, s, 'Ask for a code first.', 400);
+    // Every guess at any factor is admitted and counted toward the account lockout before it is checked,
+    // so a burst of guesses cannot check more than the threshold, and a locked account checks nothing.
+    const admission = await admitAttempt(db, s.user.id, config.lockout);
+    if (!admission.admitted) {
+      await audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: factor.data, reason: 'locked' } });
+      return showCode(ctx, s, factor.data, { error: 'Too many wrong codes. Try again later.', status: 429 });
+    }
+    const lockStarted = () =>
+      admission.lockStarted
+        ? audit.record({ type: 'account.locked', subject: s.user.id, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } })
+        : Promise.resolve();
+
     if (factor.data === 'totp') {
-      // Guesses at an authenticator code count toward the account lockout, like wrong passwords.
-      if (isLocked(s.user)) return showCode(ctx, s, 'totp', { error: 'Too many wrong codes. Try again later.', status: 429 });
-      if (isWellFormedTotp(code.data) && (await verifyTotp(db, box, s.settings.mfa.totp, s.user.id, code.data))) return finish(ctx, s, 'totp');
-      const count = await recordFailedLogin(db, s.user.id, config.lockout);
-      await audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: 'totp' } });
-      if (count.lockStarted) await audit.record({ type: 'account.locked', subject: s.user.id, clientId, ...meta, details: { failed_logins: count.failedLogins, locked_until: count.lockedUntil } });
+      if (isWellFormedTotp(code.data) && (await verifyTotp(db, box, s.settings.mfa.totp, s.user.id, code.data))) {
+        await passedAttempt(db, s.user.id, admission);
+        return finish(ctx, s, 'totp');
+      }
+      await Promise.all([audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: 'totp' } }), lockStarted()]);
       return showCode(ctx, s, 'totp', { error: 'That code is not right. Check your app and try again.', status: 401 });
     }
 
-    if (!s.progress.challengeId) return showChoice(ctx, s, 'Ask for a code first.', 400);
-    const outcome = await verifyChallenge(db, otpKey, s.progress.challengeId, s.user.id, code.data);
-    if (outcome.ok) return finish(ctx, s, factor.data);
-    await audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: factor.data, reason: outcome.reason } });
+    const outcome = await verifyChallenge(db, otpKey, s.progress.challengeId!, s.user.id, code.data);
+    if (outcome.ok) {
+      await passedAttempt(db, s.user.id, admission);
+      return finish(ctx, s, factor.data);
+    }
+    await Promise.all([audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: factor.data, reason: outcome.reason } }), lockStarted()]);
     const error = {
       wrong: `That code is not right. ${outcome.reason === 'wrong' ? `${outcome.attemptsLeft} ${outcome.attemptsLeft === 1 ? 'try' : 'tries'} left.` : ''}`,
       exhausted: 'Too many wrong tries: this code no longer works. Ask for a new code.',

@@ -36,6 +36,9 @@ const envSchema = z.object({
   LOCKOUT_THRESHOLD: positiveInt.max(1000).default(5),
   LOCKOUT_BASE_SECONDS: positiveInt.default(30),
   LOCKOUT_MAX_SECONDS: positiveInt.default(3600),
+  LOGIN_ATTEMPTS_PER_IP: positiveInt.max(100000).default(100),
+  LOGIN_ATTEMPTS_PER_USERNAME: positiveInt.max(100000).default(30),
+  LOGIN_ATTEMPTS_WINDOW_SECONDS: positiveInt.max(86400).default(600),
   SESSION_TTL_SECONDS: positiveInt.default(14 * 24 * 3600),
   ACCESS_TOKEN_TTL_SECONDS: positiveInt.default(3600),
   REFRESH_TOKEN_TTL_SECONDS: positiveInt.default(30 * 24 * 3600),
@@ -63,6 +66,8 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   trustProxy: boolean;
   lockout: { threshold: number; baseSeconds: number; maxSeconds: number };
+  /** Password attempts allowed per client IP and per submitted username in each window, before any hash is computed. */
+  loginAttempts: { perIp: number; perUsername: number; windowSeconds: number };
   ttl: { sessionSeconds: number; accessTokenSeconds: number; refreshTokenSeconds: number; refreshTokenReuseSeconds: number };
   purgeIntervalSeconds: number;
   demo: boolean;
@@ -119,6 +124,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, purpose: 'serve
     logLevel: e.LOG_LEVEL,
     trustProxy: e.TRUST_PROXY,
     lockout: { threshold: e.LOCKOUT_THRESHOLD, baseSeconds: e.LOCKOUT_BASE_SECONDS, maxSeconds: e.LOCKOUT_MAX_SECONDS },
+    loginAttempts: { perIp: e.LOGIN_ATTEMPTS_PER_IP, perUsername: e.LOGIN_ATTEMPTS_PER_USERNAME, windowSeconds: e.LOGIN_ATTEMPTS_WINDOW_SECONDS },
     ttl: {
       sessionSeconds: e.SESSION_TTL_SECONDS,
       accessTokenSeconds: e.ACCESS_TOKEN_TTL_SECONDS,

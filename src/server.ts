@@ -20,6 +20,7 @@ import { setTemplateCaching } from './http/views.js';
 import { loadSettings } from './settings/settings.js';
 import { deliveryProblem } from './factors/delivery/index.js';
 import { purgeExpiredProgress } from './flows/progress.js';
+import { purgeRateLimits } from './rate-limits.js';
 
 export interface RunningTessera {
   issuer: string;
@@ -114,7 +115,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   database.owner?.describe(issuer);
 
   const purge = setInterval(() => {
-    Promise.all([purgeExpired(db), purgeExpiredProgress(db)])
+    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db)])
       .then(([n]) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
       .catch((error: unknown) => log.warn({ err: error }, 'purge failed'));
   }, config.purgeIntervalSeconds * 1000);

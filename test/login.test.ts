@@ -8,7 +8,7 @@ import { createUser, findUserByUsername, setStatus } from '../src/directory/user
 describe('password login, lockout and audit', () => {
   let tessera: TestTessera;
   before(async () => {
-    tessera = await startTestTessera({ LOCKOUT_THRESHOLD: '5', LOCKOUT_BASE_SECONDS: '60', LOCKOUT_MAX_SECONDS: '600' });
+    tessera = await startTestTessera({ LOCKOUT_THRESHOLD: '5', LOCKOUT_BASE_SECONDS: '60', LOCKOUT_MAX_SECONDS: '600', LOGIN_ATTEMPTS_PER_USERNAME: '1000', LOGIN_ATTEMPTS_PER_IP: '1000' });
     await createUser(tessera.db, { username: 'bob', password: 'bob-password-1' });
     await createUser(tessera.db, { username: 'carol', password: 'carol-password-1' });
     await createUser(tessera.db, { username: 'dave', password: 'dave-password-1' });
@@ -113,5 +113,39 @@ describe('password login, lockout and audit', () => {
     const form = formFor(page, '/abort');
     const back = await agent.follow(await agent.post(form.action, form.fields), (u) => u.includes('/demo/callback'));
     assert.equal(new URL(back.location!).searchParams.get('error'), 'access_denied');
+  });
+  it('throttles by address and by username before any password is checked, 50 at once exactly', async () => {
+    const throttled = await startTestTessera({ LOGIN_ATTEMPTS_PER_IP: '1000', LOGIN_ATTEMPTS_PER_USERNAME: '10', LOCKOUT_THRESHOLD: '1000' }, tessera.testDb);
+    try {
+      await throttled.db.deleteFrom('rate_limits').execute();
+      const forms = await Promise.all(Array.from({ length: 50 }, async () => {
+        const agent = new Agent();
+        return { agent, form: formFor(await openLoginPage(agent, throttled.issuer), '/login') };
+      }));
+      // Any name, existing or not, is throttled alike: the answer tells nothing about the account.
+      for (const name of ['bob', 'no-such-person']) {
+        const results = await Promise.all(forms.map(({ agent, form }) => agent.post(form.action, { ...form.fields, username: name, password: 'wrong-password' })));
+        assert.equal(results.filter((r) => r.status === 401).length, 10, `${name}: exactly the limit were checked`);
+        const refused = results.filter((r) => r.status === 429);
+        assert.equal(refused.length, 40);
+        assert.match(refused[0]!.body, /Too many sign-in attempts for this username\. Try again in 10 minutes\./);
+      }
+    } finally {
+      await throttled.close();
+    }
+    const perIp = await startTestTessera({ LOGIN_ATTEMPTS_PER_IP: '7', LOGIN_ATTEMPTS_PER_USERNAME: '1000' }, tessera.testDb);
+    try {
+      await perIp.db.deleteFrom('rate_limits').execute();
+      // Spraying: one password against many names from one address.
+      const results = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
+        const agent = new Agent();
+        const form = formFor(await openLoginPage(agent, perIp.issuer), '/login');
+        return agent.post(form.action, { ...form.fields, username: `spray-${i}`, password: 'Summer2026!' });
+      }));
+      assert.equal(results.filter((r) => r.status === 401).length, 7);
+      assert.match(results.find((r) => r.status === 429)!.body, /Too many sign-in attempts from your network/);
+    } finally {
+      await perIp.close();
+    }
   });
 });

@@ -180,6 +180,30 @@ describe('multi-factor login', () => {
     assert.ok(tom!.locked_until && tom!.locked_until > new Date());
   });
 
+  it('send limits hold under 50 parallel requests: cooldown per sign-in, per destination across users, per address', async () => {
+    const user = await createUser(tessera.db, { username: 'sal', password: 'sal-password-1' });
+    // Many users, so nothing per user (a lock, a count) serializes the requests across users.
+    const many = await Promise.all(Array.from({ length: 50 }, (_, i) => createUser(tessera.db, { username: `pump-${i}` })));
+    const settings = await loadSettings(tessera.db, tessera.box);
+    const key = tessera.box.deriveKey('otp-code');
+    const otp = { ...settings.mfa.otp, resendCooldownSeconds: 30, perUserPerHour: 1000, perDestinationPerHour: 10, perIpPerHour: 30 };
+    const send = (over: { destination?: string; ip?: string; interactionUid?: string; userId?: string }) =>
+      createChallenge(tessera.db, key, otp, { userId: over.userId ?? user.id, factor: 'sms', destination: over.destination ?? '+14155550177', ip: over.ip ?? '198.51.100.1', interactionUid: over.interactionUid ?? 'sign-in-a', purpose: 'login' });
+    const sent = (results: Awaited<ReturnType<typeof send>>[]) => results.filter((r) => !('kind' in r)).length;
+
+    // One sign-in, 50 sends at once (a slow SMS provider makes them overlap): one goes out.
+    assert.equal(sent(await Promise.all(Array.from({ length: 50 }, () => send({ ip: '198.51.100.1' })))), 1);
+    // A new sign-in is not held back by the earlier one's code.
+    assert.equal(sent([await send({ interactionUid: 'sign-in-b', ip: '198.51.100.1' })]), 1);
+    // One number shared by many sign-ins (SMS pumping): exactly the destination limit.
+    assert.equal(sent(await Promise.all(Array.from({ length: 50 }, (_, i) => send({ userId: many[i]!.id, destination: '+14155550188', interactionUid: `pump-${i}`, ip: `198.51.100.${10 + i}` })))), 10);
+    // One address asking for many numbers: exactly the per-address limit.
+    assert.equal(sent(await Promise.all(Array.from({ length: 50 }, (_, i) => send({ userId: many[i]!.id, destination: `+1415555${String(1000 + i)}`, interactionUid: `ip-${i}`, ip: '203.0.113.9' })))), 30);
+    const refusal = await send({ destination: '+14155552999', interactionUid: 'ip-last', ip: '203.0.113.9' });
+    assert.ok('kind' in refusal && refusal.kind === 'limit' && refusal.scope === 'ip');
+    assert.ok(refusal.retryAt.getTime() > Date.now() + 3500_000, 'retry when the hour has passed');
+  });
+
   it('a code works once: of several parallel right answers exactly one is accepted', async () => {
     const user = await createUser(tessera.db, { username: 'bea', password: 'bea-password-1', email: 'bea@example.test', emailVerified: true });
     const settings = await loadSettings(tessera.db, tessera.box);

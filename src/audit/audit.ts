@@ -15,6 +15,7 @@ export type AuditType =
   | 'mfa.no_method'
   | 'login.failure'
   | 'login.locked'
+  | 'login.throttled'
   | 'account.locked'
   | 'consent.given'
   | 'consent.denied'

@@ -168,6 +168,12 @@ export interface InteractionProgressTable {
   updated_at: Timestamp;
 }
 
+export interface RateLimitsTable {
+  key: string;
+  window_started: Generated<Date>;
+  count: number;
+}
+
 export interface DevOutboxTable {
   id: Generated<string>;
   at: Timestamp;
@@ -194,6 +200,7 @@ export interface Database {
   access_policies: AccessPoliciesTable;
   interaction_progress: InteractionProgressTable;
   dev_outbox: DevOutboxTable;
+  rate_limits: RateLimitsTable;
 }
 
 export type User = Selectable<UsersTable>;

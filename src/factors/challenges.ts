@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
 import type { ChallengeFactor, OtpChallenge } from '../db/schema.js';
 import type { MfaSettings } from '../settings/settings.js';
+import { release, take } from '../rate-limits.js';
 
 /**
  * One-time codes sent by email or SMS. A code is stored only as an HMAC (keyed from the master
@@ -28,11 +29,25 @@ export interface NewChallenge {
   code: string;
 }
 
-const HOUR_MS = 3600_000;
+const HOUR = 3600;
+
+/** Thrown inside the transaction so the allowances already taken are rolled back with it. */
+class Refused extends Error {
+  constructor(readonly refusal: SendRefusal) {
+    super(refusal.kind);
+  }
+}
+
+/** The resend cooldown is per sign-in and channel: an earlier sign-in's code never holds back a new one. */
+export function cooldownKey(request: { userId: string; interactionUid: string | null; factor: ChallengeFactor }): string {
+  return `otp-cooldown:${request.interactionUid ?? `user:${request.userId}`}:${request.factor}`;
+}
 
 /**
- * Creates a challenge unless a send limit or the resend cooldown stands in the way. The checks
- * and the insert run under a per-user advisory lock, so parallel requests cannot slip past a limit.
+ * Creates a challenge unless the resend cooldown or a send limit stands in the way. Every allowance
+ * (cooldown, per user, per destination, per IP) is taken atomically in the database before the
+ * code exists, all in one transaction: parallel requests, across users and instances, cannot send
+ * more than the limits, and a refusal takes nothing.
  */
 export async function createChallenge(
   db: Db,
@@ -40,62 +55,46 @@ export async function createChallenge(
   otp: MfaSettings['otp'],
   request: { userId: string; factor: ChallengeFactor; destination: string; ip: string | null; interactionUid: string | null; purpose: string },
 ): Promise<NewChallenge | SendRefusal> {
-  return db.transaction().execute(async (tx) => {
-    await sql`select pg_advisory_xact_lock(hashtext(${`otp-send:${request.userId}`}))`.execute(tx);
-    const since = new Date(Date.now() - HOUR_MS);
-    const recent = await tx
-      .selectFrom('otp_challenges')
-      .select(['user_id', 'destination', 'ip', 'factor', 'created_at', 'delivered'])
-      .where('created_at', '>', since)
-      .where((eb) =>
-        eb.or([
-          eb('user_id', '=', request.userId),
-          eb('destination', '=', request.destination),
-          ...(request.ip ? [eb('ip', '=', request.ip)] : []),
-        ]),
-      )
-      .orderBy('created_at', 'asc')
-      .execute();
-
-    // The resend cooldown only counts codes that were actually delivered: a failed send may be retried at once.
-    const lastDelivered = recent.filter((r) => r.user_id === request.userId && r.factor === request.factor && r.delivered).at(-1);
-    if (lastDelivered) {
-      const retryAt = new Date(lastDelivered.created_at.getTime() + otp.resendCooldownSeconds * 1000);
-      if (retryAt.getTime() > Date.now()) return { kind: 'cooldown', retryAt };
-    }
-    const limits: ['user' | 'destination' | 'ip', typeof recent, number][] = [
-      ['user', recent.filter((r) => r.user_id === request.userId), otp.perUserPerHour],
-      ['destination', recent.filter((r) => r.destination === request.destination), otp.perDestinationPerHour],
-      ['ip', request.ip ? recent.filter((r) => r.ip === request.ip) : [], otp.perIpPerHour],
-    ];
-    for (const [scope, rows, max] of limits) {
-      if (rows.length >= max) {
-        // Retry when the oldest send in the window leaves it.
-        const oldest = rows[rows.length - max]!;
-        return { kind: 'limit', scope, retryAt: new Date(oldest.created_at.getTime() + HOUR_MS) };
+  try {
+    return await db.transaction().execute(async (tx) => {
+      if (otp.resendCooldownSeconds > 0) {
+        const cooldown = await take(tx, cooldownKey(request), { max: 1, seconds: otp.resendCooldownSeconds });
+        if (!cooldown.allowed) throw new Refused({ kind: 'cooldown', retryAt: cooldown.retryAt });
       }
-    }
-
-    const id = randomUUID();
-    const code = generateCode(otp.length);
-    const challenge = await tx
-      .insertInto('otp_challenges')
-      .values({
-        id,
-        user_id: request.userId,
-        factor: request.factor,
-        destination: request.destination,
-        code_hash: hashCode(key, id, code),
-        purpose: request.purpose,
-        interaction_uid: request.interactionUid,
-        ip: request.ip,
-        max_attempts: otp.maxAttempts,
-        expires_at: new Date(Date.now() + otp.lifetimeSeconds * 1000),
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    return { challenge, code };
-  });
+      const limits: ['user' | 'destination' | 'ip', string | null, number][] = [
+        ['user', `otp-user:${request.userId}`, otp.perUserPerHour],
+        ['destination', `otp-destination:${request.destination.toLowerCase()}`, otp.perDestinationPerHour],
+        ['ip', request.ip ? `otp-ip:${request.ip}` : null, otp.perIpPerHour],
+      ];
+      for (const [scope, limitKey, max] of limits) {
+        if (!limitKey) continue;
+        const allowance = await take(tx, limitKey, { max, seconds: HOUR });
+        if (!allowance.allowed) throw new Refused({ kind: 'limit', scope, retryAt: allowance.retryAt });
+      }
+      const id = randomUUID();
+      const code = generateCode(otp.length);
+      const challenge = await tx
+        .insertInto('otp_challenges')
+        .values({
+          id,
+          user_id: request.userId,
+          factor: request.factor,
+          destination: request.destination,
+          code_hash: hashCode(key, id, code),
+          purpose: request.purpose,
+          interaction_uid: request.interactionUid,
+          ip: request.ip,
+          max_attempts: otp.maxAttempts,
+          expires_at: new Date(Date.now() + otp.lifetimeSeconds * 1000),
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      return { challenge, code };
+    });
+  } catch (error) {
+    if (error instanceof Refused) return error.refusal;
+    throw error;
+  }
 }
 
 export function isRefusal(result: NewChallenge | SendRefusal): result is SendRefusal {
@@ -106,9 +105,12 @@ export async function markDelivered(db: Db, challengeId: string): Promise<void> 
   await db.updateTable('otp_challenges').set({ delivered: true }).where('id', '=', challengeId).execute();
 }
 
-/** A code that could not be sent can never be used. */
-export async function markUndeliverable(db: Db, challengeId: string): Promise<void> {
-  await db.updateTable('otp_challenges').set({ consumed_at: sql`now()` }).where('id', '=', challengeId).execute();
+/** A code that could not be sent can never be used; another may be asked for at once (it still counts toward the hourly limits). */
+export async function markUndeliverable(db: Db, challenge: Pick<OtpChallenge, 'id' | 'user_id' | 'interaction_uid' | 'factor'>): Promise<void> {
+  await Promise.all([
+    db.updateTable('otp_challenges').set({ consumed_at: sql`now()` }).where('id', '=', challenge.id).execute(),
+    release(db, cooldownKey({ userId: challenge.user_id, interactionUid: challenge.interaction_uid, factor: challenge.factor })),
+  ]);
 }
 
 export type VerifyOutcome =

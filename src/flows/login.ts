@@ -10,6 +10,7 @@ import { loginRequirement } from '../policy/policies.js';
 import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';
+import { take } from '../rate-limits.js';
 
 /** One message for unknown user, wrong password, disabled and locked accounts: none of them is disclosed. */
 export const INVALID_CREDENTIALS = 'Invalid username or password.';
@@ -53,6 +54,18 @@ export function submitLogin(deps: FlowDeps) {
     const { username, password } = parsed.data;
     const meta = requestMeta(ctx);
     const clientId = String(details.params.client_id);
+    // Before any hash: password spraying from one address, and guessing at one name, are throttled
+    // (keyed by the name as typed, so the answer says nothing about whether the account exists).
+    const window = config.loginAttempts.windowSeconds;
+    for (const [scope, key, max] of [['ip', `login-ip:${meta.ip}`, config.loginAttempts.perIp], ['username', `login-username:${username.normalize('NFC').toLowerCase()}`, config.loginAttempts.perUsername]] as const) {
+      const allowance = await take(db, key, { max, seconds: window });
+      if (!allowance.allowed) {
+        await audit.record({ type: 'login.throttled', actor: username, clientId, ...meta, details: { scope, retry_at: allowance.retryAt } });
+        const minutes = Math.max(1, Math.ceil((allowance.retryAt.getTime() - Date.now()) / 60_000));
+        showLogin(ctx, details, clientName, { error: `Too many sign-in attempts ${scope === 'ip' ? 'from your network' : 'for this username'}. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}.`, username, status: 429 });
+        return;
+      }
+    }
     const user = await findUserByUsername(db, username);
     const refuse = async (reason: string) => {
       await audit.record({ type: 'login.failure', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { reason } });

@@ -184,7 +184,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
       ctx.status = 303;
       ctx.redirect(`${base(s.details.uid)}/code?factor=${factor}`);
     } catch (error) {
-      await markUndeliverable(db, result.challenge.id);
+      await markUndeliverable(db, result.challenge);
       const reason = error instanceof Error ? error.message : String(error);
       deps.log.warn({ factor, provider: error instanceof DeliveryError ? error.provider : undefined, reason }, 'could not send a one-time code');
       await audit.record({ type: 'mfa.send_failed', subject: s.user.id, clientId, ...meta, details: { factor, reason } });

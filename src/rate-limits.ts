@@ -1,0 +1,39 @@
+import { sql } from 'kysely';
+import type { Db } from './db/index.js';
+
+/** A limit: at most `max` in each window of `seconds`. */
+export interface Limit {
+  max: number;
+  seconds: number;
+}
+
+export type Allowance = { allowed: true } | { allowed: false; retryAt: Date };
+
+/**
+ * Takes one unit of a limit, atomically, before the work it guards: one upsert counts it in the
+ * current window, or refuses when the window is full. Shared by all instances (the row is the
+ * count), exact under any number of parallel requests (the upsert locks the row). Inside a
+ * transaction, a later refusal rolls the earlier units back.
+ */
+export async function take(db: Db, key: string, limit: Limit): Promise<Allowance> {
+  const { rows } = await sql<{ count: number }>`
+    insert into rate_limits (key, window_started, count) values (${key}, now(), 1)
+    on conflict (key) do update set
+      count = case when rate_limits.window_started <= now() - make_interval(secs => ${limit.seconds}) then 1 else rate_limits.count + 1 end,
+      window_started = case when rate_limits.window_started <= now() - make_interval(secs => ${limit.seconds}) then now() else rate_limits.window_started end
+    where rate_limits.window_started <= now() - make_interval(secs => ${limit.seconds}) or rate_limits.count < ${limit.max}
+    returning count`.execute(db);
+  if (rows.length > 0) return { allowed: true };
+  const row = await db.selectFrom('rate_limits').select('window_started').where('key', '=', key).executeTakeFirst();
+  return { allowed: false, retryAt: new Date((row?.window_started.getTime() ?? Date.now()) + limit.seconds * 1000) };
+}
+
+/** Gives a window back (a code that could not be sent may be asked for again at once). */
+export async function release(db: Db, key: string): Promise<void> {
+  await db.deleteFrom('rate_limits').where('key', '=', key).execute();
+}
+
+/** Drops counters whose windows ended long ago (the longest window is a day). */
+export async function purgeRateLimits(db: Db): Promise<void> {
+  await db.deleteFrom('rate_limits').where('window_started', '<', sql<Date>`now() - interval '1 day'`).execute();
+}

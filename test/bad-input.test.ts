@@ -5,6 +5,7 @@ import { startTestTessera, type TestTessera } from './support/tessera.js';
 import { Agent, formFor, type AgentResponse } from './support/agent.js';
 import { openLoginPage, signIn, demoAuthorizationUrl } from './support/journey.js';
 import { createUser } from '../src/directory/users.js';
+import { createClient } from '../src/clients/clients.js';
 
 /** A refusal: a 4xx, no stack trace, no internals. */
 function refused(res: AgentResponse, status?: number) {
@@ -130,6 +131,39 @@ describe('bad input on every page and endpoint', () => {
     const long = await agent.get(`${issuer}/auth?client_id=${'a'.repeat(20_000)}`);
     refused(long);
     refused(await agent.get(`${issuer}/no-such-page`), 404);
+  });
+
+  it('NUL bytes in any parameter are refused with a 4xx or an OAuth error, never a 500', async () => {
+    const agent = new Agent();
+    await createClient(tessera.db, tessera.box, { clientId: 'nul-rp', secret: 'nul-rp-secret-0123456789', redirectUris: ['http://127.0.0.1:9/cb'], grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'] });
+    const basic = { authorization: `Basic ${Buffer.from('nul-rp:nul-rp-secret-0123456789').toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' };
+    const base = (await demoAuthorizationUrl(issuer)).replace(/&state=[^&]*/, '');
+    const statuses: [string, number][] = [];
+    const check = async (label: string, res: Promise<AgentResponse>) => {
+      const r = await res;
+      statuses.push([label, r.status]);
+      assert.ok(r.status < 500, `${label}: ${r.status} ${r.body.slice(0, 200)}`);
+      assert.doesNotMatch(r.body, /invalid byte sequence|Unicode escape|\bat .+\.(ts|js):\d+/, label);
+    };
+    for (const param of ['acr_values', 'state', 'nonce', 'login_hint', 'ui_locales', 'claims_locales', 'display', 'dpop_jkt', 'max_age', 'prompt']) {
+      await check(`/auth ${param}`, agent.get(`${base}&${param}=a%00b${param === 'state' ? '' : '&state=s-1234'}`));
+    }
+    await check('/auth client_id', agent.get(`${issuer}/auth?client_id=a%00b&response_type=code&scope=openid`));
+    await check('/session/end state', agent.get(`${issuer}/session/end?state=a%00b&client_id=tessera-demo`));
+    await check('/me token', agent.request(`${issuer}/me`, { method: 'POST', body: 'access_token=%00%00', headers: { 'content-type': 'application/x-www-form-urlencoded' } }));
+    await check('/me bearer', agent.request(`${issuer}/me`, { headers: { authorization: 'Bearer a\u0000b' } }).catch(() => ({ status: 400, body: '', url: '', location: null, headers: new Headers() })));
+    for (const [path, body] of [
+      ['/token', 'grant_type=refresh_token&refresh_token=%00abc'],
+      ['/token', 'grant_type=authorization_code&code=%00&redirect_uri=http://127.0.0.1:9/cb&code_verifier=' + 'v'.repeat(43)],
+      ['/token', 'grant_type=client_credentials&scope=%00'],
+      ['/token/introspection', 'token=%00'],
+      ['/token/revocation', 'token=%00'],
+      ['/request', 'response_type=code&scope=openid&redirect_uri=http://127.0.0.1:9/cb&code_challenge=' + 'c'.repeat(43) + '&code_challenge_method=S256&state=%00'],
+    ] as const) {
+      await check(`${path} ${body.slice(0, 30)}`, agent.request(`${issuer}${path}`, { method: 'POST', body, headers: basic }));
+    }
+    await check('/token client_id', agent.request(`${issuer}/token`, { method: 'POST', body: 'grant_type=client_credentials&client_id=%00&client_secret=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } }));
+    assert.ok(statuses.length > 20);
   });
 
   it('the demo app copes with a forged or bare callback', async () => {

@@ -32,7 +32,8 @@ export class RegisteredClients {
   }
 
   async get(clientId: string): Promise<RegisteredClient | undefined> {
-    if (clientId.length === 0 || clientId.length > 128) return undefined;
+    // A NUL can be in no client_id (and PostgreSQL would refuse the lookup).
+    if (clientId.length === 0 || clientId.length > 128 || clientId.includes('\u0000')) return undefined;
     return this.cache.get(clientId, () => this.load(clientId));
   }
 

@@ -1,5 +1,5 @@
 import { CompiledQuery, sql } from 'kysely';
-import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { prepared, type Db } from '../db/index.js';
 import type { RegisteredClients } from '../clients/registered.js';
 
@@ -47,6 +47,22 @@ const REVOKE = prepared('delete from oidc_models where grant_id = $1');
 
 type Row = { payload: unknown; expires_at: Date | null; consumed_at: Date | null };
 
+/**
+ * PostgreSQL stores no NUL character (in text or jsonb): a request carrying one in any parameter
+ * is refused here, where everything the provider keeps or looks up passes, as invalid_request —
+ * and a NUL in a token or id simply matches nothing.
+ */
+const NUL = '\u0000';
+function containsNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes(NUL);
+  if (Array.isArray(value)) return value.some(containsNul);
+  if (value && typeof value === 'object') return Object.entries(value).some(([k, v]) => k.includes(NUL) || containsNul(v));
+  return false;
+}
+function refuseNul(payload: AdapterPayload): void {
+  if (containsNul(payload)) throw new errors.InvalidRequest('request parameters must not contain NUL characters');
+}
+
 /** Every model oidc-provider stores, in one table keyed by (model, id). */
 export class KyselyAdapter implements Adapter {
   private readonly reuseMs: number;
@@ -65,6 +81,7 @@ export class KyselyAdapter implements Adapter {
   }
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    refuseNul(payload);
     await this.run(UPSERT, [
       this.model,
       id,
@@ -77,6 +94,7 @@ export class KyselyAdapter implements Adapter {
   }
 
   private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
+    if (value.includes(NUL)) return undefined;
     const [row] = await this.run<Row>(FIND[column], [this.model, value]);
     return live(row, this.reuseMs);
   }
@@ -94,14 +112,17 @@ export class KyselyAdapter implements Adapter {
   }
 
   async consume(id: string): Promise<void> {
+    if (id.includes(NUL)) return;
     await this.run(CONSUME, [this.model, id]);
   }
 
   async destroy(id: string): Promise<void> {
+    if (id.includes(NUL)) return;
     await this.run(DESTROY, [this.model, id]);
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
+    if (grantId.includes(NUL)) return;
     await this.run(REVOKE, [grantId]);
   }
 }

@@ -141,7 +141,7 @@ export class ResourceServers {
   }
 
   get(identifier: string): Promise<ResourceServer | undefined> {
-    if (identifier.length === 0 || identifier.length > 512) return Promise.resolve(undefined);
+    if (identifier.length === 0 || identifier.length > 512 || identifier.includes('\u0000')) return Promise.resolve(undefined);
     return this.cache.get(identifier, () => findResourceServer(this.db, identifier));
   }
 

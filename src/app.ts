@@ -14,6 +14,7 @@ import { PUBLIC_DIR } from './paths.js';
 import { csrf } from './http/csrf.js';
 import { errorPages } from './http/errors.js';
 import { securityHeaders } from './http/security.js';
+import { issuerOrigin } from './http/origin.js';
 import { selfSubmittingPages } from './http/self-submitting.js';
 import { interactionRoutes } from './flows/index.js';
 import type { demoRoutes } from './demo/demo.js';
@@ -67,6 +68,7 @@ export function createApp(deps: AppDeps): Koa {
 
   app.use(errorPages(log));
   app.use(securityHeaders);
+  app.use(issuerOrigin(issuer));
   app.use(selfSubmittingPages);
 
   const ops = new Router();

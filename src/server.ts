@@ -86,6 +86,9 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   });
   const port = (server.address() as AddressInfo).port;
   const issuer = config.issuer ?? `http://127.0.0.1:${port}`;
+  if (issuer.startsWith('https://') && !config.trustProxy) {
+    log.warn({ issuer }, 'the issuer is https but TRUST_PROXY is false: Tessera speaks plain HTTP, so requests will be refused until a TLS-terminating proxy sends X-Forwarded-Proto and TRUST_PROXY=true');
+  }
 
   const audit = createAudit(db, log);
   const clients = new RegisteredClients(db, box, config.clientCacheSeconds * 1000);

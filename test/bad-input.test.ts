@@ -166,6 +166,50 @@ describe('bad input on every page and endpoint', () => {
     assert.ok(statuses.length > 20);
   });
 
+  it('a forged Host header never reaches a page: form actions and redirects name the issuer', async () => {
+    const { request } = await import('node:http');
+    const get = (path: string, headers: Record<string, string>) =>
+      new Promise<{ status: number; body: string; location: string | undefined }>((resolve, reject) => {
+        const req = request(`${issuer}${path}`, { headers }, (res) => {
+          let body = '';
+          res.on('data', (d) => (body += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, location: res.headers.location }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const forged = { host: 'evil.example', 'x-forwarded-host': 'evil.example' };
+    const end = await get('/session/end', forged);
+    assert.equal(end.status, 200);
+    assert.match(end.body, new RegExp(`action="${issuer.replace(/\./g, '\\.')}/session/end/confirm"`));
+    assert.doesNotMatch(end.body, /evil\.example/);
+    const auth = await get(new URL(await demoAuthorizationUrl(issuer)).pathname + new URL(await demoAuthorizationUrl(issuer)).search, forged);
+    assert.ok(auth.location && new URL(auth.location, issuer).href.startsWith(`${issuer}/interaction/`), `redirect to the issuer: ${auth.location}`);
+  });
+
+  it('an https issuer reached as plain HTTP gets a page saying what to fix, not a 500; through a proxy it works, with a __Host- CSRF cookie', async () => {
+    const https = await startTestTessera({ ISSUER: 'https://id.example.test', TRUST_PROXY: 'true' }, tessera.testDb);
+    try {
+      const url = `http://127.0.0.1:${https.port}`;
+      const plain = await fetch(`${url}/.well-known/openid-configuration`);
+      assert.equal(plain.status, 400);
+      assert.match(await plain.text(), /reached it as plain HTTP\. Behind a TLS-terminating proxy, set TRUST_PROXY=true and have the proxy send X-Forwarded-Proto: https/);
+      assert.equal((await fetch(`${url}/healthz`)).status, 200, 'health checks still answer over HTTP');
+      const proxied = await fetch(`${url}/.well-known/openid-configuration`, { headers: { 'x-forwarded-proto': 'https' } });
+      assert.equal(proxied.status, 200);
+      assert.equal(((await proxied.json()) as { issuer: string }).issuer, 'https://id.example.test');
+      const page = await fetch(`${url}/session/end`, { headers: { 'x-forwarded-proto': 'https' } });
+      assert.equal(page.status, 200);
+      const login = await fetch(`${url}/interaction/abcdefghijklmnop`, { headers: { 'x-forwarded-proto': 'https' } });
+      const cookie = login.headers.getSetCookie().find((c) => c.includes('csrf'));
+      assert.match(cookie ?? '', /^__Host-tessera\.csrf=[^;]+;/);
+      for (const attribute of [/; path=\/(;|$)/i, /; secure(;|$)/i, /; httponly(;|$)/i, /; samesite=lax(;|$)/i]) assert.match(cookie!, attribute);
+      assert.doesNotMatch(cookie!, /domain=/i);
+    } finally {
+      await https.close();
+    }
+  });
+
   it('the demo app copes with a forged or bare callback', async () => {
     const agent = new Agent();
     const bare = await agent.get(`${issuer}/demo/callback`);
@@ -188,6 +232,12 @@ describe('bad input on every page and endpoint', () => {
     await agent.get(await demoAuthorizationUrl(issuer));
     const setCookies = (await agent.get(await demoAuthorizationUrl(issuer))).headers.getSetCookie();
     for (const c of setCookies) assert.match(c, /httponly/i, `${c.split('=')[0]} is HttpOnly`);
+    // Error pages too: an unknown interaction (400), an unknown page (404), a provider error page.
+    for (const url of [`${issuer}/interaction/unknown-interaction-id`, `${issuer}/no-such-page`, `${issuer}/auth?client_id=ghost&response_type=code&scope=openid`]) {
+      const res = await new Agent().get(url);
+      assert.ok(res.status >= 400, url);
+      assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'none'.*script-src 'none'.*frame-ancestors 'none'/, `CSP on ${url}`);
+    }
   });
 
   it('the server is still healthy after all of that', async () => {

@@ -3,7 +3,8 @@ import { secretsEqual } from '../crypto/equal.js';
 import type { Context, Next } from 'koa';
 import { HttpError } from './errors.js';
 
-const COOKIE = 'tessera.csrf';
+// Over https the __Host- prefix binds the cookie to this exact host: no subdomain can plant its own.
+const cookieName = (secure: boolean) => (secure ? '__Host-tessera.csrf' : 'tessera.csrf');
 
 /**
  * Double-submit CSRF protection: a random HttpOnly cookie, and in every form an HMAC of it under
@@ -11,11 +12,12 @@ const COOKIE = 'tessera.csrf';
  */
 export function csrf(key: Buffer, secureCookies: boolean) {
   const tokenFor = (nonce: string) => createHmac('sha256', key).update(nonce).digest('base64url');
+  const name = cookieName(secureCookies);
   return async (ctx: Context, next: Next) => {
-    let nonce = ctx.cookies.get(COOKIE);
+    let nonce = ctx.cookies.get(name);
     if (!nonce || !/^[A-Za-z0-9_-]{43}$/.test(nonce)) {
       nonce = randomBytes(32).toString('base64url');
-      ctx.cookies.set(COOKIE, nonce, { httpOnly: true, sameSite: 'lax', secure: secureCookies, overwrite: true });
+      ctx.cookies.set(name, nonce, { httpOnly: true, sameSite: 'lax', secure: secureCookies, path: '/', overwrite: true });
     }
     ctx.state.csrfToken = tokenFor(nonce);
     ctx.state.csrfNonce = nonce;

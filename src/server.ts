@@ -9,7 +9,7 @@ import { resolveMasterSecret } from './crypto/master-secret.js';
 import { createLogger, type Logger } from './log.js';
 import { createAudit } from './audit/audit.js';
 import { ensureKeys, loadKeys } from './oidc/keys.js';
-import { purgeExpired } from './oidc/adapter.js';
+import { purgeExpired, storageKeys, upgradeStoredRecords } from './oidc/adapter.js';
 import { createProvider } from './oidc/provider.js';
 import { createApp } from './app.js';
 import { RegisteredClients } from './clients/registered.js';
@@ -67,6 +67,8 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   const problem = deliveryProblem(await loadSettings(db, box), config.mode);
   if (problem) throw new Error(problem);
   await ensureKeys(db, box);
+  const upgraded = await upgradeStoredRecords(db, storageKeys(box));
+  if (upgraded > 0) log.info({ records: upgraded }, 'stored protocol records upgraded: ids hashed, token copies sealed');
   const keys = await loadKeys(db, box);
   setTemplateCaching(config.mode === 'production');
 

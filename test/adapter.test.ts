@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { sql } from 'kysely';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
-import { ClientAdapter, KyselyAdapter, purgeExpired } from '../src/oidc/adapter.js';
+import { ClientAdapter, KyselyAdapter, purgeExpired, storageKeys, storedId, upgradeStoredRecords } from '../src/oidc/adapter.js';
 import { SecretBox } from '../src/crypto/secret-box.js';
 import { createClient } from '../src/clients/clients.js';
 import { RegisteredClients } from '../src/clients/registered.js';
@@ -14,6 +14,7 @@ const MODELS = [
   'Session', 'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'ClientCredentials',
   'Interaction', 'ReplayDetection', 'PushedAuthorizationRequest', 'Grant', 'BackchannelAuthenticationRequest',
 ];
+const KEYS = storageKeys(new SecretBox('adapter-test-secret-0123456789-abcdefghij'));
 const GRANT_BOUND = ['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest'];
 
 // One database for the file: the suites below touch different tables and rows.
@@ -29,19 +30,19 @@ describe('storage', () => {
 
   describe('Kysely adapter for oidc-provider', () => {
     async function expire(model: string, id: string) {
-      await db.updateTable('oidc_models').set({ expires_at: sql<Date>`now() - interval '1 second'` as never }).where('model', '=', model).where('id', '=', id).execute();
+      await db.updateTable('oidc_models').set({ expires_at: sql<Date>`now() - interval '1 second'` as never }).where('model', '=', model).where('id', '=', storedId(KEYS.idKey, id)).execute();
     }
 
     for (const model of MODELS) {
       it(`${model}: upsert, find, update, consume, expire, destroy`, async () => {
-        const adapter = new KyselyAdapter(db, model);
+        const adapter = new KyselyAdapter(db, model, KEYS);
         const id = `${model}-1`;
         assert.equal(await adapter.find(id), undefined);
         await adapter.upsert(id, { jti: id, kind: model, grantId: 'g-1', exp: 1 }, 60);
         assert.deepEqual(await adapter.find(id), { jti: id, kind: model, grantId: 'g-1', exp: 1 });
         await adapter.upsert(id, { jti: id, kind: model, grantId: 'g-1', scope: 'openid' }, 60);
         assert.equal((await adapter.find(id))?.scope, 'openid', 'upsert replaces the payload');
-        const other = new KyselyAdapter(db, model === 'Session' ? 'Grant' : 'Session');
+        const other = new KyselyAdapter(db, model === 'Session' ? 'Grant' : 'Session', KEYS);
         assert.equal(await other.find(id), undefined, 'models do not see each other');
 
         await adapter.consume(id);
@@ -57,20 +58,20 @@ describe('storage', () => {
     }
 
     it('a record without expiry lives until destroyed', async () => {
-      const adapter = new KyselyAdapter(db, 'Grant');
+      const adapter = new KyselyAdapter(db, 'Grant', KEYS);
       await adapter.upsert('forever', { jti: 'forever' });
       assert.ok(await adapter.find('forever'));
     });
 
     it('findByUid finds sessions; findByUserCode finds device codes; both honour expiry', async () => {
-      const sessions = new KyselyAdapter(db, 'Session');
+      const sessions = new KyselyAdapter(db, 'Session', KEYS);
       await sessions.upsert('s-1', { uid: 'uid-1', accountId: 'a' }, 60);
       assert.equal((await sessions.findByUid('uid-1'))?.accountId, 'a');
       assert.equal(await sessions.findByUid('nope'), undefined);
       await expire('Session', 's-1');
       assert.equal(await sessions.findByUid('uid-1'), undefined);
 
-      const devices = new KyselyAdapter(db, 'DeviceCode');
+      const devices = new KyselyAdapter(db, 'DeviceCode', KEYS);
       await devices.upsert('d-1', { userCode: 'ABCD-EFGH', grantId: 'g-d' }, 60);
       assert.equal((await devices.findByUserCode('ABCD-EFGH'))?.grantId, 'g-d');
       assert.equal(await devices.findByUserCode('ZZZZ-ZZZZ'), undefined);
@@ -78,25 +79,51 @@ describe('storage', () => {
 
     it('revokeByGrantId removes every token of that grant and nothing else', async () => {
       for (const model of GRANT_BOUND) {
-        await new KyselyAdapter(db, model).upsert(`${model}-a`, { grantId: 'grant-a' }, 60);
-        await new KyselyAdapter(db, model).upsert(`${model}-b`, { grantId: 'grant-b' }, 60);
+        await new KyselyAdapter(db, model, KEYS).upsert(`${model}-a`, { grantId: 'grant-a' }, 60);
+        await new KyselyAdapter(db, model, KEYS).upsert(`${model}-b`, { grantId: 'grant-b' }, 60);
       }
-      await new KyselyAdapter(db, 'AccessToken').revokeByGrantId('grant-a');
+      await new KyselyAdapter(db, 'AccessToken', KEYS).revokeByGrantId('grant-a');
       for (const model of GRANT_BOUND) {
-        assert.equal(await new KyselyAdapter(db, model).find(`${model}-a`), undefined, `${model} of grant-a revoked`);
-        assert.ok(await new KyselyAdapter(db, model).find(`${model}-b`), `${model} of grant-b kept`);
+        assert.equal(await new KyselyAdapter(db, model, KEYS).find(`${model}-a`), undefined, `${model} of grant-a revoked`);
+        assert.ok(await new KyselyAdapter(db, model, KEYS).find(`${model}-b`), `${model} of grant-b kept`);
       }
     });
 
     it('purgeExpired deletes expired rows only', async () => {
-      const adapter = new KyselyAdapter(db, 'AccessToken');
+      const adapter = new KyselyAdapter(db, 'AccessToken', KEYS);
       await adapter.upsert('old', { jti: 'old' }, 60);
       await adapter.upsert('new', { jti: 'new' }, 60);
       await expire('AccessToken', 'old');
       const purged = await purgeExpired(db);
       assert.ok(purged >= 1);
-      const left = await db.selectFrom('oidc_models').select('id').where('model', '=', 'AccessToken').where('id', 'in', ['old', 'new']).execute();
-      assert.deepEqual(left.map((r) => r.id), ['new']);
+      const left = await db.selectFrom('oidc_models').select('id').where('model', '=', 'AccessToken').where('id', 'in', [storedId(KEYS.idKey, 'old'), storedId(KEYS.idKey, 'new')]).execute();
+      assert.deepEqual(left.map((r) => r.id), [storedId(KEYS.idKey, 'new')]);
+    });
+
+    it('stores no usable credential: ids, uids, user codes and grant ids hashed, jti and session cookies sealed', async () => {
+      const secret = 'access-token-value-0123456789abcdefghijklmno';
+      await new KyselyAdapter(db, 'AccessToken', KEYS).upsert(secret, { jti: secret, grantId: 'grant-secret-value', kind: 'AccessToken' }, 60);
+      await new KyselyAdapter(db, 'Interaction', KEYS).upsert('interaction-id-value-0123', { jti: 'interaction-id-value-0123', uid: 'interaction-uid-0123', session: { uid: 'session-uid', cookie: 'session-cookie-value-0123', accountId: 'a' } }, 60);
+      const dump = JSON.stringify(await db.selectFrom('oidc_models').selectAll().execute());
+      for (const value of [secret, 'interaction-id-value-0123', 'session-cookie-value-0123']) assert.ok(!dump.includes(value), `${value} is not in the table`);
+      // And they are found again by their values.
+      assert.equal((await new KyselyAdapter(db, 'AccessToken', KEYS).find(secret))?.jti, secret);
+      const interaction = await new KyselyAdapter(db, 'Interaction', KEYS).findByUid('interaction-uid-0123');
+      assert.equal((interaction as { session: { cookie: string } }).session.cookie, 'session-cookie-value-0123');
+      // Another TESSERA_SECRET finds nothing.
+      const other = storageKeys(new SecretBox('another-secret-0123456789-abcdefghijklmnop'));
+      assert.equal(await new KyselyAdapter(db, 'AccessToken', other).find(secret), undefined);
+    });
+
+    it('upgrades rows stored in the clear by an earlier version, once', async () => {
+      await db.insertInto('oidc_models').values({ model: 'RefreshToken', id: 'plain-refresh-token-0123', payload: JSON.stringify({ jti: 'plain-refresh-token-0123', grantId: 'plain-grant' }), grant_id: 'plain-grant', uid: null, user_code: null, expires_at: new Date(Date.now() + 60_000) }).execute();
+      assert.ok((await upgradeStoredRecords(db, KEYS)) >= 1);
+      assert.equal(await upgradeStoredRecords(db, KEYS), 0, 'nothing left to upgrade');
+      const found = await new KyselyAdapter(db, 'RefreshToken', KEYS).find('plain-refresh-token-0123');
+      assert.equal(found?.jti, 'plain-refresh-token-0123');
+      assert.equal(found?.grantId, 'plain-grant');
+      await new KyselyAdapter(db, 'RefreshToken', KEYS).revokeByGrantId('plain-grant');
+      assert.equal(await new KyselyAdapter(db, 'RefreshToken', KEYS).find('plain-refresh-token-0123'), undefined, 'its grant id was hashed too');
     });
 
     it('clients come from the clients table, with their secret opened only when loaded', async () => {

@@ -19,7 +19,8 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
   let userId: string;
 
   before(async () => {
-    tessera = await startTestTessera();
+    // Reuse detection at once (the reuse window has its own test below).
+    tessera = await startTestTessera({ REFRESH_TOKEN_REUSE_SECONDS: '0' });
     await createClient(tessera.db, tessera.box, {
       clientId: 'rp', secret: SECRET, redirectUris: [REDIRECT], postLogoutRedirectUris: ['http://127.0.0.1:9/bye'],
       grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'], name: 'Relying Party',
@@ -108,6 +109,39 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
     await assert.rejects(oidc.refreshTokenGrant(config, tokens.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant');
     await assert.rejects(oidc.refreshTokenGrant(config, again.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant');
     assert.equal((await oidc.tokenIntrospection(config, again.access_token)).active, false);
+  });
+
+  it('within the reuse window a rotated refresh token may be retried (its answer was lost); after it, reuse revokes the grant', async () => {
+    const windowed = await startTestTessera({ REFRESH_TOKEN_REUSE_SECONDS: '1' }, tessera.testDb);
+    try {
+      const rpConfig = await oidc.discovery(new URL(windowed.issuer), 'rp', undefined, oidc.ClientSecretBasic(SECRET), { execute: [oidc.allowInsecureRequests] });
+      const verifier = oidc.randomPKCECodeVerifier();
+      const url = oidc.buildAuthorizationUrl(rpConfig, { redirect_uri: REDIRECT, scope: 'openid offline_access', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', prompt: 'consent' });
+      const callback = await signIn(new Agent(), url.href, { username: 'alice', password: 'correct horse battery', redirectUri: REDIRECT });
+      const tokens = await oidc.authorizationCodeGrant(rpConfig, new URL(callback), { pkceCodeVerifier: verifier, idTokenExpected: true });
+      const first = await oidc.refreshTokenGrant(rpConfig, tokens.refresh_token!);
+      const retried = await oidc.refreshTokenGrant(rpConfig, tokens.refresh_token!);
+      assert.ok(retried.refresh_token, 'the retry within the window gets tokens');
+      assert.ok((await oidc.refreshTokenGrant(rpConfig, first.refresh_token!)).access_token, 'the first answer stays good too');
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await assert.rejects(oidc.refreshTokenGrant(rpConfig, tokens.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant');
+      await assert.rejects(oidc.refreshTokenGrant(rpConfig, retried.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant', 'reuse after the window revoked the whole grant');
+    } finally {
+      await windowed.close();
+    }
+  });
+
+  it('a database dump holds no usable token: what is stored does not work at UserInfo, the tokens are not in it', async () => {
+    const { tokens } = await login();
+    const rows = await tessera.db.selectFrom('oidc_models').select(['id', 'payload']).execute();
+    const dump = JSON.stringify(rows);
+    assert.ok(!dump.includes(tokens.access_token), 'no access token');
+    assert.ok(!dump.includes(tokens.refresh_token!), 'no refresh token');
+    for (const row of rows.filter((r) => r.id.startsWith('h:')).slice(0, 20)) {
+      const r = await fetch(`${tessera.issuer}/me`, { headers: { authorization: `Bearer ${row.id}` } });
+      assert.equal(r.status, 401, 'a stored id is not a token');
+    }
+    assert.equal((await fetch(`${tessera.issuer}/me`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 200);
   });
 
   it('introspection and revocation', async () => {

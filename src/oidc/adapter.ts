@@ -1,7 +1,54 @@
+import { createHmac } from 'node:crypto';
 import { CompiledQuery, sql } from 'kysely';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { prepared, type Db } from '../db/index.js';
 import type { RegisteredClients } from '../clients/registered.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+
+/**
+ * How protocol records are kept so that a database dump or backup holds no usable credential: the
+ * ids that are bearer credentials (tokens, codes, session and interaction ids) and the columns that
+ * find rows by them are stored as keyed hashes; the copies inside the payload (`jti`, an
+ * interaction's session cookie) are sealed. Ory Hydra likewise stores only token signatures.
+ */
+export interface StorageKeys {
+  /** HMAC key for stored ids (derived from TESSERA_SECRET). */
+  idKey: Buffer;
+  box: SecretBox;
+}
+
+export function storageKeys(box: SecretBox): StorageKeys {
+  return { idKey: box.deriveKey('oidc-stored-id'), box };
+}
+
+/** The stored form of an id, uid, user code or grant id: "h:" and its HMAC-SHA-256. */
+export function storedId(idKey: Buffer, value: string): string {
+  return `h:${createHmac('sha256', idKey).update(value).digest('base64url')}`;
+}
+
+function sealPayload(model: string, payload: AdapterPayload, box: SecretBox): Record<string, unknown> {
+  const { jti, ...rest } = payload as AdapterPayload & { session?: { cookie?: string } };
+  const out: Record<string, unknown> = { ...rest };
+  if (typeof jti === 'string') out.jti_sealed = box.seal(jti, `oidc-jti:${model}`);
+  const session = rest.session as { cookie?: unknown } | undefined;
+  if (session && typeof session.cookie === 'string') {
+    const { cookie, ...other } = session;
+    out.session = { ...other, cookie_sealed: box.seal(cookie, `oidc-session-cookie:${model}`) };
+  }
+  return out;
+}
+
+function openPayload(model: string, stored: Record<string, unknown>, box: SecretBox): AdapterPayload {
+  const { jti_sealed: jti, ...rest } = stored;
+  const out: Record<string, unknown> = { ...rest };
+  if (typeof jti === 'string') out.jti = box.open(jti, `oidc-jti:${model}`);
+  const session = rest.session as { cookie_sealed?: unknown } | undefined;
+  if (session && typeof session.cookie_sealed === 'string') {
+    const { cookie_sealed: cookie, ...other } = session;
+    out.session = { ...other, cookie: box.open(cookie, `oidc-session-cookie:${model}`) };
+  }
+  return out as AdapterPayload;
+}
 
 // Models whose rows are found again by grant, uid or user code.
 const GRANTABLE = new Set([
@@ -22,10 +69,10 @@ function expiry(expiresIn?: number): Date | null {
  * for a code or refresh token, revokes its grant), except within `reuseMs` of its first use: a
  * client whose response was lost (a dropped connection, a database restart) may retry with it.
  */
-function live(row: { payload: unknown; expires_at: Date | null; consumed_at: Date | null } | undefined, reuseMs = 0): AdapterPayload | undefined {
+function live(row: { payload: unknown; expires_at: Date | null; consumed_at: Date | null } | undefined, open: (stored: Record<string, unknown>) => AdapterPayload, reuseMs = 0): AdapterPayload | undefined {
   if (!row) return undefined;
   if (row.expires_at && row.expires_at.getTime() <= Date.now()) return undefined;
-  const payload = row.payload as AdapterPayload;
+  const payload = open(row.payload as Record<string, unknown>);
   if (!row.consumed_at || Date.now() - row.consumed_at.getTime() < reuseMs) return payload;
   return { ...payload, consumed: Math.floor(row.consumed_at.getTime() / 1000) };
 }
@@ -70,10 +117,15 @@ export class KyselyAdapter implements Adapter {
   constructor(
     private readonly db: Db,
     private readonly model: string,
+    private readonly keys: StorageKeys,
     /** How long a rotated refresh token may be presented again (REFRESH_TOKEN_REUSE_SECONDS). */
     refreshTokenReuseSeconds = 0,
   ) {
     this.reuseMs = model === 'RefreshToken' ? refreshTokenReuseSeconds * 1000 : 0;
+  }
+
+  private hash(value: string): string {
+    return storedId(this.keys.idKey, value);
   }
 
   private async run<R>(statement: string, parameters: unknown[]): Promise<R[]> {
@@ -82,21 +134,22 @@ export class KyselyAdapter implements Adapter {
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
     refuseNul(payload);
+    const grantId = GRANTABLE.has(this.model) ? payload.grantId : undefined;
     await this.run(UPSERT, [
       this.model,
-      id,
-      JSON.stringify(payload),
-      GRANTABLE.has(this.model) ? (payload.grantId ?? null) : null,
-      payload.userCode ?? null,
-      payload.uid ?? null,
+      this.hash(id),
+      JSON.stringify(sealPayload(this.model, payload, this.keys.box)),
+      grantId ? this.hash(grantId) : null,
+      payload.userCode ? this.hash(payload.userCode) : null,
+      payload.uid ? this.hash(payload.uid) : null,
       expiry(expiresIn),
     ]);
   }
 
   private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
     if (value.includes(NUL)) return undefined;
-    const [row] = await this.run<Row>(FIND[column], [this.model, value]);
-    return live(row, this.reuseMs);
+    const [row] = await this.run<Row>(FIND[column], [this.model, this.hash(value)]);
+    return live(row, (stored) => openPayload(this.model, stored, this.keys.box), this.reuseMs);
   }
 
   find(id: string): Promise<AdapterPayload | undefined> {
@@ -113,17 +166,17 @@ export class KyselyAdapter implements Adapter {
 
   async consume(id: string): Promise<void> {
     if (id.includes(NUL)) return;
-    await this.run(CONSUME, [this.model, id]);
+    await this.run(CONSUME, [this.model, this.hash(id)]);
   }
 
   async destroy(id: string): Promise<void> {
     if (id.includes(NUL)) return;
-    await this.run(DESTROY, [this.model, id]);
+    await this.run(DESTROY, [this.model, this.hash(id)]);
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
     if (grantId.includes(NUL)) return;
-    await this.run(REVOKE, [grantId]);
+    await this.run(REVOKE, [this.hash(grantId)]);
   }
 }
 
@@ -145,6 +198,37 @@ export class ClientAdapter implements Adapter {
   async consume(): Promise<void> { this.readOnly(); }
   async destroy(): Promise<void> { this.readOnly(); }
   async revokeByGrantId(): Promise<void> { return undefined; }
+}
+
+/**
+ * Rows stored before ids were hashed (an upgrade from an earlier Tessera): hashed and sealed once,
+ * at start-up, under an advisory lock so that instances starting together do it once.
+ */
+export async function upgradeStoredRecords(db: Db, keys: StorageKeys): Promise<number> {
+  return db.transaction().execute(async (tx) => {
+    await sql`select pg_advisory_xact_lock(7311042002)`.execute(tx);
+    const rows = await tx
+      .selectFrom('oidc_models')
+      .select(['model', 'id', 'payload', 'grant_id', 'user_code', 'uid'])
+      .where('id', 'not like', 'h:%')
+      .execute();
+    for (const row of rows) {
+      const hash = (value: string | null) => (value === null ? null : storedId(keys.idKey, value));
+      await tx
+        .updateTable('oidc_models')
+        .set({
+          id: storedId(keys.idKey, row.id),
+          payload: JSON.stringify(sealPayload(row.model, row.payload as AdapterPayload, keys.box)),
+          grant_id: hash(row.grant_id),
+          user_code: hash(row.user_code),
+          uid: hash(row.uid),
+        })
+        .where('model', '=', row.model)
+        .where('id', '=', row.id)
+        .execute();
+    }
+    return rows.length;
+  });
 }
 
 /** Drops rows that expired, so the table does not grow without bound. */

@@ -8,7 +8,7 @@ import type { Audit } from '../audit/audit.js';
 import type { Logger } from '../log.js';
 import { renderToString } from '../http/views.js';
 import { strictCsp } from '../http/security.js';
-import { ClientAdapter, KyselyAdapter } from './adapter.js';
+import { ClientAdapter, KyselyAdapter, storageKeys } from './adapter.js';
 import { accountFinder, CLAIMS_BY_SCOPE, OIDC_SCOPES } from './account.js';
 import { ACR_VALUES } from './assurance.js';
 import type { KeyMaterial } from './keys.js';
@@ -40,6 +40,7 @@ function page(ctx: KoaContextWithOIDC, status: number, name: string, data: { tit
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, issuer, db, box, keys, audit, log, clients, resourceServers } = deps;
   const secureCookies = issuer.startsWith('https://');
+  const storage = storageKeys(box);
 
   const needsMfa = async (ctx: KoaContextWithOIDC, accountId: string): Promise<boolean> => {
     const user = await findUserById(db, accountId);
@@ -50,7 +51,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const configuration: Configuration = {
-    adapter: (name: string) => (name === 'Client' ? new ClientAdapter(clients) : new KyselyAdapter(db, name, config.ttl.refreshTokenReuseSeconds)),
+    adapter: (name: string) => (name === 'Client' ? new ClientAdapter(clients) : new KyselyAdapter(db, name, storage, config.ttl.refreshTokenReuseSeconds)),
     findAccount: accountFinder(db),
     jwks: { keys: keys.signing as never },
     cookies: {

@@ -68,7 +68,9 @@ describe('PostgreSQL restarts under load', () => {
   }
 
   it('lives through a restart: 503 meanwhile, never a 500, back by itself; every refresh chain survives', async () => {
-    const chains = await Promise.all(Array.from({ length: 12 }, () => refreshToken()));
+    // One after another: parallel sign-ins of one account beyond the lockout threshold are held back by design.
+    const chains: string[] = [];
+    for (let i = 0; i < 12; i++) chains.push(await refreshToken());
     const statuses = new Map<number, number>();
     const count = (status: number) => statuses.set(status, (statuses.get(status) ?? 0) + 1);
     let stop = false;

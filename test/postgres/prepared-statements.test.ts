@@ -5,7 +5,10 @@ import pg from 'pg';
 import { sql } from 'kysely';
 import { openDatabase, type DatabaseHandle } from '../../src/db/index.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
-import { KyselyAdapter } from '../../src/oidc/adapter.js';
+import { KyselyAdapter, storageKeys } from '../../src/oidc/adapter.js';
+import { SecretBox } from '../../src/crypto/secret-box.js';
+
+const KEYS = storageKeys(new SecretBox('prepared-test-secret-0123456789-abcdefgh'));
 import { createUser, findUserById, findUserByUsername } from '../../src/directory/users.js';
 import { userMfaFacts } from '../../src/policy/policies.js';
 
@@ -33,7 +36,7 @@ describe('hot queries are named prepared statements on PostgreSQL', () => {
   async function preparedAfterTraffic(handle: DatabaseHandle): Promise<string[]> {
     const { db } = handle;
     await migrateToLatest(db);
-    const adapter = new KyselyAdapter(db, 'AccessToken');
+    const adapter = new KyselyAdapter(db, 'AccessToken', KEYS);
     await adapter.upsert('at-1', { jti: 'at-1', kind: 'AccessToken', grantId: 'g-1' } as never, 60);
     assert.equal((await adapter.find('at-1'))?.jti, 'at-1');
     assert.equal((await adapter.find('at-1'))?.jti, 'at-1', 'a second run binds the statement prepared by the first');

@@ -10,9 +10,9 @@ import { SecretBox } from './crypto/secret-box.js';
 import { resolveMasterSecret } from './crypto/master-secret.js';
 import { createLogger } from './log.js';
 import { createAudit } from './audit/audit.js';
-import { errorLines, parseCommand, runCommand, secretRequest, USAGE, type ParsedCommand } from './cli/commands.js';
+import { answeredWithoutDatabase, errorLines, parseCommand, runCommand, secretRequest, type ParsedCommand } from './cli/commands.js';
 import { terminalIo } from './cli/terminal.js';
-import { CLI_COMMAND, VERSION } from './paths.js';
+import { CLI_COMMAND } from './paths.js';
 
 /** Opens the database in this process and runs the command against it. */
 async function runHere(config: Config, argv: string[], io: RemoteIo, migrateFirst: boolean): Promise<number> {
@@ -56,14 +56,7 @@ export async function main(argv: string[], io: RemoteIo = terminalIo()): Promise
   try {
     // Typing mistakes are told at once, before any database is opened.
     const parsed = parseCommand(argv);
-    if (parsed.help) {
-      io.out(USAGE);
-      return 0;
-    }
-    if (parsed.version) {
-      io.out(`tessera ${VERSION}`);
-      return 0;
-    }
+    if (answeredWithoutDatabase(parsed, io)) return 0;
     const config = loadConfig(process.env, 'cli');
     const migrateFirst = parsed.name !== 'migrate';
     if (config.databaseUrl) return await runHere(config, argv, io, migrateFirst);

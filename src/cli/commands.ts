@@ -584,6 +584,14 @@ export function errorLines(error: unknown, command?: Command): string[] {
   return [`error: ${error instanceof Error ? error.message : String(error)}`];
 }
 
+/** Help and the version need no database: printed here, true when the command line was one of them. */
+export function answeredWithoutDatabase(parsed: ParsedCommand, io: RemoteIo): parsed is ParsedCommand & ({ help: true } | { version: true }) {
+  if (parsed.help) io.out(USAGE);
+  else if (parsed.version) io.out(`tessera ${VERSION}`);
+  else return false;
+  return true;
+}
+
 /**
  * Runs one command line against a database and prints through io; every change is audited with
  * the acting OS user. Resolves to the exit code (0, or 1 after printing why not).
@@ -592,14 +600,7 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
   let parsed: ParsedCommand | undefined;
   try {
     parsed = parseCommand(argv);
-    if (parsed.help) {
-      io.out(USAGE);
-      return 0;
-    }
-    if (parsed.version) {
-      io.out(`tessera ${VERSION}`);
-      return 0;
-    }
+    if (answeredWithoutDatabase(parsed, io)) return 0;
     const { command, flags } = parsed;
     const change = await command.run({
       ...target,

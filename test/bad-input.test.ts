@@ -6,6 +6,7 @@ import { Agent, formFor, type AgentResponse } from './support/agent.js';
 import { openLoginPage, signIn, demoAuthorizationUrl } from './support/journey.js';
 import { createUser } from '../src/directory/users.js';
 import { createClient } from '../src/clients/clients.js';
+import { storageKeys, storedId } from '../src/oidc/adapter.js';
 
 /** A refusal: a 4xx, no stack trace, no internals. */
 function refused(res: AgentResponse, status?: number) {
@@ -40,7 +41,7 @@ describe('bad input on every page and endpoint', () => {
     const agent = new Agent();
     const page = await openLoginPage(agent, issuer);
     const uid = new URL(page.url).pathname.split('/')[2]!;
-    await tessera.db.updateTable('oidc_models').set({ expires_at: sql<Date>`now() - interval '1 second'` as never }).where('model', '=', 'Interaction').where('id', '=', uid).execute();
+    await tessera.db.updateTable('oidc_models').set({ expires_at: sql<Date>`now() - interval '1 second'` as never }).where('model', '=', 'Interaction').where('id', '=', storedId(storageKeys(tessera.box).idKey, uid)).execute();
     refused(await agent.get(page.url), 400);
     const form = formFor(page, '/login');
     refused(await agent.post(form.action, { ...form.fields, username: 'frank', password: 'frank-password-1' }), 400);

@@ -61,16 +61,16 @@ export async function seed(db: BenchDatabase, users: number): Promise<string[]> 
   return names;
 }
 
-/** Stores many live sessions and grants, as a long-running deployment would have. */
+/** Stores many live sessions and grants, as a long-running deployment would have (ids in the stored, hashed form). */
 export async function seedStoredState(db: BenchDatabase, count: number): Promise<void> {
   const expires = sql`now() + interval '14 days'`;
   await sql`
     insert into oidc_models (model, id, payload, uid, expires_at)
-    select 'Session', 'bench-session-' || g, jsonb_build_object('jti', 'bench-session-' || g, 'uid', 'bench-uid-' || g, 'accountId', gen_random_uuid()::text, 'loginTs', 1, 'kind', 'Session'), 'bench-uid-' || g, ${expires}
+    select 'Session', 'h:bench-session-' || g, jsonb_build_object('jti_sealed', 'bench-session-' || g, 'uid', 'bench-uid-' || g, 'accountId', gen_random_uuid()::text, 'loginTs', 1, 'kind', 'Session'), 'h:bench-uid-' || g, ${expires}
     from generate_series(1, ${count}) g`.execute(db.handle.db);
   await sql`
     insert into oidc_models (model, id, payload, expires_at)
-    select 'Grant', 'bench-grant-' || g, jsonb_build_object('jti', 'bench-grant-' || g, 'accountId', gen_random_uuid()::text, 'clientId', 'bench-rp', 'kind', 'Grant', 'openid', jsonb_build_object('scope', 'openid')), ${expires}
+    select 'Grant', 'h:bench-grant-' || g, jsonb_build_object('jti_sealed', 'bench-grant-' || g, 'accountId', gen_random_uuid()::text, 'clientId', 'bench-rp', 'kind', 'Grant', 'openid', jsonb_build_object('scope', 'openid')), ${expires}
     from generate_series(1, ${count}) g`.execute(db.handle.db);
   await sql`analyze oidc_models`.execute(db.handle.db);
 }

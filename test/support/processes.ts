@@ -74,6 +74,8 @@ export function runProcess(command: string, args: string[], options: { cwd: stri
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
+    // A child that exits without reading its input (pg_ctl) must not fail the test with EPIPE.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(options.stdin ?? '');
     child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
   });

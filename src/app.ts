@@ -62,6 +62,9 @@ export function createApp(deps: AppDeps): Koa {
   const { config, issuer, db, provider, log } = deps;
   const app = provider as unknown as Koa;
   app.proxy = config.trustProxy;
+  // Behind a proxy the client's address is the last one it appended to X-Forwarded-For; anything to
+  // its left came from the client and may be forged (per-address limits would count forgeries).
+  app.maxIpsCount = 1;
   app.keys = deps.cookieKeys;
   // Errors are rendered by errorPages; Koa's own printer would only duplicate them.
   app.silent = true;

@@ -1,3 +1,4 @@
+import { isIPv6 } from 'node:net';
 import { sql } from 'kysely';
 import type { Db } from './db/index.js';
 
@@ -36,4 +37,19 @@ export async function release(db: Db, key: string): Promise<void> {
 /** Drops counters whose windows ended long ago (the longest window is a day). */
 export async function purgeRateLimits(db: Db): Promise<void> {
   await db.deleteFrom('rate_limits').where('window_started', '<', sql<Date>`now() - interval '1 day'`).execute();
+}
+
+/**
+ * The key of a client address for per-address limits: an IPv4 address as it is (also when mapped
+ * into IPv6), an IPv6 address by its /64 — one subscriber's whole prefix, which they can cycle through.
+ */
+export function addressKey(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1]!;
+  if (!isIPv6(ip)) return ip;
+  const [head = '', tail = ''] = ip.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = ip.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }

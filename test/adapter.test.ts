@@ -46,6 +46,8 @@ describe('storage', () => {
         assert.equal(await other.find(id), undefined, 'models do not see each other');
 
         await adapter.consume(id);
+        // A used refresh token counts as used once its successor exists (see the test below).
+        if (model === 'RefreshToken') await adapter.upsert(`${id}-next`, { jti: `${id}-next`, grantId: 'g-1', iat: Math.floor(Date.now() / 1000) + 1 }, 60);
         const consumed = await adapter.find(id);
         assert.ok(typeof consumed?.consumed === 'number' && consumed.consumed > 0, 'consume marks the payload');
 
@@ -113,6 +115,16 @@ describe('storage', () => {
       // Another TESSERA_SECRET finds nothing.
       const other = storageKeys(new SecretBox('another-secret-0123456789-abcdefghijklmnop'));
       assert.equal(await new KyselyAdapter(db, 'AccessToken', other).find(secret), undefined);
+    });
+
+    it('a used refresh token whose rotation never completed is not reuse; once a successor exists, it is', async () => {
+      const rts = new KyselyAdapter(db, 'RefreshToken', KEYS);
+      const iat = Math.floor(Date.now() / 1000) - 100;
+      await rts.upsert('rt-interrupted', { jti: 'rt-interrupted', grantId: 'grant-interrupted', iat }, 600);
+      await rts.consume('rt-interrupted');
+      assert.equal((await rts.find('rt-interrupted'))?.consumed, undefined, 'no successor: the retry may rotate it');
+      await rts.upsert('rt-next', { jti: 'rt-next', grantId: 'grant-interrupted', iat: Math.floor(Date.now() / 1000) }, 600);
+      assert.ok((await rts.find('rt-interrupted'))?.consumed, 'with a successor, presenting it again is reuse');
     });
 
     it('upgrades rows stored in the clear by an earlier version, once', async () => {

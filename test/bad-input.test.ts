@@ -184,6 +184,18 @@ describe('bad input on every page and endpoint', () => {
     assert.equal(end.status, 200);
     assert.match(end.body, new RegExp(`action="${issuer.replace(/\./g, '\\.')}/session/end/confirm"`));
     assert.doesNotMatch(end.body, /evil\.example/);
+    // An absolute-form request target names another origin: ignored the same way.
+    const { connect } = await import('node:net');
+    const raw = await new Promise<string>((resolve) => {
+      const port = new URL(issuer).port;
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write('GET https://evil.example/.well-known/openid-configuration HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n'));
+      let data = '';
+      socket.on('data', (d) => (data += d));
+      socket.on('close', () => resolve(data));
+    });
+    assert.match(raw, /^HTTP\/1\.1 200/);
+    assert.doesNotMatch(raw, /evil\.example/);
+    assert.match(raw, new RegExp(`"token_endpoint":"${issuer.replace(/\./g, '\\.')}/token"`));
     const auth = await get(new URL(await demoAuthorizationUrl(issuer)).pathname + new URL(await demoAuthorizationUrl(issuer)).search, forged);
     assert.ok(auth.location && new URL(auth.location, issuer).href.startsWith(`${issuer}/interaction/`), `redirect to the issuer: ${auth.location}`);
   });

@@ -133,14 +133,15 @@ describe('password login, lockout and audit', () => {
     } finally {
       await throttled.close();
     }
-    const perIp = await startTestTessera({ LOGIN_ATTEMPTS_PER_IP: '7', LOGIN_ATTEMPTS_PER_USERNAME: '1000' }, tessera.testDb);
+    const perIp = await startTestTessera({ LOGIN_ATTEMPTS_PER_IP: '7', LOGIN_ATTEMPTS_PER_USERNAME: '1000', TRUST_PROXY: 'true' }, tessera.testDb);
     try {
       await perIp.db.deleteFrom('rate_limits').execute();
-      // Spraying: one password against many names from one address.
+      // Spraying: one password against many names from one address, which claims to forward for
+      // others (X-Forwarded-For entries a client writes itself, left of what the proxy appends, do not count).
       const results = await Promise.all(Array.from({ length: 12 }, async (_, i) => {
         const agent = new Agent();
         const form = formFor(await openLoginPage(agent, perIp.issuer), '/login');
-        return agent.post(form.action, { ...form.fields, username: `spray-${i}`, password: 'Summer2026!' });
+        return agent.request(form.action, { method: 'POST', form: { ...form.fields, username: `spray-${i}`, password: 'Summer2026!' }, headers: { 'x-forwarded-for': `203.0.113.${i}, 198.51.100.7` } });
       }));
       assert.equal(results.filter((r) => r.status === 401).length, 7);
       assert.match(results.find((r) => r.status === 429)!.body, /Too many sign-in attempts from your network/);

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
 import type { ChallengeFactor, OtpChallenge } from '../db/schema.js';
 import type { MfaSettings } from '../settings/settings.js';
-import { release, take } from '../rate-limits.js';
+import { addressKey, release, take } from '../rate-limits.js';
 
 /**
  * One-time codes sent by email or SMS. A code is stored only as an HMAC (keyed from the master
@@ -64,7 +64,7 @@ export async function createChallenge(
       const limits: ['user' | 'destination' | 'ip', string | null, number][] = [
         ['user', `otp-user:${request.userId}`, otp.perUserPerHour],
         ['destination', `otp-destination:${request.destination.toLowerCase()}`, otp.perDestinationPerHour],
-        ['ip', request.ip ? `otp-ip:${request.ip}` : null, otp.perIpPerHour],
+        ['ip', request.ip ? `otp-ip:${addressKey(request.ip)}` : null, otp.perIpPerHour],
       ];
       for (const [scope, limitKey, max] of limits) {
         if (!limitKey) continue;

@@ -10,7 +10,9 @@ import { loginRequirement } from '../policy/policies.js';
 import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';
-import { take } from '../rate-limits.js';
+import { addressKey, take } from '../rate-limits.js';
+
+const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
 
 /** One message for unknown user, wrong password, disabled and locked accounts: none of them is disclosed. */
 export const INVALID_CREDENTIALS = 'Invalid username or password.';
@@ -54,10 +56,12 @@ export function submitLogin(deps: FlowDeps) {
     const { username, password } = parsed.data;
     const meta = requestMeta(ctx);
     const clientId = String(details.params.client_id);
-    // Before any hash: password spraying from one address, and guessing at one name, are throttled
-    // (keyed by the name as typed, so the answer says nothing about whether the account exists).
+    const user = await findUserByUsername(db, username);
+    // Before any hash: password spraying from one address, and guessing at one account (or, for a
+    // name with no account, at that name as typed: the answer says nothing about which it is).
     const window = config.loginAttempts.windowSeconds;
-    for (const [scope, key, max] of [['ip', `login-ip:${meta.ip}`, config.loginAttempts.perIp], ['username', `login-username:${username.normalize('NFC').toLowerCase()}`, config.loginAttempts.perUsername]] as const) {
+    const nameKey = user ? `login-account:${user.id}` : `login-username:${username.normalize('NFC').toLowerCase()}`;
+    for (const [scope, key, max] of [['ip', `login-ip:${addressKey(meta.ip)}`, config.loginAttempts.perIp], ['username', nameKey, config.loginAttempts.perUsername]] as const) {
       const allowance = await take(db, key, { max, seconds: window });
       if (!allowance.allowed) {
         await audit.record({ type: 'login.throttled', actor: username, clientId, ...meta, details: { scope, retry_at: allowance.retryAt } });
@@ -66,13 +70,14 @@ export function submitLogin(deps: FlowDeps) {
         return;
       }
     }
-    const user = await findUserByUsername(db, username);
     const refuse = async (reason: string) => {
       await audit.record({ type: 'login.failure', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { reason } });
       showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
     };
 
     if (!user) {
+      // The same work as for an account: an admission (that finds nothing) and a hash.
+      await admitAttempt(db, NO_ACCOUNT, config.lockout);
       await verifyPassword(null, password);
       return refuse('unknown_user');
     }

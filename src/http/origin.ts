@@ -14,6 +14,16 @@ export function issuerOrigin(issuer: string) {
   const url = new URL(issuer);
   const https = url.protocol === 'https:';
   return async (ctx: Context, next: Next) => {
+    // An absolute-form request target ("GET https://evil.example/… HTTP/1.1") would become ctx.href
+    // as given: only its path and query are kept.
+    if (!ctx.originalUrl.startsWith('/')) {
+      const target = URL.canParse(ctx.originalUrl) ? new URL(ctx.originalUrl) : null;
+      const local = target ? `${target.pathname}${target.search}` : '/';
+      ctx.req.url = local;
+      ctx.url = local;
+      ctx.originalUrl = local;
+      ctx.request.originalUrl = local;
+    }
     ctx.req.headers.host = url.host;
     if (ctx.app.proxy) ctx.req.headers['x-forwarded-host'] = url.host;
     if (https && !ctx.secure && !OPERATIONS.has(ctx.path)) {

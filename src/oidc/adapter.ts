@@ -83,16 +83,19 @@ const UPSERT = prepared(`insert into oidc_models (model, id, payload, grant_id, 
   on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id,
     user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at`);
 const FIND = {
-  id: prepared('select payload, expires_at, consumed_at from oidc_models where model = $1 and id = $2'),
-  uid: prepared('select payload, expires_at, consumed_at from oidc_models where model = $1 and uid = $2'),
-  user_code: prepared('select payload, expires_at, consumed_at from oidc_models where model = $1 and user_code = $2'),
+  id: prepared('select id, grant_id, payload, expires_at, consumed_at from oidc_models where model = $1 and id = $2'),
+  uid: prepared('select id, grant_id, payload, expires_at, consumed_at from oidc_models where model = $1 and uid = $2'),
+  user_code: prepared('select id, grant_id, payload, expires_at, consumed_at from oidc_models where model = $1 and user_code = $2'),
 } as const;
+// Was a refresh token issued in this grant after the given one was used? (Then presenting it again is reuse.)
+const SUCCESSOR = prepared(`select 1 from oidc_models where model = 'RefreshToken' and grant_id = $1 and id <> $2
+  and (payload->>'iat')::bigint >= $3 limit 1`);
 // The first use counts: a retry within the reuse window does not move it.
 const CONSUME = prepared('update oidc_models set consumed_at = coalesce(consumed_at, now()) where model = $1 and id = $2');
 const DESTROY = prepared('delete from oidc_models where model = $1 and id = $2');
 const REVOKE = prepared('delete from oidc_models where grant_id = $1');
 
-type Row = { payload: unknown; expires_at: Date | null; consumed_at: Date | null };
+type Row = { id: string; grant_id: string | null; payload: unknown; expires_at: Date | null; consumed_at: Date | null };
 
 /**
  * PostgreSQL stores no NUL character (in text or jsonb): a request carrying one in any parameter
@@ -149,7 +152,17 @@ export class KyselyAdapter implements Adapter {
   private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
     if (value.includes(NUL)) return undefined;
     const [row] = await this.run<Row>(FIND[column], [this.model, this.hash(value)]);
+    if (row?.consumed_at && this.model === 'RefreshToken' && row.grant_id && !(await this.hasSuccessor(row))) {
+      // Used, but its rotation never completed (the database went away between the two writes):
+      // the client's retry is not reuse, whenever it comes.
+      return live({ ...row, consumed_at: null }, (stored) => openPayload(this.model, stored, this.keys.box));
+    }
     return live(row, (stored) => openPayload(this.model, stored, this.keys.box), this.reuseMs);
+  }
+
+  private async hasSuccessor(row: Row): Promise<boolean> {
+    const rows = await this.run(SUCCESSOR, [row.grant_id, row.id, Math.floor(row.consumed_at!.getTime() / 1000)]);
+    return rows.length > 0;
   }
 
   find(id: string): Promise<AdapterPayload | undefined> {

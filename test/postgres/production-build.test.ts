@@ -7,7 +7,7 @@ import { PROJECT_ROOT } from '../../src/paths.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TEST_SECRET } from '../support/tessera.js';
 import { Agent } from '../support/agent.js';
-import { demoAuthorizationUrl, signIn } from '../support/journey.js';
+import { signIn } from '../support/journey.js';
 import { runCli, runProcess, spawnTessera, type Entry, type TesseraProcess } from '../support/processes.js';
 import { unusedPort } from '../support/ports.js';
 

@@ -13,7 +13,7 @@ import { addGroupMember, createGroup, listGroups } from '../directory/groups.js'
 import { passwordProblem } from '../directory/passwords.js';
 import { createClient, GRANT_TYPES, listClients, removeClient, setClientMfa, setClientScope } from '../clients/clients.js';
 import { ensureKeys, rotateKeys } from '../oidc/keys.js';
-import { loadSettings, maskSecrets, parseSettingValue, SECRET_PATHS, setSetting, SettingsError } from '../settings/settings.js';
+import { loadSettings, maskSecrets, parseSettingValue, SECRET_PATHS, setSetting, SettingsError, type Settings } from '../settings/settings.js';
 import { OIDC_SCOPES } from '../oidc/account.js';
 import { createPolicy, listPolicies, removePolicy } from '../policy/policies.js';
 import {
@@ -125,6 +125,12 @@ function scopeList(value: string): string[] {
 }
 
 const PASSWORD_FLAGS: Flag[] = ['password', 'password-stdin'];
+
+/** In production, a settings change that leaves a switched-on code method unable to send would stop the next start: refused. */
+const keepsDelivery = (mode: Mode) => (before: Settings, after: Settings) => {
+  const added = deliveryProblems(after, mode).filter((p) => !deliveryProblems(before, mode).includes(p));
+  if (added.length) throw new SettingsError(`refused: ${added.join('; ')}`);
+};
 
 const passwordSecret: SecretFor = (_arg, flags) =>
   flags.password !== undefined ? null : flags['password-stdin'] ? { source: 'stdin', label: 'password' } : { source: 'prompt', label: 'Password', confirm: true, stdinFlag: '--password-stdin' };
@@ -432,11 +438,7 @@ const COMMANDS: Record<string, Command> = {
       const request = settingSecret(arg, flags);
       if (!request && arg.value === undefined) throw new UsageError('missing <value>');
       const value = parseSettingValue(key, arg.value ?? (await io.readSecret(request!)));
-      await setSetting(db, box, key, value, (before, after) => {
-        // In production a change that leaves a switched-on code method unable to send would stop the next start.
-        const added = deliveryProblems(after, mode).filter((p) => !deliveryProblems(before, mode).includes(p));
-        if (added.length) throw new SettingsError(`refused: ${added.join('; ')}`);
-      });
+      await setSetting(db, box, key, value, keepsDelivery(mode));
       io.out(`${key} set`);
       return { type: 'settings.changed', subject: key, details: { value: SECRET_PATHS.has(key) ? '********' : value } };
     },
@@ -447,10 +449,7 @@ const COMMANDS: Record<string, Command> = {
     usage: 'settings unset <section.key>              back to the default',
     async run({ db, box, arg, io, mode }) {
       const key = arg['section.key']!;
-      await setSetting(db, box, key, null, (before, after) => {
-        const added = deliveryProblems(after, mode).filter((p) => !deliveryProblems(before, mode).includes(p));
-        if (added.length) throw new SettingsError(`refused: ${added.join('; ')}`);
-      });
+      await setSetting(db, box, key, null, keepsDelivery(mode));
       io.out(`${key} reset to its default`);
       return { type: 'settings.changed', subject: key, details: { reset: true } };
     },

@@ -4,6 +4,7 @@ import * as m0002 from './0002_mfa.js';
 import * as m0003 from './0003_resource_servers.js';
 import * as m0004 from './0004_enrol_after_factor.js';
 import * as m0005 from './0005_rate_limits.js';
+import * as m0006 from './0006_scope_step_up.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   '0003_resource_servers': m0003,
   '0004_enrol_after_factor': m0004,
   '0005_rate_limits': m0005,
+  '0006_scope_step_up': m0006,
 };

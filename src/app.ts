@@ -9,6 +9,7 @@ import { isReachable, queryStats } from './db/index.js';
 import type { SecretBox } from './crypto/secret-box.js';
 import type { Audit } from './audit/audit.js';
 import type { RegisteredClients } from './clients/registered.js';
+import type { ScopeRules } from './scopes/rules.js';
 import type { Logger } from './log.js';
 import { PUBLIC_DIR } from './paths.js';
 import { csrf } from './http/csrf.js';
@@ -16,7 +17,7 @@ import { errorPages } from './http/errors.js';
 import { securityHeaders } from './http/security.js';
 import { issuerOrigin } from './http/origin.js';
 import { selfSubmittingPages } from './http/self-submitting.js';
-import { interactionRoutes } from './flows/index.js';
+import { interactionRoutes } from './flows/pipeline.js';
 import type { demoRoutes } from './demo/demo.js';
 import { createDelivery } from './factors/delivery/index.js';
 import { renderPage } from './http/views.js';
@@ -31,6 +32,7 @@ export interface AppDeps {
   log: Logger;
   cookieKeys: string[];
   clients: RegisteredClients;
+  scopeRules: ScopeRules;
   /** The demo relying party's routes, when the demo is on (its module is loaded only then). */
   demoRoutes: typeof demoRoutes | null;
 }
@@ -122,6 +124,7 @@ export function createApp(deps: AppDeps): Koa {
     delivery: createDelivery(db, config.mode, log),
     otpKey: deps.box.deriveKey('otp-code'),
     clients: deps.clients,
+    scopeRules: deps.scopeRules,
   });
   for (const router of interactions) pages.use(router.routes(), router.allowedMethods());
   if (deps.demoRoutes) {

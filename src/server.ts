@@ -13,6 +13,9 @@ import { purgeExpired, storageKeys, upgradeStoredRecords } from './oidc/adapter.
 import { createProvider } from './oidc/provider.js';
 import { createApp } from './app.js';
 import { RegisteredClients } from './clients/registered.js';
+import { ScopeRules } from './scopes/rules.js';
+import { purgeExpiredStepUps } from './scopes/grants.js';
+import { purgeExpiredLedger } from './sessions/ledger.js';
 import { ResourceServers } from './resource-servers/resource-servers.js';
 import { runCommand } from './cli/commands.js';
 import { ensureDemoData, retireDemoAccounts } from './demo/accounts.js';
@@ -95,13 +98,14 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   const audit = createAudit(db, log);
   const clients = new RegisteredClients(db, box, config.clientCacheSeconds * 1000);
   const resourceServers = new ResourceServers(db, config.clientCacheSeconds * 1000);
-  const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers });
+  const scopeRules = new ScopeRules(db, config.clientCacheSeconds * 1000);
+  const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers, scopeRules });
   try {
     // The demo relying party and its client library are loaded only when the demo is on.
     const demo = config.demo ? await import('./demo/demo.js') : null;
     if (demo) await ensureDemoData(db, box, issuer);
     else await retireDemoAccounts(db, log);
-    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, cookieKeys: keys.cookie, demoRoutes: demo?.demoRoutes ?? null }).callback();
+    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, cookieKeys: keys.cookie, demoRoutes: demo?.demoRoutes ?? null }).callback();
   } catch (error) {
     server.close();
     throw error;
@@ -114,13 +118,14 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
       changed: () => {
         clients.forget();
         resourceServers.forget();
+        scopeRules.forget();
       },
     }),
   );
   database.owner?.describe(issuer);
 
   const purge = setInterval(() => {
-    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db)])
+    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredStepUps(db)])
       .then(([n]) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
       .catch((error: unknown) => log.warn({ err: error }, 'purge failed'));
   }, config.purgeIntervalSeconds * 1000);

@@ -161,7 +161,7 @@ describe('multi-factor login', () => {
 
   it('50 parallel wrong TOTP codes, the right one last: only the threshold are checked and the right one is refused; the password does not reset the count', async () => {
     const user = await createUser(tessera.db, { username: 'tom', password: 'tom-password-1' });
-    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera');
+    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera', 'test-enrolment');
     const drift = (await loadSettings(tessera.db, tessera.box)).mfa.totp;
     assert.ok(await confirmEnrolment(tessera.db, tessera.box, drift, user.id, enrolment.authenticatorId, await generate({ secret: enrolment.secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
     // Two wrong passwords first: the right password then does not wipe them (only a completed login does).
@@ -288,7 +288,7 @@ describe('multi-factor login', () => {
 
   it('TOTP: drift inside the window accepted, outside refused, a used step never again', async () => {
     const user = await createUser(tessera.db, { username: 'vic', password: 'vic-password-1' });
-    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera');
+    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera', 'test-enrolment');
     const drift = { driftStepsBefore: 1, driftStepsAfter: 1 };
     const now = Math.floor(Date.now() / 1000);
     const at = (offset: number) => generate({ secret: enrolment.secret, epoch: now + offset });
@@ -308,7 +308,7 @@ describe('multi-factor login', () => {
 
   it('TOTP at login; wrong codes count toward the lockout', async () => {
     const user = await createUser(tessera.db, { username: 'walt', password: 'walt-password-1' });
-    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera');
+    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera', 'test-enrolment');
     const drift = (await loadSettings(tessera.db, tessera.box)).mfa.totp;
     assert.ok(await confirmEnrolment(tessera.db, tessera.box, drift, user.id, enrolment.authenticatorId, await generate({ secret: enrolment.secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
     // No policy, but an enrolled authenticator app is asked for.

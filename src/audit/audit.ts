@@ -19,6 +19,7 @@ export type AuditType =
   | 'account.locked'
   | 'consent.given'
   | 'consent.denied'
+  | 'consent.refused'
   | 'token.issued'
   | 'token.revoked'
   | 'logout'
@@ -40,7 +41,9 @@ export type AuditType =
   | 'api.removed'
   | 'settings.changed'
   | 'policy.created'
-  | 'policy.removed';
+  | 'policy.removed'
+  | 'scope.protected'
+  | 'scope.unprotected';
 
 export interface AuditEntry {
   type: AuditType;

@@ -16,6 +16,7 @@ import { ensureKeys, rotateKeys } from '../oidc/keys.js';
 import { loadSettings, maskSecrets, parseSettingValue, SECRET_PATHS, setSetting, SettingsError, type Settings } from '../settings/settings.js';
 import { OIDC_SCOPES } from '../oidc/account.js';
 import { createPolicy, listPolicies, removePolicy } from '../policy/policies.js';
+import { DEFAULT_SCOPE_MAX_AGE_SECONDS, describeRule, listScopeRules, protectScope, unprotectScope } from '../scopes/rules.js';
 import {
   allowClient, createResourceServer, disallowClient, listClientAccess, listResourceServers, removeResourceServer,
 } from '../resource-servers/resource-servers.js';
@@ -51,6 +52,8 @@ const FLAGS = {
   'signing-alg': { type: 'string' },
   ttl: { type: 'string' },
   'value-stdin': { type: 'boolean' },
+  api: { type: 'string' },
+  'max-age': { type: 'string' },
   version: { type: 'boolean' },
 } as const;
 
@@ -502,6 +505,47 @@ const COMMANDS: Record<string, Command> = {
       await removePolicy(db, arg.name!);
       io.out('policy removed');
       return { type: 'policy.removed', subject: arg.name! };
+    },
+  },
+  'scope protect': {
+    args: ['<scope>'],
+    flags: ['api', 'max-age', 'factors'],
+    usage: `scope protect <scope> [--api <identifier>] [--max-age <seconds>] [--factors email,sms,totp]
+                      grant it only after a second factor at consent (default: any factor, ${DEFAULT_SCOPE_MAX_AGE_SECONDS} s; 0 = every time)`,
+    fields: { api: '--api', maxAgeSeconds: '--max-age', factors: '--factors' },
+    async run({ db, arg, flags, io }) {
+      const maxAgeSeconds = intFlag(flags['max-age'], '--max-age');
+      const rule = await protectScope(db, {
+        scope: arg.scope!,
+        ...(flags.api !== undefined ? { api: flags.api } : {}),
+        ...(maxAgeSeconds !== undefined ? { maxAgeSeconds } : {}),
+        ...(flags.factors !== undefined ? { factors: flags.factors.split(',').map((f) => f.trim()).filter(Boolean) as ('email' | 'sms' | 'totp')[] } : {}),
+      });
+      io.out(`protected ${rule.scope}${rule.resource ? ` of ${rule.resource}` : ''}: ${describeRule(rule)}`);
+      return { type: 'scope.protected', subject: rule.resource ? `${rule.resource} ${rule.scope}` : rule.scope, details: { factors: rule.factors, max_age_seconds: rule.maxAgeSeconds } };
+    },
+  },
+  'scope unprotect': {
+    args: ['<scope>'],
+    flags: ['api'],
+    usage: 'scope unprotect <scope> [--api <identifier>]',
+    fields: { api: '--api' },
+    async run({ db, arg, flags, io }) {
+      await unprotectScope(db, arg.scope!, flags.api);
+      io.out(`${arg.scope}${flags.api ? ` of ${flags.api}` : ''} is no longer protected`);
+      return { type: 'scope.unprotected', subject: flags.api ? `${flags.api} ${arg.scope}` : arg.scope! };
+    },
+  },
+  'scope list': {
+    args: [],
+    flags: [],
+    usage: 'scope list                                protected scopes: API (or openid), scope, factors, max age',
+    async run({ db, io }) {
+      const rules = await listScopeRules(db);
+      if (rules.length === 0) io.out('no scope is protected (see: scope protect)');
+      for (const rule of rules) {
+        io.out([rule.resource ?? 'openid', rule.scope, rule.factors ? rule.factors.join(',') : 'any', rule.maxAgeSeconds === 0 ? 'every time' : `${rule.maxAgeSeconds}s`].join('\t'));
+      }
     },
   },
 };

@@ -121,6 +121,8 @@ export interface AuthenticatorsTable {
   last_used_step: ColumnType<string | null, number | null | undefined, number | null>;
   confirmed_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
   last_used_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+  /** The sign-in (interaction uid) a pending authenticator was shown to; null once confirmed. */
+  enrolment_uid: string | null;
   created_at: Timestamp;
 }
 
@@ -164,8 +166,36 @@ export interface InteractionProgressTable {
   challenge_id: string | null;
   enrol_after_factor: Generated<boolean>;
   factor_passed: string | null;
+  requirement: ColumnType<unknown, string | null | undefined, string | null>;
+  step: Generated<'login' | 'consent'>;
   expires_at: ColumnType<Date, Date, Date>;
   updated_at: Timestamp;
+}
+
+export interface ScopeRulesTable {
+  resource: string;
+  scope: string;
+  factors: string[] | null;
+  max_age_seconds: number;
+  updated_at: Timestamp;
+}
+
+export interface SessionFactorsTable {
+  session_uid: string;
+  factor: string;
+  account_id: string;
+  passed_at: ColumnType<Date, Date | string, Date | string>;
+  expires_at: ColumnType<Date, Date, Date>;
+}
+
+export interface GrantStepUpsTable {
+  grant_id: string;
+  resource: string;
+  scope: string;
+  factor: string;
+  factor_age_seconds: number;
+  granted_at: Timestamp;
+  expires_at: ColumnType<Date, Date, Date>;
 }
 
 export interface RateLimitsTable {
@@ -201,6 +231,9 @@ export interface Database {
   interaction_progress: InteractionProgressTable;
   dev_outbox: DevOutboxTable;
   rate_limits: RateLimitsTable;
+  scope_rules: ScopeRulesTable;
+  session_factors: SessionFactorsTable;
+  grant_step_ups: GrantStepUpsTable;
 }
 
 export type User = Selectable<UsersTable>;

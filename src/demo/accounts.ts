@@ -5,6 +5,11 @@ import { verifyPassword } from '../directory/passwords.js';
 import { ClientError, createClient, findClient, setClientRedirectUris } from '../clients/clients.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { createPolicy, PolicyError } from '../policy/policies.js';
+import { allowClient, createResourceServer, findResourceServer, ResourceServerError } from '../resource-servers/resource-servers.js';
+import { protectScope } from '../scopes/rules.js';
+
+/** The demo API: its write scope is protected, so the demo app shows the step-up at consent. */
+export const DEMO_API = { identifier: 'https://payments.demo.tessera', name: 'Demo payments API', read: 'payments:read', write: 'payments:write' } as const;
 
 export const DEMO_CLIENT_ID = 'tessera-demo';
 export const DEMO_USER = { username: 'demo', password: 'demo-password' } as const;
@@ -57,6 +62,21 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
     }).catch((error: unknown) => {
       if (!(error instanceof ClientError)) throw error;
     });
+  }
+  // Created once; an administrator's later changes to the API or its rule are kept.
+  if (!(await findResourceServer(db, DEMO_API.identifier))) {
+    try {
+      await createResourceServer(db, { identifier: DEMO_API.identifier, name: DEMO_API.name, scopes: [DEMO_API.read, DEMO_API.write], accessTokenFormat: 'jwt', signingAlg: 'ES256' });
+      await allowClient(db, DEMO_API.identifier, DEMO_CLIENT_ID, [DEMO_API.read, DEMO_API.write]);
+      await protectScope(db, { scope: DEMO_API.write, api: DEMO_API.identifier });
+      await db
+        .insertInto('scopes')
+        .values([{ name: DEMO_API.read, description: 'See your payments' }, { name: DEMO_API.write, description: 'Make payments in your name' }])
+        .onConflict((oc) => oc.column('name').doNothing())
+        .execute();
+    } catch (error) {
+      if (!(error instanceof ResourceServerError)) throw error;
+    }
   }
 }
 

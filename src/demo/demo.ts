@@ -4,13 +4,19 @@ import * as oidc from 'openid-client';
 import type { Logger } from '../log.js';
 import { renderPage } from '../http/views.js';
 
-import { DEMO_CLIENT_ID } from './accounts.js';
+import { DEMO_API, DEMO_CLIENT_ID } from './accounts.js';
 
 const PENDING = 'tessera.demo.pending';
 const SIGNED_IN = 'tessera.demo.session';
 
-interface Pending { verifier: string; state: string; nonce: string }
-interface SignedIn { claims: Record<string, unknown>; userinfo: Record<string, unknown>; idToken: string }
+interface Pending { verifier: string; state: string; nonce: string; payments?: boolean }
+interface SignedIn {
+  claims: Record<string, unknown>;
+  userinfo: Record<string, unknown> | null;
+  /** With "payments": what the access token for the demo API says (scope, acr, amr, auth_time). */
+  apiToken: Record<string, unknown> | null;
+  idToken: string;
+}
 
 function readCookie<T>(ctx: Context, name: string): T | null {
   const raw = ctx.cookies.get(name, { signed: true });
@@ -49,16 +55,19 @@ export function demoRoutes(issuer: string, log: Logger): Router {
   router.get('/', async (ctx) => {
     const session = readCookie<SignedIn>(ctx, SIGNED_IN);
     const error = typeof ctx.query.error === 'string' ? ctx.query.error.slice(0, 200) : null;
-    renderPage(ctx, 'demo/index', { title: 'Demo app', claims: session?.claims ?? null, userinfo: session?.userinfo ?? null, error });
+    renderPage(ctx, 'demo/index', { title: 'Demo app', claims: session?.claims ?? null, userinfo: session?.userinfo ?? null, apiToken: session?.apiToken ?? null, api: DEMO_API, error });
   });
 
   router.get('/login', async (ctx) => {
     const config = await configuration();
-    const pending: Pending = { verifier: oidc.randomPKCECodeVerifier(), state: oidc.randomState(), nonce: oidc.randomNonce() };
+    // ?payments asks for the demo API too, whose payments:write scope is protected: the consent screen steps up.
+    const payments = ctx.query.payments !== undefined;
+    const pending: Pending = { verifier: oidc.randomPKCECodeVerifier(), state: oidc.randomState(), nonce: oidc.randomNonce(), payments };
     writeCookie(ctx, PENDING, pending, secure);
     const url = oidc.buildAuthorizationUrl(config, {
       redirect_uri: `${issuer}/demo/callback`,
-      scope: 'openid profile email phone',
+      scope: payments ? `openid profile email phone ${DEMO_API.read} ${DEMO_API.write}` : 'openid profile email phone',
+      ...(payments ? { resource: DEMO_API.identifier } : {}),
       code_challenge: await oidc.calculatePKCECodeChallenge(pending.verifier),
       code_challenge_method: 'S256',
       state: pending.state,
@@ -85,10 +94,12 @@ export function demoRoutes(issuer: string, log: Logger): Router {
         expectedState: pending.state,
         expectedNonce: pending.nonce,
         idTokenExpected: true,
-      });
+      }, pending.payments ? { resource: DEMO_API.identifier } : undefined);
       const claims: Record<string, unknown> = { ...tokens.claims() };
-      const userinfo = await oidc.fetchUserInfo(config, tokens.access_token, String(claims.sub));
-      writeCookie(ctx, SIGNED_IN, { claims, userinfo, idToken: tokens.id_token ?? '' } satisfies SignedIn, secure);
+      // A token for the API is no token for UserInfo: the page shows what the API would read in it instead.
+      const userinfo = pending.payments ? null : await oidc.fetchUserInfo(config, tokens.access_token, String(claims.sub));
+      const apiToken = pending.payments ? (JSON.parse(Buffer.from(tokens.access_token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>) : null;
+      writeCookie(ctx, SIGNED_IN, { claims, userinfo, apiToken, idToken: tokens.id_token ?? '' } satisfies SignedIn, secure);
       ctx.redirect('/demo');
     } catch (error) {
       log.warn({ err: error }, 'demo app: sign-in failed');

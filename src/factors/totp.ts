@@ -30,15 +30,25 @@ export interface Enrolment {
   qrDataUrl: string;
 }
 
-/** Starts (or resumes) an enrolment: one pending authenticator per user, replaced when older than 15 minutes. */
-export async function beginEnrolment(db: Db, box: SecretBox, user: { id: string; username: string }, appName: string): Promise<Enrolment> {
+/**
+ * Starts (or resumes) an enrolment in one sign-in: the pending authenticator belongs to that
+ * interaction, so two sign-ins (say, the owner and someone holding the password) never see the
+ * same secret. Pending authenticators older than 15 minutes are dropped.
+ */
+export async function beginEnrolment(db: Db, box: SecretBox, user: { id: string; username: string }, appName: string, interactionUid: string): Promise<Enrolment> {
   await db
     .deleteFrom('authenticators')
     .where('user_id', '=', user.id)
     .where('confirmed_at', 'is', null)
     .where('created_at', '<', sql<Date>`now() - interval '15 minutes'`)
     .execute();
-  let pending = await db.selectFrom('authenticators').selectAll().where('user_id', '=', user.id).where('confirmed_at', 'is', null).executeTakeFirst();
+  let pending = await db
+    .selectFrom('authenticators')
+    .selectAll()
+    .where('user_id', '=', user.id)
+    .where('confirmed_at', 'is', null)
+    .where('enrolment_uid', '=', interactionUid)
+    .executeTakeFirst();
   let secret: string;
   if (pending) {
     secret = box.open(pending.secret, PURPOSE(pending.id));
@@ -47,7 +57,7 @@ export async function beginEnrolment(db: Db, box: SecretBox, user: { id: string;
     const id = crypto.randomUUID();
     pending = await db
       .insertInto('authenticators')
-      .values({ id, user_id: user.id, type: 'totp', label: 'Authenticator app', secret: box.seal(secret, PURPOSE(id)), digits: TOTP_DIGITS, period: TOTP_PERIOD })
+      .values({ id, user_id: user.id, type: 'totp', label: 'Authenticator app', secret: box.seal(secret, PURPOSE(id)), digits: TOTP_DIGITS, period: TOTP_PERIOD, enrolment_uid: interactionUid })
       .returningAll()
       .executeTakeFirstOrThrow();
   }
@@ -74,7 +84,7 @@ async function check(authenticator: Authenticator, box: SecretBox, drift: MfaSet
 async function claimStep(db: Db, authenticatorId: string, step: number, confirm: boolean): Promise<boolean> {
   const row = await db
     .updateTable('authenticators')
-    .set({ last_used_step: step, last_used_at: sql`now()`, ...(confirm ? { confirmed_at: sql`now()` } : {}) })
+    .set({ last_used_step: step, last_used_at: sql`now()`, ...(confirm ? { confirmed_at: sql`now()`, enrolment_uid: null } : {}) })
     .where('id', '=', authenticatorId)
     .where((eb) => eb.or([eb('last_used_step', 'is', null), eb('last_used_step', '<', sql<string>`${step}`)]))
     .returning('id')

@@ -1,24 +1,36 @@
 import type { Context } from 'koa';
 import type { User } from '../db/schema.js';
 import { recordSuccessfulLogin } from '../directory/users.js';
-import { acrFor, type AuthenticationMethod } from '../oidc/assurance.js';
+import { assuranceOf, merged, readLedger, type Pass } from '../sessions/ledger.js';
 import { finishInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
-import { clearProgress } from './progress.js';
+import { saveProgress, type Progress } from './progress.js';
 
-/** The amr of a login: its methods, plus "mfa" when they include a factor besides the password (RFC 8176). */
-export function amrOf(methods: AuthenticationMethod[]): AuthenticationMethod[] {
-  const amr = [...new Set(methods)];
-  if (amr.includes('pwd') && amr.some((m) => m !== 'pwd' && m !== 'mfa') && !amr.includes('mfa')) amr.push('mfa');
-  return amr;
+/**
+ * What the session will say of itself once this interaction ends. A forced re-authentication (the
+ * password asked again) says only what it proved; a step-up adds its factor to what the session
+ * proved before (from the ledger).
+ */
+export async function assuranceAfter(deps: FlowDeps, details: InteractionDetails, accountId: string, passes: Pass[]) {
+  const session = details.session;
+  const earlier = !passes.some((p) => p.factor === 'password') && session?.uid && session.accountId === accountId
+    ? await readLedger(deps.db, session.uid, accountId)
+    : [];
+  return assuranceOf(merged(earlier, passes));
 }
 
-/** Every login ends here: the account is signed in with what it proved, and the provider carries on. */
-export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, methods: AuthenticationMethod[]): Promise<void> {
-  const amr = amrOf(methods);
+/** The interaction result key that has the provider middleware move this interaction's passes into the session's ledger. */
+export const LEDGER_RESULT = 'tesseraLedger';
+
+/**
+ * Every login ends here: the account is signed in with what it proved; the passes stay with the
+ * progress until oidc-provider has the session (and its uid), then move to the ledger.
+ */
+export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Omit<Progress, 'requirement'> & { requirement?: Progress['requirement'] }): Promise<void> {
+  const { amr, acr, ts } = await assuranceAfter(deps, details, user.id, progress.methods);
   await Promise.all([
     recordSuccessfulLogin(deps.db, user),
-    clearProgress(deps.db, details.uid),
+    saveProgress(deps.db, { ...progress, requirement: progress.requirement ?? null, challengeId: null }),
     deps.audit.record({ type: 'login.success', actor: user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx), details: { amr } }),
   ]);
-  await finishInteraction(ctx, details, { login: { accountId: user.id, acr: acrFor(amr), amr, remember: true } }, false);
+  await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember: true }, [LEDGER_RESULT]: details.uid }, false);
 }

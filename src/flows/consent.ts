@@ -1,21 +1,43 @@
+import Router from '@koa/router';
+import type Provider from 'oidc-provider';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { Db } from '../db/index.js';
+import type { User } from '../db/schema.js';
 import type { RegisteredClient } from '../clients/registered.js';
 import { OIDC_SCOPES } from '../oidc/account.js';
+import { storageKeys, storedId } from '../oidc/adapter.js';
 import { grantableScopes } from '../resource-servers/resource-servers.js';
+import { findUserById } from '../directory/users.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { HttpError } from '../http/errors.js';
 import { renderPage } from '../http/views.js';
-import { finishInteraction, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+import { loadSettings, type FactorId, type Settings } from '../settings/settings.js';
+import { loginRequirement } from '../policy/policies.js';
+import { factor as factorOf } from '../factors/index.js';
+import { now, readLedger, type Pass } from '../sessions/ledger.js';
+import { scopeKey, unlockingPass, type RequestedScope, type ScopeRule, type StepUpRecord } from '../scopes/rules.js';
+import { recordStepUps } from '../scopes/grants.js';
+import { clientOf, finishInteraction, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+import { loadProgress, saveProgress, type Progress } from './progress.js';
+import { assuranceAfter, LEDGER_RESULT } from './complete-login.js';
+import { addChallengeRoutes, type ChallengeHost, type ChallengeState } from './second-factor.js';
 
 export interface ScopeLine {
   name: string;
   description: string;
 }
 
-const consentForm = z.object({ csrf: z.string().max(128), decision: z.enum(['allow', 'deny']) });
+/** A protected scope on the consent screen: unlocked by a fresh enough factor, locked, or out of this user's reach. */
+export interface ProtectedScope extends ScopeLine {
+  key: string;
+  rule: ScopeRule;
+  /** The pass that unlocks it, if any. */
+  pass: Pass | null;
+  /** The factors the user could pass here to unlock it (empty: none, and the page says why). */
+  usable: FactorId[];
+}
 
 /** The requested scopes with the descriptions the administrator gave them; unknown ones are shown by name. */
 export async function describeScopes(db: Db, scopes: string[]): Promise<ScopeLine[]> {
@@ -34,67 +56,276 @@ function requestedScopes(details: InteractionDetails): string[] {
  * What the user is asked to allow: the OpenID scopes requested, and of each API the request names
  * (`resource`) the requested scopes this client may be given; anything else would not be granted.
  */
-async function consentRequest(db: Db, details: InteractionDetails, client: RegisteredClient): Promise<{ scopes: string[]; apis: { identifier: string; name: string }[] }> {
+async function consentRequest(db: Db, details: InteractionDetails, client: RegisteredClient): Promise<{ items: RequestedScope[]; apis: { identifier: string; name: string }[] }> {
   const requested = requestedScopes(details);
   const { resource } = details.params;
   const identifiers = (Array.isArray(resource) ? resource : [resource]).filter((r): r is string => typeof r === 'string');
   const apis = identifiers.length === 0 ? [] : await db.selectFrom('resource_servers').select(['identifier', 'name', 'scope']).where('identifier', 'in', identifiers).orderBy('name').execute();
-  const grantable = new Set<string>(OIDC_SCOPES);
+  const items: RequestedScope[] = requested.filter((s) => (OIDC_SCOPES as readonly string[]).includes(s)).map((scope) => ({ resource: null, scope }));
   for (const api of apis) {
-    for (const s of grantableScopes({ scopes: api.scope.split(' ') }, client.apiScopes[api.identifier])) grantable.add(s);
+    const grantable = new Set(grantableScopes({ scopes: api.scope.split(' ') }, client.apiScopes[api.identifier]));
+    for (const scope of requested) if (grantable.has(scope)) items.push({ resource: api.identifier, scope });
   }
-  return { scopes: requested.filter((s) => grantable.has(s)), apis: apis.map(({ identifier, name }) => ({ identifier, name })) };
+  return { items, apis: apis.map(({ identifier, name }) => ({ identifier, name })) };
 }
 
-export async function showConsent(ctx: Context, db: Db, details: InteractionDetails, client: RegisteredClient): Promise<void> {
-  const { scopes, apis } = await consentRequest(db, details, client);
-  renderPage(ctx, 'flows/consent', {
-    title: 'Allow access?',
-    uid: details.uid,
-    clientName: client.name,
-    scopes: await describeScopes(db, scopes),
-    apis,
-  });
+/** Everything the consent step shows and decides from. */
+interface ConsentState {
+  details: InteractionDetails;
+  client: RegisteredClient;
+  user: User;
+  settings: Settings;
+  items: RequestedScope[];
+  apis: { identifier: string; name: string }[];
+  protectedScopes: ProtectedScope[];
+  /** This interaction's progress: the factors passed on this consent screen. */
+  progress: Progress;
 }
 
-/** Records the grant the provider asked for (the missing scopes and claims) and returns its id. */
-export async function grantConsent(deps: FlowDeps, details: InteractionDetails): Promise<string> {
-  const { provider } = deps;
-  const accountId = details.session?.accountId;
-  if (!accountId) throw new HttpError(400, 'Sign in first.', 'Sign-in expired');
-  const clientId = String(details.params.client_id);
-  const grant = details.grantId ? await provider.Grant.find(details.grantId) : new provider.Grant({ accountId, clientId });
-  if (!grant) throw new HttpError(400, 'This consent has expired. Go back to the application and sign in again.', 'Sign-in expired');
-  const missing = details.prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[]; missingResourceScopes?: Record<string, string[]> };
-  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
-  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
-  for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '));
-  return grant.save();
-}
+const consentForm = z.object({
+  csrf: z.string().max(128),
+  decision: z.enum(['allow', 'deny']),
+  // The unlocked protected scopes the user leaves ticked; a form carries a handful at most.
+  protected: z.union([z.string().max(700), z.array(z.string().max(700)).max(50)]).optional(),
+});
 
-export function submitConsent(deps: FlowDeps) {
-  const { provider, audit } = deps;
-  return async (ctx: Context) => {
+const STEP_UP_FACTORS: FactorId[] = ['totp', 'email', 'sms'];
+
+/**
+ * The consent step: the client's request, with each protected scope locked until the user passes
+ * an allowed factor fresh enough for its rule, right here (step-up). The user may grant all that
+ * is unlocked, grant the rest without the locked ones, or deny.
+ */
+export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Context, details: InteractionDetails): Promise<void> } {
+  const { db, box, audit, config, provider } = deps;
+  const router = new Router();
+  const see = (ctx: Context, url: string) => {
+    ctx.status = 303;
+    ctx.redirect(url);
+  };
+
+  async function load(ctx: Context): Promise<ConsentState | null> {
     const details = await loadInteraction(ctx, provider);
+    const accountId = details.session?.accountId;
+    if (details.prompt.name !== 'consent' || !accountId) {
+      see(ctx, `/interaction/${details.uid}`);
+      return null;
+    }
+    return stateOf(details, accountId);
+  }
+
+  async function stateOf(details: InteractionDetails, accountId: string): Promise<ConsentState> {
+    const client = await clientOf(deps.clients, details);
+    const [user, settings, { items, apis }, stored] = await Promise.all([
+      findUserById(db, accountId),
+      loadSettings(db, box),
+      consentRequest(db, details, client),
+      loadProgress(db, details.uid),
+    ]);
+    if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
+    const progress: Progress = stored?.step === 'consent' && stored.accountId === accountId
+      ? stored
+      : { uid: details.uid, accountId, step: 'consent', methods: [], requirement: null, challengeId: null };
+    const rules = await deps.scopeRules.protecting(items);
+    const protectedScopes: ProtectedScope[] = [];
+    if (rules.length > 0) {
+      const ledger = details.session?.uid ? await readLedger(db, details.session.uid, accountId) : [];
+      const locked = rules.some((rule) => !unlockingPass(rule, ledger, progress.methods));
+      // What this user may use (their policy, what is switched on, what they have set up): only needed to unlock.
+      const usable = locked ? (await loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params)).usableFactors : [];
+      const descriptions = new Map((await describeScopes(db, rules.map((r) => r.scope))).map((d) => [d.name, d.description]));
+      for (const rule of rules) {
+        const pass = unlockingPass(rule, ledger, progress.methods);
+        protectedScopes.push({
+          key: scopeKey(rule),
+          name: rule.scope,
+          description: descriptions.get(rule.scope) ?? rule.scope,
+          rule,
+          pass,
+          usable: pass ? [] : STEP_UP_FACTORS.filter((f) => usable.includes(f) && (!rule.factors || rule.factors.includes(f))),
+        });
+      }
+    }
+    return { details, client, user, settings, items, apis, protectedScopes, progress };
+  }
+
+  async function show(ctx: Context, s: ConsentState, message: string | null = null, status = 200): Promise<void> {
+    const protectedKeys = new Set(s.protectedScopes.map((p) => p.key));
+    const plain = [...new Set(s.items.filter((i) => !protectedKeys.has(scopeKey(i))).map((i) => i.scope))];
+    const locked = s.protectedScopes.filter((p) => !p.pass);
+    const unlockWith = STEP_UP_FACTORS.filter((f) => locked.some((p) => p.usable.includes(f)));
+    renderPage(
+      ctx,
+      'flows/consent',
+      {
+        title: 'Allow access?',
+        uid: s.details.uid,
+        clientName: s.client.name,
+        scopes: await describeScopes(db, plain),
+        apis: s.apis,
+        protectedScopes: s.protectedScopes.map((p) => ({
+          key: p.key,
+          name: p.name,
+          description: p.description,
+          api: p.rule.resource ? (s.apis.find((a) => a.identifier === p.rule.resource)?.name ?? p.rule.resource) : null,
+          unlocked: Boolean(p.pass),
+          unavailable: !p.pass && p.usable.length === 0 ? unavailableReason(p.rule) : null,
+        })),
+        methods: unlockWith.map((f) => ({ factor: f, label: factorOf(f).describe(s.user) })),
+        message,
+      },
+      status,
+    );
+  }
+
+  function unavailableReason(rule: ScopeRule): string {
+    const names: Record<FactorId, string> = { email: 'a verified email address', sms: 'a verified phone number', totp: 'an authenticator app' };
+    const wanted = (rule.factors ?? STEP_UP_FACTORS).map((f) => names[f]);
+    return `This permission needs a verification with ${wanted.join(' or ')}, and none is set up for your account. Ask your administrator, or allow the rest without it.`;
+  }
+
+  /**
+   * Records the grant: the unprotected scopes asked for, and of the protected ones those the user
+   * unlocked and kept (with the factor they were unlocked with); every other protected scope is
+   * taken out of the grant and rejected, so an earlier grant cannot carry it on.
+   */
+  async function grant(s: ConsentState, chosen: Set<string>): Promise<{ grantId: string; granted: string[]; withheld: string[] }> {
+    const accountId = s.user.id;
+    const clientId = s.client.clientId;
+    const existing = s.details.grantId ? await provider.Grant.find(s.details.grantId) : undefined;
+    if (s.details.grantId && !existing) throw new HttpError(400, 'This consent has expired. Go back to the application and sign in again.', 'Sign-in expired');
+    const g = existing ?? new provider.Grant({ accountId, clientId });
+    const missing = s.details.prompt.details as { missingOIDCClaims?: string[] };
+    const protectedByKey = new Map(s.protectedScopes.map((p) => [p.key, p]));
+    const records: StepUpRecord[] = [];
+    const granted: string[] = [];
+    const withheld: string[] = [];
+    const at = now();
+    for (const item of s.items) {
+      const key = scopeKey(item);
+      const rule = protectedByKey.get(key);
+      const allow = !rule || (rule.pass !== null && chosen.has(key));
+      if (allow) {
+        if (item.resource) g.addResourceScope(item.resource, item.scope);
+        else g.addOIDCScope(item.scope);
+        unreject(g, item);
+        granted.push(key);
+        if (rule?.pass) {
+          const passedHere = s.progress.methods.some((m) => m.factor === rule.pass!.factor && m.at === rule.pass!.at);
+          records.push({ resource: item.resource, scope: item.scope, factor: rule.pass.factor as FactorId, factorAgeSeconds: passedHere ? 0 : at - rule.pass.at });
+        }
+      } else {
+        withhold(g, item);
+        withheld.push(key);
+      }
+    }
+    if (missing.missingOIDCClaims) g.addOIDCClaims(missing.missingOIDCClaims);
+    const grantId = await g.save();
+    await recordStepUps(db, storedId(storageKeys(box).idKey, grantId), records, new Date(Date.now() + config.ttl.refreshTokenSeconds * 1000));
+    return { grantId, granted, withheld };
+  }
+
+  /** Consents, then hands back to the provider; a factor passed here also updates what the session says of itself. */
+  async function finish(ctx: Context, s: ConsentState, chosen: Set<string>, implicit: boolean): Promise<void> {
+    const result = await grant(s, chosen);
+    await audit.record({
+      type: 'consent.given', subject: s.user.id, clientId: s.client.clientId, ...requestMeta(ctx),
+      details: { scopes: requestedScopes(s.details), grant_id: result.grantId, ...(implicit ? { implicit: true } : {}), ...(result.withheld.length ? { withheld: result.withheld } : {}) },
+    });
+    if (s.progress.methods.length === 0) {
+      await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, [LEDGER_RESULT]: undefined }, true);
+      return;
+    }
+    const { amr, acr, ts } = await assuranceAfter(deps, s.details, s.user.id, s.progress.methods);
+    await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, login: { accountId: s.user.id, amr, acr, ts, remember: true }, [LEDGER_RESULT]: s.details.uid }, true);
+  }
+
+  /** Shows the consent page, or, for a first-party application with nothing locked, consents at once. */
+  async function enter(ctx: Context, details: InteractionDetails): Promise<void> {
+    const accountId = details.session?.accountId;
+    if (!accountId) throw new HttpError(400, 'Sign in first.', 'Sign-in expired');
+    const s = await stateOf(details, accountId);
+    const allUnlocked = s.protectedScopes.every((p) => p.pass);
+    if (!s.client.requireConsent && allUnlocked) {
+      // First-party applications: consent is implied, but still recorded as a grant.
+      return finish(ctx, s, new Set(s.protectedScopes.map((p) => p.key)), true);
+    }
+    await show(ctx, s);
+  }
+
+  router.post('/interaction/:uid/consent', async (ctx: Context) => {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.csrf);
-    if (details.prompt.name !== 'consent') {
-      ctx.status = 303;
-      ctx.redirect(`/interaction/${details.uid}`);
-      return;
-    }
+    const s = await load(ctx);
+    if (!s) return;
+    const { details } = s;
     const parsed = consentForm.safeParse(form);
-    if (!parsed.success) throw new HttpError(400, 'Choose Allow or Deny.', 'Request refused');
-    const clientId = String(details.params.client_id);
-    const subject = details.session?.accountId ?? null;
-    const scopes = requestedScopes(details);
+    if (!parsed.success) return show(ctx, s, 'Choose Allow or Deny.', 400);
     if (parsed.data.decision === 'deny') {
-      await audit.record({ type: 'consent.denied', subject, clientId, ...requestMeta(ctx), details: { scopes } });
-      await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user denied the request.' }, true);
+      await audit.record({ type: 'consent.denied', subject: s.user.id, clientId: s.client.clientId, ...requestMeta(ctx), details: { scopes: requestedScopes(details) } });
+      await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user denied the request.', [LEDGER_RESULT]: undefined }, true);
       return;
     }
-    const grantId = await grantConsent(deps, details);
-    await audit.record({ type: 'consent.given', subject, clientId, ...requestMeta(ctx), details: { scopes, grant_id: grantId } });
-    await finishInteraction(ctx, details, { consent: { grantId } }, true);
+    const chosen = new Set([parsed.data.protected ?? []].flat());
+    const byKey = new Map(s.protectedScopes.map((p) => [p.key, p]));
+    for (const key of chosen) {
+      const p = byKey.get(key);
+      // A tampered form: a scope that was not asked for, or one still locked.
+      if (!p) return show(ctx, s, 'That permission was not requested. Choose again.', 400);
+      if (!p.pass) {
+        await audit.record({ type: 'consent.refused', subject: s.user.id, clientId: s.client.clientId, ...requestMeta(ctx), details: { scope: key, reason: 'locked' } });
+        return show(ctx, s, `Verify it’s you before allowing ${p.name}.`, 403);
+      }
+    }
+    await finish(ctx, s, chosen, false);
+  });
+
+  const host: ChallengeHost = {
+    segment: 'consent/verify',
+    purpose: 'step-up',
+    async load(ctx) {
+      const s = await load(ctx);
+      if (!s) return null;
+      const usable = STEP_UP_FACTORS.filter((f) => s.protectedScopes.some((p) => !p.pass && p.usable.includes(f)));
+      return { ...s, usable, state: s } as ChallengeState & { state: ConsentState };
+    },
+    showChoice: (ctx, s, message, status) => show(ctx, (s as ChallengeState & { state: ConsentState }).state, message, status),
+    async passed(ctx, s, id) {
+      const methods = [...s.progress.methods.filter((m) => m.factor !== id), { factor: id, at: now() }];
+      await Promise.all([
+        saveProgress(db, { ...s.progress, methods, challengeId: null }),
+        audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: id, purpose: 'step-up' } }),
+      ]);
+      see(ctx, `/interaction/${s.details.uid}`);
+    },
   };
+  addChallengeRoutes(router, deps, host);
+  // The step-up's factor choice lives on the consent page itself.
+  router.get('/interaction/:uid/consent/verify', async (ctx: Context) => {
+    const details = await loadInteraction(ctx, provider);
+    see(ctx, `/interaction/${details.uid}`);
+  });
+
+  return { routes: router, enter };
+}
+
+function unreject(g: InstanceType<Provider['Grant']>, item: RequestedScope): void {
+  const rejected = (g as unknown as { rejected?: { openid?: { scope?: string }; resources?: Record<string, string> } }).rejected;
+  if (!rejected) return;
+  const drop = (scopes: string | undefined) => (scopes ?? '').split(' ').filter((s) => s && s !== item.scope).join(' ');
+  if (item.resource && rejected.resources?.[item.resource]) rejected.resources[item.resource] = drop(rejected.resources[item.resource]);
+  if (!item.resource && rejected.openid?.scope) rejected.openid.scope = drop(rejected.openid.scope);
+}
+
+/** Takes a protected scope out of the grant (an earlier consent may hold it) and rejects it, so it is not asked again in this authorization. */
+function withhold(g: InstanceType<Provider['Grant']>, item: RequestedScope): void {
+  const held = g as unknown as { openid?: { scope?: string }; resources?: Record<string, string> };
+  const drop = (scopes: string | undefined) => (scopes ?? '').split(' ').filter((s) => s && s !== item.scope).join(' ');
+  if (item.resource) {
+    if (held.resources?.[item.resource]) held.resources[item.resource] = drop(held.resources[item.resource]);
+    g.rejectResourceScope(item.resource, item.scope);
+  } else {
+    if (held.openid?.scope) held.openid.scope = drop(held.openid.scope);
+    g.rejectOIDCScope(item.scope);
+  }
 }

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { Delivery } from '../factors/delivery/index.js';
 import type { RegisteredClients } from '../clients/registered.js';
+import type { ScopeRules } from '../scopes/rules.js';
 import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
 
 export interface FlowDeps {
@@ -20,6 +21,7 @@ export interface FlowDeps {
   /** Keys code hashes of OTP challenges. */
   otpKey: Buffer;
   clients: RegisteredClients;
+  scopeRules: ScopeRules;
 }
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;

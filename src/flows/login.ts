@@ -11,6 +11,7 @@ import { clientOf, loadInteraction, requestMeta, type FlowDeps, type Interaction
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';
 import { addressKey, take } from '../rate-limits.js';
+import { now } from '../sessions/ledger.js';
 
 const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
 
@@ -101,10 +102,12 @@ export function submitLogin(deps: FlowDeps) {
     if (user.status !== 'active') return refuse('disabled');
 
     const need = await loginRequirement(db, await loadSettings(db, deps.box), config.mode, user, client.mfaRequired, details.params);
-    if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, ['pwd']);
-    // The password is right, but this login needs a second factor: remember the first and go on to it.
-    // The failure count stays until the whole login succeeds, so guessing the second factor still locks.
-    await saveProgress(db, { uid: details.uid, accountId: user.id, methods: [{ method: 'pwd', at: Math.floor(Date.now() / 1000) }], challengeId: null });
+    const progress = { uid: details.uid, accountId: user.id, step: 'login' as const, methods: [{ factor: 'password' as const, at: now() }], requirement: need, challengeId: null };
+    if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, progress);
+    // The password is right, but this login needs a second factor: remember the first, and what the
+    // login needs, and go on to it. The failure count stays until the whole login succeeds, so
+    // guessing the second factor still locks.
+    await saveProgress(db, progress);
     await audit.record({ type: 'login.password_verified', actor: username, subject: user.id, clientId, ...meta, details: { mfa: need.reasons, policy: need.policy } });
     ctx.status = 303;
     ctx.redirect(`/interaction/${details.uid}/mfa`);

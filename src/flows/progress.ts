@@ -1,13 +1,22 @@
 import { sql } from 'kysely';
 import { preparedFirst, type Db } from '../db/index.js';
-import type { AuthenticationMethod } from '../oidc/assurance.js';
 import type { FactorId } from '../settings/settings.js';
+import type { Requirement } from '../policy/requirement.js';
+import { isPass, type Pass } from '../sessions/ledger.js';
 
-/** What a login has proven so far (password, then a second factor), kept between the pages of one interaction. */
+/**
+ * What an interaction has proven so far and what it needs, kept between its pages: computed once
+ * when the interaction learns who the user is, then read by every step.
+ */
 export interface Progress {
   uid: string;
   accountId: string;
-  methods: { method: AuthenticationMethod; at: number }[];
+  /** The step the interaction is at: a factor passed there leads back to it. */
+  step: 'login' | 'consent';
+  /** Proofs passed in this interaction (moved to the session's ledger when it ends). */
+  methods: Pass[];
+  /** What this login needs beyond the password (null at consent, where each scope has its rule). */
+  requirement: Requirement | null;
   challengeId: string | null;
   /** The user asked to set up an authenticator app once they have passed a code. */
   enrolAfterFactor?: boolean;
@@ -21,7 +30,9 @@ export async function saveProgress(db: Db, progress: Progress): Promise<void> {
   const values = {
     uid: progress.uid,
     account_id: progress.accountId,
+    step: progress.step,
     methods: JSON.stringify(progress.methods),
+    requirement: progress.requirement ? JSON.stringify(progress.requirement) : null,
     challenge_id: progress.challengeId,
     enrol_after_factor: progress.enrolAfterFactor ?? false,
     factor_passed: progress.factorPassed ?? null,
@@ -37,10 +48,15 @@ export async function saveProgress(db: Db, progress: Progress): Promise<void> {
 export async function loadProgress(db: Db, uid: string): Promise<Progress | null> {
   const row = await preparedFirst(db, db.selectFrom('interaction_progress').selectAll().where('uid', '=', uid).where('expires_at', '>', sql<Date>`now()`));
   if (!row) return null;
+  const methods = row.methods as unknown[];
+  // A row written before the ledger (or tampered with) is not trusted: the sign-in starts over.
+  if (!Array.isArray(methods) || !methods.every(isPass)) return null;
   return {
     uid: row.uid,
     accountId: row.account_id,
-    methods: row.methods as Progress['methods'],
+    step: row.step,
+    methods,
+    requirement: (row.requirement as Requirement | null) ?? null,
     challengeId: row.challenge_id,
     enrolAfterFactor: row.enrol_after_factor,
     factorPassed: row.factor_passed as FactorId | null,

@@ -18,12 +18,18 @@ export function claimsOf(user: User): { sub: string; [claim: string]: unknown } 
   };
 }
 
-/** A disabled or deleted user is no account: their tokens stop refreshing and userinfo refuses them. */
+/**
+ * A disabled or deleted user is no account: their tokens stop refreshing and userinfo refuses them.
+ * UserInfo also says how the session signed in (acr, amr, auth_time), as the access token presented
+ * carries it (from the factor ledger, through extraTokenClaims).
+ */
 export function accountFinder(db: Db): FindAccount {
-  return async (_ctx, sub): Promise<Account | undefined> => {
+  return async (_ctx, sub, token): Promise<Account | undefined> => {
     const user = await findUserById(db, sub);
     if (!user || user.status !== 'active') return undefined;
-    return { accountId: user.id, claims: () => claimsOf(user) };
+    const extra = (token as { extra?: Record<string, unknown> } | undefined)?.extra;
+    const assurance = extra ? Object.fromEntries(['acr', 'amr', 'auth_time'].filter((k) => extra[k] !== undefined).map((k) => [k, extra[k]])) : {};
+    return { accountId: user.id, claims: (use) => (use === 'userinfo' ? { ...claimsOf(user), ...assurance } : claimsOf(user)) };
   };
 }
 

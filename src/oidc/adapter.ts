@@ -92,6 +92,11 @@ const FIND = {
   uid: prepared('select id, grant_id, payload, expires_at, consumed_at from oidc_models where model = $1 and uid = $2'),
   user_code: prepared('select id, grant_id, payload, expires_at, consumed_at from oidc_models where model = $1 and user_code = $2'),
 } as const;
+// A grant comes with the factors its protected scopes were granted with, in the same statement.
+const FIND_GRANT = prepared(`select id, grant_id, payload, expires_at, consumed_at,
+  (select json_agg(json_build_object('resource', s.resource, 'scope', s.scope, 'factor', s.factor, 'age', s.factor_age_seconds))
+     from grant_step_ups s where s.grant_id = oidc_models.id) as step_ups
+  from oidc_models where model = $1 and id = $2`);
 // Was a refresh token issued in this grant after the given one was used? (Then presenting it again is reuse.)
 const SUCCESSOR = prepared(`select 1 from oidc_models where model = 'RefreshToken' and grant_id = $1 and id <> $2
   and (payload->>'iat')::bigint >= $3 limit 1`);
@@ -100,7 +105,10 @@ const CONSUME = prepared('update oidc_models set consumed_at = coalesce(consumed
 const DESTROY = prepared('delete from oidc_models where model = $1 and id = $2');
 const REVOKE = prepared('delete from oidc_models where grant_id = $1');
 
-type Row = { id: string; grant_id: string | null; payload: unknown; expires_at: Date | null; consumed_at: Date | null };
+type Row = { id: string; grant_id: string | null; payload: unknown; expires_at: Date | null; consumed_at: Date | null; step_ups?: unknown };
+
+/** Holds a grant loaded from storage against today's scope rules (src/scopes/grants.ts). */
+export type GrantGuard = (payload: AdapterPayload, stepUps: unknown) => Promise<AdapterPayload>;
 
 /**
  * PostgreSQL stores no NUL character (in text or jsonb): a request carrying one in any parameter
@@ -128,6 +136,7 @@ export class KyselyAdapter implements Adapter {
     private readonly keys: StorageKeys,
     /** How long a rotated refresh token may be presented again (REFRESH_TOKEN_REUSE_SECONDS). */
     refreshTokenReuseSeconds = 0,
+    private readonly grantGuard?: GrantGuard,
   ) {
     this.reuseMs = model === 'RefreshToken' ? refreshTokenReuseSeconds * 1000 : 0;
   }
@@ -156,6 +165,11 @@ export class KyselyAdapter implements Adapter {
 
   private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
     if (value.includes(NUL)) return undefined;
+    if (this.grantGuard && column === 'id') {
+      const [grant] = await this.run<Row>(FIND_GRANT, [this.model, this.hash(value)]);
+      const payload = live(grant, (stored) => openPayload(this.model, stored, this.keys.box));
+      return payload && this.grantGuard(payload, grant!.step_ups);
+    }
     const [row] = await this.run<Row>(FIND[column], [this.model, this.hash(value)]);
     if (row?.consumed_at && this.model === 'RefreshToken' && row.grant_id && !(await this.hasSuccessor(row))) {
       // Used, but its rotation never completed (the database went away between the two writes):

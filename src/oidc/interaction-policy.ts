@@ -1,16 +1,24 @@
 import { interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
-import { ACR } from './assurance.js';
 
 const { Check, base } = interactionPolicy;
 
+export interface PolicyChecks {
+  /** The signed-in session lacks a second factor fresh enough for this client, request or user policy. */
+  needsMfa(ctx: KoaContextWithOIDC, accountId: string): Promise<boolean>;
+  /** The request asks for a protected scope the session may not have without stepping up at consent. */
+  needsScopeStepUp(ctx: KoaContextWithOIDC): Promise<boolean>;
+}
+
 /**
- * oidc-provider's prompts (login, then consent) plus Tessera's checks on the login prompt:
- * - account_unavailable: the session's account was disabled or deleted since it signed in;
- * - mfa_required: the session signed in with a password only, but this client, request or the
- *   user's policy needs a second factor (step-up). Once a login result is present it never asks
- *   again, so it cannot loop.
+ * oidc-provider's prompts (login, then consent) plus Tessera's checks:
+ * - login/account_unavailable: the session's account was disabled or deleted since it signed in;
+ * - login/mfa_required: the session lacks a fresh enough second factor for this client, request or
+ *   the user's policy (step-up). Once a login result is present it never asks again, so it cannot loop;
+ * - consent/scope_step_up: a protected scope is asked for and the session has no fresh enough
+ *   allowed factor, or the grant does not hold it: an earlier grant never stands in for the factor.
+ *   With prompt=none the answer is interaction_required.
  */
-export function createInteractionPolicy(needsMfa: (ctx: KoaContextWithOIDC, accountId: string) => Promise<boolean>): interactionPolicy.DefaultPolicy {
+export function createInteractionPolicy(checks: PolicyChecks): interactionPolicy.DefaultPolicy {
   const policy = base();
   const login = policy.get('login')!;
   login.checks.add(
@@ -22,8 +30,14 @@ export function createInteractionPolicy(needsMfa: (ctx: KoaContextWithOIDC, acco
   login.checks.add(
     new Check('mfa_required', 'a second factor is required', async (ctx: KoaContextWithOIDC) => {
       const { session, account, result } = ctx.oidc;
-      if (result?.login || !session?.accountId || !account || session.acr === ACR.mfa) return Check.NO_NEED_TO_PROMPT;
-      return (await needsMfa(ctx, session.accountId)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
+      if (result?.login || !session?.accountId || !account) return Check.NO_NEED_TO_PROMPT;
+      return (await checks.needsMfa(ctx, session.accountId)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
+    }),
+  );
+  policy.get('consent')!.checks.add(
+    new Check('scope_step_up', 'a protected scope needs a second factor', 'interaction_required', async (ctx: KoaContextWithOIDC) => {
+      if (ctx.oidc.result?.consent || !ctx.oidc.session?.accountId) return Check.NO_NEED_TO_PROMPT;
+      return (await checks.needsScopeStepUp(ctx)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
     }),
   );
   return policy;

@@ -1,4 +1,4 @@
-import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config.js';
 import type { Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
@@ -12,7 +12,11 @@ import { ClientAdapter, KyselyAdapter, storageKeys } from './adapter.js';
 import { accountFinder, CLAIMS_BY_SCOPE, OIDC_SCOPES } from './account.js';
 import { ACR_VALUES } from './assurance.js';
 import type { KeyMaterial } from './keys.js';
-import { createInteractionPolicy } from './interaction-policy.js';
+import { createInteractionPolicy, type PolicyChecks } from './interaction-policy.js';
+import { commitInteractionPasses, freshFactor, readLedger, type Pass } from '../sessions/ledger.js';
+import { unlockingPass, type RequestedScope, type ScopeRules } from '../scopes/rules.js';
+import { guardGrant, parseStepUps } from '../scopes/grants.js';
+import { LEDGER_RESULT } from '../flows/complete-login.js';
 import { findUserById } from '../directory/users.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
@@ -24,6 +28,7 @@ export interface ProviderDeps {
   box: SecretBox;
   clients: RegisteredClients;
   resourceServers: ResourceServers;
+  scopeRules: ScopeRules;
   keys: KeyMaterial;
   audit: Audit;
   log: Logger;
@@ -38,20 +43,55 @@ function page(ctx: KoaContextWithOIDC, status: number, name: string, data: { tit
 }
 
 export function createProvider(deps: ProviderDeps): Provider {
-  const { config, issuer, db, box, keys, audit, log, clients, resourceServers } = deps;
+  const { config, issuer, db, box, keys, audit, log, clients, resourceServers, scopeRules } = deps;
   const secureCookies = issuer.startsWith('https://');
   const storage = storageKeys(box);
 
-  const needsMfa = async (ctx: KoaContextWithOIDC, accountId: string): Promise<boolean> => {
-    const user = await findUserById(db, accountId);
-    const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
-    if (!user || !client) return false;
-    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, user, client.mfaRequired, ctx.oidc.params ?? {});
-    return need.mfaRequired;
+  // The session's factor ledger, read at most once per request.
+  const ledgers = new WeakMap<KoaContextWithOIDC, Promise<Pass[]>>();
+  const ledgerOf = (ctx: KoaContextWithOIDC): Promise<Pass[]> => {
+    let ledger = ledgers.get(ctx);
+    if (!ledger) {
+      const { session } = ctx.oidc;
+      ledger = session?.uid && session.accountId ? readLedger(db, session.uid, session.accountId) : Promise.resolve([]);
+      ledgers.set(ctx, ledger);
+    }
+    return ledger;
+  };
+
+  const checks: PolicyChecks = {
+    async needsMfa(ctx, accountId) {
+      const user = await findUserById(db, accountId);
+      const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
+      if (!user || !client) return false;
+      const settings = await loadSettings(db, box);
+      const need = await loginRequirement(db, settings, config.mode, user, client.mfaRequired, ctx.oidc.params ?? {});
+      // An MFA counts for as long as mfa.maxAgeSeconds, not for the whole session.
+      return need.mfaRequired && !freshFactor(await ledgerOf(ctx), need.allowedFactors, settings.mfa.maxAgeSeconds);
+    },
+    async needsScopeStepUp(ctx) {
+      const { grant } = ctx.oidc;
+      const requested: RequestedScope[] = [...ctx.oidc.requestParamOIDCScopes].map((scope) => ({ resource: null, scope }));
+      for (const [indicator, server] of Object.entries(ctx.oidc.resourceServers ?? {})) {
+        for (const scope of ctx.oidc.requestParamScopes) if (server.scopes.has(scope)) requested.push({ resource: indicator, scope });
+      }
+      const rules = await scopeRules.protecting(requested);
+      if (rules.length === 0) return false;
+      const ledger = await ledgerOf(ctx);
+      return rules.some((rule) => {
+        const held = (rule.resource ? grant?.getResourceScope(rule.resource) : grant?.getOIDCScope())?.split(' ').includes(rule.scope);
+        return !held || !unlockingPass(rule, ledger, []);
+      });
+    },
   };
 
   const configuration: Configuration = {
-    adapter: (name: string) => (name === 'Client' ? new ClientAdapter(clients) : new KyselyAdapter(db, name, storage, config.ttl.refreshTokenReuseSeconds)),
+    adapter: (name: string) => {
+      if (name === 'Client') return new ClientAdapter(clients);
+      // A grant is held against today's scope rules whenever it is loaded (authorization, refresh, UserInfo).
+      const guard = name === 'Grant' ? (payload: AdapterPayload, stepUps: unknown) => guardGrant(scopeRules, payload, parseStepUps(stepUps)) : undefined;
+      return new KyselyAdapter(db, name, storage, config.ttl.refreshTokenReuseSeconds, guard);
+    },
     findAccount: accountFinder(db),
     jwks: { keys: keys.signing as never },
     cookies: {
@@ -120,7 +160,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         },
       },
     },
-    interactions: { policy: createInteractionPolicy(needsMfa), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    interactions: { policy: createInteractionPolicy(checks), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     // How the user signed in travels with their access tokens (RFC 9068 §2.2.1), so an API can demand MFA.
     extraTokenClaims: async (ctx, token) => {
       if (token.kind !== 'AccessToken') return undefined;
@@ -154,6 +194,17 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const provider = new Provider(issuer, configuration);
   provider.proxy = config.trustProxy;
+
+  // Once oidc-provider has signed the session in (and its uid is final), what the interaction
+  // proved moves from its progress into the session's factor ledger.
+  provider.use(async (ctx, next) => {
+    await next();
+    const { oidc } = ctx as KoaContextWithOIDC;
+    const interactionUid = oidc?.route === 'resume' ? (oidc.result as Record<string, unknown> | undefined)?.[LEDGER_RESULT] : undefined;
+    if (typeof interactionUid === 'string' && oidc.session?.uid) {
+      await commitInteractionPasses(db, interactionUid, oidc.session.uid, config.ttl.sessionSeconds);
+    }
+  });
 
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     const { AccessToken, ClientCredentials, Client } = ctx.oidc.entities;

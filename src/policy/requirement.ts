@@ -34,7 +34,7 @@ export interface Requirement {
   usableFactors: FactorId[];
   /**
    * "required": the policy demands an authenticator app and the user has none: enrol before anything else.
-   * "offered": MFA is required and nothing else is usable: enrol now.
+   * "offered": a policy requires MFA and nothing else is usable: enrol now (first logon).
    * "after-factor": the user has other methods but no app: they may set one up after passing one of them.
    */
   enrolAuthenticator: 'required' | 'offered' | 'after-factor' | 'no';
@@ -92,8 +92,11 @@ export function requirement(input: RequirementInput): Requirement {
 
   let enrolAuthenticator: Requirement['enrolAuthenticator'] = 'no';
   if (requireApp && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'required';
-  else if (mfaRequired && usable.length === 0 && allowed.includes('totp')) enrolAuthenticator = 'offered';
-  else if (mfaRequired && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'after-factor';
+  // A first factor is enrolled with a password alone only where an administrator's policy demands
+  // MFA: a request's acr_values or a client's flag must not let a password thief attach their app.
+  else if (mfaRequired && usable.length === 0 && allowed.includes('totp') && reasons.includes('policy')) enrolAuthenticator = 'offered';
+  // After a code: only where the user has a code method to pass first.
+  else if (mfaRequired && usable.length > 0 && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'after-factor';
 
   return {
     mfaRequired,

@@ -21,6 +21,11 @@ const mfaSchema = z.object({
   methods: z
     .object({ email: z.boolean().default(true), sms: z.boolean().default(true), totp: z.boolean().default(true) })
     .default({ email: true, sms: true, totp: true }),
+  /**
+   * How old a second factor may be and still satisfy a client's, a policy's or acr_values' demand
+   * for MFA; older, the session steps up again. Protected scopes have their own window.
+   */
+  maxAgeSeconds: z.number().int().min(0).max(30 * 86_400).default(12 * 3600),
   otp: z
     .object({
       length: z.number().int().min(4).max(10).default(6),

@@ -99,4 +99,14 @@ describe('policy: the requirement', () => {
     const appsOff = requirement(input({ policies: [rule({ requireAuthenticatorApp: true })], methodsAvailable: { email: true, sms: true, totp: false }, user: EVERYTHING }));
     assert.equal(appsOff.noUsableMethod, true, 'the policy demands an app but apps are switched off');
   });
+
+  it('a first factor is enrolled with a password alone only when a policy demands MFA, never for acr_values or a client flag', () => {
+    for (const over of [{ mfaAcrRequested: true }, { clientRequiresMfa: true }]) {
+      const need = requirement(input({ ...over, user: NOTHING }));
+      assert.equal(need.mfaRequired, true);
+      assert.equal(need.enrolAuthenticator, 'no');
+      assert.equal(need.noUsableMethod, true, 'the "no usable method" page, not a QR code');
+    }
+    assert.equal(requirement(input({ mfaAcrRequested: true, policies: [rule({})], user: NOTHING })).enrolAuthenticator, 'offered');
+  });
 });

@@ -1,0 +1,137 @@
+import type { Db } from '../db/index.js';
+import type { User } from '../db/schema.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+import type { AuthenticationMethod } from '../oidc/assurance.js';
+import type { FactorId, Settings } from '../settings/settings.js';
+import { createChallenge, isRefusal, markDelivered, markUndeliverable, verifyChallenge, type SendRefusal } from './challenges.js';
+import { isWellFormedTotp, verifyTotp } from './totp.js';
+import { DeliveryError, fillTemplate } from './delivery/types.js';
+import type { Delivery } from './delivery/index.js';
+
+/** What a factor needs to start or check a challenge. */
+export interface FactorContext {
+  db: Db;
+  box: SecretBox;
+  otpKey: Buffer;
+  delivery: Delivery;
+  settings: Settings;
+  user: User;
+  /** The interaction the challenge belongs to (its resend cooldown, its pending authenticator). */
+  interactionUid: string;
+  ip: string;
+  /** login or step-up: what the challenge is for, kept with it. */
+  purpose: string;
+}
+
+export type StartOutcome =
+  /** A code went out; the user enters it against this challenge. */
+  | { kind: 'sent'; challengeId: string; provider: string }
+  /** Nothing to send: the user reads the code from their own device. */
+  | { kind: 'ready' }
+  | { kind: 'refused'; refusal: SendRefusal }
+  | { kind: 'undeliverable'; reason: string; provider?: string };
+
+export type Verdict =
+  /** The factor that verified: for a sent code, the channel of the challenge itself, never the form's word. */
+  | { ok: true; factor: FactorId }
+  | { ok: false; reason: 'wrong'; attemptsLeft: number | null }
+  | { ok: false; reason: 'malformed' | 'exhausted' | 'expired' | 'used' | 'unknown' };
+
+export interface Factor {
+  id: FactorId;
+  /** The RFC 8176 value passing this factor proves. Email codes have none of their own: "otp". */
+  amr: AuthenticationMethod;
+  /** Whether the user can use it now (a verified address or number, a confirmed app). */
+  usableBy(user: User, facts: { hasAuthenticator: boolean }): boolean;
+  /** The choice shown on the "verify it's you" page. */
+  describe(user: User): string;
+  /** What the code page says the code is and where it went. */
+  prompt(user: User, settings: Settings): string;
+  codeLength(settings: Settings): number;
+  start(ctx: FactorContext): Promise<StartOutcome>;
+  /** Checks an answer. A sent code is checked against its challenge, which says which channel it was. */
+  verify(ctx: FactorContext, answer: { code: string; challengeId: string | null }): Promise<Verdict>;
+}
+
+export function maskEmail(email: string): string {
+  const [local = '', domain = ''] = email.split('@');
+  return `${local.slice(0, 1)}${'•'.repeat(Math.max(2, Math.min(local.length - 1, 6)))}@${domain}`;
+}
+
+export function maskPhone(phone: string): string {
+  return `${phone.slice(0, 2)}${'•'.repeat(Math.max(0, phone.length - 6))}${phone.slice(-4)}`;
+}
+
+/** A factor that sends a one-time code over a channel and checks it against the stored challenge. */
+function sentCode(id: 'email' | 'sms', amr: AuthenticationMethod, channel: { destination(user: User): string | null; verified(user: User): boolean; masked(user: User): string }): Factor {
+  return {
+    id,
+    amr,
+    usableBy: (user) => Boolean(channel.destination(user)) && channel.verified(user),
+    describe: (user) => `${id === 'email' ? 'Email' : 'Text'} a code to ${channel.masked(user)}`,
+    prompt: (user, settings) => `We sent a ${settings.mfa.otp.length}-digit code to ${channel.masked(user)}.`,
+    codeLength: (settings) => settings.mfa.otp.length,
+    async start(ctx) {
+      const destination = channel.destination(ctx.user)!;
+      const result = await createChallenge(ctx.db, ctx.otpKey, ctx.settings.mfa.otp, {
+        userId: ctx.user.id, factor: id, destination, ip: ctx.ip, interactionUid: ctx.interactionUid, purpose: ctx.purpose,
+      });
+      if (isRefusal(result)) return { kind: 'refused', refusal: result };
+      const { otp, templates, appName } = ctx.settings.mfa;
+      const values = { code: result.code, minutes: String(Math.round(otp.lifetimeSeconds / 60)), app: appName };
+      try {
+        const { provider } = await ctx.delivery.send(id, ctx.settings, id === 'email'
+          ? { to: destination, subject: fillTemplate(templates.emailSubject, values), text: fillTemplate(templates.emailBody, values) }
+          : { to: destination, text: fillTemplate(templates.sms, values) });
+        await markDelivered(ctx.db, result.challenge.id);
+        return { kind: 'sent', challengeId: result.challenge.id, provider };
+      } catch (error) {
+        await markUndeliverable(ctx.db, result.challenge);
+        return { kind: 'undeliverable', reason: error instanceof Error ? error.message : String(error), ...(error instanceof DeliveryError ? { provider: error.provider } : {}) };
+      }
+    },
+    async verify(ctx, answer) {
+      if (!answer.challengeId) return { ok: false, reason: 'unknown' };
+      const outcome = await verifyChallenge(ctx.db, ctx.otpKey, answer.challengeId, ctx.user.id, answer.code);
+      if (outcome.ok) return { ok: true, factor: outcome.challenge.factor };
+      return outcome.reason === 'wrong' ? { ok: false, reason: 'wrong', attemptsLeft: outcome.attemptsLeft } : { ok: false, reason: outcome.reason };
+    },
+  };
+}
+
+const totp: Factor = {
+  id: 'totp',
+  amr: 'otp',
+  usableBy: (_user, facts) => facts.hasAuthenticator,
+  describe: () => 'Use your authenticator app',
+  prompt: () => 'Enter the 6-digit code from your authenticator app.',
+  codeLength: () => 6,
+  start: async () => ({ kind: 'ready' }),
+  async verify(ctx, answer) {
+    if (!isWellFormedTotp(answer.code)) return { ok: false, reason: 'malformed' };
+    return (await verifyTotp(ctx.db, ctx.box, ctx.settings.mfa.totp, ctx.user.id, answer.code)) ? { ok: true, factor: 'totp' } : { ok: false, reason: 'wrong', attemptsLeft: null };
+  },
+};
+
+/** Every second factor Tessera offers, in the order they are offered. */
+export const FACTOR_REGISTRY: Record<FactorId, Factor> = {
+  totp,
+  email: sentCode('email', 'otp', { destination: (u) => u.email, verified: (u) => u.email_verified, masked: (u) => maskEmail(u.email ?? '') }),
+  sms: sentCode('sms', 'sms', { destination: (u) => u.phone, verified: (u) => u.phone_verified, masked: (u) => maskPhone(u.phone ?? '') }),
+};
+
+export function factor(id: FactorId): Factor {
+  return FACTOR_REGISTRY[id];
+}
+
+/** The amr values of a set of passed factors (the password included), with "mfa" when there are two kinds (RFC 8176). */
+export function amrOf(passed: readonly ('password' | FactorId)[]): AuthenticationMethod[] {
+  const amr = [...new Set(passed.map((p) => (p === 'password' ? 'pwd' : FACTOR_REGISTRY[p].amr)))] as AuthenticationMethod[];
+  if (amr.includes('pwd') && passed.some((p) => p !== 'password')) amr.push('mfa');
+  return amr;
+}
+
+/** How a channel is named in sentences ("by email"). */
+export function channelName(id: 'email' | 'sms'): string {
+  return id === 'email' ? 'by email' : 'by text message';
+}

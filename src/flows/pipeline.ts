@@ -1,0 +1,98 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { HttpError } from '../http/errors.js';
+import { assertCsrf } from '../http/csrf.js';
+import { readForm } from '../http/body.js';
+import { findUserById } from '../directory/users.js';
+import { loadSettings } from '../settings/settings.js';
+import { loginRequirement } from '../policy/policies.js';
+import { clientOf, finishInteraction, loadInteraction, type FlowDeps, type InteractionDetails } from './context.js';
+import { showLogin, submitLogin } from './login.js';
+import { consentStep } from './consent.js';
+import { mfaRoutes } from './mfa.js';
+import { loadProgress, saveProgress, type Progress } from './progress.js';
+
+/** What each step sees of the interaction when deciding whether it applies. */
+interface Visit {
+  ctx: Context;
+  details: InteractionDetails;
+  progress: Progress | null;
+}
+
+/** One step of an interaction: whether it applies now, and how it starts (a page, or a redirect to its pages). */
+interface Step {
+  name: string;
+  applies(visit: Visit): boolean;
+  enter(visit: Visit): Promise<void>;
+}
+
+// Login reasons a signed-in session answers with a second factor alone; any other reason
+// (prompt=login, max_age, no session, another account) is a new authentication from the password on.
+const STEP_UP_REASONS = new Set(['mfa_required', 'essential_acr', 'essential_acrs']);
+
+/** The session is signed in and only lacks a (fresh enough) second factor. */
+function isStepUp(details: InteractionDetails): boolean {
+  return Boolean(details.session?.accountId) && details.prompt.reasons.length > 0 && details.prompt.reasons.every((r) => STEP_UP_REASONS.has(r));
+}
+
+/**
+ * The interaction pipeline. oidc-provider says which prompt is unmet (login, then consent) and
+ * why; these are the steps that answer, in order, each deciding whether it applies. The first that
+ * applies runs; a step that finishes hands its result back to the provider, which decides what
+ * comes next. New steps (approval, shared accounts, …) go into this list.
+ */
+export function interactionRoutes(deps: FlowDeps): Router[] {
+  const { db, provider, config, box } = deps;
+  const consent = consentStep(deps);
+  const see = (ctx: Context, url: string) => {
+    ctx.status = 303;
+    ctx.redirect(url);
+  };
+
+  const steps: Step[] = [
+    {
+      name: 'password',
+      applies: ({ details, progress }) => details.prompt.name === 'login' && !progress && !isStepUp(details),
+      enter: async ({ ctx, details }) => showLogin(ctx, details, (await clientOf(deps.clients, details)).name),
+    },
+    {
+      name: 'second-factor',
+      applies: ({ details }) => details.prompt.name === 'login',
+      async enter({ ctx, details, progress }) {
+        if (!progress) {
+          // A step-up: the requirement is worked out now, once, and kept with the interaction's progress.
+          const user = await findUserById(db, details.session!.accountId);
+          if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
+          const client = await clientOf(deps.clients, details);
+          const requirement = await loginRequirement(db, await loadSettings(db, box), config.mode, user, client.mfaRequired, details.params);
+          if (!requirement.mfaRequired) return showLogin(ctx, details, client.name);
+          await saveProgress(db, { uid: details.uid, accountId: user.id, step: 'login', methods: [], requirement, challengeId: null });
+        }
+        see(ctx, `/interaction/${details.uid}/mfa`);
+      },
+    },
+    {
+      name: 'consent',
+      applies: ({ details }) => details.prompt.name === 'consent',
+      enter: ({ ctx, details }) => consent.enter(ctx, details),
+    },
+  ];
+
+  const router = new Router({ prefix: '/interaction/:uid' });
+  router.get('/', async (ctx: Context) => {
+    const details = await loadInteraction(ctx, provider);
+    const progress = details.prompt.name === 'login' ? await loadProgress(db, details.uid) : null;
+    const visit: Visit = { ctx, details, progress: progress?.step === 'login' ? progress : null };
+    const step = steps.find((s) => s.applies(visit));
+    if (!step) throw new HttpError(400, 'This sign-in step is not supported.', 'Request refused');
+    await step.enter(visit);
+  });
+  router.post('/login', submitLogin(deps));
+  router.post('/abort', async (ctx: Context) => {
+    const details = await loadInteraction(ctx, provider);
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
+  });
+  return [router, mfaRoutes(deps), consent.routes];
+}

@@ -1,0 +1,201 @@
+import type Router from '@koa/router';
+import type { Context } from 'koa';
+import { z } from 'zod';
+import type { User } from '../db/schema.js';
+import { admitAttempt, passedAttempt } from '../directory/users.js';
+import { assertCsrf } from '../http/csrf.js';
+import { readForm } from '../http/body.js';
+import { renderPage } from '../http/views.js';
+import type { FactorId, Settings } from '../settings/settings.js';
+import { findChallenge } from '../factors/challenges.js';
+import { channelName, factor as factorOf, type FactorContext } from '../factors/index.js';
+import { requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+import { saveProgress, type Progress } from './progress.js';
+
+/** Where a challenge runs and what it may use: the state every challenge page starts from. */
+export interface ChallengeState {
+  details: InteractionDetails;
+  progress: Progress;
+  user: User;
+  settings: Settings;
+  /** The factors this challenge accepts that the user can use now. */
+  usable: FactorId[];
+}
+
+/**
+ * A step that challenges the user for a second factor: the MFA step of a login, or the step-up on
+ * the consent screen. Both run the same pages, limits, lockout and audit; each says where its
+ * pages are, how to show the choice, and what passing a factor leads to.
+ */
+export interface ChallengeHost {
+  /** Where the challenge pages hang under /interaction/:uid/: "mfa" or "consent/verify". */
+  segment: string;
+  /** What the challenge is for, kept with each code sent. */
+  purpose: 'login' | 'step-up';
+  /** The state, or null after sending a browser whose interaction is elsewhere on its way. */
+  load(ctx: Context): Promise<ChallengeState | null>;
+  showChoice(ctx: Context, s: ChallengeState, message: string | null, status: number): Promise<void> | void;
+  passed(ctx: Context, s: ChallengeState, factor: FactorId): Promise<void>;
+}
+
+export function challengeBase(host: Pick<ChallengeHost, 'segment'>, uid: string): string {
+  return `/interaction/${uid}/${host.segment}`;
+}
+
+const factorField = z.enum(['email', 'sms', 'totp']);
+const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, '')).pipe(z.string().regex(/^\d{4,10}$/));
+
+export function when(date: Date): string {
+  const seconds = Math.max(1, Math.ceil((date.getTime() - Date.now()) / 1000));
+  if (seconds < 90) return `in ${seconds} seconds`;
+  const minutes = Math.ceil(seconds / 60);
+  return minutes < 90 ? `in ${minutes} minutes` : `after ${date.toISOString().slice(11, 16)} UTC`;
+}
+
+export function factorContext(deps: FlowDeps, ctx: Context, s: ChallengeState, purpose: string): FactorContext {
+  return { db: deps.db, box: deps.box, otpKey: deps.otpKey, delivery: deps.delivery, settings: s.settings, user: s.user, interactionUid: s.details.uid, ip: ctx.ip, purpose };
+}
+
+export function showCode(ctx: Context, host: ChallengeHost, s: ChallengeState, id: FactorId, options: { error?: string | null; status?: number; resendAt?: Date | null } = {}): void {
+  const f = factorOf(id);
+  renderPage(
+    ctx,
+    'flows/mfa-code',
+    {
+      title: 'Enter your code',
+      uid: s.details.uid,
+      base: challengeBase(host, s.details.uid),
+      factor: id,
+      prompt: f.prompt(s.user, s.settings),
+      length: f.codeLength(s.settings),
+      error: options.error ?? null,
+      notice: null,
+      resendAt: options.resendAt ? when(options.resendAt) : null,
+    },
+    options.status ?? 200,
+  );
+}
+
+const VERDICT_MESSAGES = {
+  malformed: 'Enter the 6-digit code your app shows.',
+  exhausted: 'Too many wrong tries: this code no longer works. Ask for a new code.',
+  expired: 'This code has expired. Ask for a new code.',
+  used: 'This code was already used. Ask for a new code.',
+  unknown: 'Ask for a new code.',
+} as const;
+
+/**
+ * The challenge pages under a host's base: choose a factor (POST base), read or receive a code
+ * (GET base/code), enter it (POST base/code), ask for another (POST base/resend).
+ */
+export function addChallengeRoutes(router: Router, deps: FlowDeps, host: ChallengeHost): void {
+  const { db, config, audit, log } = deps;
+  const path = (suffix: string) => `/interaction/:uid/${host.segment}${suffix}`;
+  const step = (handler: (ctx: Context, s: ChallengeState) => Promise<void>) => async (ctx: Context) => {
+    const s = await host.load(ctx);
+    if (s) await handler(ctx, s);
+  };
+  const see = (ctx: Context, url: string) => {
+    ctx.status = 303;
+    ctx.redirect(url);
+  };
+
+  /** Starts the chosen factor: sends its code (then the code page), or goes straight to the code page. */
+  async function start(ctx: Context, s: ChallengeState, id: FactorId): Promise<void> {
+    const meta = requestMeta(ctx);
+    const clientId = String(s.details.params.client_id);
+    const outcome = await factorOf(id).start(factorContext(deps, ctx, s, host.purpose));
+    switch (outcome.kind) {
+      case 'ready':
+        return see(ctx, `${challengeBase(host, s.details.uid)}/code?factor=${id}`);
+      case 'sent':
+        await Promise.all([
+          saveProgress(db, { ...s.progress, challengeId: outcome.challengeId }),
+          audit.record({ type: 'mfa.sent', subject: s.user.id, clientId, ...meta, details: { factor: id, provider: outcome.provider, challenge: outcome.challengeId, purpose: host.purpose } }),
+        ]);
+        return see(ctx, `${challengeBase(host, s.details.uid)}/code?factor=${id}`);
+      case 'refused': {
+        const { refusal } = outcome;
+        await audit.record({ type: 'mfa.send_refused', subject: s.user.id, clientId, ...meta, details: { factor: id, reason: refusal.kind, ...(refusal.kind === 'limit' ? { scope: refusal.scope } : {}) } });
+        const message = refusal.kind === 'cooldown'
+          ? `A code was sent moments ago. You can ask for a new one ${when(refusal.retryAt)}.`
+          : `Too many codes have been requested. Try again ${when(refusal.retryAt)}, or choose another method.`;
+        if (refusal.kind === 'cooldown' && s.progress.challengeId) return showCode(ctx, host, s, id, { error: message, status: 429, resendAt: refusal.retryAt });
+        return host.showChoice(ctx, s, message, 429);
+      }
+      case 'undeliverable':
+        log.warn({ factor: id, provider: outcome.provider, reason: outcome.reason }, 'could not send a one-time code');
+        await audit.record({ type: 'mfa.send_failed', subject: s.user.id, clientId, ...meta, details: { factor: id, reason: outcome.reason } });
+        return host.showChoice(ctx, s, `We could not send a code ${channelName(id as 'email' | 'sms')} just now. Try again, or choose another method.`, 503);
+    }
+  }
+
+  router.post(path(''), step(async (ctx, s) => {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    const id = factorField.safeParse(form.factor);
+    if (!id.success || !s.usable.includes(id.data)) return host.showChoice(ctx, s, 'Choose one of the methods below.', 400);
+    await start(ctx, s, id.data);
+  }));
+
+  router.get(path('/code'), step(async (ctx, s) => {
+    const id = factorField.safeParse(ctx.query.factor);
+    if (!id.success || !s.usable.includes(id.data) || (id.data !== 'totp' && !s.progress.challengeId)) return see(ctx, challengeBase(host, s.details.uid));
+    let resendAt: Date | null = null;
+    if (id.data !== 'totp') {
+      const challenge = await findChallenge(db, s.progress.challengeId!, s.user.id);
+      if (challenge) resendAt = new Date(challenge.created_at.getTime() + s.settings.mfa.otp.resendCooldownSeconds * 1000);
+    }
+    showCode(ctx, host, s, id.data, { resendAt: resendAt && resendAt > new Date() ? resendAt : null });
+  }));
+
+  router.post(path('/code'), step(async (ctx, s) => {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    const id = factorField.safeParse(form.factor);
+    if (!id.success || !s.usable.includes(id.data)) return host.showChoice(ctx, s, 'Choose one of the methods below.', 400);
+    const code = codeField.safeParse(form.code ?? '');
+    if (!code.success) return showCode(ctx, host, s, id.data, { error: 'Enter the code: digits only.', status: 400 });
+    if (id.data !== 'totp' && !s.progress.challengeId) return host.showChoice(ctx, s, 'Ask for a code first.', 400);
+    const meta = requestMeta(ctx);
+    const clientId = String(s.details.params.client_id);
+    // Every guess at any factor is admitted and counted toward the account lockout before it is checked,
+    // so a burst of guesses cannot check more than the threshold, and a locked account checks nothing.
+    const admission = await admitAttempt(db, s.user.id, config.lockout);
+    if (!admission.admitted) {
+      await audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: id.data, reason: 'locked', purpose: host.purpose } });
+      return showCode(ctx, host, s, id.data, { error: 'Too many wrong codes. Try again later.', status: 429 });
+    }
+    // A sent code is checked against the challenge this interaction asked for; the factor passed is
+    // the challenge's own channel, whatever the form says.
+    const verifier = factorOf(id.data === 'totp' ? 'totp' : 'email');
+    const verdict = await verifier.verify(factorContext(deps, ctx, s, host.purpose), { code: code.data, challengeId: s.progress.challengeId });
+    if (verdict.ok && s.usable.includes(verdict.factor)) {
+      await passedAttempt(db, s.user.id, admission);
+      return host.passed(ctx, s, verdict.factor);
+    }
+    const reason = verdict.ok ? 'not_allowed' : verdict.reason;
+    await Promise.all([
+      audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: id.data, reason, purpose: host.purpose } }),
+      admission.lockStarted
+        ? audit.record({ type: 'account.locked', subject: s.user.id, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } })
+        : Promise.resolve(),
+    ]);
+    let error: string;
+    if (verdict.ok) error = 'This method cannot be used here. Choose another method.';
+    else if (verdict.reason === 'wrong') {
+      error = verdict.attemptsLeft === null
+        ? 'That code is not right. Check your app and try again.'
+        : `That code is not right. ${verdict.attemptsLeft} ${verdict.attemptsLeft === 1 ? 'try' : 'tries'} left.`;
+    } else error = VERDICT_MESSAGES[verdict.reason];
+    showCode(ctx, host, s, id.data, { error, status: 401 });
+  }));
+
+  router.post(path('/resend'), step(async (ctx, s) => {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    const id = factorField.safeParse(form.factor);
+    if (!id.success || id.data === 'totp' || !s.usable.includes(id.data)) return host.showChoice(ctx, s, 'Choose one of the methods below.', 400);
+    await start(ctx, s, id.data);
+  }));
+}

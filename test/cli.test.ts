@@ -124,10 +124,41 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.code, 0, r.stderr);
     r = await cli('api', 'list');
     assert.match(r.stdout, /^https:\/\/orders\.example\.com\tOrders\torders:read orders:write\tjwt ES256\t600 s\tclients webapp\(orders:read\)$/m);
+    r = await cli('scope', 'list');
+    assert.match(r.stdout, /no scope is protected/);
+    r = await cli('scope', 'protect', 'orders:write', '--api', 'https://orders.example.com');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'protected orders:write of https://orders.example.com: any factor, within 900 s');
+    r = await cli('scope', 'protect', 'orders:write', '--api', 'https://orders.example.com', '--factors', 'totp,email', '--max-age', '0');
+    assert.equal(r.stdout.trim(), 'protected orders:write of https://orders.example.com: totp, email, every time', 'protect replaces the rule');
+    r = await cli('scope', 'protect', 'phone', '--factors', 'sms');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('scope', 'list');
+    assert.match(r.stdout, /^https:\/\/orders\.example\.com\torders:write\ttotp,email\tevery time$/m);
+    assert.match(r.stdout, /^openid\tphone\tsms\t900s$/m);
+    for (const [args, message] of [
+      [['orders:delete', '--api', 'https://orders.example.com'], /has no scope "orders:delete"/],
+      [['orders:write', '--api', 'https://nowhere.example.com'], /no API "https:\/\/nowhere\.example\.com"/],
+      [['openid'], /openid is part of every sign-in/],
+      [['orders:write'], /not an OpenID scope .* add --api <identifier>/],
+      [['phone', '--max-age=-5'], /--max-age.*0 to 86400/],
+      [['phone', '--max-age', 'soon'], /--max-age takes a whole number/],
+      [['phone', '--factors', 'carrier'], /--factors.*email, sms, totp/],
+    ] as [string[], RegExp][]) {
+      r = await cli('scope', 'protect', ...args);
+      assert.equal(r.code, 1, args.join(' '));
+      assert.match(r.stderr, message, args.join(' '));
+    }
+    r = await cli('scope', 'unprotect', 'phone');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('scope', 'unprotect', 'phone');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /is not protected/);
     r = await cli('api', 'disallow', 'https://orders.example.com', 'webapp');
     assert.equal(r.code, 0, r.stderr);
     r = await cli('api', 'remove', 'https://orders.example.com');
     assert.equal(r.code, 0, r.stderr);
+    assert.match((await cli('scope', 'list')).stdout, /no scope is protected/, 'an API\'s rules go with it');
     r = await cli('api', 'remove', 'https://orders.example.com');
     assert.equal(r.stderr, 'error: no API "https://orders.example.com"');
 

@@ -86,6 +86,8 @@ export async function removeResourceServer(db: Db, identifier: string): Promise<
   const result = await db.deleteFrom('resource_servers').where('identifier', '=', identifier).executeTakeFirst();
   if (result.numDeletedRows === 0n) throw new ResourceServerError(`no API "${identifier}"`);
   await db.deleteFrom('oidc_models').where(sql<boolean>`payload->>'aud' = ${identifier}`).execute();
+  // Its scopes' MFA rules go with it: an API added again under the same identifier starts unprotected.
+  await db.deleteFrom('scope_rules').where('resource', '=', identifier).execute();
 }
 
 /**

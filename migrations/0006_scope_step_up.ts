@@ -34,6 +34,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('scope', 'text', (c) => c.notNull())
     .addColumn('factor', 'text', (c) => c.notNull())
     .addColumn('factor_age_seconds', 'integer', (c) => c.notNull())
+    // Passed on that consent screen itself (what a window of 0, "every time", asks for).
+    .addColumn('at_consent', 'boolean', (c) => c.notNull())
     .addColumn('granted_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('expires_at', 'timestamptz', (c) => c.notNull())
     .addPrimaryKeyConstraint('grant_step_ups_pk', ['grant_id', 'resource', 'scope'])

@@ -10,6 +10,7 @@ import type { SecretBox } from './crypto/secret-box.js';
 import type { Audit } from './audit/audit.js';
 import type { RegisteredClients } from './clients/registered.js';
 import type { ScopeRules } from './scopes/rules.js';
+import type { ResourceServers } from './resource-servers/resource-servers.js';
 import type { Logger } from './log.js';
 import { PUBLIC_DIR } from './paths.js';
 import { csrf } from './http/csrf.js';
@@ -33,6 +34,7 @@ export interface AppDeps {
   cookieKeys: string[];
   clients: RegisteredClients;
   scopeRules: ScopeRules;
+  resourceServers: ResourceServers;
   /** The demo relying party's routes, when the demo is on (its module is loaded only then). */
   demoRoutes: typeof demoRoutes | null;
 }
@@ -125,6 +127,7 @@ export function createApp(deps: AppDeps): Koa {
     otpKey: deps.box.deriveKey('otp-code'),
     clients: deps.clients,
     scopeRules: deps.scopeRules,
+    resourceServers: deps.resourceServers,
   });
   for (const router of interactions) pages.use(router.routes(), router.allowedMethods());
   if (deps.demoRoutes) {

@@ -134,8 +134,8 @@ describe('CLI (npm run cli)', () => {
     r = await cli('scope', 'protect', 'phone', '--factors', 'sms');
     assert.equal(r.code, 0, r.stderr);
     r = await cli('scope', 'list');
-    assert.match(r.stdout, /^https:\/\/orders\.example\.com\torders:write\ttotp,email\tevery time$/m);
-    assert.match(r.stdout, /^openid\tphone\tsms\t900s$/m);
+    assert.match(r.stdout, /^https:\/\/orders\.example\.com\torders:write\ttotp, email, every time$/m);
+    assert.match(r.stdout, /^openid\tphone\tsms, within 900 s$/m);
     for (const [args, message] of [
       [['orders:delete', '--api', 'https://orders.example.com'], /has no scope "orders:delete"/],
       [['orders:write', '--api', 'https://nowhere.example.com'], /no API "https:\/\/nowhere\.example\.com"/],
@@ -143,12 +143,17 @@ describe('CLI (npm run cli)', () => {
       [['orders:write'], /not an OpenID scope .* add --api <identifier>/],
       [['phone', '--max-age=-5'], /--max-age.*0 to 86400/],
       [['phone', '--max-age', 'soon'], /--max-age takes a whole number/],
-      [['phone', '--factors', 'carrier'], /--factors.*email, sms, totp/],
+      [['phone', '--factors', 'carrier'], /--factors: unknown factor "carrier" \(each factor is one of email, sms, totp\)/],
+      [['phone', '--bogus'], /^error: unknown option --bogus \(see/],
     ] as [string[], RegExp][]) {
       r = await cli('scope', 'protect', ...args);
       assert.equal(r.code, 1, args.join(' '));
       assert.match(r.stderr, message, args.join(' '));
     }
+    r = await cli('scope', 'unprotect', 'orders:write');
+    assert.match(r.stderr, /is not protected \(it is protected --api https:\/\/orders\.example\.com\)/);
+    r = await cli('scope');
+    assert.match(r.stderr, /"scope" needs a subcommand: protect, unprotect, list/);
     r = await cli('scope', 'unprotect', 'phone');
     assert.equal(r.code, 0, r.stderr);
     r = await cli('scope', 'unprotect', 'phone');

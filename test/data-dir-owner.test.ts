@@ -40,7 +40,7 @@ describe('the owner of an embedded data directory', () => {
     owner = await claimDataDir(dir, 'server');
     owner.serve(async (argv, io) => {
       ran.push(argv);
-      io.out(`ran ${argv.join(' ')} as ${io.actor}`);
+      io.out(`ran ${argv.join(' ')} as ${io.actor}${io.cliCommand ? ` (${io.cliCommand})` : ''}`);
       if (argv[0] === 'ask') io.out(`got ${await io.readSecret({ source: 'prompt', label: 'Password' })}`);
       return 0;
     });
@@ -60,9 +60,9 @@ describe('the owner of an embedded data directory', () => {
 
   it('runs a command sent with the token, answering its questions through the sender', async () => {
     const lines: string[] = [];
-    const code = await forwardToOwner(owner.info, ['ask', 'me'], quietIo(lines));
+    const code = await forwardToOwner(owner.info, ['ask', 'me'], { ...quietIo(lines), cliCommand: 'npm run cli --' });
     assert.equal(code, 0);
-    assert.deepEqual(lines, ['ran ask me as tester', 'got secret-answer']);
+    assert.deepEqual(lines, ['ran ask me as tester (npm run cli --)', 'got secret-answer'], 'the owner knows how the sender runs the CLI, for its hints');
   });
 
   it('drops peers without the token: a wrong one, one of another byte length, garbage, silence, a flood — and keeps serving', async () => {

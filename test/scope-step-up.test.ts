@@ -48,7 +48,7 @@ describe('scope step-up at consent', () => {
     await allowClient(tessera.db, TRANSFERS, 'bank');
     await protectScope(tessera.db, { scope: 'transfers:write', api: TRANSFERS });
     await createClient(tessera.db, tessera.box, { clientId: 'transfers-api', secret: API_SECRET, grantTypes: ['client_credentials'], scope: 'openid' });
-    for (const name of ['pat', 'quin', 'ruth', 'stan', 'uli', 'vera', 'wes', 'xavi']) {
+    for (const name of ['pat', 'quin', 'ruth', 'stan', 'uli', 'vera', 'wes', 'xavi', 'yan', 'zed']) {
       await createUser(tessera.db, { username: name, password: `${name}-password-1`, email: `${name}@example.test`, emailVerified: true, phone: '+14155550199', phoneVerified: true });
     }
     await createUser(tessera.db, { username: 'nora', password: 'nora-password-1' });
@@ -245,6 +245,45 @@ describe('scope step-up at consent', () => {
     assert.equal(userinfo.auth_time, info.auth_time);
   });
 
+  it('two protected scopes unlocked together are granted together; a consent form sent again rewrites one grant', async () => {
+    const agent = new Agent();
+    const consent = await password(agent, await authorize(agent, { scope: 'openid phone payments:read payments:write' }), 'yan');
+    assert.match(consent.body, /Unlocks with a text message code\./, 'phone says which factor unlocks it');
+    const unlocked = await stepUp(agent, consent, 'sms', '+14155550199');
+    assert.match(unlocked.body, /data-scope="phone"[\s\S]*?verified/);
+    assert.match(unlocked.body, /data-scope="payments:write"[\s\S]*?verified/);
+    // The same consent form five times (a double click, a retry) before the browser goes on.
+    const form = formFor(unlocked, '/consent');
+    const body = new URLSearchParams({ ...form.fields, decision: 'allow' });
+    body.append('protected', ' phone');
+    body.append('protected', WRITE);
+    let sent: AgentResponse | null = null;
+    for (let i = 0; i < 5; i++) {
+      sent = await agent.request(form.action, { method: 'POST', body: body.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      assert.equal(sent.status, 303);
+    }
+    const yan = await findUserByUsername(tessera.db, 'yan');
+    const grants = await tessera.db.selectFrom('oidc_models').select('id').where('model', '=', 'Grant').where(sql<boolean>`payload->>'accountId' = ${yan!.id}`).execute();
+    assert.equal(grants.length, 1, 'one grant, however often the form was sent');
+    const records = await tessera.db.selectFrom('grant_step_ups').selectAll().where('grant_id', '=', grants[0]!.id).orderBy('scope').execute();
+    assert.deepEqual(records.map((r) => [r.resource, r.scope, r.factor, r.at_consent]), [['https://api.bank.example', 'payments:write', 'sms', true], ['', 'phone', 'sms', true]]);
+    const tokens = await exchange((await agent.follow(sent!, atCallback)).location!);
+    assert.equal((await claimsOf(tokens.access_token)).scope, 'payments:read payments:write');
+    assert.equal((await oidc.fetchUserInfo(config, (await exchange((await authorize(agent, { scope: 'openid phone', resource: '' })).location!, null)).access_token, yan!.id)).phone_number, '+14155550199');
+  });
+
+  it('a narrowed access policy locks the scope again: an earlier email code no longer counts', async () => {
+    const agent = new Agent();
+    const consent = await password(agent, await authorize(agent), 'zed');
+    await exchange((await decide(agent, await stepUp(agent, consent, 'email', 'zed@example.test'), 'allow', [WRITE])).location!);
+    assert.ok(atCallback((await authorize(agent)).location ?? ''), 'within the window: no page');
+    await createPolicy(tessera.db, { name: 'zed sms only', subjectType: 'user', subject: 'zed', mfa: 'optional', allowedFactors: ['sms'] });
+    const again = await authorize(agent);
+    assert.ok(isConsent(again));
+    assert.match(again.body, /data-scope="payments:write"[\s\S]*?needs verification/);
+    assert.doesNotMatch(again.body, /Email a code/);
+  });
+
   it('a user with no factor the rule accepts is told why, and can still grant the rest', async () => {
     const agent = new Agent();
     const consent = await password(agent, await authorize(agent), 'nora');
@@ -347,6 +386,16 @@ describe('acr_values, max_age and prompt=login with the ledger', () => {
       assert.equal(claims.acr, ACR.mfa);
       assert.deepEqual(claims.amr, ['pwd', 'otp', 'mfa']);
     }
+  });
+
+  it('a forced re-authentication starts the ledger over: the earlier second factor no longer counts', async () => {
+    const agent = new Agent();
+    await code(agent, await password(agent, await open(agent, { acr_values: ACR.mfa }), 'eve'), 'email', 'eve@example.test');
+    assert.ok(atCallback((await open(agent, { acr_values: ACR.mfa, prompt: 'none' })).location ?? ''), 'MFA fresh: a code, silently');
+    const relogin = await password(agent, await open(agent, { prompt: 'login' }), 'eve');
+    assert.equal((await idToken(relogin.location!)).acr, ACR.password);
+    const silent = await open(agent, { acr_values: ACR.mfa, prompt: 'none' });
+    assert.equal(new URL(silent.location!).searchParams.get('error'), 'interaction_required', 'the password-only re-login did not keep the earlier MFA');
   });
 
   it('an MFA lasts as long as mfa.maxAgeSeconds, not the whole session: an older one steps up again', async () => {

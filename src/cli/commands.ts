@@ -539,12 +539,12 @@ const COMMANDS: Record<string, Command> = {
   'scope list': {
     args: [],
     flags: [],
-    usage: 'scope list                                protected scopes: API (or openid), scope, factors, max age',
+    usage: 'scope list                                protected scopes: API (or openid), scope, factors and window',
     async run({ db, io }) {
       const rules = await listScopeRules(db);
       if (rules.length === 0) io.out('no scope is protected (see: scope protect)');
       for (const rule of rules) {
-        io.out([rule.resource ?? 'openid', rule.scope, rule.factors ? rule.factors.join(',') : 'any', rule.maxAgeSeconds === 0 ? 'every time' : `${rule.maxAgeSeconds}s`].join('\t'));
+        io.out([rule.resource ?? 'openid', rule.scope, describeRule(rule)].join('\t'));
       }
     },
   },
@@ -579,7 +579,9 @@ export function parseCommand(argv: string[]): ParsedCommand {
     if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
       // A value that starts with a dash reads as an option: say how to give it.
       const value = /'(-[^']*)'/.exec(message)?.[1];
-      throw new UsageError(`unknown option ${value ?? option ?? ''} (a value that starts with "-" is given as --option=${value ?? '-value'})`);
+      // Only something like "-5" reads as a value given after its flag; "--bogus" is simply unknown.
+      const looksLikeValue = value !== undefined && !value.startsWith('--');
+      throw new UsageError(`unknown option ${value ?? option ?? ''}${looksLikeValue ? ` (a value that starts with "-" is given as --option=${value})` : ''}`);
     }
     if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
       if (/does not take an argument/.test(message)) throw new UsageError(`${option ?? 'this option'} takes no value`);
@@ -593,7 +595,14 @@ export function parseCommand(argv: string[]): ParsedCommand {
 
   const name = COMMANDS[`${positionals[0]} ${positionals[1] ?? ''}`] ? `${positionals[0]} ${positionals[1]}` : positionals[0]!;
   const command = COMMANDS[name];
-  if (!command) throw new UsageError(`unknown command "${positionals.slice(0, 2).join(' ').slice(0, 60)}"`);
+  if (!command) {
+    const family = Object.keys(COMMANDS).filter((n) => n.startsWith(`${positionals[0]} `));
+    if (family.length > 0 && (positionals.length === 1 || !COMMANDS[`${positionals[0]} ${positionals[1]}`])) {
+      const subcommands = family.map((n) => n.split(' ')[1]).join(', ');
+      throw new UsageError(positionals.length === 1 ? `"${positionals[0]}" needs a subcommand: ${subcommands}` : `unknown command "${positionals.slice(0, 2).join(' ').slice(0, 60)}" ("${positionals[0]}" takes ${subcommands})`);
+    }
+    throw new UsageError(`unknown command "${positionals.slice(0, 2).join(' ').slice(0, 60)}"`);
+  }
 
   const seen = new Set<string>();
   for (const token of tokens) {
@@ -617,8 +626,8 @@ export function secretRequest(parsed: ParsedCommand): SecretRequest | null {
 }
 
 /** The lines a failed command prints: one naming the problem (and the flag), plus a pointer to usage for typing mistakes. */
-export function errorLines(error: unknown, command?: Command): string[] {
-  if (error instanceof UsageError) return [`error: ${error.message} (see ${CLI_COMMAND} --help)`];
+export function errorLines(error: unknown, command?: Command, cliCommand = CLI_COMMAND): string[] {
+  if (error instanceof UsageError) return [`error: ${error.message} (see ${cliCommand} --help)`];
   if (error instanceof DomainError) {
     const flag = error.field ? command?.fields?.[error.field] : undefined;
     return [`error: ${flag ? `${flag}: ` : ''}${error.message}`];
@@ -664,7 +673,8 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
     }
     return 0;
   } catch (error) {
-    for (const line of errorLines(error, parsed && !parsed.help && !parsed.version ? parsed.command : undefined)) io.err(line);
+    // A forwarded command's hints name the CLI as the person at the terminal runs it.
+    for (const line of errorLines(error, parsed && !parsed.help && !parsed.version ? parsed.command : undefined, io.cliCommand)) io.err(line);
     return 1;
   }
 }

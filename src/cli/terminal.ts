@@ -1,6 +1,7 @@
 import { userInfo } from 'node:os';
 import type { RemoteIo, SecretRequest } from '../db/data-dir-owner.js';
 import { UsageError } from './commands.js';
+import { CLI_COMMAND } from '../paths.js';
 
 /** The operating-system user running this process, for the audit log. */
 export function osUser(): string {
@@ -66,6 +67,7 @@ async function readSecret(request: SecretRequest): Promise<string> {
 export function terminalIo(): RemoteIo {
   return {
     actor: osUser(),
+    cliCommand: CLI_COMMAND,
     out: (line) => process.stdout.write(`${line}\n`),
     err: (line) => process.stderr.write(`${line}\n`),
     readSecret,

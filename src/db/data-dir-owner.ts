@@ -31,6 +31,8 @@ export interface OwnerInfo {
 export interface RemoteIo {
   /** The operating-system user who ran the command. */
   actor: string;
+  /** How that user runs the CLI (npm run cli -- or node dist/src/cli.js), for the hints in messages. */
+  cliCommand?: string;
   out(line: string): void;
   err(line: string): void;
   /** Reads a secret at the caller's terminal or standard input. */
@@ -283,6 +285,7 @@ export async function claimDataDir(dataDir: string, role: OwnerRole, onWait?: (o
           }
           const io: RemoteIo = {
             actor: m.actor.slice(0, 128),
+            ...(typeof m.cli === 'string' ? { cliCommand: m.cli.slice(0, 64) } : {}),
             out: (line) => send(socket, { type: 'out', line }),
             err: (line) => send(socket, { type: 'err', line }),
             readSecret: (request) =>
@@ -427,7 +430,7 @@ export function forwardToOwner(
     socket.on('close', () => {
       if (!finished) reject(new Error(`the Tessera process that owns the data directory (pid ${owner.pid}) closed the connection before the command finished`));
     });
-    socket.on('connect', () => send(socket, { token: owner.token, op: 'run', argv, actor: local.actor }));
+    socket.on('connect', () => send(socket, { token: owner.token, op: 'run', argv, actor: local.actor, cli: local.cliCommand }));
     messages(
       socket,
       (m) => {

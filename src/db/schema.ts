@@ -194,6 +194,7 @@ export interface GrantStepUpsTable {
   scope: string;
   factor: string;
   factor_age_seconds: number;
+  at_consent: boolean;
   granted_at: Timestamp;
   expires_at: ColumnType<Date, Date, Date>;
 }

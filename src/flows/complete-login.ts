@@ -25,11 +25,11 @@ export const LEDGER_RESULT = 'tesseraLedger';
  * Every login ends here: the account is signed in with what it proved; the passes stay with the
  * progress until oidc-provider has the session (and its uid), then move to the ledger.
  */
-export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Omit<Progress, 'requirement'> & { requirement?: Progress['requirement'] }): Promise<void> {
+export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress): Promise<void> {
   const { amr, acr, ts } = await assuranceAfter(deps, details, user.id, progress.methods);
   await Promise.all([
     recordSuccessfulLogin(deps.db, user),
-    saveProgress(deps.db, { ...progress, requirement: progress.requirement ?? null, challengeId: null }),
+    saveProgress(deps.db, { ...progress, challengeId: null }),
     deps.audit.record({ type: 'login.success', actor: user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx), details: { amr } }),
   ]);
   await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember: true }, [LEDGER_RESULT]: details.uid }, false);

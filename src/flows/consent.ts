@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import Router from '@koa/router';
 import type Provider from 'oidc-provider';
 import type { Context } from 'koa';
@@ -7,10 +8,10 @@ import type { User } from '../db/schema.js';
 import type { RegisteredClient } from '../clients/registered.js';
 import { OIDC_SCOPES } from '../oidc/account.js';
 import { storageKeys, storedId } from '../oidc/adapter.js';
-import { grantableScopes } from '../resource-servers/resource-servers.js';
+import { grantableScopes, type ResourceServer, type ResourceServers } from '../resource-servers/resource-servers.js';
 import { findUserById } from '../directory/users.js';
 import { assertCsrf } from '../http/csrf.js';
-import { readForm } from '../http/body.js';
+import { readFormFields } from '../http/body.js';
 import { HttpError } from '../http/errors.js';
 import { renderPage } from '../http/views.js';
 import { loadSettings, type FactorId, type Settings } from '../settings/settings.js';
@@ -56,14 +57,15 @@ function requestedScopes(details: InteractionDetails): string[] {
  * What the user is asked to allow: the OpenID scopes requested, and of each API the request names
  * (`resource`) the requested scopes this client may be given; anything else would not be granted.
  */
-async function consentRequest(db: Db, details: InteractionDetails, client: RegisteredClient): Promise<{ items: RequestedScope[]; apis: { identifier: string; name: string }[] }> {
+async function consentRequest(resourceServers: ResourceServers, details: InteractionDetails, client: RegisteredClient): Promise<{ items: RequestedScope[]; apis: { identifier: string; name: string }[] }> {
   const requested = requestedScopes(details);
   const { resource } = details.params;
-  const identifiers = (Array.isArray(resource) ? resource : [resource]).filter((r): r is string => typeof r === 'string');
-  const apis = identifiers.length === 0 ? [] : await db.selectFrom('resource_servers').select(['identifier', 'name', 'scope']).where('identifier', 'in', identifiers).orderBy('name').execute();
+  const identifiers = [...new Set((Array.isArray(resource) ? resource : [resource]).filter((r): r is string => typeof r === 'string'))];
+  // The APIs as this instance keeps them (as the provider resolved them for this request).
+  const apis = (await Promise.all(identifiers.map((id) => resourceServers.get(id)))).filter((a): a is ResourceServer => a !== undefined).sort((a, b) => a.name.localeCompare(b.name));
   const items: RequestedScope[] = requested.filter((s) => (OIDC_SCOPES as readonly string[]).includes(s)).map((scope) => ({ resource: null, scope }));
   for (const api of apis) {
-    const grantable = new Set(grantableScopes({ scopes: api.scope.split(' ') }, client.apiScopes[api.identifier]));
+    const grantable = new Set(grantableScopes(api, client.apiScopes[api.identifier]));
     for (const scope of requested) if (grantable.has(scope)) items.push({ resource: api.identifier, scope });
   }
   return { items, apis: apis.map(({ identifier, name }) => ({ identifier, name })) };
@@ -73,8 +75,9 @@ async function consentRequest(db: Db, details: InteractionDetails, client: Regis
 interface ConsentState {
   details: InteractionDetails;
   client: RegisteredClient;
-  user: User;
-  settings: Settings;
+  accountId: string;
+  /** The user and settings, loaded only when a protected scope is asked for (to offer and run its step-up). */
+  stepUp: { user: User; settings: Settings } | null;
   items: RequestedScope[];
   apis: { identifier: string; name: string }[];
   protectedScopes: ProtectedScope[];
@@ -86,10 +89,11 @@ const consentForm = z.object({
   csrf: z.string().max(128),
   decision: z.enum(['allow', 'deny']),
   // The unlocked protected scopes the user leaves ticked; a form carries a handful at most.
-  protected: z.union([z.string().max(700), z.array(z.string().max(700)).max(50)]).optional(),
+  protected: z.array(z.string().max(700)).max(50),
 });
 
 const STEP_UP_FACTORS: FactorId[] = ['totp', 'email', 'sms'];
+const UNLOCK_NAMES: Record<FactorId, string> = { totp: 'your authenticator app', email: 'an email code', sms: 'a text message code' };
 
 /**
  * The consent step: the client's request, with each protected scope locked until the user passes
@@ -99,6 +103,7 @@ const STEP_UP_FACTORS: FactorId[] = ['totp', 'email', 'sms'];
 export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Context, details: InteractionDetails): Promise<void> } {
   const { db, box, audit, config, provider } = deps;
   const router = new Router();
+  const grantIdKey = box.deriveKey('consent-grant-id');
   const see = (ctx: Context, url: string) => {
     ctx.status = 303;
     ctx.redirect(url);
@@ -116,37 +121,38 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
 
   async function stateOf(details: InteractionDetails, accountId: string): Promise<ConsentState> {
     const client = await clientOf(deps.clients, details);
-    const [user, settings, { items, apis }, stored] = await Promise.all([
+    const { items, apis } = await consentRequest(deps.resourceServers, details, client);
+    const fresh: Progress = { uid: details.uid, accountId, step: 'consent', methods: [], requirement: null, challengeId: null };
+    const rules = await deps.scopeRules.protecting(items);
+    // Nothing protected is asked for: consent as it always was, at no extra cost.
+    if (rules.length === 0) return { details, client, accountId, stepUp: null, items, apis, protectedScopes: [], progress: fresh };
+    const [user, settings, stored, ledger] = await Promise.all([
       findUserById(db, accountId),
       loadSettings(db, box),
-      consentRequest(db, details, client),
       loadProgress(db, details.uid),
+      details.session?.uid ? readLedger(db, details.session.uid, accountId) : Promise.resolve([]),
     ]);
     if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
-    const progress: Progress = stored?.step === 'consent' && stored.accountId === accountId
-      ? stored
-      : { uid: details.uid, accountId, step: 'consent', methods: [], requirement: null, challengeId: null };
-    const rules = await deps.scopeRules.protecting(items);
-    const protectedScopes: ProtectedScope[] = [];
-    if (rules.length > 0) {
-      const ledger = details.session?.uid ? await readLedger(db, details.session.uid, accountId) : [];
-      const locked = rules.some((rule) => !unlockingPass(rule, ledger, progress.methods));
-      // What this user may use (their policy, what is switched on, what they have set up): only needed to unlock.
-      const usable = locked ? (await loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params)).usableFactors : [];
-      const descriptions = new Map((await describeScopes(db, rules.map((r) => r.scope))).map((d) => [d.name, d.description]));
-      for (const rule of rules) {
-        const pass = unlockingPass(rule, ledger, progress.methods);
-        protectedScopes.push({
-          key: scopeKey(rule),
-          name: rule.scope,
-          description: descriptions.get(rule.scope) ?? rule.scope,
-          rule,
-          pass,
-          usable: pass ? [] : STEP_UP_FACTORS.filter((f) => usable.includes(f) && (!rule.factors || rule.factors.includes(f))),
-        });
-      }
-    }
-    return { details, client, user, settings, items, apis, protectedScopes, progress };
+    const progress = stored?.step === 'consent' && stored.accountId === accountId ? stored : fresh;
+    // What this user may use now (their policy, what is switched on; and of that, what they have set up).
+    const [need, descriptionRows] = await Promise.all([
+      loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params),
+      describeScopes(db, rules.map((r) => r.scope)),
+    ]);
+    const usable = need.usableFactors;
+    const descriptions = new Map(descriptionRows.map((d) => [d.name, d.description]));
+    const protectedScopes = rules.map((rule): ProtectedScope => {
+      const pass = unlockingPass(rule, ledger, progress.methods, need.allowedFactors);
+      return {
+        key: scopeKey(rule),
+        name: rule.scope,
+        description: descriptions.get(rule.scope) ?? rule.scope,
+        rule,
+        pass,
+        usable: pass ? [] : STEP_UP_FACTORS.filter((f) => usable.includes(f) && (!rule.factors || rule.factors.includes(f))),
+      };
+    });
+    return { details, client, accountId, stepUp: { user, settings }, items, apis, protectedScopes, progress };
   }
 
   async function show(ctx: Context, s: ConsentState, message: string | null = null, status = 200): Promise<void> {
@@ -170,8 +176,9 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
           api: p.rule.resource ? (s.apis.find((a) => a.identifier === p.rule.resource)?.name ?? p.rule.resource) : null,
           unlocked: Boolean(p.pass),
           unavailable: !p.pass && p.usable.length === 0 ? unavailableReason(p.rule) : null,
+          unlockWith: !p.pass && p.usable.length > 0 ? p.usable.map((f) => UNLOCK_NAMES[f]).join(' or ') : null,
         })),
-        methods: unlockWith.map((f) => ({ factor: f, label: factorOf(f).describe(s.user) })),
+        methods: s.stepUp ? unlockWith.map((f) => ({ factor: f, label: factorOf(f).describe(s.stepUp!.user) })) : [],
         message,
       },
       status,
@@ -190,11 +197,13 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
    * taken out of the grant and rejected, so an earlier grant cannot carry it on.
    */
   async function grant(s: ConsentState, chosen: Set<string>): Promise<{ grantId: string; granted: string[]; withheld: string[] }> {
-    const accountId = s.user.id;
+    const { accountId } = s;
     const clientId = s.client.clientId;
     const existing = s.details.grantId ? await provider.Grant.find(s.details.grantId) : undefined;
     if (s.details.grantId && !existing) throw new HttpError(400, 'This consent has expired. Go back to the application and sign in again.', 'Sign-in expired');
-    const g = existing ?? new provider.Grant({ accountId, clientId });
+    // A new grant's id follows from the interaction: a consent form sent again (or fifty at once)
+    // rewrites one grant instead of leaving a new one behind each time.
+    const g = existing ?? new provider.Grant({ jti: createHmac('sha256', grantIdKey).update(s.details.uid).digest('base64url'), accountId, clientId } as ConstructorParameters<Provider['Grant']>[0]);
     const missing = s.details.prompt.details as { missingOIDCClaims?: string[] };
     const protectedByKey = new Map(s.protectedScopes.map((p) => [p.key, p]));
     const records: StepUpRecord[] = [];
@@ -211,8 +220,8 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
         unreject(g, item);
         granted.push(key);
         if (rule?.pass) {
-          const passedHere = s.progress.methods.some((m) => m.factor === rule.pass!.factor && m.at === rule.pass!.at);
-          records.push({ resource: item.resource, scope: item.scope, factor: rule.pass.factor as FactorId, factorAgeSeconds: passedHere ? 0 : at - rule.pass.at });
+          const atConsent = s.progress.methods.some((m) => m.factor === rule.pass!.factor && m.at === rule.pass!.at);
+          records.push({ resource: item.resource, scope: item.scope, factor: rule.pass.factor as FactorId, factorAgeSeconds: Math.max(0, at - rule.pass.at), atConsent });
         }
       } else {
         withhold(g, item);
@@ -229,15 +238,15 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   async function finish(ctx: Context, s: ConsentState, chosen: Set<string>, implicit: boolean): Promise<void> {
     const result = await grant(s, chosen);
     await audit.record({
-      type: 'consent.given', subject: s.user.id, clientId: s.client.clientId, ...requestMeta(ctx),
+      type: 'consent.given', subject: s.accountId, clientId: s.client.clientId, ...requestMeta(ctx),
       details: { scopes: requestedScopes(s.details), grant_id: result.grantId, ...(implicit ? { implicit: true } : {}), ...(result.withheld.length ? { withheld: result.withheld } : {}) },
     });
     if (s.progress.methods.length === 0) {
       await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, [LEDGER_RESULT]: undefined }, true);
       return;
     }
-    const { amr, acr, ts } = await assuranceAfter(deps, s.details, s.user.id, s.progress.methods);
-    await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, login: { accountId: s.user.id, amr, acr, ts, remember: true }, [LEDGER_RESULT]: s.details.uid }, true);
+    const { amr, acr, ts } = await assuranceAfter(deps, s.details, s.accountId, s.progress.methods);
+    await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, login: { accountId: s.accountId, amr, acr, ts, remember: true }, [LEDGER_RESULT]: s.details.uid }, true);
   }
 
   /** Shows the consent page, or, for a first-party application with nothing locked, consents at once. */
@@ -254,7 +263,9 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   }
 
   router.post('/interaction/:uid/consent', async (ctx: Context) => {
-    const form = await readForm(ctx);
+    const fields = await readFormFields(ctx);
+    // Ticked protected scopes come as one field repeated; the rest are single fields (the last counts).
+    const form: Record<string, unknown> = { ...Object.fromEntries(fields), protected: fields.getAll('protected') };
     assertCsrf(ctx, form.csrf);
     const s = await load(ctx);
     if (!s) return;
@@ -262,18 +273,18 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
     const parsed = consentForm.safeParse(form);
     if (!parsed.success) return show(ctx, s, 'Choose Allow or Deny.', 400);
     if (parsed.data.decision === 'deny') {
-      await audit.record({ type: 'consent.denied', subject: s.user.id, clientId: s.client.clientId, ...requestMeta(ctx), details: { scopes: requestedScopes(details) } });
-      await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user denied the request.', [LEDGER_RESULT]: undefined }, true);
+      await audit.record({ type: 'consent.denied', subject: s.accountId, clientId: s.client.clientId, ...requestMeta(ctx), details: { scopes: requestedScopes(details) } });
+      await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user denied the request.' }, true);
       return;
     }
-    const chosen = new Set([parsed.data.protected ?? []].flat());
+    const chosen = new Set(parsed.data.protected);
     const byKey = new Map(s.protectedScopes.map((p) => [p.key, p]));
     for (const key of chosen) {
       const p = byKey.get(key);
       // A tampered form: a scope that was not asked for, or one still locked.
       if (!p) return show(ctx, s, 'That permission was not requested. Choose again.', 400);
       if (!p.pass) {
-        await audit.record({ type: 'consent.refused', subject: s.user.id, clientId: s.client.clientId, ...requestMeta(ctx), details: { scope: key, reason: 'locked' } });
+        await audit.record({ type: 'consent.refused', subject: s.accountId, clientId: s.client.clientId, ...requestMeta(ctx), details: { scope: key, reason: 'locked' } });
         return show(ctx, s, `Verify it’s you before allowing ${p.name}.`, 403);
       }
     }
@@ -286,10 +297,20 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
     async load(ctx) {
       const s = await load(ctx);
       if (!s) return null;
+      if (!s.stepUp) {
+        // Nothing protected is asked for: nothing to verify here.
+        see(ctx, `/interaction/${s.details.uid}`);
+        return null;
+      }
       const usable = STEP_UP_FACTORS.filter((f) => s.protectedScopes.some((p) => !p.pass && p.usable.includes(f)));
-      return { ...s, usable, state: s } as ChallengeState & { state: ConsentState };
+      return { details: s.details, progress: s.progress, user: s.stepUp.user, settings: s.stepUp.settings, usable, state: s } as ChallengeState & { state: ConsentState };
     },
     showChoice: (ctx, s, message, status) => show(ctx, (s as ChallengeState & { state: ConsentState }).state, message, status),
+    codeNote(s) {
+      const { state } = s as ChallengeState & { state: ConsentState };
+      const locked = state.protectedScopes.filter((p) => !p.pass).map((p) => p.name);
+      return `This lets you allow ${locked.join(', ')} for ${state.client.name}.`;
+    },
     async passed(ctx, s, id) {
       const methods = [...s.progress.methods.filter((m) => m.factor !== id), { factor: id, at: now() }];
       await Promise.all([

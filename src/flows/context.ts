@@ -8,6 +8,7 @@ import type { SecretBox } from '../crypto/secret-box.js';
 import type { Delivery } from '../factors/delivery/index.js';
 import type { RegisteredClients } from '../clients/registered.js';
 import type { ScopeRules } from '../scopes/rules.js';
+import type { ResourceServers } from '../resource-servers/resource-servers.js';
 import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
 
 export interface FlowDeps {
@@ -22,6 +23,7 @@ export interface FlowDeps {
   otpKey: Buffer;
   clients: RegisteredClients;
   scopeRules: ScopeRules;
+  resourceServers: ResourceServers;
 }
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;

@@ -35,6 +35,8 @@ export interface ChallengeHost {
   /** The state, or null after sending a browser whose interaction is elsewhere on its way. */
   load(ctx: Context): Promise<ChallengeState | null>;
   showChoice(ctx: Context, s: ChallengeState, message: string | null, status: number): Promise<void> | void;
+  /** A line on the code page saying what passing it leads to, if the step has one. */
+  codeNote?(s: ChallengeState): string;
   passed(ctx: Context, s: ChallengeState, factor: FactorId): Promise<void>;
 }
 
@@ -69,7 +71,7 @@ export function showCode(ctx: Context, host: ChallengeHost, s: ChallengeState, i
       prompt: f.prompt(s.user, s.settings),
       length: f.codeLength(s.settings),
       error: options.error ?? null,
-      notice: null,
+      notice: host.codeNote?.(s) ?? null,
       resendAt: options.resendAt ? when(options.resendAt) : null,
     },
     options.status ?? 200,

@@ -6,6 +6,13 @@ export const FORM_LIMIT_BYTES = 16 * 1024;
 
 /** Reads an application/x-www-form-urlencoded body (size-limited); repeated fields keep the last value. */
 export async function readForm(ctx: Context): Promise<Record<string, string>> {
+  const form: Record<string, string> = {};
+  for (const [key, value] of await readFormFields(ctx)) form[key] = value;
+  return form;
+}
+
+/** The same body with every value of a repeated field (a group of checkboxes). */
+export async function readFormFields(ctx: Context): Promise<URLSearchParams> {
   if (!ctx.is('application/x-www-form-urlencoded')) {
     throw new HttpError(415, 'This form must be sent as a web form.', 'Request refused');
   }
@@ -17,7 +24,5 @@ export async function readForm(ctx: Context): Promise<Record<string, string>> {
     if (type === 'entity.too.large') throw new HttpError(413, 'The form you sent is too large.', 'Request refused');
     throw new HttpError(400, 'The form could not be read.', 'Request refused');
   }
-  const form: Record<string, string> = {};
-  for (const [key, value] of new URLSearchParams(raw)) form[key] = value;
-  return form;
+  return new URLSearchParams(raw);
 }

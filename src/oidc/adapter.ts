@@ -94,7 +94,7 @@ const FIND = {
 } as const;
 // A grant comes with the factors its protected scopes were granted with, in the same statement.
 const FIND_GRANT = prepared(`select id, grant_id, payload, expires_at, consumed_at,
-  (select json_agg(json_build_object('resource', s.resource, 'scope', s.scope, 'factor', s.factor, 'age', s.factor_age_seconds))
+  (select json_agg(json_build_object('resource', s.resource, 'scope', s.scope, 'factor', s.factor, 'age', s.factor_age_seconds, 'here', s.at_consent))
      from grant_step_ups s where s.grant_id = oidc_models.id) as step_ups
   from oidc_models where model = $1 and id = $2`);
 // Was a refresh token issued in this grant after the given one was used? (Then presenting it again is reuse.)

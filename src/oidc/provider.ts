@@ -77,10 +77,17 @@ export function createProvider(deps: ProviderDeps): Provider {
       }
       const rules = await scopeRules.protecting(requested);
       if (rules.length === 0) return false;
-      const ledger = await ledgerOf(ctx);
+      const user = await findUserById(db, ctx.oidc.session!.accountId!);
+      const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
+      if (!user || !client) return true;
+      // The factors this user may use now: a policy narrowed since the step-up locks the scope again.
+      const [ledger, need] = await Promise.all([
+        ledgerOf(ctx),
+        loadSettings(db, box).then((settings) => loginRequirement(db, settings, config.mode, user, client.mfaRequired, ctx.oidc.params ?? {})),
+      ]);
       return rules.some((rule) => {
         const held = (rule.resource ? grant?.getResourceScope(rule.resource) : grant?.getOIDCScope())?.split(' ').includes(rule.scope);
-        return !held || !unlockingPass(rule, ledger, []);
+        return !held || !unlockingPass(rule, ledger, [], need.allowedFactors);
       });
     },
   };

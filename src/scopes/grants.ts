@@ -37,11 +37,12 @@ export async function guardGrant(rules: Pick<ScopeRules, 'protecting'>, payload:
 /** The step-up records kept with a grant (read together with the grant itself). */
 export function parseStepUps(value: unknown): StepUpRecord[] {
   if (!Array.isArray(value)) return [];
-  return value.map((r: { resource: string; scope: string; factor: string; age: number }) => ({
+  return value.map((r: { resource: string; scope: string; factor: string; age: number; here: boolean }) => ({
     resource: r.resource || null,
     scope: r.scope,
     factor: r.factor as FactorId,
     factorAgeSeconds: r.age,
+    atConsent: r.here,
   }));
 }
 
@@ -50,10 +51,11 @@ export async function recordStepUps(db: Db, storedGrantId: string, records: Step
   if (records.length === 0) return;
   await db
     .insertInto('grant_step_ups')
-    .values(records.map((r) => ({ grant_id: storedGrantId, resource: r.resource ?? '', scope: r.scope, factor: r.factor, factor_age_seconds: r.factorAgeSeconds, expires_at: expiresAt })))
+    .values(records.map((r) => ({ grant_id: storedGrantId, resource: r.resource ?? '', scope: r.scope, factor: r.factor, factor_age_seconds: r.factorAgeSeconds, at_consent: r.atConsent, expires_at: expiresAt })))
     .onConflict((oc) => oc.columns(['grant_id', 'resource', 'scope']).doUpdateSet((eb) => ({
       factor: eb.ref('excluded.factor'),
       factor_age_seconds: eb.ref('excluded.factor_age_seconds'),
+      at_consent: eb.ref('excluded.at_consent'),
       granted_at: new Date(),
       expires_at: eb.ref('excluded.expires_at'),
     })))

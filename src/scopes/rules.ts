@@ -40,6 +40,8 @@ const PROTECTABLE_OIDC_SCOPES = OIDC_SCOPES.filter((s) => s !== 'openid');
 
 /** Protects a scope, or replaces its rule. An API's scope must be one the API defines. */
 export async function protectScope(db: Db, input: ScopeRuleInput): Promise<ScopeRule> {
+  const unknown = input.factors?.find((f) => !(FACTORS as readonly string[]).includes(f));
+  if (unknown !== undefined) throw new ScopeRuleError(`unknown factor "${String(unknown).slice(0, 40)}" (each factor is one of ${FACTORS.join(', ')})`, 'factors');
   const parsed = scopeRuleInputSchema.safeParse(input);
   if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new ScopeRuleError(message, field));
   const { scope, api, maxAgeSeconds, factors } = parsed.data;
@@ -66,7 +68,12 @@ export async function protectScope(db: Db, input: ScopeRuleInput): Promise<Scope
 
 export async function unprotectScope(db: Db, scope: string, api?: string): Promise<void> {
   const result = await db.deleteFrom('scope_rules').where('resource', '=', api ?? '').where('scope', '=', scope).executeTakeFirst();
-  if (result.numDeletedRows === 0n) throw new ScopeRuleError(`the scope "${scope}"${api ? ` of ${api}` : ''} is not protected (see: scope list)`, 'scope');
+  if (result.numDeletedRows === 0n) {
+    // The same scope name protected for an API (or as an OpenID scope): say how to name it.
+    const elsewhere = await db.selectFrom('scope_rules').select('resource').where('scope', '=', scope).execute();
+    const hint = elsewhere.map((r) => (r.resource ? `--api ${r.resource}` : 'as an OpenID scope, without --api')).join(' or ');
+    throw new ScopeRuleError(`the scope "${scope}"${api ? ` of ${api}` : ''} is not protected${hint ? ` (it is protected ${hint})` : ' (see: scope list)'}`, 'scope');
+  }
 }
 
 export async function listScopeRules(db: Db): Promise<ScopeRule[]> {
@@ -113,13 +120,18 @@ export class ScopeRules {
   }
 }
 
+/** A window of 0 ("every time"): a factor passed on this consent screen, no longer ago than this. */
+export const EVERY_TIME_SECONDS = 300;
+
 /**
- * The pass that unlocks a protected scope: an allowed factor, fresh enough. `here` are the factors
- * passed on this consent screen; a window of 0 accepts only those.
+ * The pass that unlocks a protected scope: a factor the rule allows and the user may use now (their
+ * policy, the methods switched on: `userAllowed`), fresh enough. `here` are the factors passed on
+ * this consent screen; a window of 0 accepts only those.
  */
-export function unlockingPass(rule: ScopeRule, ledger: Pass[], here: Pass[], at = now()): Pass | null {
-  if (rule.maxAgeSeconds === 0) return freshFactor(here, rule.factors, Number.POSITIVE_INFINITY, at);
-  return freshFactor(merged(ledger, here), rule.factors, rule.maxAgeSeconds, at);
+export function unlockingPass(rule: ScopeRule, ledger: Pass[], here: Pass[], userAllowed: readonly FactorId[], at = now()): Pass | null {
+  const factors = userAllowed.filter((f) => !rule.factors || rule.factors.includes(f));
+  if (rule.maxAgeSeconds === 0) return freshFactor(here, factors, EVERY_TIME_SECONDS, at);
+  return freshFactor(merged(ledger, here), factors, rule.maxAgeSeconds, at);
 }
 
 /** What a grant keeps of the factor a protected scope was granted with. */
@@ -127,14 +139,17 @@ export interface StepUpRecord {
   resource: string | null;
   scope: string;
   factor: FactorId;
-  /** How old the factor was when the scope was granted (0: passed on that consent screen). */
+  /** How old the factor was when the scope was granted. */
   factorAgeSeconds: number;
+  /** It was passed on that consent screen. */
+  atConsent: boolean;
 }
 
 /** Whether a protected scope, granted with this factor, still stands under the scope's current rule. */
 export function stillSatisfies(rule: ScopeRule, record: StepUpRecord | undefined): boolean {
   if (!record) return false;
   if (rule.factors && !rule.factors.includes(record.factor)) return false;
+  if (rule.maxAgeSeconds === 0) return record.atConsent && record.factorAgeSeconds <= EVERY_TIME_SECONDS;
   return record.factorAgeSeconds <= rule.maxAgeSeconds;
 }
 

@@ -40,7 +40,9 @@ export async function readLedger(db: Db, sessionUid: string, accountId: string):
 
 /**
  * Moves what an interaction proved (kept with its progress) into its session's ledger, in one
- * statement, once oidc-provider has signed the session in and its uid is final.
+ * statement, once oidc-provider has signed the session in and its uid is final. A new sign-in
+ * with the password (prompt=login, max_age, another account) starts the ledger over: what the
+ * session proved before no longer counts.
  */
 export async function commitInteractionPasses(db: Db, interactionUid: string, sessionUid: string, sessionSeconds: number): Promise<void> {
   await sql`
@@ -50,6 +52,12 @@ export async function commitInteractionPasses(db: Db, interactionUid: string, se
       from moved, jsonb_array_elements(moved.methods) p
       where p ? 'factor'
       order by p->>'factor', (p->>'at')::bigint desc
+    ),
+    superseded as (
+      delete from session_factors
+      where session_uid = ${sessionUid}
+        and exists (select 1 from passes where factor = 'password')
+        and factor not in (select factor from passes)
     )
     insert into session_factors (session_uid, factor, account_id, passed_at, expires_at)
     select ${sessionUid}, factor, account_id, passed_at, now() + make_interval(secs => ${sessionSeconds}) from passes

@@ -15,3 +15,12 @@ export async function launchBrowser(): Promise<Browser> {
     ],
   });
 }
+
+/** The newest code the dev outbox holds for a recipient, read from the outbox page as a developer would. */
+export async function codeFromOutbox(browser: Browser, issuer: string, recipient: string): Promise<string> {
+  const outbox = await browser.newPage();
+  await outbox.goto(`${issuer}/dev/outbox`);
+  const text = await outbox.locator(`article[data-recipient="${recipient}"] .outbox-body`).first().textContent();
+  await outbox.close();
+  return /\b(\d{6})\b/.exec(text ?? '')![1]!;
+}

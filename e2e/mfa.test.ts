@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Browser, Page } from 'playwright-core';
 import { generate } from 'otplib';
-import { launchBrowser } from './browser.js';
+import { codeFromOutbox, launchBrowser } from './browser.js';
 import { startTestTessera, type TestTessera } from '../test/support/tessera.js';
 import { createUser } from '../src/directory/users.js';
 import { createGroup, addGroupMember } from '../src/directory/groups.js';
@@ -36,15 +36,6 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
   }
 
-  /** The newest code the dev outbox holds for a recipient, read from the outbox page as a developer would. */
-  async function codeFromOutbox(recipient: string): Promise<string> {
-    const outbox = await browser.newPage();
-    await outbox.goto(`${tessera.issuer}/dev/outbox`);
-    const text = await outbox.locator(`article[data-recipient="${recipient}"] .outbox-body`).first().textContent();
-    await outbox.close();
-    return /\b(\d{6})\b/.exec(text ?? '')![1]!;
-  }
-
   async function finish(page: Page) {
     await page.getByRole('button', { name: 'Allow' }).click();
     await page.waitForURL(`${tessera.issuer}/demo`);
@@ -57,7 +48,7 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
     await page.getByRole('heading', { name: 'Verify it’s you' }).waitFor();
     await page.getByRole('button', { name: /Email a code to a•+@example\.test/ }).click();
     await page.getByText(/We sent a 6-digit code to/).waitFor();
-    const code = await codeFromOutbox('ada@example.test');
+    const code = await codeFromOutbox(browser, tessera.issuer, 'ada@example.test');
     await page.getByLabel('Code').fill(code === '123456' ? '654321' : '123456');
     await page.getByRole('button', { name: 'Verify' }).click();
     assert.equal(await page.getByRole('alert').textContent(), 'That code is not right. 4 tries left.');
@@ -75,7 +66,7 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
       await page.getByRole('button', { name: /Text a code to/ }).click();
       await page.getByRole('button', { name: 'Send a new code' }).click();
       assert.match(await page.getByRole('alert').textContent() ?? '', /A code was sent moments ago\. You can ask for a new one in \d+ seconds\./);
-      await page.getByLabel('Code').fill(await codeFromOutbox('+14155550103'));
+      await page.getByLabel('Code').fill(await codeFromOutbox(browser, tessera.issuer, '+14155550103'));
       await page.getByRole('button', { name: 'Verify' }).click();
       assert.equal(await finish(page), '["pwd","sms","mfa"]');
     } finally {
@@ -93,7 +84,7 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
       await page.getByRole('button', { name: 'Send a new code' }).click();
       assert.match(await page.getByRole('alert').textContent() ?? '', /Too many codes have been requested\. Try again in \d+ minutes, or choose another method\./);
       await page.getByRole('button', { name: /Text a code/ }).click();
-      await page.getByLabel('Code').fill(await codeFromOutbox('+14155550102'));
+      await page.getByLabel('Code').fill(await codeFromOutbox(browser, tessera.issuer, '+14155550102'));
       await page.getByRole('button', { name: 'Verify' }).click();
       assert.equal(await finish(page), '["pwd","sms","mfa"]');
     } finally {
@@ -148,7 +139,7 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
     const early = await page.request.get(`${new URL(page.url()).origin}${new URL(page.url()).pathname}/enrol`, { maxRedirects: 0 });
     assert.equal(early.status(), 303);
     await page.getByRole('button', { name: /Email a code to/ }).click();
-    await page.getByLabel('Code').fill(await codeFromOutbox('demo-mfa@example.com'));
+    await page.getByLabel('Code').fill(await codeFromOutbox(browser, tessera.issuer, 'demo-mfa@example.com'));
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('heading', { name: 'Set up your authenticator app' }).waitFor();
     assert.ok(await page.getByRole('button', { name: 'Not now, continue signing in' }).isVisible(), 'the app is optional here');
@@ -176,7 +167,7 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
     await signIn(page, 'fay');
     await page.getByRole('button', { name: 'Set up an authenticator app' }).click();
     await page.getByRole('button', { name: /Email a code to/ }).click();
-    await page.getByLabel('Code').fill(await codeFromOutbox('fay@example.test'));
+    await page.getByLabel('Code').fill(await codeFromOutbox(browser, tessera.issuer, 'fay@example.test'));
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('button', { name: 'Not now, continue signing in' }).click();
     assert.equal(await finish(page), '["pwd","otp","mfa"]');

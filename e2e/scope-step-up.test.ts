@@ -2,7 +2,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Browser, Page } from 'playwright-core';
 import { generate } from 'otplib';
-import { launchBrowser } from './browser.js';
+import { codeFromOutbox, launchBrowser } from './browser.js';
 import { startTestTessera, type TestTessera } from '../test/support/tessera.js';
 import { createUser } from '../src/directory/users.js';
 import { beginEnrolment, confirmEnrolment } from '../src/factors/totp.js';
@@ -39,14 +39,6 @@ describe('scope step-up on the consent screen, in Chromium', () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
   }
 
-  async function codeFromOutbox(recipient: string): Promise<string> {
-    const outbox = await browser.newPage();
-    await outbox.goto(`${tessera.issuer}/dev/outbox`);
-    const text = await outbox.locator(`article[data-recipient="${recipient}"] .outbox-body`).first().textContent();
-    await outbox.close();
-    return /\b(\d{6})\b/.exec(text ?? '')![1]!;
-  }
-
   const writeScope = (page: Page) => page.locator('li[data-scope="payments:write"]');
 
   it('the lock, then unlocking with an email code: the scope is granted and the API token says MFA', async () => {
@@ -56,7 +48,7 @@ describe('scope step-up on the consent screen, in Chromium', () => {
     assert.match(await writeScope(page).textContent() ?? '', /Make payments in your name[\s\S]*needs verification/);
     await page.getByRole('button', { name: /Email a code to a•+@example\.test/ }).click();
     await page.getByText(/We sent a 6-digit code to/).waitFor();
-    await page.getByLabel('Code').fill(await codeFromOutbox('ana@example.test'));
+    await page.getByLabel('Code').fill(await codeFromOutbox(browser, tessera.issuer, 'ana@example.test'));
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('heading', { name: 'Allow access?' }).waitFor();
     assert.match(await writeScope(page).textContent() ?? '', /verified/);
@@ -86,7 +78,7 @@ describe('scope step-up on the consent screen, in Chromium', () => {
     const page = await (await browser.newContext()).newPage();
     await consentFor(page, 'cat');
     await page.getByRole('button', { name: /Email a code to/ }).click();
-    await page.getByLabel('Code').fill(await codeFromOutbox('cat@example.test'));
+    await page.getByLabel('Code').fill(await codeFromOutbox(browser, tessera.issuer, 'cat@example.test'));
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('checkbox', { name: /payments:write/ }).uncheck();
     await page.getByRole('button', { name: 'Allow' }).click();

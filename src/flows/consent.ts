@@ -24,6 +24,7 @@ import { clientOf, finishInteraction, loadInteraction, requestMeta, type FlowDep
 import { loadProgress, saveProgress, type Progress } from './progress.js';
 import { assuranceAfter, LEDGER_RESULT } from './complete-login.js';
 import { addChallengeRoutes, type ChallengeHost, type ChallengeState } from './second-factor.js';
+import { seeOther } from '../http/redirect.js';
 
 export interface ScopeLine {
   name: string;
@@ -104,16 +105,12 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   const { db, box, audit, config, provider } = deps;
   const router = new Router();
   const grantIdKey = box.deriveKey('consent-grant-id');
-  const see = (ctx: Context, url: string) => {
-    ctx.status = 303;
-    ctx.redirect(url);
-  };
 
   async function load(ctx: Context): Promise<ConsentState | null> {
     const details = await loadInteraction(ctx, provider);
     const accountId = details.session?.accountId;
     if (details.prompt.name !== 'consent' || !accountId) {
-      see(ctx, `/interaction/${details.uid}`);
+      seeOther(ctx, `/interaction/${details.uid}`);
       return null;
     }
     return stateOf(details, accountId);
@@ -299,7 +296,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
       if (!s) return null;
       if (!s.stepUp) {
         // Nothing protected is asked for: nothing to verify here.
-        see(ctx, `/interaction/${s.details.uid}`);
+        seeOther(ctx, `/interaction/${s.details.uid}`);
         return null;
       }
       const usable = STEP_UP_FACTORS.filter((f) => s.protectedScopes.some((p) => !p.pass && p.usable.includes(f)));
@@ -317,14 +314,14 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
         saveProgress(db, { ...s.progress, methods, challengeId: null }),
         audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: id, purpose: 'step-up' } }),
       ]);
-      see(ctx, `/interaction/${s.details.uid}`);
+      seeOther(ctx, `/interaction/${s.details.uid}`);
     },
   };
   addChallengeRoutes(router, deps, host);
   // The step-up's factor choice lives on the consent page itself.
   router.get('/interaction/:uid/consent/verify', async (ctx: Context) => {
     const details = await loadInteraction(ctx, provider);
-    see(ctx, `/interaction/${details.uid}`);
+    seeOther(ctx, `/interaction/${details.uid}`);
   });
 
   return { routes: router, enter };

@@ -10,6 +10,7 @@ import type { RegisteredClients } from '../clients/registered.js';
 import type { ScopeRules } from '../scopes/rules.js';
 import type { ResourceServers } from '../resource-servers/resource-servers.js';
 import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
+import { seeOther } from '../http/redirect.js';
 
 export interface FlowDeps {
   config: Config;
@@ -55,8 +56,7 @@ export async function finishInteraction(
 ): Promise<void> {
   details.result = mergeWithLastSubmission && !('error' in result) ? { ...details.lastSubmission, ...result } : result;
   await details.save(details.exp - Math.floor(Date.now() / 1000));
-  ctx.status = 303;
-  ctx.redirect(details.returnTo);
+  seeOther(ctx, details.returnTo);
 }
 
 /** The client an interaction is for; gone means the application was removed mid-login. */

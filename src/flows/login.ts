@@ -5,6 +5,7 @@ import { PASSWORD_MAX_LENGTH, verifyPassword } from '../directory/passwords.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { renderPage } from '../http/views.js';
+import { seeOther } from '../http/redirect.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
 import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
@@ -43,9 +44,7 @@ export function submitLogin(deps: FlowDeps) {
     assertCsrf(ctx, form.csrf);
     if (details.prompt.name !== 'login') {
       // Already past this step (e.g. a replayed form): carry on from where the login is.
-      ctx.status = 303;
-      ctx.redirect(`/interaction/${details.uid}`);
-      return;
+      return seeOther(ctx, `/interaction/${details.uid}`);
     }
     const client = await clientOf(deps.clients, details);
     const clientName = client.name;
@@ -109,7 +108,6 @@ export function submitLogin(deps: FlowDeps) {
     // guessing the second factor still locks.
     await saveProgress(db, progress);
     await audit.record({ type: 'login.password_verified', actor: username, subject: user.id, clientId, ...meta, details: { mfa: need.reasons, policy: need.policy } });
-    ctx.status = 303;
-    ctx.redirect(`/interaction/${details.uid}/mfa`);
+    seeOther(ctx, `/interaction/${details.uid}/mfa`);
   };
 }

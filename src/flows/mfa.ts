@@ -15,6 +15,7 @@ import { loadInteraction, requestMeta, type FlowDeps } from './context.js';
 import { loadProgress, saveProgress } from './progress.js';
 import { completeLogin } from './complete-login.js';
 import { addChallengeRoutes, challengeBase, showCode, type ChallengeHost, type ChallengeState } from './second-factor.js';
+import { seeOther } from '../http/redirect.js';
 
 interface MfaState extends ChallengeState {
   need: Requirement;
@@ -30,16 +31,12 @@ const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, ''));
 export function mfaRoutes(deps: FlowDeps): Router {
   const { db, box, audit } = deps;
   const router = new Router();
-  const see = (ctx: Context, url: string) => {
-    ctx.status = 303;
-    ctx.redirect(url);
-  };
 
   async function load(ctx: Context): Promise<MfaState | null> {
     const details = await loadInteraction(ctx, deps.provider);
     const progress = await loadProgress(db, details.uid);
     if (!progress || progress.step !== 'login' || !progress.requirement || details.prompt.name !== 'login') {
-      see(ctx, `/interaction/${details.uid}`);
+      seeOther(ctx, `/interaction/${details.uid}`);
       return null;
     }
     const user = await findUserById(db, progress.accountId);
@@ -60,7 +57,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
       if (id !== 'totp' && s.progress.enrolAfterFactor && s.need.enrolAuthenticator === 'after-factor') {
         // The code proved it is the user: now they may add an authenticator app, then the login completes.
         await Promise.all([success, saveProgress(db, { ...s.progress, methods, challengeId: null, factorPassed: id })]);
-        return see(ctx, `${challengeBase(host, s.details.uid)}/enrol`);
+        return seeOther(ctx, `${challengeBase(host, s.details.uid)}/enrol`);
       }
       // Together, so both audit events go out in one write.
       await Promise.all([success, completeLogin(ctx, deps, s.details, s.user, { ...s.progress, methods })]);
@@ -143,11 +140,11 @@ export function mfaRoutes(deps: FlowDeps): Router {
     assertCsrf(ctx, form.csrf);
     if (s.need.enrolAuthenticator !== 'after-factor') return showChoice(ctx, s, null, 400);
     await saveProgress(db, { ...s.progress, enrolAfterFactor: true });
-    see(ctx, challengeBase(host, s.details.uid));
+    seeOther(ctx, challengeBase(host, s.details.uid));
   }));
 
   router.get('/interaction/:uid/mfa/enrol', step(async (ctx, s) => {
-    if (!mayEnrol(s)) return see(ctx, challengeBase(host, s.details.uid));
+    if (!mayEnrol(s)) return seeOther(ctx, challengeBase(host, s.details.uid));
     await showEnrolment(ctx, s);
   }));
 

@@ -11,6 +11,7 @@ import { showLogin, submitLogin } from './login.js';
 import { consentStep } from './consent.js';
 import { mfaRoutes } from './mfa.js';
 import { loadProgress, saveProgress, type Progress } from './progress.js';
+import { seeOther } from '../http/redirect.js';
 
 /** What each step sees of the interaction when deciding whether it applies. */
 interface Visit {
@@ -44,10 +45,6 @@ function isStepUp(details: InteractionDetails): boolean {
 export function interactionRoutes(deps: FlowDeps): Router[] {
   const { db, provider, config, box } = deps;
   const consent = consentStep(deps);
-  const see = (ctx: Context, url: string) => {
-    ctx.status = 303;
-    ctx.redirect(url);
-  };
 
   const steps: Step[] = [
     {
@@ -68,7 +65,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
           if (!requirement.mfaRequired) return showLogin(ctx, details, client.name);
           await saveProgress(db, { uid: details.uid, accountId: user.id, step: 'login', methods: [], requirement, challengeId: null });
         }
-        see(ctx, `/interaction/${details.uid}/mfa`);
+        seeOther(ctx, `/interaction/${details.uid}/mfa`);
       },
     },
     {

@@ -11,6 +11,7 @@ import { findChallenge } from '../factors/challenges.js';
 import { channelName, factor as factorOf, type FactorContext } from '../factors/index.js';
 import { requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { saveProgress, type Progress } from './progress.js';
+import { seeOther } from '../http/redirect.js';
 
 /** Where a challenge runs and what it may use: the state every challenge page starts from. */
 export interface ChallengeState {
@@ -97,10 +98,6 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     const s = await host.load(ctx);
     if (s) await handler(ctx, s);
   };
-  const see = (ctx: Context, url: string) => {
-    ctx.status = 303;
-    ctx.redirect(url);
-  };
 
   /** Starts the chosen factor: sends its code (then the code page), or goes straight to the code page. */
   async function start(ctx: Context, s: ChallengeState, id: FactorId): Promise<void> {
@@ -109,13 +106,13 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     const outcome = await factorOf(id).start(factorContext(deps, ctx, s, host.purpose));
     switch (outcome.kind) {
       case 'ready':
-        return see(ctx, `${challengeBase(host, s.details.uid)}/code?factor=${id}`);
+        return seeOther(ctx, `${challengeBase(host, s.details.uid)}/code?factor=${id}`);
       case 'sent':
         await Promise.all([
           saveProgress(db, { ...s.progress, challengeId: outcome.challengeId }),
           audit.record({ type: 'mfa.sent', subject: s.user.id, clientId, ...meta, details: { factor: id, provider: outcome.provider, challenge: outcome.challengeId, purpose: host.purpose } }),
         ]);
-        return see(ctx, `${challengeBase(host, s.details.uid)}/code?factor=${id}`);
+        return seeOther(ctx, `${challengeBase(host, s.details.uid)}/code?factor=${id}`);
       case 'refused': {
         const { refusal } = outcome;
         await audit.record({ type: 'mfa.send_refused', subject: s.user.id, clientId, ...meta, details: { factor: id, reason: refusal.kind, ...(refusal.kind === 'limit' ? { scope: refusal.scope } : {}) } });
@@ -142,7 +139,7 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
 
   router.get(path('/code'), step(async (ctx, s) => {
     const id = factorField.safeParse(ctx.query.factor);
-    if (!id.success || !s.usable.includes(id.data) || (id.data !== 'totp' && !s.progress.challengeId)) return see(ctx, challengeBase(host, s.details.uid));
+    if (!id.success || !s.usable.includes(id.data) || (id.data !== 'totp' && !s.progress.challengeId)) return seeOther(ctx, challengeBase(host, s.details.uid));
     let resendAt: Date | null = null;
     if (id.data !== 'totp') {
       const challenge = await findChallenge(db, s.progress.challengeId!, s.user.id);

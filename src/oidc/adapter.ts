@@ -108,7 +108,11 @@ const REVOKE = prepared('delete from oidc_models where grant_id = $1');
 type Row = { id: string; grant_id: string | null; payload: unknown; expires_at: Date | null; consumed_at: Date | null; step_ups?: unknown };
 
 /** Holds a grant loaded from storage against today's scope rules (src/scopes/grants.ts). */
-export type GrantGuard = (payload: AdapterPayload, stepUps: unknown) => Promise<AdapterPayload>;
+export interface GrantGuard {
+  /** Whether any scope is protected: without rules a grant is read as stored, without its step-ups. */
+  active(): Promise<boolean>;
+  apply(payload: AdapterPayload, stepUps: unknown): Promise<AdapterPayload>;
+}
 
 /**
  * PostgreSQL stores no NUL character (in text or jsonb): a request carrying one in any parameter
@@ -165,10 +169,10 @@ export class KyselyAdapter implements Adapter {
 
   private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
     if (value.includes(NUL)) return undefined;
-    if (this.grantGuard && column === 'id') {
+    if (this.grantGuard && column === 'id' && (await this.grantGuard.active())) {
       const [grant] = await this.run<Row>(FIND_GRANT, [this.model, this.hash(value)]);
       const payload = live(grant, (stored) => openPayload(this.model, stored, this.keys.box));
-      return payload && this.grantGuard(payload, grant!.step_ups);
+      return payload && this.grantGuard.apply(payload, grant!.step_ups);
     }
     const [row] = await this.run<Row>(FIND[column], [this.model, this.hash(value)]);
     if (row?.consumed_at && this.model === 'RefreshToken' && row.grant_id && !(await this.hasSuccessor(row))) {

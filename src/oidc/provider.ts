@@ -96,7 +96,9 @@ export function createProvider(deps: ProviderDeps): Provider {
     adapter: (name: string) => {
       if (name === 'Client') return new ClientAdapter(clients);
       // A grant is held against today's scope rules whenever it is loaded (authorization, refresh, UserInfo).
-      const guard = name === 'Grant' ? (payload: AdapterPayload, stepUps: unknown) => guardGrant(scopeRules, payload, parseStepUps(stepUps)) : undefined;
+      const guard = name === 'Grant'
+        ? { active: () => scopeRules.any(), apply: (payload: AdapterPayload, stepUps: unknown) => guardGrant(scopeRules, payload, parseStepUps(stepUps)) }
+        : undefined;
       return new KyselyAdapter(db, name, storage, config.ttl.refreshTokenReuseSeconds, guard);
     },
     findAccount: accountFinder(db),

@@ -108,6 +108,11 @@ export class ScopeRules {
     return (await this.cache.get('all', async () => new Map((await listScopeRules(this.db)).map((r) => [keyOf(r), r]))))!;
   }
 
+  /** Whether any scope is protected at all. */
+  async any(): Promise<boolean> {
+    return (await this.all()).size > 0;
+  }
+
   /** The rules of those of these scopes that are protected. */
   async protecting(requested: RequestedScope[]): Promise<ScopeRule[]> {
     const rules = await this.all();

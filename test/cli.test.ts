@@ -225,6 +225,60 @@ describe('CLI (npm run cli)', () => {
     assert.ok(await verifyPassword(hank!.password_hash, 'hank-password-2'));
   });
 
+  it('shows, edits, unlocks, resets and removes users; removes groups; reads the audit log', async () => {
+    let r = await cli('user', 'add', 'mona', '--password', 'mona-password-1', '--email', 'mona@example.com', '--email-verified');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('user', 'show', 'mona');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^username\s+mona$/m);
+    assert.match(r.stdout, /^email\s+mona@example\.com \(verified\)$/m);
+    assert.match(r.stdout, /^locked\s+no$/m);
+    r = await cli('user', 'show', 'nobody-here');
+    assert.notEqual(r.code, 0, 'an unknown user exits non-zero');
+    assert.equal(r.stderr, 'error: no user "nobody-here"');
+    r = await cli('user', 'set', 'mona', '--phone', '+14155550177', '--phone-verified', 'true', '--given-name', 'Mona', '--email', 'mona@new.example.com');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /email mona@new\.example\.com \(not verified\), phone \+14155550177 \(verified\)/, 'a new address is unverified unless said so');
+    r = await cli('user', 'set', 'mona', '--email-verified', 'yes');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--email-verified takes true or false/);
+    r = await cli('user', 'set', 'mona', '--phone', '0123');
+    assert.match(r.stderr, /^error: --phone: invalid phone/);
+    r = await cli('user', 'set', 'mona');
+    assert.match(r.stderr, /say what to set/);
+    await inDatabase((db) => db.updateTable('users').set({ failed_logins: 5, locked_until: new Date(Date.now() + 600_000) }).where('username', '=', 'mona').execute());
+    assert.match((await cli('user', 'show', 'mona')).stdout, /^locked\s+until /m);
+    r = await cli('user', 'unlock', 'mona');
+    assert.equal(r.stdout.trim(), 'mona unlocked');
+    assert.match((await cli('user', 'show', 'mona')).stdout, /^failed attempts\s+0$/m);
+    r = await cli('user', 'reset-mfa', 'mona');
+    assert.equal(r.stdout.trim(), 'mona had no authenticator app');
+    r = await cli('group', 'add', 'crew');
+    r = await cli('group', 'add-member', 'crew', 'mona');
+    r = await cli('group', 'remove-member', 'crew', 'mona');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('group', 'remove', 'crew');
+    assert.equal(r.code, 0, r.stderr);
+    r = await cli('group', 'remove', 'admins');
+    assert.match(r.stderr, /built in/);
+    r = await cli('group', 'add-member', 'admins', 'mona');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match((await cli('group', 'list')).stdout, /^admins\t1 member\(s\)\tbuilt in$/m);
+    r = await cli('audit', 'list', '--user', 'mona', '--limit', '3');
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 3);
+    assert.match(lines[0]!, /^\d{4}-\d\d-\d\dT[\d:.]+Z\tgroup\.member_added\tcli:[^\t]+\tadmins\t-$/);
+    r = await cli('audit', 'list', '--type', 'user.updated');
+    assert.match(r.stdout, /\tuser\.updated\tcli:[^\t]+\tmona\t-$/m);
+    r = await cli('audit', 'list', '--since', 'last tuesday');
+    assert.match(r.stderr, /^error: --since: must be a date and time/);
+    r = await cli('user', 'remove', 'mona');
+    assert.equal(r.stdout.trim(), 'removed user mona');
+    assert.notEqual((await cli('user', 'show', 'mona')).code, 0);
+    assert.match((await cli('audit', 'list', '--type', 'user.removed')).stdout, /\tuser\.removed\tcli:/);
+  });
+
   it('refuses wrong and contradictory input with one line naming the flag, before touching anything', async () => {
     const refused = async (args: string[], pattern: RegExp, stdin?: string) => {
       const r = await runCli(args, env, stdin === undefined ? {} : { stdin });

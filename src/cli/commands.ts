@@ -5,11 +5,16 @@ import type { SecretBox } from '../crypto/secret-box.js';
 import type { Audit, AuditType } from '../audit/audit.js';
 import type { RemoteIo, SecretRequest } from '../db/data-dir-owner.js';
 import { DomainError } from '../domain-error.js';
+import { perform, type ServiceContext } from '../admin/service.js';
+import {
+  addMemberOp, createGroupOp, createUserOp, listGroupsOp, listUsersOp, removeGroupOp, removeMemberOp, removeUserOp, resetMfaOp,
+  setPasswordOp, setStatusOp, showUserOp, unlockUserOp, updateUserOp,
+} from '../admin/users.js';
+import { listAuditOp } from '../admin/audit-log.js';
 import { ConfigError, type Mode } from '../config.js';
 import { CLI_COMMAND, VERSION } from '../paths.js';
 import { deliveryProblems } from '../factors/delivery/index.js';
-import { checkNewUser, createUser, DirectoryError, findUserByUsername, listUsers, setPassword, setStatus } from '../directory/users.js';
-import { addGroupMember, createGroup, listGroups } from '../directory/groups.js';
+import { checkNewUser, DirectoryError, findUserByUsername } from '../directory/users.js';
 import { passwordProblem } from '../directory/passwords.js';
 import { createClient, GRANT_TYPES, listClients, removeClient, setClientMfa, setClientScope } from '../clients/clients.js';
 import { ensureKeys, rotateKeys } from '../oidc/keys.js';
@@ -52,6 +57,9 @@ const FLAGS = {
   'signing-alg': { type: 'string' },
   ttl: { type: 'string' },
   'value-stdin': { type: 'boolean' },
+  type: { type: 'string' },
+  since: { type: 'string' },
+  limit: { type: 'string' },
   api: { type: 'string' },
   'max-age': { type: 'string' },
   version: { type: 'boolean' },
@@ -78,6 +86,8 @@ export interface CommandTarget {
 
 interface CommandContext extends CommandTarget {
   io: RemoteIo;
+  /** The service layer's view of this run: the operator at the terminal acts as an administrator. */
+  service: ServiceContext;
   /** Positional arguments by name (the placeholder without its brackets). */
   arg: Record<string, string>;
   flags: FlagValues;
@@ -97,6 +107,8 @@ interface Change {
 
 interface Command {
   args: string[];
+  /** Flags that take true or false in this command (elsewhere they are switches without a value). */
+  valueFlags?: Flag[];
   /** Trailing arguments that may be left out. */
   optionalArgs?: number;
   /** What it asks for at the terminal, so a local run can ask before it holds the database. */
@@ -163,7 +175,7 @@ const COMMANDS: Record<string, Command> = {
                                             without a password flag, asks for the password at the terminal`,
     fields: { email: '--email', emailVerified: '--email-verified', phone: '--phone', phoneVerified: '--phone-verified', givenName: '--given-name', familyName: '--family-name' },
     secret: passwordSecret,
-    async run({ db, arg, flags, io, password }) {
+    async run({ db, arg, flags, io, password, service }) {
       if (flags['phone-verified'] && !flags.phone) throw new UsageError('--phone-verified needs --phone');
       if (flags['email-verified'] && !flags.email) throw new UsageError('--email-verified needs --email');
       const input = {
@@ -178,13 +190,8 @@ const COMMANDS: Record<string, Command> = {
       // Checked before asking for the password, so a typo does not cost typing it twice.
       checkNewUser(input);
       if (await findUserByUsername(db, input.username)) throw new DirectoryError(`user "${input.username}" already exists`);
-      const user = await createUser(db, { ...input, password: await password() });
+      const user = await perform(service, createUserOp, { ...input, password: await password() });
       io.out(`created user ${user.username} (${user.id})`);
-      return {
-        type: 'user.created',
-        subject: user.id,
-        details: { username: user.username, email: user.email, email_verified: user.email_verified, phone: user.phone, phone_verified: user.phone_verified },
-      };
     },
   },
   'user set-password': {
@@ -192,67 +199,159 @@ const COMMANDS: Record<string, Command> = {
     flags: PASSWORD_FLAGS,
     usage: 'user set-password <username> [--password-stdin | --password <pw>]',
     secret: passwordSecret,
-    async run({ db, arg, io, password }) {
+    async run({ db, arg, io, password, service }) {
       if (!(await findUserByUsername(db, arg.username!))) throw new DirectoryError(`no user "${arg.username}"`);
-      const user = await setPassword(db, arg.username!, await password());
+      await perform(service, setPasswordOp, { username: arg.username!, password: await password() });
       io.out('password changed');
-      return { type: 'user.password_changed', subject: user.id, details: { username: user.username } };
     },
   },
   'user disable': {
     args: ['<username>'],
     flags: [],
     usage: 'user disable <username> | user enable <username>',
-    async run({ db, arg, io }) {
-      const user = await setStatus(db, arg.username!, 'disabled');
+    async run({ arg, io, service }) {
+      await perform(service, setStatusOp, { username: arg.username!, status: 'disabled' });
       io.out('user disabled');
-      return { type: 'user.disabled', subject: user.id, details: { username: user.username } };
     },
   },
   'user enable': {
     args: ['<username>'],
     flags: [],
     usage: '',
-    async run({ db, arg, io }) {
-      const user = await setStatus(db, arg.username!, 'active');
+    async run({ arg, io, service }) {
+      await perform(service, setStatusOp, { username: arg.username!, status: 'active' });
       io.out('user enabled');
-      return { type: 'user.enabled', subject: user.id, details: { username: user.username } };
     },
   },
   'user list': {
     args: [],
     flags: [],
     usage: 'user list',
-    async run({ db, io }) {
-      for (const u of await listUsers(db)) io.out([u.username, u.id, u.status, u.email ?? '-', u.phone ?? '-'].join('\t'));
+    async run({ io, service }) {
+      for (const u of await perform(service, listUsersOp, {})) io.out([u.username, u.id, u.status, u.email ?? '-', u.phone ?? '-'].join('\t'));
+    },
+  },
+  'user show': {
+    args: ['<username>'],
+    flags: [],
+    usage: 'user show <username>                      the account, its groups, authenticators and lockout',
+    async run({ arg, io, service }) {
+      const { user, groups, authenticators, policies, locked } = await perform(service, showUserOp, { username: arg.username! });
+      const flag = (verified: boolean) => (verified ? 'verified' : 'not verified');
+      const lines: [string, string][] = [
+        ['username', user.username],
+        ['id', user.id],
+        ['status', user.status],
+        ['name', [user.given_name, user.family_name].filter(Boolean).join(' ') || '-'],
+        ['email', user.email ? `${user.email} (${flag(user.email_verified)})` : '-'],
+        ['phone', user.phone ? `${user.phone} (${flag(user.phone_verified)})` : '-'],
+        ['groups', groups.join(', ') || '-'],
+        ['policies', policies.join(', ') || '-'],
+        ['authenticators', authenticators.map((a) => `${a.label} (${a.type}, added ${a.created_at.toISOString().slice(0, 10)}${a.last_used_at ? `, last used ${a.last_used_at.toISOString().slice(0, 16)}Z` : ''})`).join('; ') || '-'],
+        ['failed attempts', String(user.failed_logins)],
+        ['locked', locked ? `until ${user.locked_until!.toISOString()}` : 'no'],
+        ['created', user.created_at.toISOString()],
+      ];
+      for (const [label, value] of lines) io.out(`${label.padEnd(15)} ${value}`);
+    },
+  },
+  'user set': {
+    args: ['<username>'],
+    flags: ['email', 'email-verified', 'phone', 'phone-verified', 'given-name', 'family-name'],
+    valueFlags: ['email-verified', 'phone-verified'],
+    usage: `user set <username> [--email <e>] [--email-verified true|false] [--phone <+E164>] [--phone-verified true|false]
+                      [--given-name <g>] [--family-name <f>]     an empty value ("") clears it`,
+    fields: { email: '--email', emailVerified: '--email-verified', phone: '--phone', phoneVerified: '--phone-verified', givenName: '--given-name', familyName: '--family-name' },
+    async run({ arg, flags, io, service }) {
+      const truth = (flag: 'email-verified' | 'phone-verified') => {
+        const value = flags[flag] as unknown as string | undefined;
+        if (value === undefined) return undefined;
+        if (value !== 'true' && value !== 'false') throw new UsageError(`--${flag} takes true or false (got "${value.slice(0, 40)}")`);
+        return value === 'true';
+      };
+      const input = {
+        username: arg.username!,
+        ...(flags.email !== undefined ? { email: flags.email } : {}),
+        ...(truth('email-verified') !== undefined ? { emailVerified: truth('email-verified') } : {}),
+        ...(flags.phone !== undefined ? { phone: flags.phone } : {}),
+        ...(truth('phone-verified') !== undefined ? { phoneVerified: truth('phone-verified') } : {}),
+        ...(flags['given-name'] !== undefined ? { givenName: flags['given-name'] } : {}),
+        ...(flags['family-name'] !== undefined ? { familyName: flags['family-name'] } : {}),
+      };
+      if (Object.keys(input).length === 1) throw new UsageError('say what to set: --email, --email-verified, --phone, --phone-verified, --given-name or --family-name');
+      const user = await perform(service, updateUserOp, input);
+      io.out(`updated ${user.username}: email ${user.email ?? '-'}${user.email ? (user.email_verified ? ' (verified)' : ' (not verified)') : ''}, phone ${user.phone ?? '-'}${user.phone ? (user.phone_verified ? ' (verified)' : ' (not verified)') : ''}`);
+    },
+  },
+  'user unlock': {
+    args: ['<username>'],
+    flags: [],
+    usage: 'user unlock <username>                    end a lockout after failed sign-ins now',
+    async run({ arg, io, service }) {
+      const user = await perform(service, unlockUserOp, { username: arg.username! });
+      io.out(user.locked_until && user.locked_until > new Date() ? `${user.username} unlocked` : `${user.username} was not locked; failed attempts reset`);
+    },
+  },
+  'user reset-mfa': {
+    args: ['<username>'],
+    flags: [],
+    usage: 'user reset-mfa <username>                 remove the user\'s authenticator apps (a lost phone)',
+    async run({ arg, io, service }) {
+      const removed = await perform(service, resetMfaOp, { username: arg.username! });
+      io.out(removed === 0 ? `${arg.username} had no authenticator app` : `removed ${removed} authenticator app${removed === 1 ? '' : 's'} of ${arg.username}`);
+    },
+  },
+  'user remove': {
+    args: ['<username>'],
+    flags: [],
+    usage: 'user remove <username>                    the account, its sessions, grants and tokens (the audit log keeps its history)',
+    async run({ arg, io, service }) {
+      const user = await perform(service, removeUserOp, { username: arg.username! });
+      io.out(`removed user ${user.username}`);
     },
   },
   'group add': {
     args: ['<name>'],
     flags: ['description'],
     usage: 'group add <name> [--description <text>]',
-    async run({ db, arg, flags, io }) {
-      const group = await createGroup(db, arg.name!, flags.description ?? null);
+    async run({ arg, flags, io, service }) {
+      const group = await perform(service, createGroupOp, { name: arg.name!, description: flags.description ?? null });
       io.out(`created group ${group.name}`);
-      return { type: 'group.created', subject: group.name };
     },
   },
   'group add-member': {
     args: ['<group>', '<username>'],
     flags: [],
     usage: 'group add-member <group> <username>',
-    async run({ db, arg, io }) {
-      await addGroupMember(db, arg.group!, arg.username!);
+    async run({ arg, io, service }) {
+      await perform(service, addMemberOp, { group: arg.group!, username: arg.username! });
       io.out('member added');
-      return { type: 'group.member_added', subject: arg.group!, details: { username: arg.username } };
+    },
+  },
+  'group remove-member': {
+    args: ['<group>', '<username>'],
+    flags: [],
+    usage: 'group remove-member <group> <username>',
+    async run({ arg, io, service }) {
+      await perform(service, removeMemberOp, { group: arg.group!, username: arg.username! });
+      io.out('member removed');
+    },
+  },
+  'group remove': {
+    args: ['<name>'],
+    flags: [],
+    usage: 'group remove <name>                       its memberships and access policies too (admins and auditors are built in)',
+    async run({ arg, io, service }) {
+      await perform(service, removeGroupOp, { name: arg.name! });
+      io.out('group removed');
     },
   },
   'group list': {
     args: [],
     flags: [],
     usage: 'group list',
-    async run({ db, io }) {
-      for (const g of await listGroups(db)) io.out(`${g.name}\t${g.members} member(s)`);
+    async run({ io, service }) {
+      for (const g of await perform(service, listGroupsOp, {})) io.out(`${g.name}\t${g.members} member(s)${g.builtin ? '\tbuilt in' : ''}`);
     },
   },
   'client add': {
@@ -507,6 +606,25 @@ const COMMANDS: Record<string, Command> = {
       return { type: 'policy.removed', subject: arg.name! };
     },
   },
+  'audit list': {
+    args: [],
+    flags: ['user', 'type', 'since', 'limit'],
+    usage: `audit list [--user <username>] [--type <part of a type, e.g. login>] [--since <ISO time>] [--limit <n>]
+                      newest first, one event a line: time, type, actor, subject, client`,
+    fields: { user: '--user', type: '--type', since: '--since', limit: '--limit' },
+    async run({ flags, io, service }) {
+      const limit = intFlag(flags.limit, '--limit');
+      const events = await perform(service, listAuditOp, {
+        ...(flags.user !== undefined ? { user: flags.user } : {}),
+        ...(flags.type !== undefined ? { type: flags.type } : {}),
+        ...(flags.since !== undefined ? { since: flags.since } : {}),
+        ...(limit !== undefined ? { limit } : {}),
+      });
+      for (const e of events) {
+        io.out([e.at.toISOString(), e.type, e.actor ?? '-', e.subjectName ?? e.subject ?? '-', e.clientId ?? '-'].join('\t'));
+      }
+    },
+  },
   'scope protect': {
     args: ['<scope>'],
     flags: ['api', 'max-age', 'factors'],
@@ -569,9 +687,13 @@ export type ParsedCommand =
 
 /** Checks the command line against the table: unknown commands, flags and extra or missing arguments are refused. */
 export function parseCommand(argv: string[]): ParsedCommand {
+  // A command names itself first; its own flag types (a switch that takes true|false) apply to the rest.
+  const named = COMMANDS[`${argv[0]} ${argv[1]}`] ?? COMMANDS[argv[0] ?? ''];
+  const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = { ...FLAGS };
+  for (const flag of named?.valueFlags ?? []) options[flag] = { type: 'string' };
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: FLAGS, allowPositionals: true, strict: true, tokens: true });
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true, tokens: true });
   } catch (error) {
     const code = (error as { code?: string }).code;
     const message = error instanceof Error ? error.message : String(error);
@@ -657,6 +779,7 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
     const change = await command.run({
       ...target,
       io,
+      service: { ...target, actor: { label: `cli:${io.actor}`, role: 'admin' }, via: { command: parsed.name } },
       arg: parsed.arg,
       flags,
       async password() {

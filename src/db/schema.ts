@@ -27,6 +27,8 @@ export interface GroupsTable {
   id: Generated<string>;
   name: string;
   description: string | null;
+  /** admins and auditors: they decide who may use the admin console, and cannot be removed. */
+  builtin: Generated<boolean>;
   created_at: Timestamp;
 }
 

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { isUniqueViolation, type Db } from '../db/index.js';
 import type { Group } from '../db/schema.js';
 import { DirectoryError, requireUser } from './users.js';
@@ -28,13 +29,33 @@ export async function addGroupMember(db: Db, groupName: string, username: string
     .execute();
 }
 
+export async function removeGroupMember(db: Db, groupName: string, username: string): Promise<void> {
+  const group = await db.selectFrom('groups').select('id').where('name', '=', groupName).executeTakeFirst();
+  if (!group) throw new DirectoryError(`no group "${groupName}"`);
+  const user = await requireUser(db, username);
+  const removed = await db.deleteFrom('group_members').where('group_id', '=', group.id).where('user_id', '=', user.id).executeTakeFirst();
+  if (removed.numDeletedRows === 0n) throw new DirectoryError(`${user.username} is not a member of ${groupName}`);
+}
+
+/** Removes a group, its memberships and the access policies assigned to it. The built-in groups stay. */
+export async function removeGroup(db: Db, name: string): Promise<{ members: number }> {
+  const group = await db.selectFrom('groups').select(['id', 'builtin']).where('name', '=', name).executeTakeFirst();
+  if (!group) throw new DirectoryError(`no group "${name}"`);
+  if (group.builtin) throw new DirectoryError(`"${name}" is built in: it decides who may use the admin console`);
+  return db.transaction().execute(async (tx) => {
+    const members = await tx.deleteFrom('group_members').where('group_id', '=', group.id).executeTakeFirst();
+    await tx.deleteFrom('access_policies').where('subject_type', '=', 'group').where('subject_id', '=', group.id).execute();
+    await tx.deleteFrom('groups').where('id', '=', group.id).execute();
+    return { members: Number(members.numDeletedRows) };
+  });
+}
 
 export function listGroups(db: Db): Promise<(Group & { members: number })[]> {
   return db
     .selectFrom('groups')
     .leftJoin('group_members', 'group_members.group_id', 'groups.id')
     .selectAll('groups')
-    .select((eb) => eb.fn.count<number>('group_members.user_id').as('members'))
+    .select(sql<number>`count(group_members.user_id)::int`.as('members'))
     .groupBy('groups.id')
     .orderBy('groups.name')
     .execute();

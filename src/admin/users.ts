@@ -1,0 +1,226 @@
+import { sql } from 'kysely';
+import { z } from 'zod';
+import type { Authenticator, User } from '../db/schema.js';
+import { checkNewUser, createUser, requireUser, setPassword, setStatus, listUsers } from '../directory/users.js';
+import { addGroupMember, createGroup, listGroups, removeGroup, removeGroupMember } from '../directory/groups.js';
+import { operation } from './service.js';
+
+const username = z.string().min(1, 'name the user').max(128, 'no user has a name that long');
+const groupName = z.string().min(1, 'name the group').max(128, 'no group has a name that long');
+const optionalText = z.string().max(254).nullable().optional();
+
+/** Everything an administrator sees of one user. */
+export interface UserDetails {
+  user: User;
+  groups: string[];
+  authenticators: Pick<Authenticator, 'id' | 'type' | 'label' | 'confirmed_at' | 'last_used_at' | 'created_at'>[];
+  policies: string[];
+  locked: boolean;
+}
+
+export const createUserOp = operation({
+  kind: 'change',
+  input: z.object({
+    username,
+    password: z.string(),
+    email: optionalText,
+    emailVerified: z.boolean().default(false),
+    phone: optionalText,
+    phoneVerified: z.boolean().default(false),
+    givenName: optionalText,
+    familyName: optionalText,
+  }),
+  async run({ db }, input) {
+    const user = await createUser(db, input);
+    return {
+      result: user,
+      change: {
+        type: 'user.created',
+        subject: user.id,
+        details: { username: user.username, email: user.email, email_verified: user.email_verified, phone: user.phone, phone_verified: user.phone_verified },
+      },
+    };
+  },
+});
+
+export const setPasswordOp = operation({
+  kind: 'change',
+  input: z.object({ username, password: z.string() }),
+  async run({ db }, { username, password }) {
+    const user = await setPassword(db, username, password);
+    return { result: user, change: { type: 'user.password_changed', subject: user.id, details: { username: user.username } } };
+  },
+});
+
+export const setStatusOp = operation({
+  kind: 'change',
+  input: z.object({ username, status: z.enum(['active', 'disabled']) }),
+  async run({ db }, { username, status }) {
+    const user = await setStatus(db, username, status);
+    return { result: user, change: { type: status === 'active' ? 'user.enabled' : 'user.disabled', subject: user.id, details: { username: user.username } } };
+  },
+});
+
+export const listUsersOp = operation({
+  kind: 'read',
+  input: z.object({}),
+  async run({ db }) {
+    return { result: await listUsers(db) };
+  },
+});
+
+export const showUserOp = operation({
+  kind: 'read',
+  input: z.object({ username }),
+  async run({ db }, { username }): Promise<{ result: UserDetails }> {
+    const user = await requireUser(db, username);
+    const [groups, authenticators, policies] = await Promise.all([
+      db.selectFrom('group_members').innerJoin('groups', 'groups.id', 'group_members.group_id').select('groups.name').where('user_id', '=', user.id).orderBy('groups.name').execute(),
+      db.selectFrom('authenticators').select(['id', 'type', 'label', 'confirmed_at', 'last_used_at', 'created_at']).where('user_id', '=', user.id).where('confirmed_at', 'is not', null).orderBy('created_at').execute(),
+      db.selectFrom('access_policies').select('name').where('subject_type', '=', 'user').where('subject_id', '=', user.id).orderBy('name').execute(),
+    ]);
+    return {
+      result: {
+        user,
+        groups: groups.map((g) => g.name),
+        authenticators,
+        policies: policies.map((p) => p.name),
+        locked: user.locked_until !== null && user.locked_until > new Date(),
+      },
+    };
+  },
+});
+
+/**
+ * Sets a user's names, email and phone and their verified flags. A new address or number is
+ * unverified unless the administrator says it is verified.
+ */
+export const updateUserOp = operation({
+  kind: 'change',
+  input: z.object({
+    username,
+    email: optionalText,
+    emailVerified: z.boolean().optional(),
+    phone: optionalText,
+    phoneVerified: z.boolean().optional(),
+    givenName: optionalText,
+    familyName: optionalText,
+  }),
+  async run({ db }, input) {
+    const user = await requireUser(db, input.username);
+    const email = input.email === undefined ? user.email : input.email || null;
+    const phone = input.phone === undefined ? user.phone : input.phone || null;
+    const next = {
+      username: user.username,
+      email,
+      emailVerified: input.emailVerified ?? (email === user.email ? user.email_verified : false),
+      phone,
+      phoneVerified: input.phoneVerified ?? (phone === user.phone ? user.phone_verified : false),
+      givenName: input.givenName === undefined ? user.given_name : input.givenName || null,
+      familyName: input.familyName === undefined ? user.family_name : input.familyName || null,
+    };
+    checkNewUser(next);
+    const changed = Object.fromEntries(
+      ([['email', user.email, next.email], ['email_verified', user.email_verified, next.emailVerified], ['phone', user.phone, next.phone], ['phone_verified', user.phone_verified, next.phoneVerified], ['given_name', user.given_name, next.givenName], ['family_name', user.family_name, next.familyName]] as const)
+        .filter(([, before, after]) => before !== after)
+        .map(([field, , after]) => [field, after]),
+    );
+    if (Object.keys(changed).length === 0) return { result: user };
+    const updated = await db
+      .updateTable('users')
+      .set({ email: next.email, email_verified: next.emailVerified, phone: next.phone, phone_verified: next.phoneVerified, given_name: next.givenName, family_name: next.familyName, updated_at: sql`now()` })
+      .where('id', '=', user.id)
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return { result: updated, change: { type: 'user.updated', subject: user.id, details: { username: user.username, ...changed } } };
+  },
+});
+
+/** Ends a lockout now: the failure count and the lock are cleared. */
+export const unlockUserOp = operation({
+  kind: 'change',
+  input: z.object({ username }),
+  async run({ db }, { username }) {
+    const user = await requireUser(db, username);
+    await db.updateTable('users').set({ failed_logins: 0, locked_until: null }).where('id', '=', user.id).execute();
+    return { result: user, change: { type: 'user.unlocked', subject: user.id, details: { username: user.username, failed_logins: user.failed_logins, locked_until: user.locked_until } } };
+  },
+});
+
+/**
+ * Removes every authenticator app of a user (a lost or replaced phone). Sessions that passed one
+ * no longer count it as a fresh second factor: they step up again with what the user has left.
+ */
+export const resetMfaOp = operation({
+  kind: 'change',
+  input: z.object({ username }),
+  async run({ db }, { username }) {
+    const user = await requireUser(db, username);
+    const removed = await db.deleteFrom('authenticators').where('user_id', '=', user.id).returning('id').execute();
+    await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();
+    return { result: removed.length, change: { type: 'user.mfa_reset', subject: user.id, details: { username: user.username, authenticators: removed.map((r) => r.id) } } };
+  },
+});
+
+/**
+ * Removes a user: their account, authenticators, memberships, policies of their own, sessions,
+ * grants and tokens. The audit log keeps their history.
+ */
+export const removeUserOp = operation({
+  kind: 'change',
+  input: z.object({ username }),
+  async run({ db }, { username }) {
+    const user = await requireUser(db, username);
+    await db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('oidc_models').where(sql<boolean>`payload->>'accountId' = ${user.id}`).execute();
+      await tx.deleteFrom('access_policies').where('subject_type', '=', 'user').where('subject_id', '=', user.id).execute();
+      await tx.deleteFrom('users').where('id', '=', user.id).execute();
+    });
+    return { result: user, change: { type: 'user.removed', subject: user.id, details: { username: user.username, email: user.email } } };
+  },
+});
+
+export const createGroupOp = operation({
+  kind: 'change',
+  input: z.object({ name: groupName, description: z.string().max(500).nullable().default(null) }),
+  async run({ db }, { name, description }) {
+    const group = await createGroup(db, name, description);
+    return { result: group, change: { type: 'group.created', subject: group.name } };
+  },
+});
+
+export const addMemberOp = operation({
+  kind: 'change',
+  input: z.object({ group: groupName, username }),
+  async run({ db }, { group, username }) {
+    await addGroupMember(db, group, username);
+    return { result: undefined, change: { type: 'group.member_added', subject: group, details: { username } } };
+  },
+});
+
+export const removeMemberOp = operation({
+  kind: 'change',
+  input: z.object({ group: groupName, username }),
+  async run({ db }, { group, username }) {
+    await removeGroupMember(db, group, username);
+    return { result: undefined, change: { type: 'group.member_removed', subject: group, details: { username } } };
+  },
+});
+
+export const removeGroupOp = operation({
+  kind: 'change',
+  input: z.object({ name: groupName }),
+  async run({ db }, { name }) {
+    const removed = await removeGroup(db, name);
+    return { result: undefined, change: { type: 'group.removed', subject: name, details: { members: removed.members } } };
+  },
+});
+
+export const listGroupsOp = operation({
+  kind: 'read',
+  input: z.object({}),
+  async run({ db }) {
+    return { result: await listGroups(db) };
+  },
+});
+

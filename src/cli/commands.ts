@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import type { Db } from '../db/index.js';
 import { migrateToLatest } from '../db/migrate.js';
 import type { SecretBox } from '../crypto/secret-box.js';
-import type { Audit, AuditType } from '../audit/audit.js';
+import type { Audit } from '../audit/audit.js';
 import type { RemoteIo, SecretRequest } from '../db/data-dir-owner.js';
 import { DomainError } from '../domain-error.js';
 import { perform, type ServiceContext } from '../admin/service.js';
@@ -11,20 +11,18 @@ import {
   setPasswordOp, setStatusOp, showUserOp, unlockUserOp, updateUserOp,
 } from '../admin/users.js';
 import { listAuditOp } from '../admin/audit-log.js';
+import {
+  allowApiOp, createApiOp, createClientOp, createPolicyOp, disallowApiOp, listApisOp, listClientsOp, listPoliciesOp, listScopeRulesOp, protectScopeOp,
+  removeApiOp, removeClientOp, removePolicyOp, rotateKeysOp, setClientMfaOp, setClientScopeOp, setSettingOp, showSettingsOp, unprotectScopeOp,
+} from '../admin/system.js';
 import { ConfigError, type Mode } from '../config.js';
 import { CLI_COMMAND, VERSION } from '../paths.js';
-import { deliveryProblems } from '../factors/delivery/index.js';
 import { checkNewUser, DirectoryError, findUserByUsername } from '../directory/users.js';
 import { passwordProblem } from '../directory/passwords.js';
-import { createClient, GRANT_TYPES, listClients, removeClient, setClientMfa, setClientScope } from '../clients/clients.js';
-import { ensureKeys, rotateKeys } from '../oidc/keys.js';
-import { loadSettings, maskSecrets, parseSettingValue, SECRET_PATHS, setSetting, SettingsError, type Settings } from '../settings/settings.js';
+import { GRANT_TYPES } from '../clients/clients.js';
+import { parseSettingValue, SECRET_PATHS } from '../settings/settings.js';
 import { OIDC_SCOPES } from '../oidc/account.js';
-import { createPolicy, listPolicies, removePolicy } from '../policy/policies.js';
-import { DEFAULT_SCOPE_MAX_AGE_SECONDS, describeRule, listScopeRules, protectScope, unprotectScope } from '../scopes/rules.js';
-import {
-  allowClient, createResourceServer, disallowClient, listClientAccess, listResourceServers, removeResourceServer,
-} from '../resource-servers/resource-servers.js';
+import { DEFAULT_SCOPE_MAX_AGE_SECONDS, describeRule } from '../scopes/rules.js';
 
 /** Every flag any command takes; each command lists the ones it accepts. */
 const FLAGS = {
@@ -98,13 +96,6 @@ interface CommandContext extends CommandTarget {
 /** The secret a command will ask the person at the terminal for, given its flags; null when it asks for none. */
 type SecretFor = (arg: Record<string, string>, flags: FlagValues) => SecretRequest | null;
 
-/** An audited change: what happened and to what. */
-interface Change {
-  type: AuditType;
-  subject: string;
-  details?: Record<string, unknown>;
-}
-
 interface Command {
   args: string[];
   /** Flags that take true or false in this command (elsewhere they are switches without a value). */
@@ -117,7 +108,8 @@ interface Command {
   usage: string;
   /** A domain error's field → the flag that carries it, so the message can name the flag. */
   fields?: Record<string, string>;
-  run(c: CommandContext): Promise<Change | void>;
+  /** Changes go through the service layer (src/admin), which checks, runs and audits them. */
+  run(c: CommandContext): Promise<void>;
 }
 
 function intFlag(value: string | undefined, flag: string): number | undefined {
@@ -140,12 +132,6 @@ function scopeList(value: string): string[] {
 }
 
 const PASSWORD_FLAGS: Flag[] = ['password', 'password-stdin'];
-
-/** In production, a settings change that leaves a switched-on code method unable to send would stop the next start: refused. */
-const keepsDelivery = (mode: Mode) => (before: Settings, after: Settings) => {
-  const added = deliveryProblems(after, mode).filter((p) => !deliveryProblems(before, mode).includes(p));
-  if (added.length) throw new SettingsError(`refused: ${added.join('; ')}`);
-};
 
 const passwordSecret: SecretFor = (_arg, flags) =>
   flags.password !== undefined ? null : flags['password-stdin'] ? { source: 'stdin', label: 'password' } : { source: 'prompt', label: 'Password', confirm: true, stdinFlag: '--password-stdin' };
@@ -364,7 +350,7 @@ const COMMANDS: Record<string, Command> = {
       secret: '--secret', name: '--name', redirectUris: '--redirect-uri', postLogoutRedirectUris: '--post-logout-redirect-uri',
       scope: '--scope', grantTypes: '--grant-type', idTokenAlg: '--id-token-alg',
     },
-    async run({ db, box, arg, flags, io }) {
+    async run({ arg, flags, io, service }) {
       const grantTypes = flags['grant-type'] ?? [];
       for (const [i, t] of grantTypes.entries()) {
         if (!(GRANT_TYPES as readonly string[]).includes(t)) throw new UsageError(`--grant-type: unknown grant type "${t.slice(0, 40)}" (use ${GRANT_TYPES.join(', ')})`);
@@ -372,7 +358,7 @@ const COMMANDS: Record<string, Command> = {
       }
       if (flags.public && flags.secret !== undefined) throw new UsageError('--public clients have no --secret');
       const idTokenAlg = oneOf(flags['id-token-alg'], '--id-token-alg', ['RS256', 'ES256'] as const);
-      const created = await createClient(db, box, {
+      const created = await perform(service, createClientOp, {
         clientId: arg.client_id!,
         ...(flags.secret !== undefined ? { secret: flags.secret } : {}),
         public: flags.public ?? false,
@@ -386,19 +372,14 @@ const COMMANDS: Record<string, Command> = {
       });
       io.out(`created client ${created.clientId}`);
       if (created.secret && flags.secret === undefined) io.out(`client secret: ${created.secret}  (shown once; store it now)`);
-      return {
-        type: 'client.created',
-        subject: created.clientId,
-        details: { public: flags.public ?? false, redirect_uris: flags['redirect-uri'] ?? [], grant_types: flags['grant-type'] ?? null, consent: !flags['no-consent'] },
-      };
     },
   },
   'client list': {
     args: [],
     flags: [],
     usage: 'client list',
-    async run({ db, io }) {
-      for (const c of await listClients(db)) {
+    async run({ io, service }) {
+      for (const c of await perform(service, listClientsOp, {})) {
         const m = c.metadata as { token_endpoint_auth_method?: string; redirect_uris?: string[]; grant_types?: string[] };
         io.out([c.client_id, m.token_endpoint_auth_method === 'none' ? 'public' : 'confidential', (m.grant_types ?? []).join(','), (m.redirect_uris ?? []).join(' ')].join('\t'));
       }
@@ -408,32 +389,29 @@ const COMMANDS: Record<string, Command> = {
     args: ['<client_id>'],
     flags: [],
     usage: 'client remove <client_id>',
-    async run({ db, arg, io }) {
-      await removeClient(db, arg.client_id!);
+    async run({ arg, io, service }) {
+      await perform(service, removeClientOp, { clientId: arg.client_id! });
       io.out('client removed');
-      return { type: 'client.removed', subject: arg.client_id! };
     },
   },
   'client set-mfa': {
     args: ['<client_id>', 'on|off'],
     flags: [],
     usage: 'client set-mfa <client_id> on|off         require a second factor for every login to this client',
-    async run({ db, arg, io }) {
+    async run({ arg, io, service }) {
       const flag = arg['on|off'];
       if (flag !== 'on' && flag !== 'off') throw new UsageError(`use "on" or "off" (got "${String(flag).slice(0, 40)}")`);
-      await setClientMfa(db, arg.client_id!, flag === 'on');
+      await perform(service, setClientMfaOp, { clientId: arg.client_id!, required: flag === 'on' });
       io.out(`MFA ${flag === 'on' ? 'required' : 'no longer required'} for ${arg.client_id}`);
-      return { type: 'client.mfa_changed', subject: arg.client_id!, details: { mfa_required: flag === 'on' } };
     },
   },
   'client set-scope': {
     args: ['<client_id>', '"<scopes>"'],
     flags: [],
     usage: 'client set-scope <client_id> "<scopes>"   the scopes the client may request (replaces them)',
-    async run({ db, arg, io }) {
-      await setClientScope(db, arg.client_id!, arg['"<scopes>"']!);
+    async run({ arg, io, service }) {
+      await perform(service, setClientScopeOp, { clientId: arg.client_id!, scope: arg['"<scopes>"']! });
       io.out(`scopes of ${arg.client_id} set`);
-      return { type: 'client.scope_changed', subject: arg.client_id!, details: { scope: arg['"<scopes>"'] } };
     },
   },
   'api add': {
@@ -442,7 +420,7 @@ const COMMANDS: Record<string, Command> = {
     usage: `api add <identifier> --name <n> --scope "<scopes>" [--format jwt|opaque] [--signing-alg RS256|ES256] [--ttl <seconds>]
                                             register an API (resource server); clients name it as resource=<identifier>`,
     fields: { name: '--name', scopes: '--scope', accessTokenFormat: '--format', signingAlg: '--signing-alg', accessTokenTtlSeconds: '--ttl' },
-    async run({ db, arg, flags, io }) {
+    async run({ arg, flags, io, service }) {
       if (flags.name === undefined) throw new UsageError('missing --name');
       if (flags.scope === undefined) throw new UsageError('missing --scope "<scopes>"');
       const format = oneOf(flags.format, '--format', ['jwt', 'opaque'] as const);
@@ -452,7 +430,7 @@ const COMMANDS: Record<string, Command> = {
       const scopes = scopeList(flags.scope);
       const oidcScopes = scopes.filter((x) => (OIDC_SCOPES as readonly string[]).includes(x));
       if (oidcScopes.length) throw new UsageError(`--scope: ${oidcScopes.join(', ')} ${oidcScopes.length === 1 ? 'is an OpenID Connect scope' : 'are OpenID Connect scopes'}, not an API's; name the API's own (e.g. orders:read)`);
-      const api = await createResourceServer(db, {
+      const api = await perform(service, createApiOp, {
         identifier: arg.identifier!,
         name: flags.name,
         scopes,
@@ -462,7 +440,6 @@ const COMMANDS: Record<string, Command> = {
       });
       io.out(`created API ${api.identifier}: ${api.accessTokenFormat} access tokens${api.accessTokenFormat === 'jwt' ? ` signed ${api.signingAlg}` : ''}, valid ${api.accessTokenTtlSeconds} s`);
       io.out(`let clients use it with: api allow ${api.identifier} <client_id> [--scope "${api.scopes.join(' ')}"]`);
-      return { type: 'api.created', subject: api.identifier, details: { scopes: api.scopes, format: api.accessTokenFormat, ttl: api.accessTokenTtlSeconds } };
     },
   },
   'api allow': {
@@ -470,30 +447,27 @@ const COMMANDS: Record<string, Command> = {
     flags: ['scope'],
     usage: 'api allow <identifier> <client_id> [--scope "<scopes>"]   let a client get tokens for the API (all its scopes by default)',
     fields: { scopes: '--scope' },
-    async run({ db, arg, flags, io }) {
-      const scopes = await allowClient(db, arg.identifier!, arg.client_id!, flags.scope === undefined ? undefined : scopeList(flags.scope));
+    async run({ arg, flags, io, service }) {
+      const scopes = await perform(service, allowApiOp, { identifier: arg.identifier!, clientId: arg.client_id!, ...(flags.scope === undefined ? {} : { scopes: scopeList(flags.scope) }) });
       io.out(`${arg.client_id} may obtain tokens for ${arg.identifier} with ${scopes.join(' ')}`);
-      return { type: 'api.allowed', subject: arg.identifier!, details: { client_id: arg.client_id, scopes } };
     },
   },
   'api disallow': {
     args: ['<identifier>', '<client_id>'],
     flags: [],
     usage: 'api disallow <identifier> <client_id>',
-    async run({ db, arg, io }) {
-      await disallowClient(db, arg.identifier!, arg.client_id!);
+    async run({ arg, io, service }) {
+      await perform(service, disallowApiOp, { identifier: arg.identifier!, clientId: arg.client_id! });
       io.out('access removed; tokens already issued stay valid until they expire');
-      return { type: 'api.disallowed', subject: arg.identifier!, details: { client_id: arg.client_id } };
     },
   },
   'api list': {
     args: [],
     flags: [],
     usage: 'api list',
-    async run({ db, io }) {
-      const access = await listClientAccess(db);
-      for (const api of await listResourceServers(db)) {
-        const clients = access.filter((a) => a.resource_server === api.identifier).map((a) => `${a.client_id}(${a.scope})`);
+    async run({ io, service }) {
+      for (const api of await perform(service, listApisOp, {})) {
+        const clients = api.clients.map((a) => `${a.clientId}(${a.scope})`);
         io.out([api.identifier, api.name, api.scopes.join(' '), api.accessTokenFormat === 'jwt' ? `jwt ${api.signingAlg}` : 'opaque', `${api.accessTokenTtlSeconds} s`, clients.length ? `clients ${clients.join(' ')}` : 'no clients'].join('\t'));
       }
     },
@@ -502,29 +476,26 @@ const COMMANDS: Record<string, Command> = {
     args: ['<identifier>'],
     flags: [],
     usage: 'api remove <identifier>',
-    async run({ db, arg, io }) {
-      await removeResourceServer(db, arg.identifier!);
+    async run({ arg, io, service }) {
+      await perform(service, removeApiOp, { identifier: arg.identifier! });
       io.out('API removed');
-      return { type: 'api.removed', subject: arg.identifier! };
     },
   },
   'keys rotate': {
     args: [],
     flags: [],
     usage: 'keys rotate                               publish new signing and cookie keys; old ones stay for verification',
-    async run({ db, box, io }) {
-      await ensureKeys(db, box);
-      const { kids } = await rotateKeys(db, box);
+    async run({ io, service }) {
+      const kids = await perform(service, rotateKeysOp, {});
       io.out(`new signing keys: ${kids.join(', ')}\nrestart every Tessera instance to publish them and sign with them; the old keys stay published for verification`);
-      return { type: 'keys.rotated', subject: 'keys', details: { kids } };
     },
   },
   'settings show': {
     args: [],
     flags: [],
     usage: 'settings show                             all settings (secrets masked)',
-    async run({ db, box, io }) {
-      io.out(JSON.stringify(maskSecrets(await loadSettings(db, box)), null, 2));
+    async run({ io, service }) {
+      io.out(JSON.stringify(await perform(service, showSettingsOp, {}), null, 2));
     },
   },
   'settings set': {
@@ -534,26 +505,24 @@ const COMMANDS: Record<string, Command> = {
     usage: `settings set <section.key> <value>        e.g. mfa.otp.length 8, smtp.host mail.example.com, mfa.methods.sms false
   settings set <section.key> [--value-stdin]  a secret (smtp.password, …) from standard input, or asked for at the terminal`,
     secret: settingSecret,
-    async run({ db, box, arg, flags, io, mode }) {
+    async run({ arg, flags, io, service }) {
       const key = arg['section.key']!;
       if (arg.value !== undefined && flags['value-stdin']) throw new UsageError('give the value or --value-stdin, not both');
       const request = settingSecret(arg, flags);
       if (!request && arg.value === undefined) throw new UsageError('missing <value>');
       const value = parseSettingValue(key, arg.value ?? (await io.readSecret(request!)));
-      await setSetting(db, box, key, value, keepsDelivery(mode));
+      await perform(service, setSettingOp, { path: key, value });
       io.out(`${key} set`);
-      return { type: 'settings.changed', subject: key, details: { value: SECRET_PATHS.has(key) ? '********' : value } };
     },
   },
   'settings unset': {
     args: ['<section.key>'],
     flags: [],
     usage: 'settings unset <section.key>              back to the default',
-    async run({ db, box, arg, io, mode }) {
+    async run({ arg, io, service }) {
       const key = arg['section.key']!;
-      await setSetting(db, box, key, null, keepsDelivery(mode));
+      await perform(service, setSettingOp, { path: key, value: null });
       io.out(`${key} reset to its default`);
-      return { type: 'settings.changed', subject: key, details: { reset: true } };
     },
   },
   'policy add': {
@@ -562,14 +531,14 @@ const COMMANDS: Record<string, Command> = {
     usage: `policy add <name> (--user <u> | --group <g>) --mfa required|optional|off [--priority <n>]
                       [--factors email,sms,totp] [--require-authenticator-app]`,
     fields: { priority: '--priority', mfa: '--mfa', allowedFactors: '--factors', requireAuthenticatorApp: '--require-authenticator-app' },
-    async run({ db, arg, flags, io }) {
+    async run({ arg, flags, io, service }) {
       if ((flags.user === undefined) === (flags.group === undefined)) throw new UsageError('give exactly one of --user <username> or --group <name>');
       const mfa = oneOf(flags.mfa, '--mfa', ['required', 'optional', 'off'] as const);
       if (!mfa) throw new UsageError('missing --mfa required|optional|off');
       const priority = intFlag(flags.priority, '--priority');
       const subjectType = flags.user !== undefined ? 'user' : 'group';
       const subject = (flags.user ?? flags.group)!;
-      await createPolicy(db, {
+      await perform(service, createPolicyOp, {
         name: arg.name!,
         subjectType,
         subject,
@@ -583,15 +552,14 @@ const COMMANDS: Record<string, Command> = {
         throw error;
       });
       io.out(`created policy ${arg.name}`);
-      return { type: 'policy.created', subject: arg.name!, details: { [subjectType]: subject, mfa, priority: priority ?? null, factors: flags.factors ?? null, require_authenticator_app: flags['require-authenticator-app'] ?? false } };
     },
   },
   'policy list': {
     args: [],
     flags: [],
     usage: 'policy list',
-    async run({ db, io }) {
-      for (const row of await listPolicies(db)) {
+    async run({ io, service }) {
+      for (const row of await perform(service, listPoliciesOp, {})) {
         io.out([row.name, row.subject_type === 'user' ? `user:${row.username}` : `group:${row.group_name}`, `priority ${row.priority}`, `mfa ${row.mfa}`, `factors ${(row.allowed_factors ?? ['any']).join(',')}`, row.require_authenticator_app ? 'authenticator app required' : ''].filter(Boolean).join('\t'));
       }
     },
@@ -600,10 +568,9 @@ const COMMANDS: Record<string, Command> = {
     args: ['<name>'],
     flags: [],
     usage: 'policy remove <name>',
-    async run({ db, arg, io }) {
-      await removePolicy(db, arg.name!);
+    async run({ arg, io, service }) {
+      await perform(service, removePolicyOp, { name: arg.name! });
       io.out('policy removed');
-      return { type: 'policy.removed', subject: arg.name! };
     },
   },
   'audit list': {
@@ -631,16 +598,15 @@ const COMMANDS: Record<string, Command> = {
     usage: `scope protect <scope> [--api <identifier>] [--max-age <seconds>] [--factors email,sms,totp]
                       grant it only after a second factor at consent (default: any factor, ${DEFAULT_SCOPE_MAX_AGE_SECONDS} s; 0 = every time)`,
     fields: { api: '--api', maxAgeSeconds: '--max-age', factors: '--factors' },
-    async run({ db, arg, flags, io }) {
+    async run({ arg, flags, io, service }) {
       const maxAgeSeconds = intFlag(flags['max-age'], '--max-age');
-      const rule = await protectScope(db, {
+      const rule = await perform(service, protectScopeOp, {
         scope: arg.scope!,
         ...(flags.api !== undefined ? { api: flags.api } : {}),
         ...(maxAgeSeconds !== undefined ? { maxAgeSeconds } : {}),
         ...(flags.factors !== undefined ? { factors: flags.factors.split(',').map((f) => f.trim()).filter(Boolean) as ('email' | 'sms' | 'totp')[] } : {}),
       });
       io.out(`protected ${rule.scope}${rule.resource ? ` of ${rule.resource}` : ''}: ${describeRule(rule)}`);
-      return { type: 'scope.protected', subject: rule.resource ? `${rule.resource} ${rule.scope}` : rule.scope, details: { factors: rule.factors, max_age_seconds: rule.maxAgeSeconds } };
     },
   },
   'scope unprotect': {
@@ -648,18 +614,17 @@ const COMMANDS: Record<string, Command> = {
     flags: ['api'],
     usage: 'scope unprotect <scope> [--api <identifier>]',
     fields: { api: '--api' },
-    async run({ db, arg, flags, io }) {
-      await unprotectScope(db, arg.scope!, flags.api);
+    async run({ arg, flags, io, service }) {
+      await perform(service, unprotectScopeOp, { scope: arg.scope!, ...(flags.api !== undefined ? { api: flags.api } : {}) });
       io.out(`${arg.scope}${flags.api ? ` of ${flags.api}` : ''} is no longer protected`);
-      return { type: 'scope.unprotected', subject: flags.api ? `${flags.api} ${arg.scope}` : arg.scope! };
     },
   },
   'scope list': {
     args: [],
     flags: [],
     usage: 'scope list                                protected scopes: API (or openid), scope, factors and window',
-    async run({ db, io }) {
-      const rules = await listScopeRules(db);
+    async run({ io, service }) {
+      const rules = await perform(service, listScopeRulesOp, {});
       if (rules.length === 0) io.out('no scope is protected (see: scope protect)');
       for (const rule of rules) {
         io.out([rule.resource ?? 'openid', rule.scope, describeRule(rule)].join('\t'));
@@ -776,7 +741,7 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
     parsed = parseCommand(argv);
     if (answeredWithoutDatabase(parsed, io)) return 0;
     const { command, flags } = parsed;
-    const change = await command.run({
+    await command.run({
       ...target,
       io,
       service: { ...target, actor: { label: `cli:${io.actor}`, role: 'admin' }, via: { command: parsed.name } },
@@ -790,10 +755,6 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
         return password;
       },
     });
-    if (change) {
-      target.changed?.();
-      await target.audit.record({ type: change.type, actor: `cli:${io.actor}`, subject: change.subject, details: { ...change.details, command: parsed.name } });
-    }
     return 0;
   } catch (error) {
     // A forwarded command's hints name the CLI as the person at the terminal runs it.

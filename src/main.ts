@@ -28,10 +28,11 @@ async function main(): Promise<void> {
     console.log(`  Issuer:     ${issuer}`);
     console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
     console.log(`  Demo app:   ${issuer}/demo`);
-    const { DEMO_USER, DEMO_MFA_USER } = await import('./demo/accounts.js');
+    const { DEMO_USER, DEMO_MFA_USER, DEMO_API } = await import('./demo/accounts.js');
     console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}   (password only)`);
     console.log(`              ${DEMO_MFA_USER.username} / ${DEMO_MFA_USER.password}   (MFA required: email, SMS or authenticator app)`);
     if (config.mode === 'dev') console.log(`  Dev outbox: ${issuer}/dev/outbox   (codes sent by email and SMS land here)`);
+    console.log(`  Step-up:    the demo app's "ask for ${DEMO_API.write}": an MFA-protected scope, unlocked on the consent screen`);
     console.log('');
   }
   const stop = (signal: string) => {

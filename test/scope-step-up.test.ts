@@ -284,6 +284,21 @@ describe('scope step-up at consent', () => {
     assert.doesNotMatch(again.body, /Email a code/);
   });
 
+  it('after a wrong code the page still says when another code may be sent', async () => {
+    const agent = new Agent();
+    const consent = await password(agent, await authorize(agent), 'pat');
+    const choose = formFor(consent, '/consent/verify');
+    const codePage = await agent.follow(await agent.post(choose.action, { ...choose.fields, factor: 'email' }));
+    assert.match(codePage.body, /This lets you allow payments:write for Bank app\./);
+    assert.match(codePage.body, /available in \d+ seconds/);
+    const right = await latestCode('pat@example.test');
+    const form = formFor(codePage, '/consent/verify/code');
+    const wrong = await agent.post(form.action, { ...form.fields, code: right === '000000' ? '000001' : '000000' });
+    assert.equal(wrong.status, 401);
+    assert.match(wrong.body, /That code is not right\. 4 tries left\./);
+    assert.match(wrong.body, /available in \d+ seconds/, 'the resend cooldown is still shown');
+  });
+
   it('a user with no factor the rule accepts is told why, and can still grant the rest', async () => {
     const agent = new Agent();
     const consent = await password(agent, await authorize(agent), 'nora');

@@ -137,15 +137,19 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     await start(ctx, s, id.data);
   }));
 
+  /** When another code may be sent on this channel (null: now, or an app that sends nothing). */
+  async function resendAvailableAt(s: ChallengeState, id: FactorId): Promise<Date | null> {
+    if (id === 'totp' || !s.progress.challengeId) return null;
+    const challenge = await findChallenge(db, s.progress.challengeId, s.user.id);
+    if (!challenge) return null;
+    const at = new Date(challenge.created_at.getTime() + s.settings.mfa.otp.resendCooldownSeconds * 1000);
+    return at > new Date() ? at : null;
+  }
+
   router.get(path('/code'), step(async (ctx, s) => {
     const id = factorField.safeParse(ctx.query.factor);
     if (!id.success || !s.usable.includes(id.data) || (id.data !== 'totp' && !s.progress.challengeId)) return seeOther(ctx, challengeBase(host, s.details.uid));
-    let resendAt: Date | null = null;
-    if (id.data !== 'totp') {
-      const challenge = await findChallenge(db, s.progress.challengeId!, s.user.id);
-      if (challenge) resendAt = new Date(challenge.created_at.getTime() + s.settings.mfa.otp.resendCooldownSeconds * 1000);
-    }
-    showCode(ctx, host, s, id.data, { resendAt: resendAt && resendAt > new Date() ? resendAt : null });
+    showCode(ctx, host, s, id.data, { resendAt: await resendAvailableAt(s, id.data) });
   }));
 
   router.post(path('/code'), step(async (ctx, s) => {
@@ -187,7 +191,7 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
         ? 'That code is not right. Check your app and try again.'
         : `That code is not right. ${verdict.attemptsLeft} ${verdict.attemptsLeft === 1 ? 'try' : 'tries'} left.`;
     } else error = VERDICT_MESSAGES[verdict.reason];
-    showCode(ctx, host, s, id.data, { error, status: 401 });
+    showCode(ctx, host, s, id.data, { error, status: 401, resendAt: await resendAvailableAt(s, id.data) });
   }));
 
   router.post(path('/resend'), step(async (ctx, s) => {

@@ -16,6 +16,7 @@ import { HttpError } from '../http/errors.js';
 import { renderPage } from '../http/views.js';
 import { loadSettings, type FactorId, type Settings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
+import { FACTOR_ORDER } from '../policy/requirement.js';
 import { factor as factorOf } from '../factors/index.js';
 import { now, readLedger, type Pass } from '../sessions/ledger.js';
 import { scopeKey, unlockingPass, type RequestedScope, type ScopeRule, type StepUpRecord } from '../scopes/rules.js';
@@ -93,7 +94,6 @@ const consentForm = z.object({
   protected: z.array(z.string().max(700)).max(50),
 });
 
-const STEP_UP_FACTORS: FactorId[] = ['totp', 'email', 'sms'];
 const UNLOCK_NAMES: Record<FactorId, string> = { totp: 'your authenticator app', email: 'an email code', sms: 'a text message code' };
 
 /**
@@ -146,7 +146,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
         description: descriptions.get(rule.scope) ?? rule.scope,
         rule,
         pass,
-        usable: pass ? [] : STEP_UP_FACTORS.filter((f) => usable.includes(f) && (!rule.factors || rule.factors.includes(f))),
+        usable: pass ? [] : FACTOR_ORDER.filter((f) => usable.includes(f) && (!rule.factors || rule.factors.includes(f))),
       };
     });
     return { details, client, accountId, stepUp: { user, settings }, items, apis, protectedScopes, progress };
@@ -156,7 +156,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
     const protectedKeys = new Set(s.protectedScopes.map((p) => p.key));
     const plain = [...new Set(s.items.filter((i) => !protectedKeys.has(scopeKey(i))).map((i) => i.scope))];
     const locked = s.protectedScopes.filter((p) => !p.pass);
-    const unlockWith = STEP_UP_FACTORS.filter((f) => locked.some((p) => p.usable.includes(f)));
+    const unlockWith = FACTOR_ORDER.filter((f) => locked.some((p) => p.usable.includes(f)));
     renderPage(
       ctx,
       'flows/consent',
@@ -184,7 +184,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
 
   function unavailableReason(rule: ScopeRule): string {
     const names: Record<FactorId, string> = { email: 'a verified email address', sms: 'a verified phone number', totp: 'an authenticator app' };
-    const wanted = (rule.factors ?? STEP_UP_FACTORS).map((f) => names[f]);
+    const wanted = (rule.factors ?? FACTOR_ORDER).map((f) => names[f]);
     return `This permission needs a verification with ${wanted.join(' or ')}, and none is set up for your account. Ask your administrator, or allow the rest without it.`;
   }
 
@@ -299,7 +299,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
         seeOther(ctx, `/interaction/${s.details.uid}`);
         return null;
       }
-      const usable = STEP_UP_FACTORS.filter((f) => s.protectedScopes.some((p) => !p.pass && p.usable.includes(f)));
+      const usable = FACTOR_ORDER.filter((f) => s.protectedScopes.some((p) => !p.pass && p.usable.includes(f)));
       return { details: s.details, progress: s.progress, user: s.stepUp.user, settings: s.stepUp.settings, usable, state: s } as ChallengeState & { state: ConsentState };
     },
     showChoice: (ctx, s, message, status) => show(ctx, (s as ChallengeState & { state: ConsentState }).state, message, status),
@@ -327,23 +327,23 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   return { routes: router, enter };
 }
 
+type ScopeHolder = { openid?: { scope?: string }; resources?: Record<string, string> };
+
+/** Takes one scope out of what a grant (or its rejected part) holds. */
+function dropScope(holder: ScopeHolder | undefined, item: RequestedScope): void {
+  const without = (scopes: string) => scopes.split(' ').filter((s) => s && s !== item.scope).join(' ');
+  if (item.resource && holder?.resources?.[item.resource]) holder.resources[item.resource] = without(holder.resources[item.resource]!);
+  if (!item.resource && holder?.openid?.scope) holder.openid.scope = without(holder.openid.scope);
+}
+
+/** A scope granted now is no longer among the grant's rejected ones (oidc-provider would subtract it). */
 function unreject(g: InstanceType<Provider['Grant']>, item: RequestedScope): void {
-  const rejected = (g as unknown as { rejected?: { openid?: { scope?: string }; resources?: Record<string, string> } }).rejected;
-  if (!rejected) return;
-  const drop = (scopes: string | undefined) => (scopes ?? '').split(' ').filter((s) => s && s !== item.scope).join(' ');
-  if (item.resource && rejected.resources?.[item.resource]) rejected.resources[item.resource] = drop(rejected.resources[item.resource]);
-  if (!item.resource && rejected.openid?.scope) rejected.openid.scope = drop(rejected.openid.scope);
+  dropScope((g as unknown as { rejected?: ScopeHolder }).rejected, item);
 }
 
 /** Takes a protected scope out of the grant (an earlier consent may hold it) and rejects it, so it is not asked again in this authorization. */
 function withhold(g: InstanceType<Provider['Grant']>, item: RequestedScope): void {
-  const held = g as unknown as { openid?: { scope?: string }; resources?: Record<string, string> };
-  const drop = (scopes: string | undefined) => (scopes ?? '').split(' ').filter((s) => s && s !== item.scope).join(' ');
-  if (item.resource) {
-    if (held.resources?.[item.resource]) held.resources[item.resource] = drop(held.resources[item.resource]);
-    g.rejectResourceScope(item.resource, item.scope);
-  } else {
-    if (held.openid?.scope) held.openid.scope = drop(held.openid.scope);
-    g.rejectOIDCScope(item.scope);
-  }
+  dropScope(g as unknown as ScopeHolder, item);
+  if (item.resource) g.rejectResourceScope(item.resource, item.scope);
+  else g.rejectOIDCScope(item.scope);
 }

@@ -1,6 +1,5 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { z } from 'zod';
 import { findUserById } from '../directory/users.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
@@ -14,14 +13,13 @@ import { now } from '../sessions/ledger.js';
 import { loadInteraction, requestMeta, type FlowDeps } from './context.js';
 import { loadProgress, saveProgress } from './progress.js';
 import { completeLogin } from './complete-login.js';
-import { addChallengeRoutes, challengeBase, showCode, type ChallengeHost, type ChallengeState } from './second-factor.js';
+import { addChallengeRoutes, challengeBase, codeField, showCode, type ChallengeHost, type ChallengeState } from './second-factor.js';
 import { seeOther } from '../http/redirect.js';
 
 interface MfaState extends ChallengeState {
   need: Requirement;
 }
 
-const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, ''));
 
 /**
  * The second-factor step of a login: one generic challenge over the factor registry, plus the

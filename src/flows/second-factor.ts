@@ -46,16 +46,17 @@ export function challengeBase(host: Pick<ChallengeHost, 'segment'>, uid: string)
 }
 
 const factorField = z.enum(['email', 'sms', 'totp']);
-const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, '')).pipe(z.string().regex(/^\d{4,10}$/));
+/** A code as typed: spaces and dashes ignored, 4 to 10 digits. */
+export const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, '')).pipe(z.string().regex(/^\d{4,10}$/));
 
-export function when(date: Date): string {
+function when(date: Date): string {
   const seconds = Math.max(1, Math.ceil((date.getTime() - Date.now()) / 1000));
   if (seconds < 90) return `in ${seconds} seconds`;
   const minutes = Math.ceil(seconds / 60);
   return minutes < 90 ? `in ${minutes} minutes` : `after ${date.toISOString().slice(11, 16)} UTC`;
 }
 
-export function factorContext(deps: FlowDeps, ctx: Context, s: ChallengeState, purpose: string): FactorContext {
+function factorContext(deps: FlowDeps, ctx: Context, s: ChallengeState, purpose: string): FactorContext {
   return { db: deps.db, box: deps.box, otpKey: deps.otpKey, delivery: deps.delivery, settings: s.settings, user: s.user, interactionUid: s.details.uid, ip: ctx.ip, purpose };
 }
 

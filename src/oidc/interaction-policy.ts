@@ -4,7 +4,7 @@ const { Check, base } = interactionPolicy;
 
 export interface PolicyChecks {
   /** The signed-in session lacks a second factor fresh enough for this client, request or user policy. */
-  needsMfa(ctx: KoaContextWithOIDC, accountId: string): Promise<boolean>;
+  needsMfa(ctx: KoaContextWithOIDC): Promise<boolean>;
   /** The request asks for a protected scope the session may not have without stepping up at consent. */
   needsScopeStepUp(ctx: KoaContextWithOIDC): Promise<boolean>;
 }
@@ -31,7 +31,7 @@ export function createInteractionPolicy(checks: PolicyChecks): interactionPolicy
     new Check('mfa_required', 'a second factor is required', async (ctx: KoaContextWithOIDC) => {
       const { session, account, result } = ctx.oidc;
       if (result?.login || !session?.accountId || !account) return Check.NO_NEED_TO_PROMPT;
-      return (await checks.needsMfa(ctx, session.accountId)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
+      return (await checks.needsMfa(ctx)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
     }),
   );
   policy.get('consent')!.checks.add(

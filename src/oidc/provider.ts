@@ -47,27 +47,34 @@ export function createProvider(deps: ProviderDeps): Provider {
   const secureCookies = issuer.startsWith('https://');
   const storage = storageKeys(box);
 
-  // The session's factor ledger, read at most once per request.
-  const ledgers = new WeakMap<KoaContextWithOIDC, Promise<Pass[]>>();
-  const ledgerOf = (ctx: KoaContextWithOIDC): Promise<Pass[]> => {
-    let ledger = ledgers.get(ctx);
-    if (!ledger) {
-      const { session } = ctx.oidc;
-      ledger = session?.uid && session.accountId ? readLedger(db, session.uid, session.accountId) : Promise.resolve([]);
-      ledgers.set(ctx, ledger);
-    }
-    return ledger;
+  /** A value worked out at most once per request, whichever check asks for it first. */
+  const perRequest = <T>(load: (ctx: KoaContextWithOIDC) => Promise<T>) => {
+    const kept = new WeakMap<KoaContextWithOIDC, Promise<T>>();
+    return (ctx: KoaContextWithOIDC): Promise<T> => {
+      let value = kept.get(ctx);
+      if (!value) kept.set(ctx, (value = load(ctx)));
+      return value;
+    };
   };
+  // The session's factor ledger.
+  const ledgerOf = perRequest(({ oidc: { session } }) =>
+    session?.uid && session.accountId ? readLedger(db, session.uid, session.accountId) : Promise.resolve([] as Pass[]),
+  );
+  // What the signed-in user needs for this client and request, and the settings it was worked out with.
+  const requirementOf = perRequest(async (ctx) => {
+    const user = ctx.oidc.session?.accountId ? await findUserById(db, ctx.oidc.session.accountId) : undefined;
+    const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
+    if (!user || !client) return null;
+    const settings = await loadSettings(db, box);
+    return { settings, need: await loginRequirement(db, settings, config.mode, user, client.mfaRequired, ctx.oidc.params ?? {}) };
+  });
 
   const checks: PolicyChecks = {
-    async needsMfa(ctx, accountId) {
-      const user = await findUserById(db, accountId);
-      const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
-      if (!user || !client) return false;
-      const settings = await loadSettings(db, box);
-      const need = await loginRequirement(db, settings, config.mode, user, client.mfaRequired, ctx.oidc.params ?? {});
+    async needsMfa(ctx) {
+      const requirement = await requirementOf(ctx);
+      if (!requirement?.need.mfaRequired) return false;
       // An MFA counts for as long as mfa.maxAgeSeconds, not for the whole session.
-      return need.mfaRequired && !freshFactor(await ledgerOf(ctx), need.allowedFactors, settings.mfa.maxAgeSeconds);
+      return !freshFactor(await ledgerOf(ctx), requirement.need.allowedFactors, requirement.settings.mfa.maxAgeSeconds);
     },
     async needsScopeStepUp(ctx) {
       const { grant } = ctx.oidc;
@@ -77,17 +84,12 @@ export function createProvider(deps: ProviderDeps): Provider {
       }
       const rules = await scopeRules.protecting(requested);
       if (rules.length === 0) return false;
-      const user = await findUserById(db, ctx.oidc.session!.accountId!);
-      const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
-      if (!user || !client) return true;
       // The factors this user may use now: a policy narrowed since the step-up locks the scope again.
-      const [ledger, need] = await Promise.all([
-        ledgerOf(ctx),
-        loadSettings(db, box).then((settings) => loginRequirement(db, settings, config.mode, user, client.mfaRequired, ctx.oidc.params ?? {})),
-      ]);
+      const [ledger, requirement] = await Promise.all([ledgerOf(ctx), requirementOf(ctx)]);
+      if (!requirement) return true;
       return rules.some((rule) => {
         const held = (rule.resource ? grant?.getResourceScope(rule.resource) : grant?.getOIDCScope())?.split(' ').includes(rule.scope);
-        return !held || !unlockingPass(rule, ledger, [], need.allowedFactors);
+        return !held || !unlockingPass(rule, ledger, [], requirement.need.allowedFactors);
       });
     },
   };

@@ -48,7 +48,8 @@ const STRICTNESS: Record<MfaMode, number> = { required: 2, optional: 1, off: 0 }
 function strictness(rule: PolicyRule): number {
   return STRICTNESS[rule.mfa] * 100 + (rule.requireAuthenticatorApp ? 50 : 0) + (3 - (rule.allowedFactors?.length ?? 3));
 }
-const ORDER: FactorId[] = ['totp', 'email', 'sms'];
+/** The order factors are offered in, everywhere. */
+export const FACTOR_ORDER: readonly FactorId[] = ['totp', 'email', 'sms'];
 
 /**
  * The rule that governs a user: policies assigned to the user outrank group policies; then the
@@ -74,7 +75,7 @@ export function requirement(input: RequirementInput): Requirement {
   const mode: MfaMode = policy?.mfa ?? 'optional';
   const requireApp = policy?.requireAuthenticatorApp ?? false;
 
-  let allowed = ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
+  let allowed = FACTOR_ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
   if (requireApp) allowed = allowed.filter((f) => f === 'totp');
   const has: Record<FactorId, boolean> = {
     email: input.user.emailVerified,

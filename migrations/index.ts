@@ -6,6 +6,7 @@ import * as m0004 from './0004_enrol_after_factor.js';
 import * as m0005 from './0005_rate_limits.js';
 import * as m0006 from './0006_scope_step_up.js';
 import * as m0007 from './0007_admin_groups.js';
+import * as m0008 from './0008_admin_console.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +17,5 @@ export const migrations: Record<string, Migration> = {
   '0005_rate_limits': m0005,
   '0006_scope_step_up': m0006,
   '0007_admin_groups': m0007,
+  '0008_admin_console': m0008,
 };

@@ -22,6 +22,10 @@ import { interactionRoutes } from './flows/pipeline.js';
 import type { demoRoutes } from './demo/demo.js';
 import { createDelivery } from './factors/delivery/index.js';
 import { renderPage } from './http/views.js';
+import { createConsole } from './admin/console/console.js';
+import { directoryPages } from './admin/console/pages/directory.js';
+import { systemPages } from './admin/console/pages/system.js';
+import { settingsPages } from './admin/console/pages/settings.js';
 
 export interface AppDeps {
   config: Config;
@@ -37,6 +41,10 @@ export interface AppDeps {
   resourceServers: ResourceServers;
   /** The demo relying party's routes, when the demo is on (its module is loaded only then). */
   demoRoutes: typeof demoRoutes | null;
+  /** This process as seen from itself (the admin console's back channel). */
+  internalOrigin: string;
+  /** After an administrative change: drop what this process keeps of clients, APIs and scope rules. */
+  changed: () => void;
 }
 
 /** Stylesheets and images from public/, read once: a fixed, small set. */
@@ -130,6 +138,13 @@ export function createApp(deps: AppDeps): Koa {
     resourceServers: deps.resourceServers,
   });
   for (const router of interactions) pages.use(router.routes(), router.allowedMethods());
+  // The admin console: an OIDC client of this Tessera, on the same service layer as the CLI.
+  const admin = createConsole({ config, issuer, db, box: deps.box, audit: deps.audit, log, internalOrigin: deps.internalOrigin, changed: deps.changed });
+  directoryPages(admin, config.admin.idleSeconds / 60);
+  systemPages(admin);
+  settingsPages(admin);
+  pages.use(admin.signIn.routes(), admin.signIn.allowedMethods());
+  pages.use(admin.pages.routes(), admin.pages.allowedMethods());
   if (deps.demoRoutes) {
     const demo = deps.demoRoutes(issuer, log);
     pages.use(demo.routes(), demo.allowedMethods());

@@ -47,6 +47,9 @@ const envSchema = z.object({
   DEMO: bool.optional(),
   METRICS: bool.default(false),
   CLIENT_CACHE_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
+  ADMIN_IDLE_MINUTES: positiveInt.max(24 * 60).default(15),
+  ADMIN_SESSION_HOURS: positiveInt.max(7 * 24).default(8),
+  ADMIN_REVERIFY_MINUTES: z.coerce.number().int().min(0).max(24 * 60).default(5),
 });
 
 export type Mode = 'dev' | 'production';
@@ -75,6 +78,8 @@ export interface Config {
   metrics: boolean;
   /** How long an instance keeps a client's registration before reading it again. */
   clientCacheSeconds: number;
+  /** The admin console: idle timeout and absolute lifetime of its sessions, and how old a factor may be for a sensitive change. */
+  admin: { idleSeconds: number; absoluteSeconds: number; reverifySeconds: number };
 }
 
 const SENSITIVE = new Set(['TESSERA_SECRET', 'DATABASE_URL']);
@@ -135,6 +140,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, purpose: 'serve
     demo: e.DEMO ?? mode === 'dev',
     metrics: e.METRICS,
     clientCacheSeconds: e.CLIENT_CACHE_SECONDS,
+    admin: { idleSeconds: e.ADMIN_IDLE_MINUTES * 60, absoluteSeconds: e.ADMIN_SESSION_HOURS * 3600, reverifySeconds: e.ADMIN_REVERIFY_MINUTES * 60 },
   };
 }
 

@@ -19,7 +19,7 @@ async function main(): Promise<void> {
   const tessera = await startTessera(config);
   const { log, issuer } = tessera;
   log.info(
-    { issuer, mode: config.mode, database: tessera.database.kind, startup_ms: Date.now() - started, rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20) },
+    { issuer, admin_console: `${issuer}/admin`, mode: config.mode, database: tessera.database.kind, startup_ms: Date.now() - started, rss_mb: Math.round(process.memoryUsage().rss / 2 ** 20) },
     'Tessera is running',
   );
   if (config.demo) {
@@ -28,9 +28,11 @@ async function main(): Promise<void> {
     console.log(`  Issuer:     ${issuer}`);
     console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
     console.log(`  Demo app:   ${issuer}/demo`);
-    const { DEMO_USER, DEMO_MFA_USER, DEMO_API } = await import('./demo/accounts.js');
+    console.log(`  Admin:      ${issuer}/admin`);
+    const { DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_API } = await import('./demo/accounts.js');
     console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}   (password only)`);
     console.log(`              ${DEMO_MFA_USER.username} / ${DEMO_MFA_USER.password}   (MFA required: email, SMS or authenticator app)`);
+    console.log(`  Demo admin: ${DEMO_ADMIN.username} / ${DEMO_ADMIN.password}   (the admin console; the code arrives in the dev outbox)`);
     if (config.mode === 'dev') console.log(`  Dev outbox: ${issuer}/dev/outbox   (codes sent by email and SMS land here)`);
     console.log(`  Step-up:    the demo app's "ask for ${DEMO_API.write}": an MFA-protected scope, unlocked on the consent screen`);
     console.log('');

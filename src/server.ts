@@ -24,6 +24,9 @@ import { loadSettings } from './settings/settings.js';
 import { deliveryProblem } from './factors/delivery/index.js';
 import { purgeExpiredProgress } from './flows/progress.js';
 import { purgeRateLimits } from './rate-limits.js';
+import { ensureConsoleClient } from './admin/console/registration.js';
+import { purgeConsoleSessions } from './admin/console/sessions.js';
+import { internalOriginOf } from './admin/console/relying-party.js';
 
 export interface RunningTessera {
   issuer: string;
@@ -100,12 +103,18 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   const resourceServers = new ResourceServers(db, config.clientCacheSeconds * 1000);
   const scopeRules = new ScopeRules(db, config.clientCacheSeconds * 1000);
   const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers, scopeRules });
+  const changed = () => {
+    clients.forget();
+    resourceServers.forget();
+    scopeRules.forget();
+  };
   try {
+    await ensureConsoleClient(db, issuer);
     // The demo relying party and its client library are loaded only when the demo is on.
     const demo = config.demo ? await import('./demo/demo.js') : null;
     if (demo) await ensureDemoData(db, box, issuer);
     else await retireDemoAccounts(db, log);
-    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, resourceServers, cookieKeys: keys.cookie, demoRoutes: demo?.demoRoutes ?? null }).callback();
+    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, resourceServers, cookieKeys: keys.cookie, demoRoutes: demo?.demoRoutes ?? null, internalOrigin: internalOriginOf(config.host, port), changed }).callback();
   } catch (error) {
     server.close();
     throw error;
@@ -113,19 +122,12 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
 
   // CLI commands typed beside a server on the embedded database run here, on this process's database.
   database.owner?.serve((argv, io) =>
-    runCommand(argv, io, {
-      db, box, audit, mode: config.mode,
-      changed: () => {
-        clients.forget();
-        resourceServers.forget();
-        scopeRules.forget();
-      },
-    }),
+    runCommand(argv, io, { db, box, audit, mode: config.mode, changed }),
   );
   database.owner?.describe(issuer);
 
   const purge = setInterval(() => {
-    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredStepUps(db)])
+    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredStepUps(db), purgeConsoleSessions(db, config.admin.idleSeconds)])
       .then(([n]) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
       .catch((error: unknown) => log.warn({ err: error }, 'purge failed'));
   }, config.purgeIntervalSeconds * 1000);

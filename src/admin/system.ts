@@ -1,15 +1,20 @@
 import { z } from 'zod';
-import { createClient, listClients, removeClient, setClientMfa, setClientScope, type ClientInput } from '../clients/clients.js';
+import { createClient, listClients, removeClient, rotateClientSecret, setClientMfa, setClientScope, updateClient, type ClientInput } from '../clients/clients.js';
 import {
   allowClient, createResourceServer, disallowClient, listClientAccess, listResourceServers, removeResourceServer, type ResourceServerInput,
 } from '../resource-servers/resource-servers.js';
 import { ensureKeys, rotateKeys } from '../oidc/keys.js';
-import { loadSettings, maskSecrets, SECRET_PATHS, setSetting, SettingsError, type Settings } from '../settings/settings.js';
+import { loadSettings, maskSecrets, SECRET_PATHS, setSetting, setSettings, SettingsError, type Settings } from '../settings/settings.js';
 import { deliveryProblems } from '../factors/delivery/index.js';
 import type { Mode } from '../config.js';
-import { createPolicy, listPolicies, removePolicy, type PolicyInput } from '../policy/policies.js';
+import { createPolicy, listPolicies, removePolicy, updatePolicy, type PolicyChanges, type PolicyInput } from '../policy/policies.js';
+import { sendMail } from '../factors/delivery/mail.js';
+import { sendTwilioSms } from '../factors/delivery/twilio.js';
+import { sendGatewaySms } from '../factors/delivery/gateway.js';
+import { DeliveryError } from '../factors/delivery/types.js';
+import { E164_PATTERN } from '../directory/users.js';
 import { listScopeRules, protectScope, unprotectScope, type ScopeRuleInput } from '../scopes/rules.js';
-import { operation } from './service.js';
+import { operation, ServiceError } from './service.js';
 
 // Inputs whose shape the domain module owns: it validates them with its own schema and names the field at fault.
 const owned = <T>() => z.custom<T>((value) => typeof value === 'object' && value !== null, 'expected the fields of the form');
@@ -186,3 +191,99 @@ export const unprotectScopeOp = operation({
 });
 
 export const listScopeRulesOp = operation({ kind: 'read', input: z.object({}), run: async ({ db }) => ({ result: await listScopeRules(db) }) });
+
+export const updateClientOp = operation({
+  kind: 'change',
+  input: z.object({
+    clientId: id('client'),
+    name: z.string().optional(),
+    redirectUris: z.array(z.string()).optional(),
+    postLogoutRedirectUris: z.array(z.string()).optional(),
+    scope: z.string().optional(),
+    grantTypes: z.array(z.string()).optional(),
+    requireConsent: z.boolean().optional(),
+    mfaRequired: z.boolean().optional(),
+  }),
+  async run({ db }, { clientId, ...changes }) {
+    const changed = await updateClient(db, clientId, changes);
+    return { result: changed, change: Object.keys(changed).length ? { type: 'client.updated', subject: clientId, details: changed } : undefined };
+  },
+});
+
+/** A new secret for a confidential client, returned once and never shown again. */
+export const rotateClientSecretOp = operation({
+  kind: 'change',
+  input: z.object({ clientId: id('client') }),
+  async run({ db, box }, { clientId }) {
+    const secret = await rotateClientSecret(db, box, clientId);
+    return { result: secret, change: { type: 'client.secret_rotated', subject: clientId } };
+  },
+});
+
+export const updatePolicyOp = operation({
+  kind: 'change',
+  input: z.object({ name: id('policy'), changes: z.custom<PolicyChanges>((v) => typeof v === 'object' && v !== null) }),
+  async run({ db }, { name, changes }) {
+    const changed = await updatePolicy(db, name, changes);
+    return { result: changed, change: Object.keys(changed).length ? { type: 'policy.updated', subject: name, details: changed } : undefined };
+  },
+});
+
+/** Signing keys as the JWKS shows them: active ones sign, retired ones still verify what they signed. */
+export const listKeysOp = operation({
+  kind: 'read',
+  input: z.object({}),
+  async run({ db }) {
+    const keys = await db.selectFrom('keys').select(['kid', 'alg', 'use', 'status', 'created_at', 'retired_at']).where('use', '=', 'sig').orderBy('created_at', 'desc').execute();
+    return { result: keys };
+  },
+});
+
+/** Several settings of one section, all or none (a console form); secrets are never written to the audit log. */
+export const setSettingsOp = operation({
+  kind: 'change',
+  input: z.object({ values: z.record(z.string().max(100), z.unknown()) }),
+  async run({ db, box, mode }, { values }) {
+    if (Object.keys(values).length === 0) return { result: undefined };
+    await setSettings(db, box, values, keepsDelivery(mode));
+    const shown = Object.fromEntries(Object.entries(values).map(([path, value]) => [path, value === null ? '(default)' : SECRET_PATHS.has(path) ? '********' : value]));
+    return { result: undefined, change: { type: 'settings.changed', subject: Object.keys(values)[0]!.split('.')[0]!, details: shown } };
+  },
+});
+
+/** What a test message brought back: the provider's answer, or why it failed. */
+export interface DeliveryTest {
+  ok: boolean;
+  summary: string;
+  answer: string | null;
+}
+
+/**
+ * Sends a test message through one provider with the saved settings, switched on or not, and
+ * reports what the server answered and (for the gateway) whether its criteria matched.
+ */
+export const testDeliveryOp = operation({
+  kind: 'change',
+  input: z
+    .object({ provider: z.enum(['smtp', 'twilio', 'gateway']), to: z.string().trim().min(1, 'say where to send it').max(254) })
+    .superRefine((v, ctx) => {
+      if (v.provider === 'smtp' && !/^[^\s@]+@[^\s@]+$/.test(v.to)) ctx.addIssue({ code: 'custom', path: ['to'], message: 'must be an email address' });
+      if (v.provider !== 'smtp' && !E164_PATTERN.test(v.to)) ctx.addIssue({ code: 'custom', path: ['to'], message: 'must be a phone number in E.164 form, e.g. +15555550100' });
+    }),
+  async run({ db, box }, { provider, to }): Promise<{ result: DeliveryTest; change: { type: 'delivery.tested'; subject: string; details: Record<string, unknown> } }> {
+    const settings = await loadSettings(db, box);
+    const message = { to, subject: `${settings.mfa.appName} test message`, text: `This is a test message from ${settings.mfa.appName}. No action is needed.` };
+    let result: DeliveryTest;
+    try {
+      if (provider === 'smtp' && !settings.smtp.host) throw new ServiceError('set the SMTP host first', 'host');
+      if (provider === 'gateway' && !settings.sms_gateway.url) throw new ServiceError('set the gateway URL first', 'url');
+      const answer =
+        provider === 'smtp' ? await sendMail(settings.smtp, message) : provider === 'twilio' ? await sendTwilioSms(settings.twilio, message) : await sendGatewaySms(settings.sms_gateway, message);
+      result = { ok: true, summary: provider === 'gateway' ? 'sent: the success criteria matched' : 'sent', answer };
+    } catch (error) {
+      if (!(error instanceof DeliveryError)) throw error;
+      result = { ok: false, summary: error.message, answer: error.answer ?? null };
+    }
+    return { result, change: { type: 'delivery.tested', subject: provider, details: { to, ok: result.ok, summary: result.summary } } };
+  },
+});

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Authenticator, User } from '../db/schema.js';
 import { checkNewUser, createUser, requireUser, setPassword, setStatus, listUsers } from '../directory/users.js';
 import { addGroupMember, createGroup, listGroups, removeGroup, removeGroupMember } from '../directory/groups.js';
-import { operation } from './service.js';
+import { operation, ServiceError } from './service.js';
 
 const username = z.string().min(1, 'name the user').max(128, 'no user has a name that long');
 const groupName = z.string().min(1, 'name the group').max(128, 'no group has a name that long');
@@ -66,6 +66,25 @@ export const listUsersOp = operation({
   input: z.object({}),
   async run({ db }) {
     return { result: await listUsers(db) };
+  },
+});
+
+/** One page of users, found by a part of their username, email, phone or names. */
+export const searchUsersOp = operation({
+  kind: 'read',
+  input: z.object({
+    query: z.string().trim().max(128).default(''),
+    page: z.number().int().min(1).max(100_000).default(1),
+    pageSize: z.number().int().min(1).max(200).default(25),
+  }),
+  async run({ db }, { query, page, pageSize }) {
+    let q = db.selectFrom('users').selectAll().orderBy('username').limit(pageSize + 1).offset((page - 1) * pageSize);
+    if (query) {
+      const like = `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      q = q.where((eb) => eb.or(['username', 'email', 'phone', 'given_name', 'family_name'].map((c) => eb(c as 'username', 'ilike', like))));
+    }
+    const rows = await q.execute();
+    return { result: { users: rows.slice(0, pageSize), more: rows.length > pageSize } };
   },
 });
 
@@ -159,6 +178,38 @@ export const resetMfaOp = operation({
     const removed = await db.deleteFrom('authenticators').where('user_id', '=', user.id).returning('id').execute();
     await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();
     return { result: removed.length, change: { type: 'user.mfa_reset', subject: user.id, details: { username: user.username, authenticators: removed.map((r) => r.id) } } };
+  },
+});
+
+/** Removes one authenticator app of a user; sessions that passed an app step up again. */
+export const removeAuthenticatorOp = operation({
+  kind: 'change',
+  input: z.object({ username, authenticatorId: z.uuid('not an authenticator of this user') }),
+  async run({ db }, { username, authenticatorId }) {
+    const user = await requireUser(db, username);
+    const removed = await db.deleteFrom('authenticators').where('id', '=', authenticatorId).where('user_id', '=', user.id).returning(['id', 'label']).executeTakeFirst();
+    if (!removed) throw new ServiceError(`user "${user.username}" has no such authenticator`, 'authenticatorId');
+    const left = await db.selectFrom('authenticators').select('id').where('user_id', '=', user.id).where('confirmed_at', 'is not', null).executeTakeFirst();
+    if (!left) await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();
+    return { result: undefined, change: { type: 'user.authenticator_removed', subject: user.id, details: { username: user.username, authenticator: removed.id, label: removed.label } } };
+  },
+});
+
+/** A group and its members. */
+export const showGroupOp = operation({
+  kind: 'read',
+  input: z.object({ name: groupName }),
+  async run({ db }, { name }) {
+    const group = await db.selectFrom('groups').selectAll().where('name', '=', name).executeTakeFirst();
+    if (!group) throw new ServiceError(`no group "${name}"`, 'name');
+    const members = await db
+      .selectFrom('group_members')
+      .innerJoin('users', 'users.id', 'group_members.user_id')
+      .select(['users.username', 'users.given_name', 'users.family_name', 'users.status'])
+      .where('group_members.group_id', '=', group.id)
+      .orderBy('users.username')
+      .execute();
+    return { result: { group, members } };
   },
 });
 

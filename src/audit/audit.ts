@@ -49,7 +49,17 @@ export type AuditType =
   | 'policy.created'
   | 'policy.removed'
   | 'scope.protected'
-  | 'scope.unprotected';
+  | 'scope.unprotected'
+  | 'client.updated'
+  | 'client.secret_rotated'
+  | 'policy.updated'
+  | 'user.authenticator_removed'
+  | 'delivery.tested'
+  // The admin console's own sessions.
+  | 'admin.signed_in'
+  | 'admin.signed_out'
+  | 'admin.refused'
+  | 'admin.reverified';
 
 export interface AuditEntry {
   type: AuditType;

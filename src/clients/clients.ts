@@ -92,8 +92,9 @@ export async function setClientScope(db: Db, clientId: string, scope: string): P
     .updateTable('clients')
     .set({ metadata: sql`jsonb_set(metadata, '{scope}', to_jsonb(${parsed.data}::text))`, updated_at: new Date() })
     .where('client_id', '=', clientId)
+    .where('builtin', '=', false)
     .executeTakeFirst();
-  if (result.numUpdatedRows === 0n) throw new ClientError(`no client "${clientId}"`);
+  if (result.numUpdatedRows === 0n) await refuseMissingOrBuiltin(db, clientId);
 }
 
 /** Replaces a client's redirect URIs (after login and after logout); no write when they are already these. */
@@ -117,21 +118,107 @@ export async function setClientRedirectUris(db: Db, clientId: string, redirectUr
 
 /** Whether every login to this client needs a second factor. */
 export async function setClientMfa(db: Db, clientId: string, required: boolean): Promise<void> {
-  const result = await db.updateTable('clients').set({ mfa_required: required, updated_at: new Date() }).where('client_id', '=', clientId).executeTakeFirst();
-  if (result.numUpdatedRows === 0n) throw new ClientError(`no client "${clientId}"`);
+  const result = await db.updateTable('clients').set({ mfa_required: required, updated_at: new Date() }).where('client_id', '=', clientId).where('builtin', '=', false).executeTakeFirst();
+  if (result.numUpdatedRows === 0n) await refuseMissingOrBuiltin(db, clientId);
+}
+
+/** Why a change touched no row: no such client, or one Tessera registered itself (the admin console). */
+async function refuseMissingOrBuiltin(db: Db, clientId: string): Promise<never> {
+  const row = await db.selectFrom('clients').select('builtin').where('client_id', '=', clientId).executeTakeFirst();
+  if (row?.builtin) throw new ClientError(`"${clientId}" is registered by Tessera itself and cannot be changed or removed`, 'clientId');
+  throw new ClientError(`no client "${clientId}"`, 'clientId');
 }
 
 export async function removeClient(db: Db, clientId: string): Promise<void> {
-  const result = await db.deleteFrom('clients').where('client_id', '=', clientId).executeTakeFirst();
-  if (result.numDeletedRows === 0n) throw new ClientError(`no client "${clientId}"`);
+  const result = await db.deleteFrom('clients').where('client_id', '=', clientId).where('builtin', '=', false).executeTakeFirst();
+  if (result.numDeletedRows === 0n) await refuseMissingOrBuiltin(db, clientId);
   // Its tokens, codes and grants stop working with it.
   await db.deleteFrom('oidc_models').where(sql<boolean>`payload->>'clientId' = ${clientId}`).execute();
 }
 
 export function listClients(db: Db) {
-  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent', 'created_at']).orderBy('client_id').execute();
+  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'builtin', 'created_at']).orderBy('client_id').execute();
 }
 
 export function findClient(db: Db, clientId: string) {
-  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent']).where('client_id', '=', clientId).executeTakeFirst();
+  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'builtin', 'created_at']).where('client_id', '=', clientId).executeTakeFirst();
+}
+
+/** What an administrator may change of a registered client; its id and type (public or confidential) stay. */
+export interface ClientChanges {
+  name?: string;
+  redirectUris?: string[];
+  postLogoutRedirectUris?: string[];
+  scope?: string;
+  grantTypes?: string[];
+  requireConsent?: boolean;
+  mfaRequired?: boolean;
+}
+
+/** The form of a stored client, as createClient takes it. */
+function inputOf(row: { client_id: string; metadata: Record<string, unknown>; require_consent: boolean }): ClientInput {
+  const m = row.metadata;
+  const list = (v: unknown) => (Array.isArray(v) ? v.map(String) : []);
+  return {
+    clientId: row.client_id,
+    public: m.token_endpoint_auth_method === 'none',
+    name: typeof m.client_name === 'string' ? m.client_name : row.client_id,
+    redirectUris: list(m.redirect_uris),
+    postLogoutRedirectUris: list(m.post_logout_redirect_uris),
+    scope: typeof m.scope === 'string' ? m.scope : undefined,
+    grantTypes: list(m.grant_types) as ClientInput['grantTypes'],
+    requireConsent: row.require_consent,
+    idTokenAlg: m.id_token_signed_response_alg === 'ES256' ? 'ES256' : 'RS256',
+  };
+}
+
+/**
+ * Changes a client's settings, checked by the same rules as a new client (an authorization_code
+ * client keeps a redirect URI, a public one gets no client_credentials). Returns what changed.
+ */
+export async function updateClient(db: Db, clientId: string, changes: ClientChanges): Promise<Record<string, unknown>> {
+  const row = await findClient(db, clientId);
+  if (!row) throw new ClientError(`no client "${clientId}"`, 'clientId');
+  if (row.builtin) await refuseMissingOrBuiltin(db, clientId);
+  const before = inputOf(row);
+  const { mfaRequired, ...metadataChanges } = changes;
+  const parsed = clientInputSchema.safeParse({ ...before, ...Object.fromEntries(Object.entries(metadataChanges).filter(([, v]) => v !== undefined)) });
+  if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new ClientError(message, field));
+  const c = parsed.data;
+  const metadata = {
+    ...row.metadata,
+    client_name: c.name ?? c.clientId,
+    redirect_uris: c.redirectUris,
+    post_logout_redirect_uris: c.postLogoutRedirectUris,
+    grant_types: c.grantTypes,
+    response_types: c.grantTypes.includes('authorization_code') ? ['code'] : [],
+    scope: c.scope,
+  };
+  const after = { ...inputOf({ client_id: clientId, metadata, require_consent: c.requireConsent }), mfaRequired: mfaRequired ?? row.mfa_required };
+  const changed = Object.fromEntries(
+    Object.entries(after).filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(key === 'mfaRequired' ? row.mfa_required : before[key as keyof ClientInput])),
+  );
+  if (Object.keys(changed).length === 0) return changed;
+  await db
+    .updateTable('clients')
+    .set({ metadata: JSON.stringify(metadata), require_consent: c.requireConsent, mfa_required: after.mfaRequired, updated_at: new Date() })
+    .where('client_id', '=', clientId)
+    .where('builtin', '=', false)
+    .execute();
+  return changed;
+}
+
+/** Gives a confidential client a new secret (returned once); the old one stops working at once. */
+export async function rotateClientSecret(db: Db, box: SecretBox, clientId: string): Promise<string> {
+  const row = await findClient(db, clientId);
+  if (!row) throw new ClientError(`no client "${clientId}"`, 'clientId');
+  if (row.builtin) await refuseMissingOrBuiltin(db, clientId);
+  if (row.metadata.token_endpoint_auth_method === 'none') throw new ClientError(`"${clientId}" is a public client: it has no secret`, 'clientId');
+  const secret = randomBytes(32).toString('base64url');
+  await db
+    .updateTable('clients')
+    .set({ metadata: sql`metadata || jsonb_build_object('client_secret_sealed', ${box.seal(secret, `${CLIENT_SECRET_PURPOSE}:${clientId}`)}::text)`, updated_at: new Date() })
+    .where('client_id', '=', clientId)
+    .execute();
+  return secret;
 }

@@ -11,6 +11,8 @@ export interface RegisteredClient {
   name: string;
   requireConsent: boolean;
   mfaRequired: boolean;
+  /** How old a second factor may be for this client; null: the mfa.maxAgeSeconds setting. */
+  mfaMaxAgeSeconds: number | null;
   /** The scopes of each API (by identifier) the client may obtain tokens for. */
   apiScopes: Record<string, string[]>;
 }
@@ -45,7 +47,7 @@ export class RegisteredClients {
   private async load(clientId: string): Promise<RegisteredClient | undefined> {
     const row = await this.db
       .selectFrom('clients')
-      .select(['client_id', 'metadata', 'require_consent', 'mfa_required'])
+      .select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'mfa_max_age_seconds'])
       .select(sql<Record<string, string>>`coalesce((select jsonb_object_agg(a.resource_server, a.scope) from client_api_access a where a.client_id = clients.client_id), '{}')`.as('api_access'))
       .where('client_id', '=', clientId)
       .executeTakeFirst();
@@ -58,6 +60,7 @@ export class RegisteredClients {
       name: typeof metadata.client_name === 'string' ? metadata.client_name : clientId,
       requireConsent: row.require_consent,
       mfaRequired: row.mfa_required,
+      mfaMaxAgeSeconds: row.mfa_max_age_seconds,
       apiScopes: Object.fromEntries(Object.entries(row.api_access).map(([api, scope]) => [api, scope.split(' ')])),
     };
   }

@@ -42,8 +42,22 @@ export interface ClientsTable {
   metadata: Json<Record<string, unknown>>;
   require_consent: Generated<boolean>;
   mfa_required: Generated<boolean>;
+  /** Registered by Tessera itself (the admin console): not removed or loosened by administrators. */
+  builtin: Generated<boolean>;
+  /** How old a second factor may be for this client; null: the mfa.maxAgeSeconds setting. */
+  mfa_max_age_seconds: number | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+export interface AdminSessionsTable {
+  id_hash: string;
+  user_id: string;
+  created_at: Timestamp;
+  last_seen_at: Timestamp;
+  expires_at: ColumnType<Date, Date, Date>;
+  factor_at: ColumnType<Date, Date, Date>;
+  pending: string | null;
 }
 
 export interface ResourceServersTable {
@@ -237,6 +251,7 @@ export interface Database {
   scope_rules: ScopeRulesTable;
   session_factors: SessionFactorsTable;
   grant_step_ups: GrantStepUpsTable;
+  admin_sessions: AdminSessionsTable;
 }
 
 export type User = Selectable<UsersTable>;

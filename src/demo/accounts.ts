@@ -1,6 +1,7 @@
 import type { Db } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { createUser, DirectoryError, findUserByUsername, setStatus } from '../directory/users.js';
+import { addGroupMember } from '../directory/groups.js';
 import { verifyPassword } from '../directory/passwords.js';
 import { ClientError, createClient, findClient, setClientRedirectUris } from '../clients/clients.js';
 import type { SecretBox } from '../crypto/secret-box.js';
@@ -15,6 +16,9 @@ export const DEMO_CLIENT_ID = 'tessera-demo';
 export const DEMO_USER = { username: 'demo', password: 'demo-password' } as const;
 /** A second demo user whose policy requires MFA: every method works through the dev outbox. */
 export const DEMO_MFA_USER = { username: 'demo-mfa', password: 'demo-password' } as const;
+
+/** A demo administrator: a member of `admins`, signs in to /admin with a code from the dev outbox. */
+export const DEMO_ADMIN = { username: 'demo-admin', password: 'demo-password' } as const;
 
 /** Dev mode: a demo user and the demo app's client, created once. */
 export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Promise<void> {
@@ -43,6 +47,17 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       await createPolicy(db, { name: 'demo-mfa requires MFA', subjectType: 'user', subject: DEMO_MFA_USER.username, mfa: 'required' });
     } catch (error) {
       if (!(error instanceof DirectoryError || error instanceof PolicyError)) throw error;
+    }
+  }
+  if (!(await findUserByUsername(db, DEMO_ADMIN.username))) {
+    try {
+      await createUser(db, {
+        username: DEMO_ADMIN.username, password: DEMO_ADMIN.password,
+        email: 'demo-admin@example.com', emailVerified: true, givenName: 'Demo', familyName: 'Administrator',
+      });
+      await addGroupMember(db, 'admins', DEMO_ADMIN.username);
+    } catch (error) {
+      if (!(error instanceof DirectoryError)) throw error;
     }
   }
   // The demo app lives at this issuer: its redirect URIs follow the issuer at every start (PORT or ISSUER may have changed).
@@ -85,7 +100,7 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
  * that once ran the demo must not keep accounts anyone can sign in to.
  */
 export async function retireDemoAccounts(db: Db, log: Logger): Promise<void> {
-  for (const account of [DEMO_USER, DEMO_MFA_USER]) {
+  for (const account of [DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN]) {
     const user = await findUserByUsername(db, account.username);
     if (!user || user.status !== 'active' || !(await verifyPassword(user.password_hash, account.password))) continue;
     await setStatus(db, account.username, 'disabled');

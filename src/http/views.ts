@@ -29,13 +29,13 @@ export function setTemplateCaching(on: boolean): void {
 }
 
 /** Renders a page into the one layout; every page is HTML with a strict CSP (set by securityHeaders). */
-export function renderPage(ctx: Context, name: string, data: PageData, status = 200): void {
+export function renderPage(ctx: Context, name: string, data: PageData, status = 200, layout = 'layout'): void {
   const locals = { ...data, csrfToken: ctx.state.csrfToken as string | undefined };
   const body = template(name, cacheTemplates)(locals);
   ctx.status = status;
   ctx.type = 'html';
   ctx.set('Cache-Control', 'no-store');
-  ctx.body = template('layout', cacheTemplates)({ ...locals, body });
+  ctx.body = template(layout, cacheTemplates)({ ...locals, body });
 }
 
 export function renderToString(name: string, data: PageData & { csrfToken?: string }): string {

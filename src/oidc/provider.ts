@@ -66,15 +66,17 @@ export function createProvider(deps: ProviderDeps): Provider {
     const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
     if (!user || !client) return null;
     const settings = await loadSettings(db, box);
-    return { settings, need: await loginRequirement(db, settings, config.mode, user, client.mfaRequired, ctx.oidc.params ?? {}) };
+    const need = await loginRequirement(db, settings, config.mode, user, client.mfaRequired, ctx.oidc.params ?? {});
+    return { settings, need, maxAgeSeconds: client.mfaMaxAgeSeconds ?? settings.mfa.maxAgeSeconds };
   });
 
   const checks: PolicyChecks = {
     async needsMfa(ctx) {
       const requirement = await requirementOf(ctx);
       if (!requirement?.need.mfaRequired) return false;
-      // An MFA counts for as long as mfa.maxAgeSeconds, not for the whole session.
-      return !freshFactor(await ledgerOf(ctx), requirement.need.allowedFactors, requirement.settings.mfa.maxAgeSeconds);
+      // An MFA counts for as long as mfa.maxAgeSeconds (or the client's own window), not for the whole session.
+      // A window of 0 (the admin console) asks at every sign-in, even a second after the last.
+      return requirement.maxAgeSeconds === 0 || !freshFactor(await ledgerOf(ctx), requirement.need.allowedFactors, requirement.maxAgeSeconds);
     },
     async needsScopeStepUp(ctx) {
       const { grant } = ctx.oidc;

@@ -148,3 +148,36 @@ export async function loginRequirement(
     user: { emailVerified: Boolean(user.email) && user.email_verified, phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator },
   });
 }
+
+/** What an administrator may change of a policy; its name and subject stay (remove and add to move it). */
+export type PolicyChanges = Partial<Pick<PolicyInput, 'priority' | 'mfa' | 'allowedFactors' | 'requireAuthenticatorApp'>>;
+
+/** Changes a policy, checked by the same rules as a new one. Returns the fields that changed. */
+export async function updatePolicy(db: Db, name: string, changes: PolicyChanges): Promise<Record<string, unknown>> {
+  const row = (await listPolicies(db)).find((p) => p.name === name);
+  if (!row) throw new PolicyError(`no policy "${name}"`, 'name');
+  const before = {
+    name: row.name,
+    subjectType: row.subject_type,
+    subject: row.username ?? row.group_name ?? '',
+    priority: row.priority,
+    mfa: row.mfa,
+    allowedFactors: row.allowed_factors as FactorId[] | null,
+    requireAuthenticatorApp: row.require_authenticator_app,
+  };
+  const parsed = policyInputSchema.safeParse({ ...before, ...Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)) });
+  if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new PolicyError(message, field));
+  const p = parsed.data;
+  const changed = Object.fromEntries(
+    (['priority', 'mfa', 'allowedFactors', 'requireAuthenticatorApp'] as const)
+      .filter((k) => JSON.stringify(p[k]) !== JSON.stringify(before[k]))
+      .map((k) => [k, p[k]]),
+  );
+  if (Object.keys(changed).length === 0) return changed;
+  await db
+    .updateTable('access_policies')
+    .set({ priority: p.priority, mfa: p.mfa, allowed_factors: p.allowedFactors, require_authenticator_app: p.requireAuthenticatorApp })
+    .where('name', '=', name)
+    .execute();
+  return changed;
+}

@@ -211,29 +211,47 @@ export function parseSettingValue(path: string, text: string): unknown {
  * then `accept` sees all the settings as they would be and may refuse the change (SettingsError).
  */
 export async function setSetting(db: Db, box: SecretBox, path: string, value: unknown, accept?: (before: Settings, after: Settings) => void): Promise<void> {
-  const [section, ...rest] = path.split('.');
-  if (!section || !Object.hasOwn(SECTIONS, section) || rest.length === 0) {
-    throw new SettingsError(`unknown setting "${path}" (sections: ${Object.keys(SECTIONS).join(', ')})`);
+  await setSettings(db, box, { [path]: value }, accept);
+}
+
+/**
+ * Sets several values of one section at once (a console form), all or none: by dotted path, null
+ * meaning back to the default. A refused value names its path as the error's field.
+ */
+export async function setSettings(db: Db, box: SecretBox, values: Record<string, unknown>, accept?: (before: Settings, after: Settings) => void): Promise<void> {
+  const paths = Object.keys(values);
+  const section = paths[0]?.split('.')[0];
+  for (const path of paths) {
+    const [s, ...rest] = path.split('.');
+    if (!s || !Object.hasOwn(SECTIONS, s) || rest.length === 0) {
+      throw new SettingsError(`unknown setting "${path}" (sections: ${Object.keys(SECTIONS).join(', ')})`, path);
+    }
+    if (s !== section) throw new SettingsError('settings of one section at a time', path);
+    // The schema drops unknown keys: a typo must be an error, not a value silently thrown away.
+    if (!settingSchema(path)) throw new SettingsError(`unknown setting "${path}"`, path);
   }
+  if (!section) return;
   const schema = SECTIONS[section as SectionName];
-  // The schema drops unknown keys: a typo must be an error, not a value silently thrown away.
-  if (!settingSchema(path)) throw new SettingsError(`unknown setting "${path}"`);
   await db.transaction().execute(async (tx) => {
     const row = await tx.selectFrom('settings').select('value').where('section', '=', section).forUpdate().executeTakeFirst();
     const plain = transformSecrets(section, (row?.value as Record<string, unknown>) ?? {}, (v, p) => box.open(v, sealPurpose(p)));
-    let target: Record<string, unknown> = plain;
-    for (const key of rest.slice(0, -1)) {
-      const next = target[key];
-      target[key] = typeof next === 'object' && next !== null && !Array.isArray(next) ? { ...(next as object) } : {};
-      target = target[key] as Record<string, unknown>;
+    for (const [path, value] of Object.entries(values)) {
+      const rest = path.split('.').slice(1);
+      let target: Record<string, unknown> = plain;
+      for (const key of rest.slice(0, -1)) {
+        const next = target[key];
+        target[key] = typeof next === 'object' && next !== null && !Array.isArray(next) ? { ...(next as object) } : {};
+        target = target[key] as Record<string, unknown>;
+      }
+      const last = rest[rest.length - 1]!;
+      if (value === null) delete target[last];
+      else target[last] = value;
     }
-    const last = rest[rest.length - 1]!;
-    if (value === null) delete target[last];
-    else target[last] = value;
     const parsed = schema.safeParse(plain);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
-      throw new SettingsError(`invalid ${section}.${issue.path.join('.')}: ${issue.message}`);
+      const where = `${section}.${issue.path.join('.')}`;
+      throw new SettingsError(`invalid ${where}: ${issue.message}`, where);
     }
     if (accept) {
       const before = await readSettings(tx, box);

@@ -40,7 +40,8 @@ export function judgeGatewayResponse(settings: GatewaySettings, status: number, 
 }
 
 /** Sends an SMS through any HTTP gateway described by the settings (PAM/MFA products' "SMS gateway"). */
-export async function sendGatewaySms(settings: GatewaySettings, message: Message): Promise<void> {
+/** Returns the gateway's status and body, once its success criteria matched. */
+export async function sendGatewaySms(settings: GatewaySettings, message: Message): Promise<string> {
   if (!settings.url) throw new DeliveryError('sms', 'gateway', 'no SMS gateway URL is configured');
   const request = renderGatewayRequest(settings, message);
   const headers: Record<string, string> = { accept: '*/*' };
@@ -65,5 +66,7 @@ export async function sendGatewaySms(settings: GatewaySettings, message: Message
     throw new DeliveryError('sms', 'gateway', `SMS gateway unreachable: ${reason}`);
   }
   const failure = judgeGatewayResponse(settings, status, body);
-  if (failure) throw new DeliveryError('sms', 'gateway', `SMS gateway refused the message: ${failure}`);
+  const answer = `HTTP ${status}${body ? `: ${body.slice(0, 500)}` : ''}`;
+  if (failure) throw new DeliveryError('sms', 'gateway', `SMS gateway refused the message: ${failure}`, answer);
+  return answer;
 }

@@ -5,7 +5,7 @@ import type { Settings } from '../../settings/settings.js';
 import { sendMail } from './mail.js';
 import { sendTwilioSms } from './twilio.js';
 import { sendGatewaySms } from './gateway.js';
-import type { Message } from './types.js';
+import type { DeliveryReport, Message } from './types.js';
 
 export type Channel = 'email' | 'sms';
 
@@ -18,7 +18,7 @@ export function providerFor(channel: Channel, settings: Settings, mode: Mode): '
 }
 
 export interface Delivery {
-  send(channel: Channel, settings: Settings, message: Message): Promise<{ provider: string }>;
+  send(channel: Channel, settings: Settings, message: Message): Promise<DeliveryReport>;
 }
 
 /**
@@ -32,22 +32,18 @@ export function createDelivery(db: Db, mode: Mode, log: Logger): Delivery {
       const provider = providerFor(channel, settings, mode);
       switch (provider) {
         case 'smtp':
-          await sendMail(settings.smtp, message);
-          break;
+          return { provider, answer: await sendMail(settings.smtp, message) };
         case 'twilio':
-          await sendTwilioSms(settings.twilio, message);
-          break;
+          return { provider, answer: await sendTwilioSms(settings.twilio, message) };
         case 'gateway':
-          await sendGatewaySms(settings.sms_gateway, message);
-          break;
+          return { provider, answer: await sendGatewaySms(settings.sms_gateway, message) };
         case 'outbox':
           await db.insertInto('dev_outbox').values({ channel, recipient: message.to, subject: message.subject ?? null, body: message.text }).execute();
           log.info({ channel, to: message.to, text: message.text }, 'dev outbox: message stored (see /dev/outbox)');
-          break;
+          return { provider, answer: 'stored in the dev outbox' };
         default:
           throw new Error(`no ${channel} delivery is configured`);
       }
-      return { provider: provider! };
     },
   };
 }

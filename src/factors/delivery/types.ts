@@ -4,6 +4,8 @@ export class DeliveryError extends Error {
     readonly channel: 'email' | 'sms',
     readonly provider: string,
     message: string,
+    /** What the server answered, when it answered (for the console's test message). */
+    readonly answer?: string,
   ) {
     super(message);
   }
@@ -18,4 +20,10 @@ export interface Message {
 /** Fills {code}, {minutes}, {app} (and any other named value) into a template. */
 export function fillTemplate(template: string, values: Record<string, string>): string {
   return template.replace(/\{(\w+)\}/g, (whole, name: string) => values[name] ?? whole);
+}
+
+/** What the provider answered when it accepted a message (SMTP's reply line, Twilio's message SID, the gateway's status and body). */
+export interface DeliveryReport {
+  provider: string;
+  answer: string;
 }

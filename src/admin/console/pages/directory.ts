@@ -1,0 +1,212 @@
+import type { Context } from 'koa';
+import { sql } from 'kysely';
+import { perform, ServiceError } from '../../service.js';
+import {
+  addMemberOp, createGroupOp, createUserOp, listGroupsOp, removeAuthenticatorOp, removeGroupOp, removeMemberOp, removeUserOp, resetMfaOp, searchUsersOp,
+  setPasswordOp, setStatusOp, showGroupOp, showUserOp, unlockUserOp, updateUserOp,
+} from '../../users.js';
+import { listAuditOp } from '../../audit-log.js';
+import { seeOther } from '../../../http/redirect.js';
+import { HttpError } from '../../../http/errors.js';
+import { consoleOf, type Console, type Redisplay } from '../console.js';
+
+const text = (fields: URLSearchParams, name: string) => (fields.get(name) ?? '').trim();
+const optional = (fields: URLSearchParams, name: string) => text(fields, name) || null;
+const userPath = (username: string) => `/admin/users/${encodeURIComponent(username)}`;
+const param = (ctx: Context, name: string) => {
+  const value = ctx.params[name];
+  if (typeof value !== 'string' || value.length === 0 || value.length > 128) throw new HttpError(404, 'There is no such page.', 'Not found');
+  return value;
+};
+const pageNumber = (value: unknown) => (typeof value === 'string' && /^\d{1,6}$/.test(value) && Number(value) > 0 ? Number(value) : 1);
+
+/** Users (search, create, edit, lock and factors, membership, recent events) and groups. */
+export function directoryPages(c: Console, idleMinutes: number): void {
+  const { pages, show, change } = c;
+
+  pages.get('/', async (ctx) => {
+    const { db } = consoleOf(ctx).service;
+    const row = await db
+      .selectNoFrom([
+        sql<number>`(select count(*)::int from users)`.as('users'),
+        sql<number>`(select count(*)::int from users where locked_until > now())`.as('locked'),
+        sql<number>`(select count(*)::int from clients where not builtin)`.as('clients'),
+        sql<number>`(select count(*)::int from access_policies)`.as('policies'),
+        sql<number>`(select count(*)::int from scope_rules)`.as('rules'),
+        sql<number>`(select count(*)::int from audit_events where type = 'login.failure' and at > now() - interval '1 day')`.as('failures'),
+      ])
+      .executeTakeFirstOrThrow();
+    show(ctx, 'home', 'Admin console', { counts: row, idleMinutes });
+  });
+
+  // Users
+
+  pages.get('/users', async (ctx) => {
+    const query = typeof ctx.query.q === 'string' ? ctx.query.q.slice(0, 128) : '';
+    const page = pageNumber(ctx.query.page);
+    const { users, more } = await perform(consoleOf(ctx).service, searchUsersOp, { query, page });
+    show(ctx, 'users', 'Users', { users, query, page, more });
+  });
+
+  const newUserPage = async (ctx: Context, redisplay?: Redisplay) => show(ctx, 'user-new', 'New user', { redisplay }, redisplay ? 400 : 200);
+  pages.get('/users/new', (ctx) => newUserPage(ctx));
+  change('/users/new', {
+    label: 'Create a user',
+    redisplay: newUserPage,
+    async run(ctx, f, { service }) {
+      const user = await perform(service, createUserOp, {
+        username: text(f, 'username'),
+        password: f.get('password') ?? '',
+        email: optional(f, 'email'),
+        emailVerified: f.has('emailVerified'),
+        phone: optional(f, 'phone'),
+        phoneVerified: f.has('phoneVerified'),
+        givenName: optional(f, 'givenName'),
+        familyName: optional(f, 'familyName'),
+      });
+      seeOther(ctx, `${userPath(user.username)}?done=created`);
+    },
+  });
+
+  const userPage = async (ctx: Context, redisplay?: Redisplay) => {
+    const { service } = consoleOf(ctx);
+    const username = param(ctx, 'username');
+    const [details, groups, events] = await Promise.all([
+      perform(service, showUserOp, { username }),
+      perform(service, listGroupsOp, {}),
+      perform(service, listAuditOp, { user: username, limit: 20 }),
+    ]);
+    show(ctx, 'user', details.user.username, { details, groups: groups.map((g) => g.name).filter((g) => !details.groups.includes(g)), events, redisplay }, redisplay ? 400 : 200);
+  };
+  pages.get('/users/:username', (ctx) => userPage(ctx));
+
+  change('/users/:username/profile', {
+    label: 'Change a user’s profile',
+    redisplay: userPage,
+    async run(ctx, f, { service }) {
+      const username = param(ctx, 'username');
+      await perform(service, updateUserOp, {
+        username,
+        email: optional(f, 'email'),
+        emailVerified: f.has('emailVerified'),
+        phone: optional(f, 'phone'),
+        phoneVerified: f.has('phoneVerified'),
+        givenName: optional(f, 'givenName'),
+        familyName: optional(f, 'familyName'),
+      });
+      seeOther(ctx, `${userPath(username)}?done=saved`);
+    },
+  });
+  change('/users/:username/status', {
+    label: 'Enable or disable a user',
+    async run(ctx, f, { service }) {
+      const status = f.get('status') === 'active' ? 'active' : 'disabled';
+      await perform(service, setStatusOp, { username: param(ctx, 'username'), status });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=${status === 'active' ? 'enabled' : 'disabled'}`);
+    },
+  });
+  change('/users/:username/unlock', {
+    label: 'Unlock a user',
+    async run(ctx, _f, { service }) {
+      await perform(service, unlockUserOp, { username: param(ctx, 'username') });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=unlocked`);
+    },
+  });
+  change('/users/:username/password', {
+    label: 'Set a user’s password',
+    sensitive: true,
+    redisplay: userPage,
+    async run(ctx, f, { service }) {
+      await perform(service, setPasswordOp, { username: param(ctx, 'username'), password: f.get('password') ?? '' });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=password-set`);
+    },
+  });
+  change('/users/:username/authenticators/remove', {
+    label: 'Remove an authenticator',
+    sensitive: true,
+    async run(ctx, f, { service }) {
+      await perform(service, removeAuthenticatorOp, { username: param(ctx, 'username'), authenticatorId: f.get('authenticator') ?? '' });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=authenticator-removed`);
+    },
+  });
+  change('/users/:username/reset-mfa', {
+    label: 'Remove every authenticator app of a user (reset MFA)',
+    sensitive: true,
+    async run(ctx, _f, { service }) {
+      await perform(service, resetMfaOp, { username: param(ctx, 'username') });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=mfa-reset`);
+    },
+  });
+  change('/users/:username/groups/add', {
+    label: (f) => `Add a user to the group ${f.get('group') ?? ''}`,
+    // Making someone an administrator (or an auditor, who reads everything) is sensitive.
+    sensitive: (f) => ['admins', 'auditors'].includes(f.get('group') ?? ''),
+    redisplay: userPage,
+    async run(ctx, f, { service }) {
+      await perform(service, addMemberOp, { group: text(f, 'group'), username: param(ctx, 'username') });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=member-added`);
+    },
+  });
+  change('/users/:username/groups/remove', {
+    label: 'Remove a user from a group',
+    async run(ctx, f, { service }) {
+      await perform(service, removeMemberOp, { group: text(f, 'group'), username: param(ctx, 'username') });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=member-removed`);
+    },
+  });
+  change('/users/:username/remove', {
+    label: (f) => `Remove the user ${f.get('confirm') ?? ''}`,
+    sensitive: true,
+    redisplay: userPage,
+    async run(ctx, f, { service }) {
+      const username = param(ctx, 'username');
+      if (text(f, 'confirm') !== username) throw new ServiceError(`type the username "${username}" to confirm`, 'confirm');
+      await perform(service, removeUserOp, { username });
+      seeOther(ctx, '/admin/users?done=removed');
+    },
+  });
+
+  // Groups
+
+  const groupsPage = async (ctx: Context, redisplay?: Redisplay) => {
+    const groups = await perform(consoleOf(ctx).service, listGroupsOp, {});
+    show(ctx, 'groups', 'Groups', { groups, redisplay }, redisplay ? 400 : 200);
+  };
+  pages.get('/groups', (ctx) => groupsPage(ctx));
+  change('/groups', {
+    label: 'Create a group',
+    redisplay: groupsPage,
+    async run(ctx, f, { service }) {
+      const group = await perform(service, createGroupOp, { name: text(f, 'name'), description: optional(f, 'description') });
+      seeOther(ctx, `/admin/groups/${encodeURIComponent(group.name)}?done=created`);
+    },
+  });
+  const groupPage = async (ctx: Context, redisplay?: Redisplay) => {
+    const { group, members } = await perform(consoleOf(ctx).service, showGroupOp, { name: param(ctx, 'name') });
+    show(ctx, 'group', group.name, { group, members, redisplay }, redisplay ? 400 : 200);
+  };
+  pages.get('/groups/:name', (ctx) => groupPage(ctx));
+  change('/groups/:name/members', {
+    label: (f, ctx) => `Add ${f.get('username') ?? ''} to the group ${param(ctx, 'name')}`,
+    sensitive: (_f, ctx) => ['admins', 'auditors'].includes(param(ctx, 'name')),
+    redisplay: groupPage,
+    async run(ctx, f, { service }) {
+      await perform(service, addMemberOp, { group: param(ctx, 'name'), username: text(f, 'username') });
+      seeOther(ctx, `/admin/groups/${encodeURIComponent(param(ctx, 'name'))}?done=member-added`);
+    },
+  });
+  change('/groups/:name/members/remove', {
+    label: 'Remove a member',
+    async run(ctx, f, { service }) {
+      await perform(service, removeMemberOp, { group: param(ctx, 'name'), username: text(f, 'username') });
+      seeOther(ctx, `/admin/groups/${encodeURIComponent(param(ctx, 'name'))}?done=member-removed`);
+    },
+  });
+  change('/groups/:name/remove', {
+    label: 'Remove a group',
+    async run(ctx, _f, { service }) {
+      await perform(service, removeGroupOp, { name: param(ctx, 'name') });
+      seeOther(ctx, '/admin/groups?done=removed');
+    },
+  });
+}

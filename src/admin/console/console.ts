@@ -207,7 +207,14 @@ export function createConsole(deps: ConsoleDeps) {
     };
     ctx.state.console = request;
     ctx.set('Cache-Control', 'no-store');
-    await next();
+    try {
+      await next();
+    } catch (error) {
+      // A page about something that is not there ("no user …"): a page that says so.
+      if (!(error instanceof DomainError)) throw error;
+      const sentence = `${error.message.charAt(0).toUpperCase()}${error.message.slice(1)}.`;
+      throw new HttpError(ctx.method === 'GET' ? 404 : 400, sentence, ctx.method === 'GET' ? 'Not found' : 'Not changed');
+    }
   }
 
   const pages = new Router({ prefix: '/admin' });

@@ -1,0 +1,237 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { sql } from 'kysely';
+import { startTestTessera, type TestTessera } from './support/tessera.js';
+import { Agent, formFor } from './support/agent.js';
+import { startSmsFakes, type SmsFakes } from './support/sms-fakes.js';
+import { startMailbox, type Mailbox } from './support/smtp.js';
+import { createAudit } from '../src/audit/audit.js';
+import { createLogger } from '../src/log.js';
+import { createUser } from '../src/directory/users.js';
+import { addGroupMember, removeGroupMember } from '../src/directory/groups.js';
+import { beginEnrolment, confirmEnrolment } from '../src/factors/totp.js';
+import { loadSettings } from '../src/settings/settings.js';
+import { startConsoleSession } from '../src/admin/console/sessions.js';
+import { CONSOLE_CLIENT_ID } from '../src/admin/console/registration.js';
+import { AccessDenied, perform, ServiceError, type ServiceContext } from '../src/admin/service.js';
+import { removeAuthenticatorOp, searchUsersOp, showGroupOp } from '../src/admin/users.js';
+import {
+  createClientOp, createPolicyOp, listKeysOp, removeClientOp, rotateClientSecretOp, setSettingsOp, testDeliveryOp, updateClientOp, updatePolicyOp,
+} from '../src/admin/system.js';
+import { ClientError } from '../src/clients/clients.js';
+import { generate } from 'otplib';
+
+describe('admin console: sessions, access and the service operations behind its pages', () => {
+  let tessera: TestTessera;
+  let admin: ServiceContext;
+  let auditor: ServiceContext;
+  let sms: SmsFakes;
+  let mailbox: Mailbox;
+  const times = { idleSeconds: 900, absoluteSeconds: 8 * 3600 };
+
+  before(async () => {
+    tessera = await startTestTessera({ CLIENT_CACHE_SECONDS: '0' });
+    const audit = createAudit(tessera.db, createLogger('silent'));
+    admin = { db: tessera.db, box: tessera.box, audit, mode: 'dev', actor: { label: 'admin:root', role: 'admin' } };
+    auditor = { ...admin, actor: { label: 'admin:ann', role: 'auditor' } };
+    await createUser(tessera.db, { username: 'root', password: 'root-password-1', email: 'root@example.test', emailVerified: true });
+    await addGroupMember(tessera.db, 'admins', 'root');
+    sms = await startSmsFakes();
+    mailbox = await startMailbox();
+  });
+  after(async () => {
+    await admin.audit.flush();
+    await sms?.close();
+    await mailbox?.close();
+    await tessera?.stop();
+  });
+
+  const events = async (type: string) => {
+    await admin.audit.flush();
+    await new Promise((r) => setTimeout(r, 50));
+    return tessera.db.selectFrom('audit_events').selectAll().where('type', '=', type).orderBy('id').execute();
+  };
+
+  /** A browser holding a console session of `username` (as the sign-in would leave it). */
+  async function signedIn(username: string, factorAgeSeconds = 0): Promise<Agent> {
+    const user = await tessera.db.selectFrom('users').select('id').where('username', '=', username).executeTakeFirstOrThrow();
+    const id = await startConsoleSession(tessera.db, user.id, new Date(Date.now() - factorAgeSeconds * 1000), times);
+    const agent = new Agent();
+    agent.cookies.set('tessera.admin', id);
+    return agent;
+  }
+
+  it('every change of the console’s operations is refused to an auditor and audited with the administrator', async () => {
+    const created = await perform(admin, createClientOp, { clientId: 'ledger', redirectUris: ['https://ledger.example.test/cb'] });
+    const changes = [
+      [updateClientOp, { clientId: 'ledger', name: 'Ledger', mfaRequired: true }, 'client.updated'],
+      [rotateClientSecretOp, { clientId: 'ledger' }, 'client.secret_rotated'],
+      [setSettingsOp, { values: { 'mfa.otp.length': 8, 'mfa.appName': 'Acme' } }, 'settings.changed'],
+    ] as const;
+    for (const [op, input, type] of changes) {
+      await assert.rejects(perform(auditor, op as never, input as never), AccessDenied);
+      await perform(admin, op as never, input as never);
+      const rows = await events(type);
+      assert.equal(rows.at(-1)!.actor, 'admin:root', type);
+    }
+    const updated = (await events('client.updated')).at(-1)!;
+    assert.deepEqual(updated.details, { name: 'Ledger', mfaRequired: true });
+    const rotated = await perform(admin, rotateClientSecretOp, { clientId: 'ledger' });
+    assert.notEqual(rotated, created.secret);
+    assert.ok(!JSON.stringify(await events('client.secret_rotated')).includes(rotated), 'no secret in the audit log');
+    const settings = await loadSettings(tessera.db, tessera.box);
+    assert.equal(settings.mfa.otp.length, 8);
+    assert.equal(settings.mfa.appName, 'Acme');
+    // All or none: one bad value refuses the whole form and names its field.
+    const refused = await perform(admin, setSettingsOp, { values: { 'mfa.otp.length': 6, 'mfa.otp.maxAttempts': 0 } }).catch((e: unknown) => e);
+    assert.ok(refused instanceof ServiceError || (refused as Error).constructor.name === 'SettingsError');
+    assert.equal((refused as ServiceError).field, 'mfa.otp.maxAttempts');
+    assert.equal((await loadSettings(tessera.db, tessera.box)).mfa.otp.length, 8);
+    await perform(admin, setSettingsOp, { values: { 'mfa.otp.length': null, 'mfa.appName': null } });
+  });
+
+  it('the console’s own client cannot be changed, rotated or removed by anyone', async () => {
+    for (const [op, input] of [[removeClientOp, { clientId: CONSOLE_CLIENT_ID }], [updateClientOp, { clientId: CONSOLE_CLIENT_ID, mfaRequired: false }], [rotateClientSecretOp, { clientId: CONSOLE_CLIENT_ID }]] as const) {
+      await assert.rejects(perform(admin, op as never, input as never), (e: unknown) => e instanceof ClientError && /registered by Tessera itself/.test(e.message));
+    }
+  });
+
+  it('policies are edited by the same rules as they are made; an authenticator is removed one at a time', async () => {
+    const user = await createUser(tessera.db, { username: 'ivo', password: 'ivo-password-1' });
+    await perform(admin, createPolicyOp, { name: 'ivo app', subjectType: 'user', subject: 'ivo', mfa: 'optional' });
+    await assert.rejects(perform(admin, updatePolicyOp, { name: 'ivo app', changes: { requireAuthenticatorApp: true } }), (e: unknown) => (e as ServiceError).field === 'requireAuthenticatorApp');
+    assert.deepEqual(await perform(admin, updatePolicyOp, { name: 'ivo app', changes: { mfa: 'required', requireAuthenticatorApp: true, priority: 5 } }), { priority: 5, mfa: 'required', requireAuthenticatorApp: true });
+    assert.equal((await events('policy.updated')).length, 1);
+
+    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera', 'test');
+    const drift = (await loadSettings(tessera.db, tessera.box)).mfa.totp;
+    await confirmEnrolment(tessera.db, tessera.box, drift, user.id, enrolment.authenticatorId, await generate({ secret: enrolment.secret }));
+    await assert.rejects(perform(admin, removeAuthenticatorOp, { username: 'root', authenticatorId: enrolment.authenticatorId }), /no such authenticator/);
+    await assert.rejects(perform(auditor, removeAuthenticatorOp, { username: 'ivo', authenticatorId: enrolment.authenticatorId }), AccessDenied);
+    await perform(admin, removeAuthenticatorOp, { username: 'ivo', authenticatorId: enrolment.authenticatorId });
+    assert.equal((await tessera.db.selectFrom('authenticators').select('id').where('user_id', '=', user.id).execute()).length, 0);
+    assert.equal((await events('user.authenticator_removed')).at(-1)!.subject, user.id);
+  });
+
+  it('a test message through each provider shows the server’s answer and whether the gateway’s criteria matched', async () => {
+    await perform(admin, setSettingsOp, { values: { 'smtp.host': '127.0.0.1', 'smtp.port': mailbox.port, 'smtp.security': 'none' } });
+    const mail = await perform(admin, testDeliveryOp, { provider: 'smtp', to: 'ops@example.test' });
+    assert.equal(mail.ok, true);
+    assert.match(mail.answer ?? '', /^250/);
+    assert.match((await mailbox.next()).text ?? '', /test message/);
+
+    await perform(admin, setSettingsOp, { values: { 'sms_gateway.url': `${sms.url}/gateway`, 'sms_gateway.successCriteria.text': ['queued'], 'sms_gateway.failureCriteria.text': ['REJECTED'] } });
+    sms.gatewayAnswer = { status: 200, body: 'OK: queued id=7' };
+    const good = await perform(admin, testDeliveryOp, { provider: 'gateway', to: '+15555550123' });
+    assert.deepEqual(good, { ok: true, summary: 'sent: the success criteria matched', answer: 'HTTP 200: OK: queued id=7' });
+    sms.gatewayAnswer = { status: 200, body: 'REJECTED: no credit' };
+    const bad = await perform(admin, testDeliveryOp, { provider: 'gateway', to: '+15555550123' });
+    assert.equal(bad.ok, false);
+    assert.match(bad.summary, /failure text "REJECTED"/);
+    assert.equal(bad.answer, 'HTTP 200: REJECTED: no credit');
+
+    sms.twilioError = { status: 401, code: 20003, message: 'Authenticate' };
+    await perform(admin, setSettingsOp, { values: { 'twilio.accountSid': `AC${'0'.repeat(32)}`, 'twilio.authToken': 'wrong', 'twilio.from': '+15555550000', 'twilio.apiBaseUrl': sms.url } });
+    const twilio = await perform(admin, testDeliveryOp, { provider: 'twilio', to: '+15555550123' });
+    assert.equal(twilio.ok, false);
+    assert.match(twilio.answer ?? '', /HTTP 401, code 20003/);
+    sms.twilioError = null;
+    await assert.rejects(perform(admin, testDeliveryOp, { provider: 'smtp', to: 'not-an-address' }), (e: unknown) => (e as ServiceError).field === 'to');
+    await assert.rejects(perform(auditor, testDeliveryOp, { provider: 'smtp', to: 'ops@example.test' }), AccessDenied);
+    assert.equal((await events('delivery.tested')).length, 4);
+    await perform(admin, setSettingsOp, { values: { 'smtp.host': null, 'smtp.port': null, 'smtp.security': null } });
+  });
+
+  it('search pages users; groups and keys are readable by an auditor', async () => {
+    for (let i = 0; i < 30; i++) await createUser(tessera.db, { username: `page${String(i).padStart(2, '0')}`, password: 'page-password-1', email: `p${i}@paging.test` });
+    const first = await perform(auditor, searchUsersOp, { query: 'paging.test', page: 1, pageSize: 25 });
+    assert.equal(first.users.length, 25);
+    assert.equal(first.more, true);
+    const second = await perform(auditor, searchUsersOp, { query: 'PAGING', page: 2, pageSize: 25 });
+    assert.deepEqual([second.users.length, second.more], [5, false]);
+    assert.equal((await perform(auditor, searchUsersOp, { query: '%' })).users.length, 0, 'a % is a character, not a wildcard');
+    assert.deepEqual((await perform(auditor, showGroupOp, { name: 'admins' })).members.map((m) => m.username), ['demo-admin', 'root']);
+    assert.ok((await perform(auditor, listKeysOp, {})).some((k) => k.status === 'active' && k.alg === 'ES256'));
+  });
+
+  it('without a session: pages send the browser to sign in (only to console paths), forms say the session ended', async () => {
+    const agent = new Agent();
+    const page = await agent.get(`${tessera.issuer}/admin/users?q=a`);
+    assert.equal(page.status, 303);
+    assert.equal(page.location, `${tessera.issuer}/admin/login?next=${encodeURIComponent('/admin/users?q=a')}`);
+    const login = await agent.get(page.location!);
+    assert.equal(login.status, 302);
+    const auth = new URL(login.location!);
+    assert.equal(auth.searchParams.get('client_id'), CONSOLE_CLIENT_ID);
+    assert.equal(auth.searchParams.get('code_challenge_method'), 'S256');
+    const post = await agent.post(`${tessera.issuer}/admin/users/new`, { username: 'x' });
+    assert.equal(post.status, 401);
+    assert.match(post.body, /session has ended/);
+    for (const evil of ['https://evil.example', '//evil.example', '/admin//evil.example', '/demo']) {
+      const start = await agent.get(`${tessera.issuer}/admin/login?next=${encodeURIComponent(evil)}`);
+      const cookie = agent.cookies.get('tessera.admin.signin')!;
+      assert.equal(JSON.parse(Buffer.from(decodeURIComponent(cookie), 'base64url').toString()).next, '/admin', evil);
+      assert.equal(start.status, 302);
+    }
+    const stray = await new Agent().get(`${tessera.issuer}/admin/callback?code=abc&state=def`);
+    assert.equal(stray.status, 400);
+    assert.match(stray.body, /not started here or has expired/);
+    const denied = await new Agent().get(`${tessera.issuer}/admin/callback?error=access_denied&error_description=${encodeURIComponent('<script>x</script>')}`);
+    assert.equal(denied.status, 401);
+    assert.ok(!denied.body.includes('<script>x'), 'escaped');
+  });
+
+  it('sessions end after the idle time and when the user leaves admins; a form without its CSRF token is refused', async () => {
+    const agent = await signedIn('root');
+    assert.equal((await agent.get(`${tessera.issuer}/admin/users`)).status, 200);
+    const home = await agent.get(`${tessera.issuer}/admin/groups`);
+    const form = formFor(home, '/admin/groups');
+    const forged = await agent.post(`${tessera.issuer}/admin/groups`, { name: 'forged' });
+    assert.equal(forged.status, 403);
+    const made = await agent.post(form.action, { ...form.fields, name: 'ops', description: '' });
+    assert.equal(made.status, 303);
+    assert.equal(made.location, `${tessera.issuer}/admin/groups/ops?done=created`);
+    assert.equal((await events('group.created')).at(-1)!.actor, 'admin:root');
+
+    await sql`update admin_sessions set last_seen_at = now() - interval '16 minutes'`.execute(tessera.db);
+    assert.equal((await agent.get(`${tessera.issuer}/admin/users`)).status, 303, 'idle too long');
+
+    await createUser(tessera.db, { username: 'max', password: 'max-password-1' });
+    await addGroupMember(tessera.db, 'admins', 'max');
+    const max = await signedIn('max');
+    assert.equal((await max.get(`${tessera.issuer}/admin`)).status, 200);
+    await removeGroupMember(tessera.db, 'admins', 'max');
+    const after = await max.get(`${tessera.issuer}/admin`);
+    assert.equal(after.status, 403);
+    assert.match(after.body, /not a member of/);
+  });
+
+  it('bad input on console pages gets a page, never a 500', async () => {
+    const agent = await signedIn('root');
+    const cases: [string, number][] = [
+      ['/admin/users/nobody', 404],
+      ['/admin/users?page=-1&q=' + 'x'.repeat(5000), 200],
+      ['/admin/apis/view?id=https%3A%2F%2Fnowhere.example', 404],
+      ['/admin/apis/view', 404],
+      ['/admin/policies/edit?name=none', 404],
+      ['/admin/clients/none', 404],
+      ['/admin/groups/none', 404],
+      ['/admin/audit?since=yesterday', 400],
+      ['/admin/audit?before=abc', 400],
+      ['/admin/audit.csv?since=yesterday', 200],
+      ['/admin/nothing-here', 404],
+    ];
+    for (const [path, status] of cases) {
+      const response = await agent.get(`${tessera.issuer}${path}`);
+      assert.equal(response.status, status, path);
+      assert.ok(!/at \w+ \(|node_modules/.test(response.body), `no stack trace on ${path}`);
+    }
+    const groups = await agent.get(`${tessera.issuer}/admin/groups`);
+    const form = formFor(groups, '/admin/groups');
+    const long = await agent.post(form.action, { ...form.fields, name: 'g'.repeat(500) });
+    assert.equal(long.status, 400);
+    assert.match(long.body, /aria-invalid="true"/);
+    const big = await agent.request(form.action, { method: 'POST', body: `csrf=${form.fields.csrf}&name=${'a'.repeat(40_000)}`, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    assert.equal(big.status, 413);
+  });
+});

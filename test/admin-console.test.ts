@@ -235,3 +235,17 @@ describe('admin console: sessions, access and the service operations behind its 
     assert.equal(big.status, 413);
   });
 });
+
+describe('every operation of the service layer', () => {
+  it('a change refuses an auditor before it reads its input; a read does not', async () => {
+    const modules = [await import('../src/admin/users.js'), await import('../src/admin/system.js'), await import('../src/admin/audit-log.js')];
+    const ops = modules.flatMap((m) => Object.entries(m)).filter(([name]) => name.endsWith('Op')) as [string, { kind: string }][];
+    assert.ok(ops.length >= 40, `found ${ops.length} operations`);
+    const auditor = { actor: { label: 'admin:ann', role: 'auditor' } } as ServiceContext;
+    for (const [name, op] of ops) {
+      if (op.kind !== 'change') continue;
+      await assert.rejects(perform(auditor, op as never, {} as never), AccessDenied, name);
+    }
+    assert.ok(ops.some(([, op]) => op.kind === 'read'));
+  });
+});

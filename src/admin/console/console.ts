@@ -248,10 +248,11 @@ export function createConsole(deps: ConsoleDeps) {
   });
 
   /** Renders a console page in the console's layout, with who is signed in and any notice. */
-  function show(ctx: Context, view: string, title: string, data: Record<string, unknown> = {}, status = 200): void {
+  function show(ctx: Context, view: string, title: string, data: Record<string, unknown> = {}, status?: number): void {
     const { session } = consoleOf(ctx);
     const done = typeof ctx.query.done === 'string' ? NOTICES[ctx.query.done] : undefined;
     const redisplay = data.redisplay as Redisplay | undefined;
+    // A form drawn again because of a problem in it is a 400.
     renderPage(
       ctx,
       `admin/${view}`,
@@ -268,7 +269,7 @@ export function createConsole(deps: ConsoleDeps) {
         fieldProblem: (name: string) => (redisplay?.problem?.field === name ? redisplay.problem.message : null),
         ...data,
       },
-      status,
+      status ?? (redisplay?.problem ? 400 : 200),
       'admin/layout',
     );
   }

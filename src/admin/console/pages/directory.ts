@@ -7,17 +7,10 @@ import {
 } from '../../users.js';
 import { listAuditOp } from '../../audit-log.js';
 import { seeOther } from '../../../http/redirect.js';
-import { HttpError } from '../../../http/errors.js';
+import { optional, param, text } from '../form.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
 
-const text = (fields: URLSearchParams, name: string) => (fields.get(name) ?? '').trim();
-const optional = (fields: URLSearchParams, name: string) => text(fields, name) || null;
 const userPath = (username: string) => `/admin/users/${encodeURIComponent(username)}`;
-const param = (ctx: Context, name: string) => {
-  const value = ctx.params[name];
-  if (typeof value !== 'string' || value.length === 0 || value.length > 128) throw new HttpError(404, 'There is no such page.', 'Not found');
-  return value;
-};
 const pageNumber = (value: unknown) => (typeof value === 'string' && /^\d{1,6}$/.test(value) && Number(value) > 0 ? Number(value) : 1);
 
 /** Users (search, create, edit, lock and factors, membership, recent events) and groups. */
@@ -48,7 +41,7 @@ export function directoryPages(c: Console, idleMinutes: number): void {
     show(ctx, 'users', 'Users', { users, query, page, more });
   });
 
-  const newUserPage = async (ctx: Context, redisplay?: Redisplay) => show(ctx, 'user-new', 'New user', { redisplay }, redisplay ? 400 : 200);
+  const newUserPage = async (ctx: Context, redisplay?: Redisplay) => show(ctx, 'user-new', 'New user', { redisplay });
   pages.get('/users/new', (ctx) => newUserPage(ctx));
   change('/users/new', {
     label: 'Create a user',
@@ -76,7 +69,7 @@ export function directoryPages(c: Console, idleMinutes: number): void {
       perform(service, listGroupsOp, {}),
       perform(service, listAuditOp, { user: username, limit: 20 }),
     ]);
-    show(ctx, 'user', details.user.username, { details, groups: groups.map((g) => g.name).filter((g) => !details.groups.includes(g)), events, redisplay }, redisplay ? 400 : 200);
+    show(ctx, 'user', details.user.username, { details, groups: groups.map((g) => g.name).filter((g) => !details.groups.includes(g)), events, redisplay });
   };
   pages.get('/users/:username', (ctx) => userPage(ctx));
 
@@ -170,7 +163,7 @@ export function directoryPages(c: Console, idleMinutes: number): void {
 
   const groupsPage = async (ctx: Context, redisplay?: Redisplay) => {
     const groups = await perform(consoleOf(ctx).service, listGroupsOp, {});
-    show(ctx, 'groups', 'Groups', { groups, redisplay }, redisplay ? 400 : 200);
+    show(ctx, 'groups', 'Groups', { groups, redisplay });
   };
   pages.get('/groups', (ctx) => groupsPage(ctx));
   change('/groups', {
@@ -183,7 +176,7 @@ export function directoryPages(c: Console, idleMinutes: number): void {
   });
   const groupPage = async (ctx: Context, redisplay?: Redisplay) => {
     const { group, members } = await perform(consoleOf(ctx).service, showGroupOp, { name: param(ctx, 'name') });
-    show(ctx, 'group', group.name, { group, members, redisplay }, redisplay ? 400 : 200);
+    show(ctx, 'group', group.name, { group, members, redisplay });
   };
   pages.get('/groups/:name', (ctx) => groupPage(ctx));
   change('/groups/:name/members', {

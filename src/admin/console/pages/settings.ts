@@ -176,7 +176,7 @@ export function settingsPages(c: Console): void {
     const settings = await perform(consoleOf(ctx).service, showSettingsOp, {});
     show(ctx, 'settings', 'MFA settings', {
       groups: MFA_FORM, settings, at, shown, action: '/admin/mfa', redisplay, preview: preview ?? null, canPreview: true,
-    }, redisplay ? 400 : 200);
+    });
   };
   pages.get('/mfa', (ctx) => mfaPage(ctx));
   change('/mfa', {
@@ -201,7 +201,7 @@ export function settingsPages(c: Console): void {
 
   const deliveryPage = async (ctx: Context, redisplay?: Redisplay, test?: { provider: string; result: DeliveryTest }) => {
     const settings = await perform(consoleOf(ctx).service, showSettingsOp, {});
-    show(ctx, 'delivery', 'Delivery', { forms: DELIVERY_FORMS, settings, at, shown, secretPaths: [...SECRET_PATHS], redisplay, test: test ?? null }, redisplay ? 400 : 200);
+    show(ctx, 'delivery', 'Delivery', { forms: DELIVERY_FORMS, settings, at, shown, secretPaths: [...SECRET_PATHS], redisplay, test: test ?? null });
   };
   pages.get('/delivery', (ctx) => deliveryPage(ctx));
   for (const [section, form] of Object.entries(DELIVERY_FORMS)) {

@@ -11,9 +11,9 @@ import { OIDC_SCOPES } from '../../../oidc/account.js';
 import { DEFAULT_SCOPE_MAX_AGE_SECONDS, describeRule } from '../../../scopes/rules.js';
 import { seeOther } from '../../../http/redirect.js';
 import { HttpError } from '../../../http/errors.js';
+import { param, queryParam, text } from '../form.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
 
-const text = (f: URLSearchParams, name: string) => (f.get(name) ?? '').trim();
 const lines = (f: URLSearchParams, name: string) => text(f, name).split(/[\s,]+/).filter(Boolean);
 /** A whole number typed in a form; the field is named when it is not one. */
 function whole(f: URLSearchParams, name: string, fallback?: number): number | undefined {
@@ -24,16 +24,6 @@ function whole(f: URLSearchParams, name: string, fallback?: number): number | un
 }
 const clientPath = (id: string) => `/admin/clients/${encodeURIComponent(id)}`;
 const apiPath = (id: string) => `/admin/apis/view?id=${encodeURIComponent(id)}`;
-const queryParam = (ctx: Context, name: string) => {
-  const v = ctx.query[name];
-  if (typeof v !== 'string' || v.length === 0 || v.length > 512) throw new HttpError(404, 'There is no such page.', 'Not found');
-  return v;
-};
-const param = (ctx: Context, name: string) => {
-  const v = ctx.params[name];
-  if (typeof v !== 'string' || v.length === 0 || v.length > 128) throw new HttpError(404, 'There is no such page.', 'Not found');
-  return v;
-};
 
 /** Clients, APIs, scope rules and access policies. */
 export function systemPages(c: Console): void {
@@ -46,7 +36,7 @@ export function systemPages(c: Console): void {
     show(ctx, 'clients', 'Clients', { clients });
   });
   const newClientPage = async (ctx: Context, redisplay?: Redisplay) =>
-    show(ctx, 'client-new', 'New client', { redisplay, grantTypes: GRANT_TYPES, oidcScopes: OIDC_SCOPES }, redisplay ? 400 : 200);
+    show(ctx, 'client-new', 'New client', { redisplay, grantTypes: GRANT_TYPES, oidcScopes: OIDC_SCOPES });
   pages.get('/clients/new', (ctx) => newClientPage(ctx));
   change('/clients/new', {
     label: 'Create a client',
@@ -70,7 +60,7 @@ export function systemPages(c: Console): void {
     const id = param(ctx, 'id');
     const client = (await perform(consoleOf(ctx).service, listClientsOp, {})).find((x) => x.client_id === id);
     if (!client) throw new HttpError(404, `There is no client "${id}".`, 'Not found');
-    show(ctx, 'client', client.client_id, { client, redisplay, grantTypes: GRANT_TYPES, oidcScopes: OIDC_SCOPES }, redisplay ? 400 : 200);
+    show(ctx, 'client', client.client_id, { client, redisplay, grantTypes: GRANT_TYPES, oidcScopes: OIDC_SCOPES });
   };
   pages.get('/clients/:id', (ctx) => clientPage(ctx));
   change('/clients/:id', {
@@ -117,7 +107,7 @@ export function systemPages(c: Console): void {
 
   const apisPage = async (ctx: Context, redisplay?: Redisplay) => {
     const apis = await perform(consoleOf(ctx).service, listApisOp, {});
-    show(ctx, 'apis', 'APIs', { apis, redisplay }, redisplay ? 400 : 200);
+    show(ctx, 'apis', 'APIs', { apis, redisplay });
   };
   pages.get('/apis', (ctx) => apisPage(ctx));
   change('/apis', {
@@ -147,7 +137,7 @@ export function systemPages(c: Console): void {
       rules: rules.filter((r) => r.resource === api.identifier),
       others: clients.filter((x) => !allowed.has(x.client_id) && !x.builtin).map((x) => x.client_id),
       redisplay,
-    }, redisplay ? 400 : 200);
+    });
   };
   pages.get('/apis/view', (ctx) => apiPage(ctx));
   change('/apis/allow', {
@@ -187,7 +177,7 @@ export function systemPages(c: Console): void {
       oidcScopes: OIDC_SCOPES.filter((s) => s !== 'openid'),
       defaultMaxAge: DEFAULT_SCOPE_MAX_AGE_SECONDS,
       redisplay,
-    }, redisplay ? 400 : 200);
+    });
   };
   pages.get('/scopes', (ctx) => scopesPage(ctx));
   change('/scopes/protect', {
@@ -221,7 +211,7 @@ export function systemPages(c: Console): void {
   const policiesPage = async (ctx: Context, redisplay?: Redisplay) => {
     const { service } = consoleOf(ctx);
     const [policies, groups] = await Promise.all([perform(service, listPoliciesOp, {}), perform(service, listGroupsOp, {})]);
-    show(ctx, 'policies', 'Access policies', { policies, groups: groups.map((g) => g.name), factors: FACTORS, redisplay }, redisplay ? 400 : 200);
+    show(ctx, 'policies', 'Access policies', { policies, groups: groups.map((g) => g.name), factors: FACTORS, redisplay });
   };
   pages.get('/policies', (ctx) => policiesPage(ctx));
   const policyFields = (f: URLSearchParams) => {
@@ -248,7 +238,7 @@ export function systemPages(c: Console): void {
     const name = redisplay?.values.get('name') ?? queryParam(ctx, 'name');
     const policy = (await perform(consoleOf(ctx).service, listPoliciesOp, {})).find((p) => p.name === name);
     if (!policy) throw new HttpError(404, `There is no access policy "${name}".`, 'Not found');
-    show(ctx, 'policy', `Policy ${policy.name}`, { policy, factors: FACTORS, redisplay }, redisplay ? 400 : 200);
+    show(ctx, 'policy', `Policy ${policy.name}`, { policy, factors: FACTORS, redisplay });
   };
   pages.get('/policies/edit', (ctx) => policyPage(ctx));
   change('/policies/edit', {

@@ -249,3 +249,95 @@ describe('every operation of the service layer', () => {
     assert.ok(ops.some(([, op]) => op.kind === 'read'));
   });
 });
+
+describe('admin console: what an attacker tried', () => {
+  let tessera: TestTessera;
+  let sms: SmsFakes;
+
+  before(async () => {
+    tessera = await startTestTessera({ CLIENT_CACHE_SECONDS: '0' });
+    await createUser(tessera.db, { username: 'root', password: 'root-password-1', email: 'root@example.test', emailVerified: true });
+    await addGroupMember(tessera.db, 'admins', 'root');
+    await createUser(tessera.db, { username: 'eve', password: 'eve-password-1' });
+    sms = await startSmsFakes();
+  });
+  after(async () => {
+    await sms?.close();
+    await tessera?.stop();
+  });
+
+  async function staleAdmin(): Promise<{ agent: Agent; csrf: string }> {
+    const user = await tessera.db.selectFrom('users').select('id').where('username', '=', 'root').executeTakeFirstOrThrow();
+    const id = await startConsoleSession(tessera.db, user.id, new Date(Date.now() - 3600_000), { idleSeconds: 900, absoluteSeconds: 3600 });
+    const agent = new Agent();
+    agent.cookies.set('tessera.admin', id);
+    const page = await agent.get(`${tessera.issuer}/admin/groups`);
+    return { agent, csrf: formFor(page, '/admin/groups').fields.csrf! };
+  }
+
+  it('joining admins is sensitive however the group name is padded; so are groups with policies, and removing a group', async () => {
+    const { agent, csrf } = await staleAdmin();
+    for (const group of ['admins', 'admins ', '\tadmins', 'auditors\u00a0']) {
+      const response = await agent.post(`${tessera.issuer}/admin/users/eve/groups/add`, { csrf, group });
+      assert.equal(response.location, `${tessera.issuer}/admin/verify`, JSON.stringify(group));
+    }
+    const admin: ServiceContext = { db: tessera.db, box: tessera.box, audit: createAudit(tessera.db, createLogger('silent')), mode: 'dev', actor: { label: 'admin:root', role: 'admin' } };
+    await perform(admin, (await import('../src/admin/users.js')).createGroupOp, { name: 'strict' });
+    await perform(admin, createPolicyOp, { name: 'strict policy', subjectType: 'group', subject: 'strict', mfa: 'required' });
+    for (const [path, form] of [['/admin/groups/strict/members', { username: 'eve' }], ['/admin/users/eve/groups/remove', { group: 'strict' }], ['/admin/groups/strict/remove', {}]] as const) {
+      const response = await agent.post(`${tessera.issuer}${path}`, { csrf, ...form });
+      assert.equal(response.location, `${tessera.issuer}/admin/verify`, path);
+    }
+    const plain = await agent.post(`${tessera.issuer}/admin/groups`, { csrf, name: 'plain' });
+    assert.equal(plain.status, 303);
+    assert.equal((await agent.post(`${tessera.issuer}/admin/groups/plain/members`, { csrf, username: 'eve' })).status, 303, 'a group without a policy is not sensitive');
+    assert.equal(await tessera.db.selectFrom('group_members').innerJoin('groups', 'groups.id', 'group_id').select('name').where('name', 'in', ['admins', 'auditors']).where('user_id', '=', (await tessera.db.selectFrom('users').select('id').where('username', '=', 'eve').executeTakeFirstOrThrow()).id).executeTakeFirst(), undefined);
+    await perform(admin, (await import('../src/admin/users.js')).removeGroupOp, { name: 'strict' });
+    await admin.audit.flush();
+    const removed = await tessera.db.selectFrom('audit_events').select('details').where('type', '=', 'group.removed').executeTakeFirstOrThrow();
+    assert.deepEqual(removed.details, { members: 0, policies: ['strict policy'] });
+  });
+
+  it('NUL characters, huge ids and impossible dates get a 400 page, not a failed query', async () => {
+    const { agent, csrf } = await staleAdmin();
+    for (const path of ['/admin/users/%00', '/admin/users?q=%00', '/admin/audit?user=%00', '/admin/audit?before=9999999999999999999', '/admin/audit?since=-271821-04-20T00:00:00Z', '/admin/audit.csv?type=%00']) {
+      const response = await agent.get(`${tessera.issuer}${path}`);
+      assert.ok([400, 200].includes(response.status) && !(path.includes('%00') && response.status !== 400), `${path}: ${response.status}`);
+      if (path.startsWith('/admin/audit?')) assert.equal(response.status, 400, path);
+    }
+    for (const [path, form] of [['/admin/groups', { name: 'a', description: 'x\u0000y' }], ['/admin/users/new', { username: 'nul\u0000', password: 'long-enough-1' }]] as const) {
+      const response = await agent.post(`${tessera.issuer}${path}`, { csrf, ...form });
+      assert.equal(response.status, 400, path);
+      assert.match(response.body, /cannot store/);
+    }
+  });
+
+  it('the console client obtains no API tokens; a forged error link cannot put words on the page', async () => {
+    const admin: ServiceContext = { db: tessera.db, box: tessera.box, audit: createAudit(tessera.db, createLogger('silent')), mode: 'dev', actor: { label: 'admin:root', role: 'admin' } };
+    const { allowApiOp } = await import('../src/admin/system.js');
+    await assert.rejects(perform(admin, allowApiOp, { identifier: 'https://payments.demo.tessera', clientId: CONSOLE_CLIENT_ID }), /registered by Tessera itself/);
+    const forged = await new Agent().get(`${tessera.issuer}/admin/callback?error=access_denied&error_description=${encodeURIComponent('Call +1 555 0100 to restore access')}`);
+    assert.equal(forged.status, 401);
+    assert.ok(!forged.body.includes('Call +1 555'));
+  });
+
+  it('pointing a delivery at another server forgets its stored secret; every method off is refused', async () => {
+    const { agent, csrf } = await staleAdmin();
+    await sql`update admin_sessions set factor_at = now()`.execute(tessera.db);
+    const save = (form: Record<string, string>) => agent.post(`${tessera.issuer}/admin/delivery/sms_gateway`, { csrf, 'sms_gateway.method': 'POST', 'sms_gateway.contentType': 'form', 'sms_gateway.template': 'to={to}&text={message}', 'sms_gateway.timeoutSeconds': '10', ...form });
+    assert.equal((await save({ 'sms_gateway.url': `${sms.url}/gateway`, 'sms_gateway.apiKeyHeader': 'x-key', 'sms_gateway.apiKey': 'GATEWAY-KEY-1' })).location, `${tessera.issuer}/admin/delivery?done=saved`);
+    assert.equal((await save({ 'sms_gateway.url': `${sms.url}/gateway`, 'sms_gateway.apiKeyHeader': 'x-key' })).location, `${tessera.issuer}/admin/delivery?done=saved`, 'kept when blank');
+    assert.equal((await loadSettings(tessera.db, tessera.box)).sms_gateway.apiKey, 'GATEWAY-KEY-1');
+    assert.equal((await save({ 'sms_gateway.url': `${sms.url}/elsewhere`, 'sms_gateway.apiKeyHeader': 'x-key' })).location, `${tessera.issuer}/admin/delivery?done=saved-secrets-forgotten`);
+    assert.equal((await loadSettings(tessera.db, tessera.box)).sms_gateway.apiKey, undefined);
+
+    const off = await agent.post(`${tessera.issuer}/admin/mfa`, {
+      csrf, action: 'save', 'mfa.appName': 'Tessera', 'mfa.maxAgeSeconds': '43200', 'mfa.otp.length': '6', 'mfa.otp.lifetimeSeconds': '300', 'mfa.otp.maxAttempts': '5',
+      'mfa.otp.resendCooldownSeconds': '30', 'mfa.otp.perUserPerHour': '10', 'mfa.otp.perDestinationPerHour': '10', 'mfa.otp.perIpPerHour': '30',
+      'mfa.totp.driftStepsBefore': '1', 'mfa.totp.driftStepsAfter': '1', 'mfa.templates.emailSubject': 'x {code}', 'mfa.templates.emailBody': 'b {code}', 'mfa.templates.sms': 's {code}',
+    });
+    assert.equal(off.status, 400);
+    assert.match(off.body, /keep at least one method switched on/);
+    assert.equal((await loadSettings(tessera.db, tessera.box)).mfa.methods.totp, true);
+  });
+});

@@ -18,6 +18,9 @@ export interface AuditLine {
 }
 
 const text = (max: number) => z.string().trim().min(1).max(max).optional();
+// Dates the database can compare: years 1970 to 9999.
+const when = (message: string) =>
+  z.coerce.date(message).refine((d) => d.getUTCFullYear() >= 1970 && d.getUTCFullYear() <= 9999, 'must be a date between 1970 and 9999').optional();
 
 /**
  * The audit log, newest first: filtered by user (the subject, the name they signed in with, or named in the details),
@@ -30,10 +33,11 @@ export const listAuditOp = operation({
     user: text(128),
     type: text(64),
     client: text(128),
-    since: z.coerce.date('must be a date and time, e.g. 2026-12-01T09:00:00Z').optional(),
-    until: z.coerce.date('must be a date and time, e.g. 2026-12-01T17:00:00Z').optional(),
+    since: when('must be a date and time, e.g. 2026-12-01T09:00:00Z'),
+    until: when('must be a date and time, e.g. 2026-12-01T17:00:00Z'),
     limit: z.number().int('must be a whole number').min(1, 'must be 1 to 1000').max(1000, 'must be 1 to 1000').default(50),
-    before: z.string().regex(/^\d{1,19}$/, 'must be an event id').optional(),
+    // Event ids are bigints: 18 digits always fit.
+    before: z.string().regex(/^\d{1,18}$/, 'must be an event id').optional(),
   }),
   async run({ db }, input): Promise<{ result: AuditLine[] }> {
     let query = db

@@ -245,7 +245,13 @@ export const setSettingsOp = operation({
   input: z.object({ values: z.record(z.string().max(100), z.unknown()) }),
   async run({ db, box, mode }, { values }) {
     if (Object.keys(values).length === 0) return { result: undefined };
-    await setSettings(db, box, values, keepsDelivery(mode));
+    await setSettings(db, box, values, (before, after) => {
+      keepsDelivery(mode)(before, after);
+      // The admin console asks every administrator for a second factor: with no method left, nobody could sign in to it.
+      if (!Object.values(after.mfa.methods).some(Boolean)) {
+        throw new SettingsError('keep at least one method switched on: the admin console needs a second factor to sign in', 'mfa.methods.totp');
+      }
+    });
     const shown = Object.fromEntries(Object.entries(values).map(([path, value]) => [path, value === null ? '(default)' : SECRET_PATHS.has(path) ? '********' : value]));
     return { result: undefined, change: { type: 'settings.changed', subject: Object.keys(values)[0]!.split('.')[0]!, details: shown } };
   },

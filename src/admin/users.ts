@@ -263,7 +263,8 @@ export const removeGroupOp = operation({
   input: z.object({ name: groupName }),
   async run({ db }, { name }) {
     const removed = await removeGroup(db, name);
-    return { result: undefined, change: { type: 'group.removed', subject: name, details: { members: removed.members } } };
+    // The group's access policies go with it: named in the record, as each is a change to who needs MFA.
+    return { result: undefined, change: { type: 'group.removed', subject: name, details: { members: removed.members, policies: removed.policies } } };
   },
 });
 

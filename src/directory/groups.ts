@@ -38,15 +38,15 @@ export async function removeGroupMember(db: Db, groupName: string, username: str
 }
 
 /** Removes a group, its memberships and the access policies assigned to it. The built-in groups stay. */
-export async function removeGroup(db: Db, name: string): Promise<{ members: number }> {
+export async function removeGroup(db: Db, name: string): Promise<{ members: number; policies: string[] }> {
   const group = await db.selectFrom('groups').select(['id', 'builtin']).where('name', '=', name).executeTakeFirst();
   if (!group) throw new DirectoryError(`no group "${name}"`);
   if (group.builtin) throw new DirectoryError(`"${name}" is built in: it decides who may use the admin console`);
   return db.transaction().execute(async (tx) => {
     const members = await tx.deleteFrom('group_members').where('group_id', '=', group.id).executeTakeFirst();
-    await tx.deleteFrom('access_policies').where('subject_type', '=', 'group').where('subject_id', '=', group.id).execute();
+    const policies = await tx.deleteFrom('access_policies').where('subject_type', '=', 'group').where('subject_id', '=', group.id).returning('name').execute();
     await tx.deleteFrom('groups').where('id', '=', group.id).execute();
-    return { members: Number(members.numDeletedRows) };
+    return { members: Number(members.numDeletedRows), policies: policies.map((p) => p.name) };
   });
 }
 

@@ -97,8 +97,9 @@ export async function removeResourceServer(db: Db, identifier: string): Promise<
 export async function allowClient(db: Db, identifier: string, clientId: string, scopes?: string[]): Promise<string[]> {
   const api = await findResourceServer(db, identifier);
   if (!api) throw new ResourceServerError(`no API "${identifier}"`);
-  const client = await db.selectFrom('clients').select('client_id').where('client_id', '=', clientId).executeTakeFirst();
+  const client = await db.selectFrom('clients').select(['client_id', 'builtin']).where('client_id', '=', clientId).executeTakeFirst();
   if (!client) throw new ResourceServerError(`no client "${clientId}"`);
+  if (client.builtin) throw new ResourceServerError(`"${clientId}" is registered by Tessera itself and obtains no API tokens`, 'clientId');
   const chosen = scopes && scopes.length > 0 ? [...new Set(scopes)] : api.scopes;
   const unknown = chosen.filter((s) => !api.scopes.includes(s));
   if (unknown.length > 0) throw new ResourceServerError(`${identifier} has no scope ${unknown.join(', ')} (it has ${api.scopes.join(' ')})`, 'scopes');

@@ -57,6 +57,7 @@ export interface Redisplay {
 const NOTICES: Record<string, string> = {
   created: 'Created.',
   saved: 'Saved.',
+  'saved-secrets-forgotten': 'Saved. The server changed, so the stored password or key was forgotten: type it again for the new server.',
   removed: 'Removed.',
   unlocked: 'Unlocked: the failure count is cleared.',
   'password-set': 'Password changed.',
@@ -88,8 +89,11 @@ interface SignInPending {
 
 /** Only console paths are followed after sign-in: never another site. */
 function consolePath(value: unknown): string {
-  return typeof value === 'string' && /^\/admin(\/[A-Za-z0-9._~%/?=&+-]*)?$/.test(value) && !value.startsWith('/admin//') ? value : '/admin';
+  return typeof value === 'string' && /^\/admin(\/[A-Za-z0-9._~%/?=&+-]*)?$/.test(value) && !value.startsWith('/admin//') && !value.includes('..') ? value : '/admin';
 }
+
+/** PostgreSQL stores no NUL character: input holding one is refused here, with a page, not a failed query. */
+const HAS_NUL = /\u0000|%00/i;
 
 export function fieldsWithoutCsrf(fields: URLSearchParams): [string, string][] {
   return [...fields].filter(([k]) => k !== 'csrf');
@@ -139,8 +143,10 @@ export function createConsole(deps: ConsoleDeps) {
       pending = null;
     }
     if (typeof ctx.query.error === 'string') {
-      const said = typeof ctx.query.error_description === 'string' ? ctx.query.error_description.slice(0, 200) : ctx.query.error.slice(0, 100);
-      throw new HttpError(401, `Sign-in to the admin console did not complete: ${said}`, 'Not signed in');
+      // Tessera's own words only for the sign-in this browser started: a link cannot put text on this page.
+      const ours = pending !== null && ctx.query.state === pending.state;
+      const said = ours && typeof ctx.query.error_description === 'string' ? `: ${ctx.query.error_description.slice(0, 200)}` : '.';
+      throw new HttpError(401, `Sign-in to the admin console did not complete${said}`, 'Not signed in');
     }
     if (!pending) throw new HttpError(400, 'This sign-in was not started here or has expired. Open the admin console again.', 'Sign-in expired');
     let claims: oidc.IDToken;
@@ -192,6 +198,7 @@ export function createConsole(deps: ConsoleDeps) {
 
   /** Every console page after sign-in: the session is resumed (or the browser sent to sign in). */
   async function requireSession(ctx: Context, next: Next): Promise<void> {
+    if (HAS_NUL.test(ctx.originalUrl)) throw new HttpError(400, 'The address holds a character Tessera cannot store (NUL).', 'Request refused');
     const session = await resumeConsoleSession(db, box, ctx.cookies.get(sessionCookie), times);
     if (session === 'not-admin') {
       ctx.cookies.set(sessionCookie, null, sessionCookieOptions);
@@ -278,7 +285,7 @@ export function createConsole(deps: ConsoleDeps) {
     /** What the change is, for the confirm page after a re-verification. */
     label: string | ((fields: URLSearchParams, ctx: Context) => string);
     /** Asks for a fresh factor first (policies, delivery, authenticators, administrators). */
-    sensitive?: boolean | ((fields: URLSearchParams, ctx: Context) => boolean);
+    sensitive?: boolean | ((fields: URLSearchParams, ctx: Context) => boolean | Promise<boolean>);
     /** The page drawn again with the typed values and the problem. */
     redisplay?: (ctx: Context, redisplay: Redisplay) => Promise<void>;
     run(ctx: Context, fields: URLSearchParams, request: ConsoleRequest): Promise<void>;
@@ -294,7 +301,10 @@ export function createConsole(deps: ConsoleDeps) {
       if (session.actor.role !== 'admin') {
         throw new HttpError(403, 'Auditors can see everything in the console but change nothing. Ask an administrator.', 'Read-only access');
       }
-      const sensitive = typeof route.sensitive === 'function' ? route.sensitive(fields, ctx) : route.sensitive ?? false;
+      if ([...fields.values()].some((v) => v.includes('\u0000'))) {
+        throw new HttpError(400, 'The form holds a character Tessera cannot store (NUL). Nothing was changed.', 'Not changed');
+      }
+      const sensitive = typeof route.sensitive === 'function' ? await route.sensitive(fields, ctx) : route.sensitive ?? false;
       if (sensitive && Date.now() - session.factorAt.getTime() > config.admin.reverifySeconds * 1000) {
         const label = typeof route.label === 'function' ? route.label(fields, ctx) : route.label;
         const held: PendingChange = { path: ctx.path, fields: fieldsWithoutCsrf(fields), label };

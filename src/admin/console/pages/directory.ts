@@ -7,11 +7,26 @@ import {
 } from '../../users.js';
 import { listAuditOp } from '../../audit-log.js';
 import { seeOther } from '../../../http/redirect.js';
+import type { Db } from '../../../db/index.js';
 import { optional, param, text } from '../form.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
 
 const userPath = (username: string) => `/admin/users/${encodeURIComponent(username)}`;
-const pageNumber = (value: unknown) => (typeof value === 'string' && /^\d{1,6}$/.test(value) && Number(value) > 0 ? Number(value) : 1);
+const pageNumber = (value: unknown) => (typeof value === 'string' && /^\d{1,6}$/.test(value) && Number(value) > 0 ? Math.min(Number(value), 100_000) : 1);
+
+/**
+ * Joining or leaving admins or auditors, or a group that carries an access policy, changes who runs
+ * the console or who needs MFA: the administrator passes a factor first when theirs is stale.
+ */
+async function membershipIsSensitive(db: Db, group: string): Promise<boolean> {
+  if (['admins', 'auditors'].includes(group)) return true;
+  const row = await db
+    .selectFrom('groups')
+    .select((eb) => eb.exists(eb.selectFrom('access_policies').select('access_policies.id').where('subject_type', '=', 'group').whereRef('subject_id', '=', 'groups.id')).as('governed'))
+    .where('name', '=', group)
+    .executeTakeFirst();
+  return Boolean(row?.governed);
+}
 
 /** Users (search, create, edit, lock and factors, membership, recent events) and groups. */
 export function directoryPages(c: Console, idleMinutes: number): void {
@@ -131,9 +146,8 @@ export function directoryPages(c: Console, idleMinutes: number): void {
     },
   });
   change('/users/:username/groups/add', {
-    label: (f) => `Add a user to the group ${f.get('group') ?? ''}`,
-    // Making someone an administrator (or an auditor, who reads everything) is sensitive.
-    sensitive: (f) => ['admins', 'auditors'].includes(f.get('group') ?? ''),
+    label: (f, ctx) => `Add ${param(ctx, 'username')} to the group ${text(f, 'group')}`,
+    sensitive: (f, ctx) => membershipIsSensitive(consoleOf(ctx).service.db, text(f, 'group')),
     redisplay: userPage,
     async run(ctx, f, { service }) {
       await perform(service, addMemberOp, { group: text(f, 'group'), username: param(ctx, 'username') });
@@ -141,7 +155,8 @@ export function directoryPages(c: Console, idleMinutes: number): void {
     },
   });
   change('/users/:username/groups/remove', {
-    label: 'Remove a user from a group',
+    label: (f, ctx) => `Remove ${param(ctx, 'username')} from the group ${text(f, 'group')}`,
+    sensitive: (f, ctx) => membershipIsSensitive(consoleOf(ctx).service.db, text(f, 'group')),
     async run(ctx, f, { service }) {
       await perform(service, removeMemberOp, { group: text(f, 'group'), username: param(ctx, 'username') });
       seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=member-removed`);
@@ -181,7 +196,7 @@ export function directoryPages(c: Console, idleMinutes: number): void {
   pages.get('/groups/:name', (ctx) => groupPage(ctx));
   change('/groups/:name/members', {
     label: (f, ctx) => `Add ${f.get('username') ?? ''} to the group ${param(ctx, 'name')}`,
-    sensitive: (_f, ctx) => ['admins', 'auditors'].includes(param(ctx, 'name')),
+    sensitive: (_f, ctx) => membershipIsSensitive(consoleOf(ctx).service.db, param(ctx, 'name')),
     redisplay: groupPage,
     async run(ctx, f, { service }) {
       await perform(service, addMemberOp, { group: param(ctx, 'name'), username: text(f, 'username') });
@@ -189,14 +204,16 @@ export function directoryPages(c: Console, idleMinutes: number): void {
     },
   });
   change('/groups/:name/members/remove', {
-    label: 'Remove a member',
+    label: (f, ctx) => `Remove ${text(f, 'username')} from the group ${param(ctx, 'name')}`,
+    sensitive: (_f, ctx) => membershipIsSensitive(consoleOf(ctx).service.db, param(ctx, 'name')),
     async run(ctx, f, { service }) {
       await perform(service, removeMemberOp, { group: param(ctx, 'name'), username: text(f, 'username') });
       seeOther(ctx, `/admin/groups/${encodeURIComponent(param(ctx, 'name'))}?done=member-removed`);
     },
   });
   change('/groups/:name/remove', {
-    label: 'Remove a group',
+    label: (_f, ctx) => `Remove the group ${param(ctx, 'name')} and its access policies`,
+    sensitive: true,
     async run(ctx, _f, { service }) {
       await perform(service, removeGroupOp, { name: param(ctx, 'name') });
       seeOther(ctx, '/admin/groups?done=removed');

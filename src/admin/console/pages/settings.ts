@@ -159,6 +159,9 @@ export function readSettingsForm(fields: SettingField[], form: URLSearchParams):
   return values;
 }
 
+/** The server each delivery section talks to: its stored secrets belong to it. */
+const ENDPOINTS = { smtp: 'smtp.host', twilio: 'twilio.apiBaseUrl', sms_gateway: 'sms_gateway.url' } as const;
+
 const CSV_MAX_ROWS = 100_000;
 
 /** One CSV cell; a leading = + - @ is quoted away so a spreadsheet never runs it as a formula. */
@@ -210,8 +213,22 @@ export function settingsPages(c: Console): void {
       sensitive: true,
       redisplay: deliveryPage,
       async run(ctx, f, { service }) {
-        await perform(service, setSettingsOp, { values: readSettingsForm(form.fields, f) });
-        seeOther(ctx, '/admin/delivery?done=saved');
+        const values = readSettingsForm(form.fields, f);
+        // A stored password goes only to the server it was typed for: pointed elsewhere (and then
+        // sent a test message), it would be handed to that server. A new server needs it typed again.
+        const endpoint = ENDPOINTS[section as keyof typeof ENDPOINTS];
+        const stored = await perform(service, showSettingsOp, {});
+        let forgotten = false;
+        if (values[endpoint] != null && values[endpoint] !== at(stored, endpoint)) {
+          for (const field of form.fields) {
+            if (field.kind === 'secret' && values[field.path] === undefined && at(stored, field.path)) {
+              values[field.path] = null;
+              forgotten = true;
+            }
+          }
+        }
+        await perform(service, setSettingsOp, { values });
+        seeOther(ctx, `/admin/delivery?done=${forgotten ? 'saved-secrets-forgotten' : 'saved'}`);
       },
     });
   }

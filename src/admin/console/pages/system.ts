@@ -64,7 +64,7 @@ export function systemPages(c: Console): void {
   };
   pages.get('/clients/:id', (ctx) => clientPage(ctx));
   change('/clients/:id', {
-    label: 'Change a client',
+    label: (f, ctx) => `Change the client ${param(ctx, 'id')}${f.has('mfaRequired') ? '' : ' (MFA not required)'}`,
     sensitive: (f) => !f.has('mfaRequired'),
     redisplay: clientPage,
     async run(ctx, f, { service }) {

@@ -36,6 +36,8 @@ export interface AppDeps {
   audit: Audit;
   log: Logger;
   cookieKeys: string[];
+  /** The signing keys this process took at start, in its order (a rotation takes effect at the next start). */
+  runningKeys: { kid: string; alg: string }[];
   clients: RegisteredClients;
   scopeRules: ScopeRules;
   resourceServers: ResourceServers;
@@ -142,7 +144,8 @@ export function createApp(deps: AppDeps): Koa {
   const admin = createConsole({ config, issuer, db, box: deps.box, audit: deps.audit, log, internalOrigin: deps.internalOrigin, changed: deps.changed });
   directoryPages(admin, config.admin.idleSeconds / 60);
   systemPages(admin);
-  settingsPages(admin);
+  settingsPages(admin, deps.runningKeys);
+  admin.addFormFallbacks();
   pages.use(admin.signIn.routes(), admin.signIn.allowedMethods());
   pages.use(admin.pages.routes(), admin.pages.allowedMethods());
   if (deps.demoRoutes) {

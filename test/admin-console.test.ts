@@ -123,7 +123,7 @@ describe('admin console: sessions, access and the service operations behind its 
     await perform(admin, setSettingsOp, { values: { 'sms_gateway.url': `${sms.url}/gateway`, 'sms_gateway.successCriteria.text': ['queued'], 'sms_gateway.failureCriteria.text': ['REJECTED'] } });
     sms.gatewayAnswer = { status: 200, body: 'OK: queued id=7' };
     const good = await perform(admin, testDeliveryOp, { provider: 'gateway', to: '+15555550123' });
-    assert.deepEqual(good, { ok: true, summary: 'sent: the success criteria matched', answer: 'HTTP 200: OK: queued id=7' });
+    assert.deepEqual(good, { ok: true, summary: 'the gateway answered and its success criteria matched', answer: 'HTTP 200: OK: queued id=7' });
     sms.gatewayAnswer = { status: 200, body: 'REJECTED: no credit' };
     const bad = await perform(admin, testDeliveryOp, { provider: 'gateway', to: '+15555550123' });
     assert.equal(bad.ok, false);
@@ -339,5 +339,25 @@ describe('admin console: what an attacker tried', () => {
     assert.equal(off.status, 400);
     assert.match(off.body, /keep at least one method switched on/);
     assert.equal((await loadSettings(tessera.db, tessera.box)).mfa.methods.totp, true);
+  });
+});
+
+describe('admin console: a form’s address opened again', () => {
+  it('goes to the page the form is on', async () => {
+    const tessera = await startTestTessera();
+    try {
+      await createUser(tessera.db, { username: 'root', password: 'root-password-1' });
+      await addGroupMember(tessera.db, 'admins', 'root');
+      const user = await tessera.db.selectFrom('users').select('id').where('username', '=', 'root').executeTakeFirstOrThrow();
+      const agent = new Agent();
+      agent.cookies.set('tessera.admin', await startConsoleSession(tessera.db, user.id, new Date(), { idleSeconds: 900, absoluteSeconds: 3600 }));
+      for (const [path, page] of [['/admin/users/root/authenticators/remove', '/admin/users/root'], ['/admin/delivery/smtp', '/admin/delivery'], ['/admin/scopes/protect', '/admin/scopes'], ['/admin/users/new', null]] as const) {
+        const response = await agent.get(`${tessera.issuer}${path}`);
+        if (page) assert.equal(response.location, `${tessera.issuer}${page}`, path);
+        else assert.equal(response.status, 200, path);
+      }
+    } finally {
+      await tessera.stop();
+    }
   });
 });

@@ -4,7 +4,7 @@ import {
   allowClient, createResourceServer, disallowClient, listClientAccess, listResourceServers, removeResourceServer, type ResourceServerInput,
 } from '../resource-servers/resource-servers.js';
 import { ensureKeys, rotateKeys } from '../oidc/keys.js';
-import { loadSettings, maskSecrets, SECRET_PATHS, setSetting, setSettings, SettingsError, type Settings } from '../settings/settings.js';
+import { loadSettings, maskSecrets, SECRET_PATHS, setSetting, setSettings, SettingsError, valueAt, type Settings } from '../settings/settings.js';
 import { deliveryProblems } from '../factors/delivery/index.js';
 import type { Mode } from '../config.js';
 import { createPolicy, listPolicies, removePolicy, updatePolicy, type PolicyChanges, type PolicyInput } from '../policy/policies.js';
@@ -245,15 +245,20 @@ export const setSettingsOp = operation({
   input: z.object({ values: z.record(z.string().max(100), z.unknown()) }),
   async run({ db, box, mode }, { values }) {
     if (Object.keys(values).length === 0) return { result: undefined };
-    await setSettings(db, box, values, (before, after) => {
+    const before = await loadSettings(db, box);
+    await setSettings(db, box, values, (_before, after) => {
       keepsDelivery(mode)(before, after);
       // The admin console asks every administrator for a second factor: with no method left, nobody could sign in to it.
       if (!Object.values(after.mfa.methods).some(Boolean)) {
         throw new SettingsError('keep at least one method switched on: the admin console needs a second factor to sign in', 'mfa.methods.totp');
       }
     });
-    const shown = Object.fromEntries(Object.entries(values).map(([path, value]) => [path, value === null ? '(default)' : SECRET_PATHS.has(path) ? '********' : value]));
-    return { result: undefined, change: { type: 'settings.changed', subject: Object.keys(values)[0]!.split('.')[0]!, details: shown } };
+    // The record names what changed, not every field of the form.
+    const after = await loadSettings(db, box);
+    const changed = Object.keys(values).filter((path) => JSON.stringify(valueAt(before, path)) !== JSON.stringify(valueAt(after, path)));
+    if (changed.length === 0) return { result: undefined };
+    const shown = Object.fromEntries(changed.map((path) => [path, SECRET_PATHS.has(path) ? (values[path] === null ? '(removed)' : '********') : valueAt(after, path)]));
+    return { result: undefined, change: { type: 'settings.changed', subject: changed[0]!.split('.')[0]!, details: shown } };
   },
 });
 
@@ -285,7 +290,7 @@ export const testDeliveryOp = operation({
       if (provider === 'gateway' && !settings.sms_gateway.url) throw new ServiceError('set the gateway URL first', 'url');
       const answer =
         provider === 'smtp' ? await sendMail(settings.smtp, message) : provider === 'twilio' ? await sendTwilioSms(settings.twilio, message) : await sendGatewaySms(settings.sms_gateway, message);
-      result = { ok: true, summary: provider === 'gateway' ? 'sent: the success criteria matched' : 'sent', answer };
+      result = { ok: true, summary: provider === 'gateway' ? 'the gateway answered and its success criteria matched' : 'the server accepted the message', answer };
     } catch (error) {
       if (!(error instanceof DeliveryError)) throw error;
       result = { ok: false, summary: error.message, answer: error.answer ?? null };

@@ -4,10 +4,16 @@ import type { Authenticator, User } from '../db/schema.js';
 import { checkNewUser, createUser, requireUser, setPassword, setStatus, listUsers } from '../directory/users.js';
 import { addGroupMember, createGroup, listGroups, removeGroup, removeGroupMember } from '../directory/groups.js';
 import { operation, ServiceError } from './service.js';
+import { passwordProblem } from '../directory/passwords.js';
 
 const username = z.string().min(1, 'name the user').max(128, 'no user has a name that long');
 const groupName = z.string().min(1, 'name the group').max(128, 'no group has a name that long');
 const optionalText = z.string().max(254).nullable().optional();
+// The same rule as the CLI's prompt and the sign-in pages.
+const password = z.string().superRefine((value, ctx) => {
+  const problem = passwordProblem(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem.replace(/^Password m/, 'm').replace(/\.$/, '') });
+});
 
 /** Everything an administrator sees of one user. */
 export interface UserDetails {
@@ -22,7 +28,7 @@ export const createUserOp = operation({
   kind: 'change',
   input: z.object({
     username,
-    password: z.string(),
+    password,
     email: optionalText,
     emailVerified: z.boolean().default(false),
     phone: optionalText,
@@ -45,7 +51,7 @@ export const createUserOp = operation({
 
 export const setPasswordOp = operation({
   kind: 'change',
-  input: z.object({ username, password: z.string() }),
+  input: z.object({ username, password }),
   async run({ db }, { username, password }) {
     const user = await setPassword(db, username, password);
     return { result: user, change: { type: 'user.password_changed', subject: user.id, details: { username: user.username } } };
@@ -244,8 +250,9 @@ export const addMemberOp = operation({
   kind: 'change',
   input: z.object({ group: groupName, username }),
   async run({ db }, { group, username }) {
-    await addGroupMember(db, group, username);
-    return { result: undefined, change: { type: 'group.member_added', subject: group, details: { username } } };
+    // Already a member: nothing changes and nothing is recorded.
+    if (!(await addGroupMember(db, group, username))) return { result: false };
+    return { result: true, change: { type: 'group.member_added', subject: group, details: { username } } };
   },
 });
 

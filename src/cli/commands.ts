@@ -310,8 +310,8 @@ const COMMANDS: Record<string, Command> = {
     flags: [],
     usage: 'group add-member <group> <username>',
     async run({ arg, io, service }) {
-      await perform(service, addMemberOp, { group: arg.group!, username: arg.username! });
-      io.out('member added');
+      const added = await perform(service, addMemberOp, { group: arg.group!, username: arg.username! });
+      io.out(added ? 'member added' : `${arg.username} is already a member of ${arg.group}`);
     },
   },
   'group remove-member': {

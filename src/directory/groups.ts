@@ -18,15 +18,18 @@ export async function createGroup(db: Db, name: string, description: string | nu
     });
 }
 
-export async function addGroupMember(db: Db, groupName: string, username: string): Promise<void> {
+/** Adds a member; false when they already were one (nothing changes). */
+export async function addGroupMember(db: Db, groupName: string, username: string): Promise<boolean> {
   const group = await db.selectFrom('groups').select('id').where('name', '=', groupName).executeTakeFirst();
   if (!group) throw new DirectoryError(`no group "${groupName}"`);
   const user = await requireUser(db, username);
-  await db
+  const added = await db
     .insertInto('group_members')
     .values({ group_id: group.id, user_id: user.id })
     .onConflict((oc) => oc.doNothing())
-    .execute();
+    .returning('user_id')
+    .executeTakeFirst();
+  return added !== undefined;
 }
 
 export async function removeGroupMember(db: Db, groupName: string, username: string): Promise<void> {

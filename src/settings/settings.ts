@@ -267,6 +267,11 @@ export async function setSettings(db: Db, box: SecretBox, values: Record<string,
   cached.delete(db);
 }
 
+/** A setting's value by its dotted path ("mfa.otp.length"). */
+export function valueAt(settings: Settings | Record<string, unknown>, path: string): unknown {
+  return path.split('.').reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), settings);
+}
+
 /** The settings with secrets masked, for display. */
 export function maskSecrets(settings: Settings): Record<string, unknown> {
   const out: Record<string, unknown> = {};

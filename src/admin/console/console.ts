@@ -66,12 +66,13 @@ const NOTICES: Record<string, string> = {
   enabled: 'The account is enabled.',
   disabled: 'The account is disabled: it cannot sign in.',
   'member-added': 'Member added.',
+  'already-member': 'Already a member: nothing changed.',
   'member-removed': 'Member removed.',
   protected: 'The scope is protected.',
   unprotected: 'The scope is no longer protected.',
   allowed: 'The client may now obtain tokens for this API.',
   disallowed: 'The client no longer obtains tokens for this API.',
-  rotated: 'New signing keys are published. Every instance signs with them after its next restart.',
+  rotated: 'New signing keys are stored. Each instance publishes them and signs with them after its next restart; until then the keys it started with keep signing.',
   cancelled: 'Nothing was changed.',
 };
 
@@ -113,6 +114,15 @@ export function createConsole(deps: ConsoleDeps) {
   const sessionCookieOptions = { httpOnly: true, sameSite: 'strict' as const, secure, path: secure ? '/' : '/admin', overwrite: true, signed: false };
 
   const signIn = new Router({ prefix: '/admin' });
+  // A sign-in that stops says why, with the ways on: try again, or sign in as someone else.
+  signIn.use(async (ctx, next) => {
+    try {
+      await next();
+    } catch (error) {
+      if (!(error instanceof HttpError) || error.status >= 500) throw error;
+      renderPage(ctx, 'admin/stopped', { title: error.title, message: error.message }, error.status);
+    }
+  });
 
   async function startAuthorization(ctx: Context, purpose: SignInPending['purpose'], next: string): Promise<void> {
     const configuration = await rp.configuration();
@@ -188,6 +198,14 @@ export function createConsole(deps: ConsoleDeps) {
     seeOther(ctx, pending.next);
   });
 
+  // Another account: the console session and the Tessera session end (Tessera asks first), then sign in again.
+  signIn.get('/switch', async (ctx) => {
+    await endConsoleSession(db, ctx.cookies.get(sessionCookie));
+    ctx.cookies.set(sessionCookie, null, sessionCookieOptions);
+    const url = oidc.buildEndSessionUrl(await rp.configuration(), { client_id: CONSOLE_CLIENT_ID, post_logout_redirect_uri: `${issuer}${CONSOLE_PATHS.signedOut}` });
+    ctx.redirect(url.href);
+  });
+
   signIn.get('/signed-out', (ctx) => {
     renderPage(ctx, 'admin/signed-out', { title: 'Signed out' });
   });
@@ -206,7 +224,7 @@ export function createConsole(deps: ConsoleDeps) {
     }
     if (!session) {
       if (ctx.method === 'GET' || ctx.method === 'HEAD') return seeOther(ctx, `/admin/login?next=${encodeURIComponent(consolePath(ctx.originalUrl))}`);
-      throw new HttpError(401, 'Your admin console session has ended (signed out, or idle too long). Sign in again; nothing was changed.', 'Session ended');
+      return renderPage(ctx, 'admin/stopped', { title: 'Session ended', message: 'Your admin console session has ended (signed out, or idle too long). Nothing was changed: sign in again and send the form once more.' }, 401);
     }
     const request: ConsoleRequest = {
       session,
@@ -291,8 +309,25 @@ export function createConsole(deps: ConsoleDeps) {
     run(ctx: Context, fields: URLSearchParams, request: ConsoleRequest): Promise<void>;
   }
 
+  const formPaths: string[] = [];
+
+  /**
+   * After a form comes back with a problem, the address bar shows where it was sent: opening that
+   * address again (a reload, a bookmark) goes to the page the form is on, not a bare 405.
+   */
+  function addFormFallbacks(): void {
+    for (const path of formPaths) {
+      if (pages.match(`/admin${path}`, 'GET').route) continue;
+      let page = path;
+      do page = page.replace(/\/[^/]+$/, '') || '/';
+      while (page !== '/' && !pages.match(`/admin${page}`, 'GET').route);
+      pages.get(path, (ctx) => seeOther(ctx, `/admin${page.replace(/:(\w+)/g, (_m, name: string) => encodeURIComponent(String(ctx.params[name] ?? '')))}`.replace(/\/$/, '')));
+    }
+  }
+
   /** The one way a console form changes something. */
   function change(path: string, route: ChangeRoute): void {
+    formPaths.push(path);
     pages.post(path, async (ctx) => {
       const fields = await readFormFields(ctx);
       assertCsrf(ctx, fields.get('csrf'));
@@ -327,7 +362,7 @@ export function createConsole(deps: ConsoleDeps) {
     });
   }
 
-  return { signIn, pages, show, change };
+  return { signIn, pages, show, change, addFormFallbacks };
 }
 
 export function consoleOf(ctx: Context): ConsoleRequest {

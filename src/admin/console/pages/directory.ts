@@ -150,8 +150,8 @@ export function directoryPages(c: Console, idleMinutes: number): void {
     sensitive: (f, ctx) => membershipIsSensitive(consoleOf(ctx).service.db, text(f, 'group')),
     redisplay: userPage,
     async run(ctx, f, { service }) {
-      await perform(service, addMemberOp, { group: text(f, 'group'), username: param(ctx, 'username') });
-      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=member-added`);
+      const added = await perform(service, addMemberOp, { group: text(f, 'group'), username: param(ctx, 'username') });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=${added ? 'member-added' : 'already-member'}`);
     },
   });
   change('/users/:username/groups/remove', {
@@ -199,8 +199,8 @@ export function directoryPages(c: Console, idleMinutes: number): void {
     sensitive: (_f, ctx) => membershipIsSensitive(consoleOf(ctx).service.db, param(ctx, 'name')),
     redisplay: groupPage,
     async run(ctx, f, { service }) {
-      await perform(service, addMemberOp, { group: param(ctx, 'name'), username: text(f, 'username') });
-      seeOther(ctx, `/admin/groups/${encodeURIComponent(param(ctx, 'name'))}?done=member-added`);
+      const added = await perform(service, addMemberOp, { group: param(ctx, 'name'), username: text(f, 'username') });
+      seeOther(ctx, `/admin/groups/${encodeURIComponent(param(ctx, 'name'))}?done=${added ? 'member-added' : 'already-member'}`);
     },
   });
   change('/groups/:name/members/remove', {

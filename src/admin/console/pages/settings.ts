@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import { perform, ServiceError } from '../../service.js';
 import { listKeysOp, rotateKeysOp, setSettingsOp, showSettingsOp, testDeliveryOp, type DeliveryTest } from '../../system.js';
 import { listAuditOp, type AuditLine } from '../../audit-log.js';
-import { SECRET_PATHS } from '../../../settings/settings.js';
+import { SECRET_PATHS, valueAt as at } from '../../../settings/settings.js';
 import { fillTemplate } from '../../../factors/delivery/types.js';
 import { seeOther } from '../../../http/redirect.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
@@ -109,10 +109,6 @@ const DELIVERY_FORMS: Record<'smtp' | 'twilio' | 'sms_gateway', SettingGroup> = 
   },
 };
 
-/** A setting's current value by its dotted path. */
-function at(settings: Record<string, unknown>, path: string): unknown {
-  return path.split('.').reduce<unknown>((v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), settings);
-}
 
 /** What a form field shows: the stored value written for the input (secrets never). */
 function shown(field: SettingField, value: unknown): string {
@@ -172,7 +168,7 @@ function csvCell(value: unknown): string {
 }
 
 /** MFA settings, delivery (with test messages), signing keys and the audit log. */
-export function settingsPages(c: Console): void {
+export function settingsPages(c: Console, runningKeys: readonly { kid: string; alg: string }[]): void {
   const { pages, show, change } = c;
 
   const mfaPage = async (ctx: Context, redisplay?: Redisplay, preview?: Record<string, string>) => {
@@ -244,7 +240,11 @@ export function settingsPages(c: Console): void {
 
   pages.get('/keys', async (ctx) => {
     const keys = await perform(consoleOf(ctx).service, listKeysOp, {});
-    show(ctx, 'keys', 'Signing keys', { keys });
+    // This instance signs with the first key of each algorithm it loaded, and publishes all of them.
+    const signing = new Set([...new Map([...runningKeys].reverse().map((k) => [k.alg, k.kid])).values()]);
+    const here = (kid: string, stored: string) =>
+      signing.has(kid) ? 'signs' : runningKeys.some((k) => k.kid === kid) ? 'publishes' : stored === 'active' ? 'after its restart' : '';
+    show(ctx, 'keys', 'Signing keys', { keys, here });
   });
   change('/keys/rotate', {
     label: 'Rotate the signing keys',

@@ -229,8 +229,14 @@ export function systemPages(c: Console): void {
     sensitive: true,
     redisplay: policiesPage,
     async run(ctx, f, { service }) {
-      const subjectType = f.get('subjectType') === 'group' ? 'group' : 'user';
-      await perform(service, createPolicyOp, { name: text(f, 'name'), subjectType, subject: text(f, subjectType === 'group' ? 'group' : 'user'), ...policyFields(f) });
+      const subjectType = f.get('subjectType') === 'user' ? 'user' : 'group';
+      // One subject: a user typed while "a group" is chosen would be silently dropped.
+      if (subjectType === 'group' && text(f, 'user')) throw new ServiceError('“Applies to” says a group: choose “a user” to apply it to this user, or leave this empty', 'user');
+      if (subjectType === 'user' && !text(f, 'user')) throw new ServiceError('name the user it applies to', 'user');
+      await perform(service, createPolicyOp, { name: text(f, 'name'), subjectType, subject: text(f, subjectType), ...policyFields(f) }).catch((error: unknown) => {
+        if (error instanceof ServiceError || !(error instanceof Error) || (error as ServiceError).field !== 'subject') throw error;
+        throw new ServiceError(error.message, subjectType);
+      });
       seeOther(ctx, '/admin/policies?done=created');
     },
   });

@@ -138,6 +138,9 @@ export function createApp(deps: AppDeps): Koa {
     clients: deps.clients,
     scopeRules: deps.scopeRules,
     resourceServers: deps.resourceServers,
+    linkKey: deps.box.deriveKey('approval-link'),
+    issuer,
+    ldapManager: null,
   });
   for (const router of interactions) pages.use(router.routes(), router.allowedMethods());
   // The admin console: an OIDC client of this Tessera, on the same service layer as the CLI.

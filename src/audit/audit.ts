@@ -59,7 +59,19 @@ export type AuditType =
   | 'admin.signed_in'
   | 'admin.signed_out'
   | 'admin.refused'
-  | 'admin.reverified';
+  | 'admin.reverified'
+  // Manager approval.
+  | 'approval.informed'
+  | 'approval.requested'
+  | 'approval.approved'
+  | 'approval.rejected'
+  | 'approval.refused'
+  | 'approval.undeliverable'
+  | 'approval.profile_created'
+  | 'approval.profile_removed'
+  | 'approval.policy_created'
+  | 'approval.policy_removed'
+  | 'user.sponsor_changed';
 
 export interface AuditEntry {
   type: AuditType;

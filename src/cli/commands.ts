@@ -12,6 +12,10 @@ import {
 } from '../admin/users.js';
 import { listAuditOp } from '../admin/audit-log.js';
 import {
+  addApprovalPolicyOp, createApprovalProfileOp, listApprovalPoliciesOp, listApprovalProfilesOp, listApprovalRequestsOp, removeApprovalPolicyOp,
+  removeApprovalProfileOp, setClientApprovalOp, setSponsorOp,
+} from '../admin/approvals.js';
+import {
   allowApiOp, createApiOp, createClientOp, createPolicyOp, disallowApiOp, listApisOp, listClientsOp, listPoliciesOp, listScopeRulesOp, protectScopeOp,
   removeApiOp, removeClientOp, removePolicyOp, rotateKeysOp, setClientMfaOp, setClientScopeOp, setSettingOp, showSettingsOp, unprotectScopeOp,
 } from '../admin/system.js';
@@ -61,6 +65,21 @@ const FLAGS = {
   api: { type: 'string' },
   'max-age': { type: 'string' },
   version: { type: 'boolean' },
+  mode: { type: 'string' },
+  deliver: { type: 'string' },
+  'link-minutes': { type: 'string' },
+  'default-recipient': { type: 'string' },
+  subject: { type: 'string' },
+  message: { type: 'string' },
+  'base-url': { type: 'string' },
+  directories: { type: 'string' },
+  profile: { type: 'string' },
+  attribute: { type: 'string' },
+  value: { type: 'string' },
+  client: { type: 'string' },
+  position: { type: 'string' },
+  status: { type: 'string' },
+  'manager-approval': { type: 'boolean' },
 } as const;
 
 type Flag = keyof typeof FLAGS;
@@ -405,6 +424,137 @@ const COMMANDS: Record<string, Command> = {
       io.out(`MFA ${flag === 'on' ? 'required' : 'no longer required'} for ${arg.client_id}`);
     },
   },
+  'client set-approval': {
+    args: ['<client_id>', 'on|off'],
+    flags: [],
+    usage: 'client set-approval <client_id> on|off    sign-ins to this client go through manager approval',
+    async run({ arg, io, service }) {
+      const flag = arg['on|off'];
+      if (flag !== 'on' && flag !== 'off') throw new UsageError(`use "on" or "off" (got "${String(flag).slice(0, 40)}")`);
+      await perform(service, setClientApprovalOp, { clientId: arg.client_id!, required: flag === 'on' });
+      io.out(`manager approval ${flag === 'on' ? 'required' : 'no longer required'} for ${arg.client_id}`);
+    },
+  },
+  'user set-sponsor': {
+    args: ['<username>'],
+    flags: ['name', 'email', 'phone'],
+    usage: 'user set-sponsor <username> --name <n> --email <e> [--phone <+E164>]   the manager told of or approving a local user\'s sign-ins',
+    fields: { name: '--name', email: '--email', phone: '--phone' },
+    async run({ arg, flags, io, service }) {
+      if (flags.name === undefined && flags.email === undefined && flags.phone === undefined) throw new UsageError('give --name, --email and/or --phone (an empty value removes one)');
+      const before = (await perform(service, showUserOp, { username: arg.username! })).user;
+      const pick = (flag: string | undefined, stored: string | null) => (flag === undefined ? stored : flag.trim() || null);
+      await perform(service, setSponsorOp, {
+        username: arg.username!,
+        name: pick(flags.name, before.sponsor_name),
+        email: pick(flags.email, before.sponsor_email),
+        phone: pick(flags.phone, before.sponsor_phone),
+      });
+      io.out(`sponsor of ${arg.username} set`);
+    },
+  },
+  'approval profile add': {
+    args: ['<name>'],
+    flags: ['mode', 'deliver', 'link-minutes', 'default-recipient', 'subject', 'message', 'base-url', 'directories', 'factors'],
+    usage: `approval profile add <name> --mode inform|approve --deliver email|sms [--link-minutes <n>]
+                      [--default-recipient <email or +E164>] [--subject <text>] [--message <text>]
+                      [--base-url <https://…>] [--directories local,ldap] [--factors password,email,sms,totp]`,
+    fields: { mode: '--mode', delivery: '--deliver', linkMinutes: '--link-minutes', defaultRecipient: '--default-recipient', subject: '--subject', message: '--message', baseUrl: '--base-url', directories: '--directories', factors: '--factors' },
+    async run({ arg, flags, io, service }) {
+      const mode = oneOf(flags.mode, '--mode', ['inform', 'approve'] as const);
+      const delivery = oneOf(flags.deliver, '--deliver', ['email', 'sms'] as const);
+      if (!mode) throw new UsageError('missing --mode inform|approve');
+      if (!delivery) throw new UsageError('missing --deliver email|sms');
+      const list = (v: string | undefined) => v?.split(',').map((x) => x.trim()).filter(Boolean);
+      const minutes = intFlag(flags['link-minutes'], '--link-minutes');
+      const profile = await perform(service, createApprovalProfileOp, {
+        name: arg.name!,
+        mode,
+        delivery,
+        ...(minutes !== undefined ? { linkMinutes: minutes } : {}),
+        ...(flags['default-recipient'] !== undefined ? { defaultRecipient: flags['default-recipient'] } : {}),
+        ...(flags.subject !== undefined ? { subject: flags.subject } : {}),
+        ...(flags.message !== undefined ? { message: flags.message } : {}),
+        ...(flags['base-url'] !== undefined ? { baseUrl: flags['base-url'] } : {}),
+        ...(flags.directories !== undefined ? { directories: list(flags.directories) as ('local' | 'ldap')[] } : {}),
+        ...(flags.factors !== undefined ? { factors: list(flags.factors) as ('password' | 'email' | 'sms' | 'totp')[] } : {}),
+      });
+      io.out(`created approval profile ${profile.name} (${profile.mode}, by ${profile.delivery}, links valid ${profile.link_minutes} min)`);
+    },
+  },
+  'approval profile list': {
+    args: [],
+    flags: [],
+    usage: 'approval profile list',
+    async run({ io, service }) {
+      for (const p of await perform(service, listApprovalProfilesOp, {})) {
+        io.out([p.name, p.mode, p.delivery, `${p.link_minutes} min`, `default ${p.default_recipient ?? '-'}`, `directories ${p.directories.join(',')}`, `factors ${(p.factors ?? ['any']).join(',')}`].join('\t'));
+      }
+    },
+  },
+  'approval profile remove': {
+    args: ['<name>'],
+    flags: [],
+    usage: 'approval profile remove <name>           its policies go with it',
+    async run({ arg, io, service }) {
+      const policies = await perform(service, removeApprovalProfileOp, { name: arg.name! });
+      io.out(`removed approval profile ${arg.name}${policies.length ? ` and its policies ${policies.join(', ')}` : ''}`);
+    },
+  },
+  'approval policy add': {
+    args: ['<name>'],
+    flags: ['profile', 'attribute', 'value', 'client', 'position'],
+    usage: `approval policy add <name> --profile <profile> --attribute <attribute> --value <v>[,<v>…]
+                      [--client <client_id>] [--position <n>]   first match wins, top to bottom`,
+    fields: { profile: '--profile', attribute: '--attribute', values: '--value', clientId: '--client', position: '--position' },
+    async run({ arg, flags, io, service }) {
+      if (!flags.profile) throw new UsageError('missing --profile <profile>');
+      if (!flags.attribute) throw new UsageError('missing --attribute <attribute>');
+      if (flags.value === undefined) throw new UsageError('missing --value <v>[,<v>…]');
+      const position = intFlag(flags.position, '--position');
+      const policy = await perform(service, addApprovalPolicyOp, {
+        name: arg.name!,
+        profile: flags.profile,
+        attribute: flags.attribute,
+        values: flags.value.split(',').map((v) => v.trim()).filter(Boolean),
+        clientId: flags.client ?? null,
+        position: position ?? null,
+      });
+      io.out(`created approval policy ${policy.name} at position ${policy.position}`);
+    },
+  },
+  'approval policy list': {
+    args: [],
+    flags: [],
+    usage: 'approval policy list                      top to bottom: the order they are evaluated in',
+    async run({ io, service }) {
+      for (const p of await perform(service, listApprovalPoliciesOp, {})) {
+        io.out([String(p.position), p.name, `profile ${p.profile}`, `${p.attribute} = ${p.values.join(',')}`, p.client_id ? `client ${p.client_id}` : 'any client'].join('\t'));
+      }
+    },
+  },
+  'approval policy remove': {
+    args: ['<name>'],
+    flags: [],
+    usage: 'approval policy remove <name>',
+    async run({ arg, io, service }) {
+      await perform(service, removeApprovalPolicyOp, { name: arg.name! });
+      io.out(`removed approval policy ${arg.name}`);
+    },
+  },
+  'approval requests': {
+    args: [],
+    flags: ['status', 'limit'],
+    usage: 'approval requests [--status pending|approved|rejected|expired|informed|undeliverable] [--limit <n>]',
+    fields: { status: '--status', limit: '--limit' },
+    async run({ flags, io, service }) {
+      const limit = intFlag(flags.limit, '--limit');
+      const rows = await perform(service, listApprovalRequestsOp, { ...(flags.status ? { status: flags.status as 'pending' } : {}), ...(limit !== undefined ? { limit } : {}) });
+      for (const r of rows) {
+        io.out([r.created_at.toISOString(), r.status, r.username, r.client_id, `profile ${r.profile}`, `to ${r.recipient ?? '-'} (${r.recipient_source})`, r.decided_at ? `decided ${r.decided_at.toISOString()} from ${r.decided_ip ?? '-'}` : ''].filter(Boolean).join('\t'));
+      }
+    },
+  },
   'client set-scope': {
     args: ['<client_id>', '"<scopes>"'],
     flags: [],
@@ -527,9 +677,9 @@ const COMMANDS: Record<string, Command> = {
   },
   'policy add': {
     args: ['<name>'],
-    flags: ['user', 'group', 'mfa', 'priority', 'factors', 'require-authenticator-app'],
+    flags: ['user', 'group', 'mfa', 'priority', 'factors', 'require-authenticator-app', 'manager-approval'],
     usage: `policy add <name> (--user <u> | --group <g>) --mfa required|optional|off [--priority <n>]
-                      [--factors email,sms,totp] [--require-authenticator-app]`,
+                      [--factors email,sms,totp] [--require-authenticator-app] [--manager-approval]`,
     fields: { priority: '--priority', mfa: '--mfa', allowedFactors: '--factors', requireAuthenticatorApp: '--require-authenticator-app' },
     async run({ arg, flags, io, service }) {
       if ((flags.user === undefined) === (flags.group === undefined)) throw new UsageError('give exactly one of --user <username> or --group <name>');
@@ -546,6 +696,7 @@ const COMMANDS: Record<string, Command> = {
         ...(priority !== undefined ? { priority } : {}),
         ...(flags.factors !== undefined ? { allowedFactors: flags.factors.split(',').map((f) => f.trim()).filter(Boolean) as ('email' | 'sms' | 'totp')[] } : {}),
         requireAuthenticatorApp: flags['require-authenticator-app'] ?? false,
+        managerApproval: flags['manager-approval'] ?? false,
       }).catch((error: unknown) => {
         // The subject is named by whichever of --user and --group was given.
         if (error instanceof DomainError && error.field === 'subject') throw new UsageError(`--${subjectType}: ${error.message}`);
@@ -560,7 +711,7 @@ const COMMANDS: Record<string, Command> = {
     usage: 'policy list',
     async run({ io, service }) {
       for (const row of await perform(service, listPoliciesOp, {})) {
-        io.out([row.name, row.subject_type === 'user' ? `user:${row.username}` : `group:${row.group_name}`, `priority ${row.priority}`, `mfa ${row.mfa}`, `factors ${(row.allowed_factors ?? ['any']).join(',')}`, row.require_authenticator_app ? 'authenticator app required' : ''].filter(Boolean).join('\t'));
+        io.out([row.name, row.subject_type === 'user' ? `user:${row.username}` : `group:${row.group_name}`, `priority ${row.priority}`, `mfa ${row.mfa}`, `factors ${(row.allowed_factors ?? ['any']).join(',')}`, row.require_authenticator_app ? 'authenticator app required' : '', row.manager_approval ? 'manager approval' : ''].filter(Boolean).join('\t'));
       }
     },
   },
@@ -651,9 +802,18 @@ export type ParsedCommand =
   | { help: false; version?: false; name: string; command: Command; arg: Record<string, string>; flags: FlagValues };
 
 /** Checks the command line against the table: unknown commands, flags and extra or missing arguments are refused. */
+/** The command a line's leading words name (up to three: "approval profile add"). */
+function commandName(words: readonly string[]): string | undefined {
+  for (const n of [3, 2, 1]) {
+    if (words.length >= n && COMMANDS[words.slice(0, n).join(' ')]) return words.slice(0, n).join(' ');
+  }
+  return undefined;
+}
+
 export function parseCommand(argv: string[]): ParsedCommand {
   // A command names itself first; its own flag types (a switch that takes true|false) apply to the rest.
-  const named = COMMANDS[`${argv[0]} ${argv[1]}`] ?? COMMANDS[argv[0] ?? ''];
+  const leading = commandName(argv);
+  const named = leading ? COMMANDS[leading] : undefined;
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }> = { ...FLAGS };
   for (const flag of named?.valueFlags ?? []) options[flag] = { type: 'string' };
   let parsed;
@@ -680,13 +840,15 @@ export function parseCommand(argv: string[]): ParsedCommand {
   if (values.version) return { help: false, version: true };
   if (values.help || positionals.length === 0 || (positionals.length === 1 && positionals[0] === 'help')) return { help: true };
 
-  const name = COMMANDS[`${positionals[0]} ${positionals[1] ?? ''}`] ? `${positionals[0]} ${positionals[1]}` : positionals[0]!;
+  const name = commandName(positionals) ?? positionals[0]!;
   const command = COMMANDS[name];
   if (!command) {
-    const family = Object.keys(COMMANDS).filter((n) => n.startsWith(`${positionals[0]} `));
-    if (family.length > 0 && (positionals.length === 1 || !COMMANDS[`${positionals[0]} ${positionals[1]}`])) {
-      const subcommands = family.map((n) => n.split(' ')[1]).join(', ');
-      throw new UsageError(positionals.length === 1 ? `"${positionals[0]}" needs a subcommand: ${subcommands}` : `unknown command "${positionals.slice(0, 2).join(' ').slice(0, 60)}" ("${positionals[0]}" takes ${subcommands})`);
+    // The longest family the words name ("approval profile", else "approval"), and what it takes next.
+    const depth = Object.keys(COMMANDS).some((n) => n.startsWith(`${positionals.slice(0, 2).join(' ')} `)) && positionals.length >= 2 ? 2 : 1;
+    const prefix = positionals.slice(0, depth).join(' ');
+    const subcommands = [...new Set(Object.keys(COMMANDS).filter((n) => n.startsWith(`${prefix} `)).map((n) => n.split(' ')[depth]))];
+    if (subcommands.length > 0) {
+      throw new UsageError(positionals.length === depth ? `"${prefix}" needs a subcommand: ${subcommands.join(', ')}` : `unknown command "${positionals.slice(0, depth + 1).join(' ').slice(0, 60)}" ("${prefix}" takes ${subcommands.join(', ')})`);
     }
     throw new UsageError(`unknown command "${positionals.slice(0, 2).join(' ').slice(0, 60)}"`);
   }

@@ -13,6 +13,8 @@ export interface RegisteredClient {
   mfaRequired: boolean;
   /** How old a second factor may be for this client; null: the mfa.maxAgeSeconds setting. */
   mfaMaxAgeSeconds: number | null;
+  /** Sign-ins to this client go through manager approval. */
+  managerApproval: boolean;
   /** The scopes of each API (by identifier) the client may obtain tokens for. */
   apiScopes: Record<string, string[]>;
 }
@@ -47,7 +49,7 @@ export class RegisteredClients {
   private async load(clientId: string): Promise<RegisteredClient | undefined> {
     const row = await this.db
       .selectFrom('clients')
-      .select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'mfa_max_age_seconds'])
+      .select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'mfa_max_age_seconds', 'manager_approval'])
       .select(sql<Record<string, string>>`coalesce((select jsonb_object_agg(a.resource_server, a.scope) from client_api_access a where a.client_id = clients.client_id), '{}')`.as('api_access'))
       .where('client_id', '=', clientId)
       .executeTakeFirst();
@@ -61,6 +63,7 @@ export class RegisteredClients {
       requireConsent: row.require_consent,
       mfaRequired: row.mfa_required,
       mfaMaxAgeSeconds: row.mfa_max_age_seconds,
+      managerApproval: row.manager_approval,
       apiScopes: Object.fromEntries(Object.entries(row.api_access).map(([api, scope]) => [api, scope.split(' ')])),
     };
   }

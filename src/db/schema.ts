@@ -19,6 +19,13 @@ export interface UsersTable {
   failed_logins: Generated<number>;
   locked_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   attributes: JsonWithDefault<Record<string, unknown>>;
+  /** local: the password is checked here; ldap: by the directory, this record follows it at each sign-in. */
+  source: Generated<'local' | 'ldap'>;
+  ldap_dn: string | null;
+  /** A local user's manager, told of or approving their sign-ins. */
+  sponsor_name: string | null;
+  sponsor_email: string | null;
+  sponsor_phone: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -46,8 +53,63 @@ export interface ClientsTable {
   builtin: Generated<boolean>;
   /** How old a second factor may be for this client; null: the mfa.maxAgeSeconds setting. */
   mfa_max_age_seconds: number | null;
+  /** Sign-ins to this client go through the manager approval step. */
+  manager_approval: Generated<boolean>;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+export interface ApprovalProfilesTable {
+  name: string;
+  mode: 'inform' | 'approve';
+  base_url: string | null;
+  message: string;
+  link_minutes: number;
+  delivery: 'email' | 'sms';
+  subject: string;
+  default_recipient: string | null;
+  directories: ('local' | 'ldap')[];
+  factors: string[] | null;
+  created_at: Timestamp;
+}
+
+export interface ApprovalPoliciesTable {
+  name: string;
+  profile: string;
+  attribute: string;
+  values: string[];
+  client_id: string | null;
+  position: number;
+  created_at: Timestamp;
+}
+
+export type ApprovalStatus = 'informed' | 'pending' | 'approved' | 'rejected' | 'expired' | 'undeliverable';
+
+export interface ApprovalRequestsTable {
+  id: Generated<string>;
+  token_hash: string | null;
+  profile: string;
+  mode: 'inform' | 'approve';
+  user_id: string;
+  client_id: string;
+  interaction_uid: string | null;
+  status: ApprovalStatus;
+  recipient: string | null;
+  /** Where the recipient came from: ldap-manager, sponsor or default. */
+  recipient_source: string;
+  ip: string | null;
+  user_agent: string | null;
+  created_at: Timestamp;
+  expires_at: ColumnType<Date, Date, Date>;
+  decided_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  decided_ip: string | null;
+}
+
+export interface SessionApprovalsTable {
+  session_uid: string;
+  client_id: string;
+  request_id: string;
+  expires_at: ColumnType<Date, Date, Date>;
 }
 
 export interface AdminSessionsTable {
@@ -172,6 +234,7 @@ export interface AccessPoliciesTable {
   mfa: MfaMode;
   allowed_factors: string[] | null;
   require_authenticator_app: Generated<boolean>;
+  manager_approval: Generated<boolean>;
   created_at: Timestamp;
 }
 
@@ -183,7 +246,7 @@ export interface InteractionProgressTable {
   enrol_after_factor: Generated<boolean>;
   factor_passed: string | null;
   requirement: ColumnType<unknown, string | null | undefined, string | null>;
-  step: Generated<'login' | 'consent'>;
+  step: Generated<'login' | 'approval' | 'consent'>;
   expires_at: ColumnType<Date, Date, Date>;
   updated_at: Timestamp;
 }
@@ -252,6 +315,10 @@ export interface Database {
   session_factors: SessionFactorsTable;
   grant_step_ups: GrantStepUpsTable;
   admin_sessions: AdminSessionsTable;
+  approval_profiles: ApprovalProfilesTable;
+  approval_policies: ApprovalPoliciesTable;
+  approval_requests: ApprovalRequestsTable;
+  session_approvals: SessionApprovalsTable;
 }
 
 export type User = Selectable<UsersTable>;
@@ -263,3 +330,6 @@ export type AuditEvent = Selectable<AuditEventsTable>;
 export type Authenticator = Selectable<AuthenticatorsTable>;
 export type OtpChallenge = Selectable<OtpChallengesTable>;
 export type AccessPolicy = Selectable<AccessPoliciesTable>;
+export type ApprovalProfile = Selectable<ApprovalProfilesTable>;
+export type ApprovalPolicy = Selectable<ApprovalPoliciesTable>;
+export type ApprovalRequest = Selectable<ApprovalRequestsTable>;

@@ -4,6 +4,7 @@ import { recordSuccessfulLogin } from '../directory/users.js';
 import { assuranceOf, merged, readLedger, type Pass } from '../sessions/ledger.js';
 import { finishInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { saveProgress, type Progress } from './progress.js';
+import { approvalGate } from './approval-gate.js';
 
 /**
  * What the session will say of itself once this interaction ends. A forced re-authentication (the
@@ -20,17 +21,21 @@ export async function assuranceAfter(deps: FlowDeps, details: InteractionDetails
 
 /** The interaction result key that has the provider middleware move this interaction's passes into the session's ledger. */
 export const LEDGER_RESULT = 'tesseraLedger';
+/** The interaction result key saying a manager approved this sign-in: the session holds the approval for the client. */
+export const APPROVAL_RESULT = 'tesseraApproval';
 
 /**
- * Every login ends here: the account is signed in with what it proved; the passes stay with the
- * progress until oidc-provider has the session (and its uid), then move to the ledger.
+ * Every login ends here: after the user's own factors, the manager approval step (where it
+ * applies); then the account is signed in with what it proved. The passes stay with the progress
+ * until oidc-provider has the session (and its uid), then move to the ledger.
  */
-export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress): Promise<void> {
+export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress, approved?: string): Promise<void> {
+  if (!approved && (await approvalGate(ctx, deps, details, user, progress))) return;
   const { amr, acr, ts } = await assuranceAfter(deps, details, user.id, progress.methods);
   await Promise.all([
     recordSuccessfulLogin(deps.db, user),
     saveProgress(deps.db, { ...progress, challengeId: null }),
     deps.audit.record({ type: 'login.success', actor: user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx), details: { amr } }),
   ]);
-  await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember: true }, [LEDGER_RESULT]: details.uid }, false);
+  await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember: true }, [LEDGER_RESULT]: details.uid, ...(approved ? { [APPROVAL_RESULT]: details.uid } : {}) }, false);
 }

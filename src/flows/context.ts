@@ -11,6 +11,7 @@ import type { ScopeRules } from '../scopes/rules.js';
 import type { ResourceServers } from '../resource-servers/resource-servers.js';
 import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
 import { seeOther } from '../http/redirect.js';
+import type { ManagerLookup } from '../approvals/recipients.js';
 
 export interface FlowDeps {
   config: Config;
@@ -25,6 +26,12 @@ export interface FlowDeps {
   clients: RegisteredClients;
   scopeRules: ScopeRules;
   resourceServers: ResourceServers;
+  /** Keys the hashes of managers' approval links. */
+  linkKey: Buffer;
+  /** Where links point when an approval profile names no base URL. */
+  issuer: string;
+  /** With an LDAP directory: a user's manager's mail or mobile. */
+  ldapManager: ManagerLookup | null;
 }
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;

@@ -10,6 +10,8 @@ import { clientOf, finishInteraction, loadInteraction, type FlowDeps, type Inter
 import { showLogin, submitLogin } from './login.js';
 import { consentStep } from './consent.js';
 import { mfaRoutes } from './mfa.js';
+import { approvalRoutes } from './approval.js';
+import { completeLogin } from './complete-login.js';
 import { loadProgress, saveProgress, type Progress } from './progress.js';
 import { seeOther } from '../http/redirect.js';
 
@@ -17,7 +19,10 @@ import { seeOther } from '../http/redirect.js';
 interface Visit {
   ctx: Context;
   details: InteractionDetails;
+  /** The login's progress while it is at its factors. */
   progress: Progress | null;
+  /** The interaction's progress at whatever step it is. */
+  stored: Progress | null;
 }
 
 /** One step of an interaction: whether it applies now, and how it starts (a page, or a redirect to its pages). */
@@ -29,7 +34,9 @@ interface Step {
 
 // Login reasons a signed-in session answers with a second factor alone; any other reason
 // (prompt=login, max_age, no session, another account) is a new authentication from the password on.
-const STEP_UP_REASONS = new Set(['mfa_required', 'essential_acr', 'essential_acrs']);
+const STEP_UP_REASONS = new Set(['mfa_required', 'essential_acr', 'essential_acrs', 'approval_required']);
+// Of those, the ones a second factor answers; approval_required alone goes straight to the approval step.
+const FACTOR_REASONS = new Set(['mfa_required', 'essential_acr', 'essential_acrs']);
 
 /** The session is signed in and only lacks a (fresh enough) second factor. */
 function isStepUp(details: InteractionDetails): boolean {
@@ -48,6 +55,12 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
 
   const steps: Step[] = [
     {
+      // Waiting for the manager: back to the waiting page (a reload, the back button).
+      name: 'approval',
+      applies: ({ details, stored }) => details.prompt.name === 'login' && stored?.step === 'approval',
+      enter: async ({ ctx, details }) => seeOther(ctx, `/interaction/${details.uid}/approval`),
+    },
+    {
       name: 'password',
       applies: ({ details, progress }) => details.prompt.name === 'login' && !progress && !isStepUp(details),
       enter: async ({ ctx, details }) => showLogin(ctx, details, (await clientOf(deps.clients, details)).name),
@@ -62,8 +75,11 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
           if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
           const client = await clientOf(deps.clients, details);
           const requirement = await loginRequirement(db, await loadSettings(db, box), config.mode, user, client.mfaRequired, details.params);
+          const fresh: Progress = { uid: details.uid, accountId: user.id, step: 'login', methods: [], requirement, challengeId: null };
+          // Signed in with fresh enough factors, only the manager's approval is missing (another application, say).
+          if (!details.prompt.reasons.some((r) => FACTOR_REASONS.has(r))) return completeLogin(ctx, deps, details, user, fresh);
           if (!requirement.mfaRequired) return showLogin(ctx, details, client.name);
-          await saveProgress(db, { uid: details.uid, accountId: user.id, step: 'login', methods: [], requirement, challengeId: null });
+          await saveProgress(db, fresh);
         }
         seeOther(ctx, `/interaction/${details.uid}/mfa`);
       },
@@ -79,7 +95,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
   router.get('/', async (ctx: Context) => {
     const details = await loadInteraction(ctx, provider);
     const progress = details.prompt.name === 'login' ? await loadProgress(db, details.uid) : null;
-    const visit: Visit = { ctx, details, progress: progress?.step === 'login' ? progress : null };
+    const visit: Visit = { ctx, details, progress: progress?.step === 'login' ? progress : null, stored: progress };
     const step = steps.find((s) => s.applies(visit));
     if (!step) throw new HttpError(400, 'This sign-in step is not supported.', 'Request refused');
     await step.enter(visit);
@@ -91,5 +107,5 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
     assertCsrf(ctx, form.csrf);
     await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
   });
-  return [router, mfaRoutes(deps), consent.routes];
+  return [router, mfaRoutes(deps), approvalRoutes(deps), consent.routes];
 }

@@ -11,8 +11,8 @@ import { isPass, type Pass } from '../sessions/ledger.js';
 export interface Progress {
   uid: string;
   accountId: string;
-  /** The step the interaction is at: a factor passed there leads back to it. */
-  step: 'login' | 'consent';
+  /** The step the interaction is at: a factor passed there leads back to it; approval: waiting for the manager. */
+  step: 'login' | 'approval' | 'consent';
   /** Proofs passed in this interaction (moved to the session's ledger when it ends). */
   methods: Pass[];
   /** What this login needs beyond the password (null at consent, where each scope has its rule). */
@@ -26,7 +26,8 @@ export interface Progress {
 
 const TTL_SECONDS = 3600;
 
-export async function saveProgress(db: Db, progress: Progress): Promise<void> {
+/** Saves the progress; it lives an hour, or `ttlSeconds` (while a manager's link is open). */
+export async function saveProgress(db: Db, progress: Progress, ttlSeconds = TTL_SECONDS): Promise<void> {
   const values = {
     uid: progress.uid,
     account_id: progress.accountId,
@@ -36,7 +37,7 @@ export async function saveProgress(db: Db, progress: Progress): Promise<void> {
     challenge_id: progress.challengeId,
     enrol_after_factor: progress.enrolAfterFactor ?? false,
     factor_passed: progress.factorPassed ?? null,
-    expires_at: new Date(Date.now() + TTL_SECONDS * 1000),
+    expires_at: new Date(Date.now() + ttlSeconds * 1000),
   };
   await db
     .insertInto('interaction_progress')

@@ -7,6 +7,8 @@ export interface PolicyChecks {
   needsMfa(ctx: KoaContextWithOIDC): Promise<boolean>;
   /** The request asks for a protected scope the session may not have without stepping up at consent. */
   needsScopeStepUp(ctx: KoaContextWithOIDC): Promise<boolean>;
+  /** Sign-ins to this client (or of this user) need a manager's approval, and this session has none for it. */
+  needsApproval(ctx: KoaContextWithOIDC): Promise<boolean>;
 }
 
 /**
@@ -14,6 +16,8 @@ export interface PolicyChecks {
  * - login/account_unavailable: the session's account was disabled or deleted since it signed in;
  * - login/mfa_required: the session lacks a fresh enough second factor for this client, request or
  *   the user's policy (step-up). Once a login result is present it never asks again, so it cannot loop;
+ * - login/approval_required: the client or the user's policy needs a manager's approval and the
+ *   session holds none for this client (single sign-on from elsewhere does not skip it);
  * - consent/scope_step_up: a protected scope is asked for and the session has no fresh enough
  *   allowed factor, or the grant does not hold it: an earlier grant never stands in for the factor.
  *   With prompt=none the answer is interaction_required.
@@ -32,6 +36,13 @@ export function createInteractionPolicy(checks: PolicyChecks): interactionPolicy
       const { session, account, result } = ctx.oidc;
       if (result?.login || !session?.accountId || !account) return Check.NO_NEED_TO_PROMPT;
       return (await checks.needsMfa(ctx)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
+    }),
+  );
+  login.checks.add(
+    new Check('approval_required', 'a manager must approve this sign-in', async (ctx: KoaContextWithOIDC) => {
+      const { session, account, result } = ctx.oidc;
+      if (result?.login || !session?.accountId || !account) return Check.NO_NEED_TO_PROMPT;
+      return (await checks.needsApproval(ctx)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
     }),
   );
   policy.get('consent')!.checks.add(

@@ -16,7 +16,8 @@ import { createInteractionPolicy, type PolicyChecks } from './interaction-policy
 import { commitInteractionPasses, freshFactor, readLedger, type Pass } from '../sessions/ledger.js';
 import { unlockingPass, type RequestedScope, type ScopeRules } from '../scopes/rules.js';
 import { guardGrant, parseStepUps } from '../scopes/grants.js';
-import { LEDGER_RESULT } from '../flows/complete-login.js';
+import { APPROVAL_RESULT, LEDGER_RESULT } from '../flows/complete-login.js';
+import { hasSessionApproval, recordSessionApproval } from '../approvals/requests.js';
 import { findUserById } from '../directory/users.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
@@ -77,6 +78,12 @@ export function createProvider(deps: ProviderDeps): Provider {
       // An MFA counts for as long as mfa.maxAgeSeconds (or the client's own window), not for the whole session.
       // A window of 0 (the admin console) asks at every sign-in, even a second after the last.
       return requirement.maxAgeSeconds === 0 || !freshFactor(await ledgerOf(ctx), requirement.need.allowedFactors, requirement.maxAgeSeconds);
+    },
+    async needsApproval(ctx) {
+      const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
+      if (!client || !ctx.oidc.session?.uid) return false;
+      if (!client.managerApproval && !(await requirementOf(ctx))?.need.managerApproval) return false;
+      return !(await hasSessionApproval(db, ctx.oidc.session.uid, client.clientId));
     },
     async needsScopeStepUp(ctx) {
       const { grant } = ctx.oidc;
@@ -216,6 +223,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     const interactionUid = oidc?.route === 'resume' ? (oidc.result as Record<string, unknown> | undefined)?.[LEDGER_RESULT] : undefined;
     if (typeof interactionUid === 'string' && oidc.session?.uid) {
       await commitInteractionPasses(db, interactionUid, oidc.session.uid, config.ttl.sessionSeconds);
+      if ((oidc.result as Record<string, unknown>)[APPROVAL_RESULT]) await recordSessionApproval(db, interactionUid, oidc.session.uid, config.ttl.sessionSeconds);
     }
   });
 

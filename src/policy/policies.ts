@@ -24,6 +24,8 @@ export const policyInputSchema = z
       .nullable()
       .default(null),
     requireAuthenticatorApp: z.boolean().default(false),
+    /** The governed users' sign-ins go through manager approval (the approval profiles decide how). */
+    managerApproval: z.boolean().default(false),
   })
   .superRefine((p, ctx) => {
     // "Require an authenticator app" means MFA with the app only: anything else contradicts it.
@@ -60,6 +62,7 @@ export async function createPolicy(db: Db, input: PolicyInput): Promise<void> {
       mfa: p.mfa,
       allowed_factors: p.allowedFactors,
       require_authenticator_app: p.requireAuthenticatorApp,
+      manager_approval: p.managerApproval,
     })
     .execute()
     .catch((error: unknown) => {
@@ -78,7 +81,7 @@ export function listPolicies(db: Db) {
     .selectFrom('access_policies')
     .leftJoin('users', (j) => j.onRef('users.id', '=', 'access_policies.subject_id').on('access_policies.subject_type', '=', 'user'))
     .leftJoin('groups', (j) => j.onRef('groups.id', '=', 'access_policies.subject_id').on('access_policies.subject_type', '=', 'group'))
-    .select(['access_policies.name', 'subject_type', 'priority', 'mfa', 'allowed_factors', 'require_authenticator_app', 'users.username', 'groups.name as group_name'])
+    .select(['access_policies.name', 'subject_type', 'priority', 'mfa', 'allowed_factors', 'require_authenticator_app', 'access_policies.manager_approval', 'users.username', 'groups.name as group_name'])
     .orderBy('priority')
     .orderBy('access_policies.name')
     .execute();
@@ -104,6 +107,7 @@ export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: 
       mfa: r.mfa,
       allowedFactors: r.allowed_factors as FactorId[] | null,
       requireAuthenticatorApp: r.require_authenticator_app,
+      managerApproval: r.manager_approval ?? false,
     })),
   };
 }
@@ -150,7 +154,7 @@ export async function loginRequirement(
 }
 
 /** What an administrator may change of a policy; its name and subject stay (remove and add to move it). */
-export type PolicyChanges = Partial<Pick<PolicyInput, 'priority' | 'mfa' | 'allowedFactors' | 'requireAuthenticatorApp'>>;
+export type PolicyChanges = Partial<Pick<PolicyInput, 'priority' | 'mfa' | 'allowedFactors' | 'requireAuthenticatorApp' | 'managerApproval'>>;
 
 /** Changes a policy, checked by the same rules as a new one. Returns the fields that changed. */
 export async function updatePolicy(db: Db, name: string, changes: PolicyChanges): Promise<Record<string, unknown>> {
@@ -164,19 +168,20 @@ export async function updatePolicy(db: Db, name: string, changes: PolicyChanges)
     mfa: row.mfa,
     allowedFactors: row.allowed_factors as FactorId[] | null,
     requireAuthenticatorApp: row.require_authenticator_app,
+    managerApproval: row.manager_approval,
   };
   const parsed = policyInputSchema.safeParse({ ...before, ...Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)) });
   if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new PolicyError(message, field));
   const p = parsed.data;
   const changed = Object.fromEntries(
-    (['priority', 'mfa', 'allowedFactors', 'requireAuthenticatorApp'] as const)
+    (['priority', 'mfa', 'allowedFactors', 'requireAuthenticatorApp', 'managerApproval'] as const)
       .filter((k) => JSON.stringify(p[k]) !== JSON.stringify(before[k]))
       .map((k) => [k, p[k]]),
   );
   if (Object.keys(changed).length === 0) return changed;
   await db
     .updateTable('access_policies')
-    .set({ priority: p.priority, mfa: p.mfa, allowed_factors: p.allowedFactors, require_authenticator_app: p.requireAuthenticatorApp })
+    .set({ priority: p.priority, mfa: p.mfa, allowed_factors: p.allowedFactors, require_authenticator_app: p.requireAuthenticatorApp, manager_approval: p.managerApproval })
     .where('name', '=', name)
     .execute();
   return changed;

@@ -9,6 +9,8 @@ export interface PolicyRule {
   mfa: MfaMode;
   allowedFactors: FactorId[] | null;
   requireAuthenticatorApp: boolean;
+  /** The user's sign-ins go through the manager approval step. */
+  managerApproval?: boolean;
 }
 
 export interface RequirementInput {
@@ -40,6 +42,8 @@ export interface Requirement {
   enrolAuthenticator: 'required' | 'offered' | 'after-factor' | 'no';
   /** MFA is required and there is no way forward: the "no usable method" page. */
   noUsableMethod: boolean;
+  /** The governing access policy sends this user's sign-ins through manager approval. */
+  managerApproval?: boolean;
 }
 
 const STRICTNESS: Record<MfaMode, number> = { required: 2, optional: 1, off: 0 };
@@ -107,5 +111,6 @@ export function requirement(input: RequirementInput): Requirement {
     usableFactors: usable,
     enrolAuthenticator,
     noUsableMethod: mfaRequired && usable.length === 0 && enrolAuthenticator === 'no',
+    managerApproval: policy?.managerApproval ?? false,
   };
 }

@@ -111,22 +111,61 @@ const gatewaySchema = z
     if (g.active && !g.url) ctx.addIssue({ code: 'custom', path: ['active'], message: 'set sms_gateway.url before switching the gateway on' });
   });
 
-export const SECTIONS = { mfa: mfaSchema, smtp: smtpSchema, twilio: twilioSchema, sms_gateway: gatewaySchema } as const;
+/** Manager approval: the profile used when no approval policy exists, and what happens when policies exist but none matches. */
+const approvalSchema = z.object({
+  defaultProfile: z.string().min(1).max(100).optional(),
+  /** deny: the user cannot sign in where approval applies (the seed's rule); default: the default profile applies. */
+  unmatched: z.enum(['deny', 'default']).default('deny'),
+});
+
+const ldapAttributes = z
+  .object({
+    username: z.string().min(1).max(100).default('uid'),
+    email: z.string().min(1).max(100).default('mail'),
+    phone: z.string().min(1).max(100).default('mobile'),
+    manager: z.string().min(1).max(100).default('manager'),
+    givenName: z.string().min(1).max(100).default('givenName'),
+    familyName: z.string().min(1).max(100).default('sn'),
+    groups: z.string().min(1).max(100).default('memberOf'),
+  })
+  .default({ username: 'uid', email: 'mail', phone: 'mobile', manager: 'manager', givenName: 'givenName', familyName: 'sn', groups: 'memberOf' });
+
+/** An LDAP directory as a source of users: on when its URL, service account and base DN are set (in any order). */
+const ldapSchema = z
+  .object({
+    url: z.string().regex(/^ldaps?:\/\/[^\s]+$/, 'an ldap:// or ldaps:// URL').max(500).optional(),
+    bindDn: z.string().max(500).optional(),
+    bindPassword: z.string().max(1024).optional(),
+    baseDn: z.string().max(500).optional(),
+    userFilter: z.string().min(3).max(500).refine((f) => f.includes('{username}'), 'must contain {username}').default('(uid={username})'),
+    attributes: ldapAttributes,
+    /** Upgrade an ldap:// connection with StartTLS before binding. */
+    startTls: z.boolean().default(false),
+    /** Check the server's certificate (off only for a test directory). */
+    tlsVerify: z.boolean().default(true),
+    timeoutSeconds: z.number().int().min(1).max(60).default(5),
+  });
+
+export const SECTIONS = { mfa: mfaSchema, smtp: smtpSchema, twilio: twilioSchema, sms_gateway: gatewaySchema, approval: approvalSchema, ldap: ldapSchema } as const;
 export type SectionName = keyof typeof SECTIONS;
 
 /** Settings paths whose values are sealed at rest and masked when shown. */
-export const SECRET_PATHS = new Set(['smtp.password', 'twilio.authToken', 'sms_gateway.password', 'sms_gateway.apiKey']);
+export const SECRET_PATHS = new Set(['smtp.password', 'twilio.authToken', 'sms_gateway.password', 'sms_gateway.apiKey', 'ldap.bindPassword']);
 
 export type MfaSettings = z.infer<typeof mfaSchema>;
 export type SmtpSettings = z.infer<typeof smtpSchema>;
 export type TwilioSettings = z.infer<typeof twilioSchema>;
 export type GatewaySettings = z.infer<typeof gatewaySchema>;
+export type ApprovalSettings = z.infer<typeof approvalSchema>;
+export type LdapSettings = z.infer<typeof ldapSchema>;
 
 export interface Settings {
   mfa: MfaSettings;
   smtp: SmtpSettings;
   twilio: TwilioSettings;
   sms_gateway: GatewaySettings;
+  approval: ApprovalSettings;
+  ldap: LdapSettings;
 }
 
 export class SettingsError extends DomainError {}

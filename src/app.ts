@@ -23,6 +23,8 @@ import type { demoRoutes } from './demo/demo.js';
 import { createDelivery } from './factors/delivery/index.js';
 import { renderPage } from './http/views.js';
 import { createConsole } from './admin/console/console.js';
+import type { LdapDirectory } from './directory/ldap.js';
+import { ldapManagerLookup } from './approvals/recipients.js';
 import { directoryPages } from './admin/console/pages/directory.js';
 import { systemPages } from './admin/console/pages/system.js';
 import { settingsPages } from './admin/console/pages/settings.js';
@@ -43,6 +45,8 @@ export interface AppDeps {
   resourceServers: ResourceServers;
   /** The demo relying party's routes, when the demo is on (its module is loaded only then). */
   demoRoutes: typeof demoRoutes | null;
+  /** The LDAP directory client (its connection is kept between sign-ins). */
+  directory: LdapDirectory;
   /** This process as seen from itself (the admin console's back channel). */
   internalOrigin: string;
   /** After an administrative change: drop what this process keeps of clients, APIs and scope rules. */
@@ -140,7 +144,8 @@ export function createApp(deps: AppDeps): Koa {
     resourceServers: deps.resourceServers,
     linkKey: deps.box.deriveKey('approval-link'),
     issuer,
-    ldapManager: null,
+    directory: deps.directory,
+    ldapManager: ldapManagerLookup(db, deps.box, deps.directory, log),
   });
   for (const router of interactions) pages.use(router.routes(), router.allowedMethods());
   // The admin console: an OIDC client of this Tessera, on the same service layer as the CLI.

@@ -25,6 +25,8 @@ import { deliveryProblem } from './factors/delivery/index.js';
 import { purgeExpiredProgress } from './flows/progress.js';
 import { purgeRateLimits } from './rate-limits.js';
 import { ensureConsoleClient } from './admin/console/registration.js';
+import { LdapDirectory } from './directory/ldap.js';
+import { sweepApprovals } from './approvals/requests.js';
 import { purgeConsoleSessions } from './admin/console/sessions.js';
 import { internalOriginOf } from './admin/console/relying-party.js';
 
@@ -103,6 +105,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   const resourceServers = new ResourceServers(db, config.clientCacheSeconds * 1000);
   const scopeRules = new ScopeRules(db, config.clientCacheSeconds * 1000);
   const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers, scopeRules });
+  const directory = new LdapDirectory();
   const changed = () => {
     clients.forget();
     resourceServers.forget();
@@ -114,7 +117,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
     const demo = config.demo ? await import('./demo/demo.js') : null;
     if (demo) await ensureDemoData(db, box, issuer);
     else await retireDemoAccounts(db, log);
-    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, resourceServers, cookieKeys: keys.cookie, runningKeys: keys.signing.map((k) => ({ kid: k.kid, alg: k.alg })), demoRoutes: demo?.demoRoutes ?? null, internalOrigin: internalOriginOf(config.host, port), changed }).callback();
+    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, resourceServers, cookieKeys: keys.cookie, runningKeys: keys.signing.map((k) => ({ kid: k.kid, alg: k.alg })), demoRoutes: demo?.demoRoutes ?? null, internalOrigin: internalOriginOf(config.host, port), changed, directory }).callback();
   } catch (error) {
     server.close();
     throw error;
@@ -127,7 +130,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   database.owner?.describe(issuer);
 
   const purge = setInterval(() => {
-    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredStepUps(db), purgeConsoleSessions(db, config.admin.idleSeconds)])
+    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredStepUps(db), purgeConsoleSessions(db, config.admin.idleSeconds), sweepApprovals(db)])
       .then(([n]) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
       .catch((error: unknown) => log.warn({ err: error }, 'purge failed'));
   }, config.purgeIntervalSeconds * 1000);
@@ -145,6 +148,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
       clearInterval(purge);
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await directory.close();
       await audit.flush();
       if (!options.database) await database.close();
     },

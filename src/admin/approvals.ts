@@ -4,6 +4,8 @@ import { listRequests } from '../approvals/requests.js';
 import { requireUser, E164_PATTERN } from '../directory/users.js';
 import { ClientError } from '../clients/clients.js';
 import { operation } from './service.js';
+import { LdapDirectory } from '../directory/ldap.js';
+import { loadSettings } from '../settings/settings.js';
 
 // Inputs whose shape the approvals module owns: it validates them and names the field at fault.
 const owned = <T>() => z.custom<T>((value) => typeof value === 'object' && value !== null, 'expected the fields of the form');
@@ -86,5 +88,19 @@ export const setClientApprovalOp = operation({
     const result = await db.updateTable('clients').set({ manager_approval: required, updated_at: new Date() }).where('client_id', '=', clientId).where('builtin', '=', false).executeTakeFirst();
     if (result.numUpdatedRows === 0n) throw new ClientError(`no client "${clientId}" (or one Tessera registered itself)`, 'clientId');
     return { result: undefined, change: { type: 'client.updated', subject: clientId, details: { manager_approval: required } } };
+  },
+});
+
+/** Binds to the LDAP directory with the saved settings and reads the base DN: what worked, or why not. */
+export const testLdapOp = operation({
+  kind: 'read',
+  input: z.object({}),
+  async run({ db, box }) {
+    const directory = new LdapDirectory();
+    try {
+      return { result: await directory.test((await loadSettings(db, box)).ldap) };
+    } finally {
+      await directory.close();
+    }
   },
 });

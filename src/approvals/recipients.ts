@@ -1,4 +1,9 @@
 import type { ApprovalProfile, User } from '../db/schema.js';
+import type { Db } from '../db/index.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+import type { Logger } from '../log.js';
+import { loadSettings } from '../settings/settings.js';
+import { DirectoryUnavailable, e164, ldapConfigured, type LdapDirectory } from '../directory/ldap.js';
 
 /** Who is told or asked: the manager's address for the profile's channel, and where it came from. */
 export interface Recipient {
@@ -24,4 +29,26 @@ export async function recipientFor(user: User, profile: ApprovalProfile, ldapMan
     if (to) return { to, source: 'sponsor' };
   }
   return profile.default_recipient ? { to: profile.default_recipient, source: 'default' } : null;
+}
+
+/**
+ * The manager lookup for LDAP users: their manager attribute (a DN, kept with the user at each
+ * sign-in) resolved in the directory to the entry's mail or mobile. A directory that cannot be
+ * asked counts as "no manager found": the profile's default recipient is used, and it is logged.
+ */
+export function ldapManagerLookup(db: Db, box: SecretBox, directory: LdapDirectory, log: Logger): ManagerLookup {
+  return async (user, channel) => {
+    const manager = (user.attributes as Record<string, unknown> | null)?.manager;
+    if (typeof manager !== 'string' || !manager) return null;
+    const settings = await loadSettings(db, box);
+    if (!ldapConfigured(settings.ldap)) return null;
+    try {
+      const contact = await directory.contactOf(settings.ldap, manager, channel);
+      return channel === 'sms' ? e164(contact) : contact;
+    } catch (error) {
+      if (!(error instanceof DirectoryUnavailable)) throw error;
+      log.warn({ err: error, user: user.username }, 'LDAP directory unavailable: the manager could not be looked up');
+      return null;
+    }
+  };
 }

@@ -106,7 +106,7 @@ export async function listRequests(db: Db, filter: { status?: ApprovalStatus; li
 
 /** Pending requests past their time become expired (kept on record), and session approvals past theirs go. */
 export async function sweepApprovals(db: Db): Promise<void> {
-  await db.updateTable('approval_requests').set({ status: 'expired', token_hash: null }).where('status', '=', 'pending').where('expires_at', '<=', sql<Date>`now()`).execute();
+  await db.updateTable('approval_requests').set({ status: 'expired' }).where('status', '=', 'pending').where('expires_at', '<=', sql<Date>`now()`).execute();
   await db.deleteFrom('session_approvals').where('expires_at', '<', sql<Date>`now()`).execute();
 }
 

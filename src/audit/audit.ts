@@ -71,7 +71,8 @@ export type AuditType =
   | 'approval.profile_removed'
   | 'approval.policy_created'
   | 'approval.policy_removed'
-  | 'user.sponsor_changed';
+  | 'user.sponsor_changed'
+  | 'directory.unavailable';
 
 export interface AuditEntry {
   type: AuditType;

@@ -13,7 +13,7 @@ import {
 import { listAuditOp } from '../admin/audit-log.js';
 import {
   addApprovalPolicyOp, createApprovalProfileOp, listApprovalPoliciesOp, listApprovalProfilesOp, listApprovalRequestsOp, removeApprovalPolicyOp,
-  removeApprovalProfileOp, setClientApprovalOp, setSponsorOp,
+  removeApprovalProfileOp, setClientApprovalOp, setSponsorOp, testLdapOp,
 } from '../admin/approvals.js';
 import {
   allowApiOp, createApiOp, createClientOp, createPolicyOp, disallowApiOp, listApisOp, listClientsOp, listPoliciesOp, listScopeRulesOp, protectScopeOp,
@@ -540,6 +540,16 @@ const COMMANDS: Record<string, Command> = {
     async run({ arg, io, service }) {
       await perform(service, removeApprovalPolicyOp, { name: arg.name! });
       io.out(`removed approval policy ${arg.name}`);
+    },
+  },
+  'ldap test': {
+    args: [],
+    flags: [],
+    usage: 'ldap test                                 bind with the ldap.* settings and read the base DN',
+    async run({ io, service }) {
+      const { ok, message } = await perform(service, testLdapOp, {});
+      if (!ok) throw new DomainError(`LDAP: ${message}`);
+      io.out(`LDAP: ${message}`);
     },
   },
   'approval requests': {

@@ -1,3 +1,4 @@
+import { e164, type DirectoryUser } from './ldap.js';
 import { sql } from 'kysely';
 import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
@@ -163,4 +164,38 @@ export async function recordSuccessfulLogin(db: Db, user: Pick<User, 'id'>): Pro
     .where('id', '=', user.id)
     .where((eb) => eb.or([eb('failed_logins', '>', 0), eb('locked_until', 'is not', null)]))
     .execute();
+}
+
+/**
+ * Creates or updates the local record of a user the LDAP directory just authenticated, so that
+ * factors, policies, approvals and the audit log work for them as for local users. The directory
+ * is the authority for what it holds: names, email and phone follow it at every sign-in (email
+ * and phone as verified: they come from the organisation's directory, not from the user).
+ */
+export async function syncDirectoryUser(db: Db, entry: DirectoryUser): Promise<User> {
+  const username = entry.username.normalize('NFC');
+  if (!USERNAME_PATTERN.test(username)) throw new DirectoryError(`the directory's username "${username.slice(0, 60)}" cannot be used here`);
+  const email = entry.email && /^[^\s@]+@[^\s@]+$/.test(entry.email) ? entry.email : null;
+  const phone = e164(entry.phone);
+  const values = {
+    email,
+    email_verified: email !== null,
+    phone,
+    phone_verified: phone !== null,
+    given_name: entry.givenName,
+    family_name: entry.familyName,
+    ldap_dn: entry.dn,
+    attributes: JSON.stringify({ manager: entry.manager, groups: entry.groups }),
+  };
+  const existing = await findUserByUsername(db, username);
+  if (existing) {
+    if (existing.source !== 'ldap') throw new DirectoryError(`"${username}" is a local user`);
+    return db.updateTable('users').set({ ...values, updated_at: sql`now()` }).where('id', '=', existing.id).returningAll().executeTakeFirstOrThrow();
+  }
+  return db
+    .insertInto('users')
+    .values({ username, source: 'ldap', password_hash: null, ...values })
+    .onConflict((oc) => oc.expression(sql`lower(username)`).doUpdateSet({ ...values, updated_at: sql`now()` }).where('users.source', '=', 'ldap'))
+    .returningAll()
+    .executeTakeFirstOrThrow();
 }

@@ -12,6 +12,7 @@ import type { ResourceServers } from '../resource-servers/resource-servers.js';
 import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
 import { seeOther } from '../http/redirect.js';
 import type { ManagerLookup } from '../approvals/recipients.js';
+import type { LdapDirectory } from '../directory/ldap.js';
 
 export interface FlowDeps {
   config: Config;
@@ -32,6 +33,8 @@ export interface FlowDeps {
   issuer: string;
   /** With an LDAP directory: a user's manager's mail or mobile. */
   ldapManager: ManagerLookup | null;
+  /** The LDAP directory (used when its settings are complete). */
+  directory: LdapDirectory;
 }
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;

@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import { z } from 'zod';
-import { admitAttempt, findUserByUsername, passedAttempt } from '../directory/users.js';
+import { admitAttempt, DirectoryError, findUserByUsername, passedAttempt, syncDirectoryUser } from '../directory/users.js';
+import { DirectoryUnavailable, ldapConfigured } from '../directory/ldap.js';
 import { PASSWORD_MAX_LENGTH, verifyPassword } from '../directory/passwords.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
@@ -56,7 +57,7 @@ export function submitLogin(deps: FlowDeps) {
     const { username, password } = parsed.data;
     const meta = requestMeta(ctx);
     const clientId = String(details.params.client_id);
-    const user = await findUserByUsername(db, username);
+    let user = await findUserByUsername(db, username);
     // Before any hash: password spraying from one address, and guessing at one account (or, for a
     // name with no account, at that name as typed: the answer says nothing about which it is).
     const window = config.loginAttempts.windowSeconds;
@@ -75,32 +76,69 @@ export function submitLogin(deps: FlowDeps) {
       showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
     };
 
-    if (!user) {
-      // The same work as for an account: an admission (that finds nothing) and a hash.
-      await admitAttempt(db, NO_ACCOUNT, config.lockout);
-      await verifyPassword(null, password);
-      return refuse('unknown_user');
-    }
-    // Admitted and counted before the hash is computed: a burst cannot check more than the lockout threshold.
-    const admission = await admitAttempt(db, user.id, config.lockout);
-    if (!admission.admitted) {
-      // The same work and the same answer as a wrong password, so the lock tells nothing; the lock is not extended.
-      await verifyPassword(null, password);
-      await audit.record({ type: 'login.locked', actor: username, subject: user.id, clientId, ...meta, details: { locked_until: admission.lockedUntil } });
-      showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
-      return;
-    }
-    const valid = await verifyPassword(user.password_hash, password);
-    if (!valid) {
-      if (admission.lockStarted) {
-        await audit.record({ type: 'account.locked', actor: username, subject: user.id, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } });
+    const settings = await loadSettings(db, deps.box);
+    // Users the directory knows sign in with its password: any name with no local account, and the
+    // local records of directory users. Local accounts keep their own password.
+    if (ldapConfigured(settings.ldap) && (!user || user.source === 'ldap')) {
+      // A directory user seen before counts toward the lockout like a local one; a first sign-in has
+      // no record yet, and the per-name and per-address limits above are what hold it.
+      const admission = user ? await admitAttempt(db, user.id, config.lockout) : null;
+      if (admission && !admission.admitted) {
+        await audit.record({ type: 'login.locked', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { locked_until: admission.lockedUntil } });
+        showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
+        return;
       }
-      return refuse('wrong_password');
+      let entry;
+      try {
+        entry = await deps.directory.authenticate(settings.ldap, username, password);
+      } catch (error) {
+        if (!(error instanceof DirectoryUnavailable)) throw error;
+        await audit.record({ type: 'directory.unavailable', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { reason: error.message } });
+        showLogin(ctx, details, clientName, { error: 'The user directory cannot be reached just now. Please try again in a moment.', username, status: 503 });
+        return;
+      }
+      if (!entry) {
+        if (admission?.lockStarted && user) {
+          await audit.record({ type: 'account.locked', actor: username, subject: user.id, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } });
+        }
+        return refuse(user ? 'wrong_password' : 'unknown_user');
+      }
+      const synced = await syncDirectoryUser(db, entry).catch((error: unknown) => {
+        if (error instanceof DirectoryError) return null;
+        throw error;
+      });
+      if (!synced) return refuse('directory_user_unusable');
+      if (user && admission?.admitted) await passedAttempt(db, user.id, admission);
+      user = synced;
+      if (user.status !== 'active') return refuse('disabled');
+    } else {
+      if (!user) {
+        // The same work as for an account: an admission (that finds nothing) and a hash.
+        await admitAttempt(db, NO_ACCOUNT, config.lockout);
+        await verifyPassword(null, password);
+        return refuse('unknown_user');
+      }
+      // Admitted and counted before the hash is computed: a burst cannot check more than the lockout threshold.
+      const admission = await admitAttempt(db, user.id, config.lockout);
+      if (!admission.admitted) {
+        // The same work and the same answer as a wrong password, so the lock tells nothing; the lock is not extended.
+        await verifyPassword(null, password);
+        await audit.record({ type: 'login.locked', actor: username, subject: user.id, clientId, ...meta, details: { locked_until: admission.lockedUntil } });
+        showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
+        return;
+      }
+      const valid = await verifyPassword(user.password_hash, password);
+      if (!valid) {
+        if (admission.lockStarted) {
+          await audit.record({ type: 'account.locked', actor: username, subject: user.id, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } });
+        }
+        return refuse('wrong_password');
+      }
+      await passedAttempt(db, user.id, admission);
+      if (user.status !== 'active') return refuse('disabled');
     }
-    await passedAttempt(db, user.id, admission);
-    if (user.status !== 'active') return refuse('disabled');
 
-    const need = await loginRequirement(db, await loadSettings(db, deps.box), config.mode, user, client.mfaRequired, details.params);
+    const need = await loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params);
     const progress = { uid: details.uid, accountId: user.id, step: 'login' as const, methods: [{ factor: 'password' as const, at: now() }], requirement: need, challengeId: null };
     if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, progress);
     // The password is right, but this login needs a second factor: remember the first, and what the

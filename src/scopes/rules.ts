@@ -53,7 +53,7 @@ export async function protectScope(db: Db, input: ScopeRuleInput): Promise<Scope
     throw new ScopeRuleError(
       scope === 'openid'
         ? 'openid is part of every sign-in: require MFA for everyone with a policy instead'
-        : `"${scope}" is not an OpenID scope (${PROTECTABLE_OIDC_SCOPES.join(', ')}); for an API's scope, choose its API (add --api <identifier>)`,
+        : `"${scope}" is not an OpenID scope (${PROTECTABLE_OIDC_SCOPES.join(', ')}); for an API's scope, choose its API (in the CLI: add --api <identifier>)`,
       'scope',
     );
   }

@@ -379,6 +379,42 @@ describe('CLI (npm run cli)', () => {
     assert.ok(await verifyPassword(lena!.password_hash, 'lena-password-1'), 'the newline from stdin is not part of the password');
   });
 
+  it('approval profiles, ordered policies and requests; sponsors; approval per client; the LDAP check', async () => {
+    let r = await cli('approval', 'profile', 'add', 'managers', '--mode', 'approve', '--deliver', 'email', '--link-minutes', '45', '--default-recipient', 'sec@example.com', '--subject', 'Approve {user}?');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /created approval profile managers \(approve, by email, links valid 45 min\)/);
+    r = await cli('approval', 'profile', 'add', 'bad', '--mode', 'approve', '--deliver', 'sms', '--default-recipient', 'sec@example.com');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: --default-recipient: delivery is by sms/);
+    r = await cli('approval', 'profile', 'add', 'watch', '--mode', 'inform', '--deliver', 'email', '--message', '{user} signed in to {app}');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await cli('approval', 'policy', 'add', 'ops', '--profile', 'managers', '--attribute', 'group', '--value', 'ops,admins')).code, 0);
+    r = await cli('approval', 'policy', 'add', 'interns', '--profile', 'watch', '--attribute', 'department', '--value', 'interns', '--position', '1');
+    assert.match(r.stdout, /at position 1/);
+    r = await cli('approval', 'policy', 'list');
+    assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split('\t').slice(0, 2).join(' ')), ['1 interns', '2 ops']);
+    assert.match((await cli('approval', 'policy', 'add', 'x', '--profile', 'nope', '--attribute', 'group', '--value', 'a')).stderr, /^error: --profile: no approval profile "nope"/);
+    assert.match((await cli('approval')).stderr, /"approval" needs a subcommand: profile, policy, requests/);
+    assert.match((await cli('approval', 'profile')).stderr, /"approval profile" needs a subcommand: add, list, remove/);
+    assert.equal((await cli('approval', 'requests', '--status', 'pending')).code, 0);
+    assert.match((await cli('approval', 'requests', '--status', 'maybe')).stderr, /--status: must be informed, pending/);
+    assert.equal((await cli('user', 'add', 'sam', '--password', 'sam-password-1')).code, 0);
+    assert.equal((await cli('user', 'set-sponsor', 'sam', '--name', 'Mona', '--email', 'mona@example.com')).code, 0);
+    assert.match((await cli('user', 'set-sponsor', 'sam', '--phone', '555')).stderr, /^error: --phone: must be in E\.164 form/);
+    const sam = await inDatabase((db) => findUserByUsername(db, 'sam'));
+    assert.deepEqual([sam?.sponsor_name, sam?.sponsor_email, sam?.sponsor_phone], ['Mona', 'mona@example.com', null]);
+    assert.equal((await cli('client', 'add', 'payroll', '--redirect-uri', 'https://payroll.example.com/cb')).code, 0);
+    assert.match((await cli('client', 'set-approval', 'payroll', 'on')).stdout, /manager approval required for payroll/);
+    assert.equal((await cli('policy', 'add', 'sam approval', '--user', 'sam', '--mfa', 'optional', '--manager-approval')).code, 0);
+    assert.match((await cli('policy', 'list')).stdout, /sam approval.*manager approval/);
+    r = await cli('ldap', 'test');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: LDAP: set ldap\.url, ldap\.bindDn, ldap\.bindPassword and ldap\.baseDn first/);
+    assert.equal((await cli('settings', 'set', 'ldap.url', 'ldap://127.0.0.1:1')).code, 0, 'settable one at a time, in any order');
+    assert.equal((await cli('approval', 'profile', 'remove', 'watch')).code, 0);
+    assert.deepEqual((await cli('approval', 'policy', 'list')).stdout.trim().split('\n').map((l) => l.split('\t')[1]), ['ops']);
+  });
+
   it('audits every change with the acting OS user; reading changes nothing', async () => {
     const count = () => inDatabase((db) => db.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow());
     const before = await count();

@@ -98,9 +98,11 @@ export async function listRequests(db: Db, filter: { status?: ApprovalStatus; li
     .select('users.username')
     .orderBy('approval_requests.created_at', 'desc')
     .limit(filter.limit);
-  if (filter.status === 'expired') q = q.where((eb) => eb.or([eb('status', '=', 'expired'), eb.and([eb('status', '=', 'pending'), eb('expires_at', '<=', sql<Date>`now()`)])]));
-  else if (filter.status === 'pending') q = q.where('status', '=', 'pending').where('expires_at', '>', sql<Date>`now()`);
-  else if (filter.status) q = q.where('status', '=', filter.status);
+  const status = 'approval_requests.status';
+  const expires = 'approval_requests.expires_at';
+  if (filter.status === 'expired') q = q.where((eb) => eb.or([eb(status, '=', 'expired'), eb.and([eb(status, '=', 'pending'), eb(expires, '<=', sql<Date>`now()`)])]));
+  else if (filter.status === 'pending') q = q.where(status, '=', 'pending').where(expires, '>', sql<Date>`now()`);
+  else if (filter.status) q = q.where(status, '=', filter.status);
   return (await q.execute()).map((r) => withExpiry(r) as RequestLine);
 }
 

@@ -28,6 +28,7 @@ import { ldapManagerLookup } from './approvals/recipients.js';
 import { directoryPages } from './admin/console/pages/directory.js';
 import { systemPages } from './admin/console/pages/system.js';
 import { settingsPages } from './admin/console/pages/settings.js';
+import { approvalPages } from './admin/console/pages/approvals.js';
 
 export interface AppDeps {
   config: Config;
@@ -153,6 +154,7 @@ export function createApp(deps: AppDeps): Koa {
   directoryPages(admin, config.admin.idleSeconds / 60);
   systemPages(admin);
   settingsPages(admin, deps.runningKeys);
+  approvalPages(admin);
   admin.addFormFallbacks();
   pages.use(admin.signIn.routes(), admin.signIn.allowedMethods());
   pages.use(admin.pages.routes(), admin.pages.allowedMethods());

@@ -361,3 +361,48 @@ describe('admin console: a form’s address opened again', () => {
     }
   });
 });
+
+describe('admin console: manager approval and LDAP pages', () => {
+  it('create a profile and a policy, see field errors, set defaults, test the directory connection', async () => {
+    const tessera = await startTestTessera();
+    try {
+      await createUser(tessera.db, { username: 'root', password: 'root-password-1' });
+      await addGroupMember(tessera.db, 'admins', 'root');
+      const user = await tessera.db.selectFrom('users').select('id').where('username', '=', 'root').executeTakeFirstOrThrow();
+      const agent = new Agent();
+      agent.cookies.set('tessera.admin', await startConsoleSession(tessera.db, user.id, new Date(), { idleSeconds: 900, absoluteSeconds: 3600 }));
+      const page = await agent.get(`${tessera.issuer}/admin/approvals`);
+      assert.equal(page.status, 200);
+      const profileForm = formFor(page, '/admin/approvals/profiles');
+      const bad = await agent.post(profileForm.action, { ...profileForm.fields, name: 'mgr', mode: 'approve', delivery: 'sms', defaultRecipient: 'sec@example.test', linkMinutes: '60', directories: 'local' });
+      assert.equal(bad.status, 400);
+      assert.match(bad.body, /delivery is by sms: the default recipient must be a phone number/);
+      const made = await agent.post(profileForm.action, { ...profileForm.fields, name: 'mgr', mode: 'approve', delivery: 'email', defaultRecipient: 'sec@example.test', linkMinutes: '60', directories: 'local' });
+      assert.equal(made.location, `${tessera.issuer}/admin/approvals?done=created`);
+      const withProfile = await agent.get(`${tessera.issuer}/admin/approvals`);
+      const policyForm = formFor(withProfile, '/admin/approvals/policies');
+      assert.equal((await agent.post(policyForm.action, { ...policyForm.fields, name: 'ops', profile: 'mgr', attribute: 'group', values: 'ops, admins', clientId: '', position: '' })).status, 303);
+      const defaults = formFor(withProfile, '/admin/approvals/defaults');
+      assert.equal((await agent.post(defaults.action, { ...defaults.fields, defaultProfile: 'mgr', unmatched: 'default' })).status, 303);
+      const after = await agent.get(`${tessera.issuer}/admin/approvals`);
+      assert.match(after.body, /ops[\s\S]*mgr[\s\S]*<code>group<\/code> is ops or admins/);
+      assert.match(after.body, /<option selected>mgr<\/option>/);
+      const ldap = await agent.get(`${tessera.issuer}/admin/ldap`);
+      const test = formFor(ldap, '/admin/ldap/test');
+      const tested = await agent.post(test.action, test.fields);
+      assert.match(tested.body, /Not connected: set ldap\.url, ldap\.bindDn, ldap\.bindPassword and ldap\.baseDn first/);
+      const save = formFor(ldap, '/admin/ldap');
+      const saved = await agent.post(save.action, { ...save.fields, 'ldap.url': 'http://wrong', 'ldap.userFilter': '(uid={username})', 'ldap.timeoutSeconds': '5', 'ldap.attributes.username': 'uid', 'ldap.attributes.email': 'mail', 'ldap.attributes.phone': 'mobile', 'ldap.attributes.givenName': 'givenName', 'ldap.attributes.familyName': 'sn', 'ldap.attributes.manager': 'manager', 'ldap.attributes.groups': 'memberOf' });
+      assert.equal(saved.status, 400);
+      assert.match(saved.body, /an ldap:\/\/ or ldaps:\/\/ URL/);
+      const userPage = await agent.get(`${tessera.issuer}/admin/users/root`);
+      const sponsor = formFor(userPage, '/admin/users/root/sponsor');
+      const badSponsor = await agent.post(sponsor.action, { ...sponsor.fields, sponsorName: 'Mona', sponsorEmail: 'not-mail', sponsorPhone: '' });
+      assert.equal(badSponsor.status, 400);
+      assert.match(badSponsor.body, /id="f-sponsorEmail"[^>]*aria-invalid="true"/);
+      assert.equal((await agent.post(sponsor.action, { ...sponsor.fields, sponsorName: 'Mona', sponsorEmail: 'mona@example.test', sponsorPhone: '' })).status, 303);
+    } finally {
+      await tessera.stop();
+    }
+  });
+});

@@ -203,6 +203,7 @@ export const updateClientOp = operation({
     grantTypes: z.array(z.string()).optional(),
     requireConsent: z.boolean().optional(),
     mfaRequired: z.boolean().optional(),
+    managerApproval: z.boolean().optional(),
   }),
   async run({ db }, { clientId, ...changes }) {
     const changed = await updateClient(db, clientId, changes);

@@ -137,11 +137,11 @@ export async function removeClient(db: Db, clientId: string): Promise<void> {
 }
 
 export function listClients(db: Db) {
-  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'builtin', 'created_at']).orderBy('client_id').execute();
+  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'manager_approval', 'builtin', 'created_at']).orderBy('client_id').execute();
 }
 
 export function findClient(db: Db, clientId: string) {
-  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'builtin', 'created_at']).where('client_id', '=', clientId).executeTakeFirst();
+  return db.selectFrom('clients').select(['client_id', 'metadata', 'require_consent', 'mfa_required', 'manager_approval', 'builtin', 'created_at']).where('client_id', '=', clientId).executeTakeFirst();
 }
 
 /** What an administrator may change of a registered client; its id and type (public or confidential) stay. */
@@ -153,6 +153,7 @@ export interface ClientChanges {
   grantTypes?: string[];
   requireConsent?: boolean;
   mfaRequired?: boolean;
+  managerApproval?: boolean;
 }
 
 /** The form of a stored client, as createClient takes it. */
@@ -181,7 +182,7 @@ export async function updateClient(db: Db, clientId: string, changes: ClientChan
   if (!row) throw new ClientError(`no client "${clientId}"`, 'clientId');
   if (row.builtin) await refuseMissingOrBuiltin(db, clientId);
   const before = inputOf(row);
-  const { mfaRequired, ...metadataChanges } = changes;
+  const { mfaRequired, managerApproval, ...metadataChanges } = changes;
   const parsed = clientInputSchema.safeParse({ ...before, ...Object.fromEntries(Object.entries(metadataChanges).filter(([, v]) => v !== undefined)) });
   if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new ClientError(message, field));
   const c = parsed.data;
@@ -194,14 +195,13 @@ export async function updateClient(db: Db, clientId: string, changes: ClientChan
     response_types: c.grantTypes.includes('authorization_code') ? ['code'] : [],
     scope: c.scope,
   };
-  const after = { ...inputOf({ client_id: clientId, metadata, require_consent: c.requireConsent }), mfaRequired: mfaRequired ?? row.mfa_required };
-  const changed = Object.fromEntries(
-    Object.entries(after).filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(key === 'mfaRequired' ? row.mfa_required : before[key as keyof ClientInput])),
-  );
+  const after = { ...inputOf({ client_id: clientId, metadata, require_consent: c.requireConsent }), mfaRequired: mfaRequired ?? row.mfa_required, managerApproval: managerApproval ?? row.manager_approval };
+  const stored = { ...before, mfaRequired: row.mfa_required, managerApproval: row.manager_approval } as Record<string, unknown>;
+  const changed = Object.fromEntries(Object.entries(after).filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(stored[key])));
   if (Object.keys(changed).length === 0) return changed;
   await db
     .updateTable('clients')
-    .set({ metadata: JSON.stringify(metadata), require_consent: c.requireConsent, mfa_required: after.mfaRequired, updated_at: new Date() })
+    .set({ metadata: JSON.stringify(metadata), require_consent: c.requireConsent, mfa_required: after.mfaRequired, manager_approval: after.managerApproval, updated_at: new Date() })
     .where('client_id', '=', clientId)
     .where('builtin', '=', false)
     .execute();

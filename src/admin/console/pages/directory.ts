@@ -6,6 +6,7 @@ import {
   setPasswordOp, setStatusOp, showGroupOp, showUserOp, unlockUserOp, updateUserOp,
 } from '../../users.js';
 import { listAuditOp } from '../../audit-log.js';
+import { setSponsorOp } from '../../approvals.js';
 import { seeOther } from '../../../http/redirect.js';
 import type { Db } from '../../../db/index.js';
 import { optional, param, text } from '../form.js';
@@ -111,6 +112,20 @@ export function directoryPages(c: Console, idleMinutes: number): void {
       const status = f.get('status') === 'active' ? 'active' : 'disabled';
       await perform(service, setStatusOp, { username: param(ctx, 'username'), status });
       seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=${status === 'active' ? 'enabled' : 'disabled'}`);
+    },
+  });
+  change('/users/:username/sponsor', {
+    label: (_f, ctx) => `Change the sponsor of ${param(ctx, 'username')}`,
+    sensitive: true,
+    redisplay: userPage,
+    async run(ctx, f, { service }) {
+      const username = param(ctx, 'username');
+      await perform(service, setSponsorOp, { username, name: optional(f, 'sponsorName'), email: optional(f, 'sponsorEmail'), phone: optional(f, 'sponsorPhone') }).catch((error: unknown) => {
+        // The operation names name, email, phone: on this page they are the sponsor's fields.
+        if (error instanceof ServiceError && error.field) throw new ServiceError(error.message, `sponsor${error.field[0]!.toUpperCase()}${error.field.slice(1)}`);
+        throw error;
+      });
+      seeOther(ctx, `${userPath(username)}?done=saved`);
     },
   });
   change('/users/:username/unlock', {

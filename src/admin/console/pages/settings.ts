@@ -111,7 +111,7 @@ const DELIVERY_FORMS: Record<'smtp' | 'twilio' | 'sms_gateway', SettingGroup> = 
 
 
 /** What a form field shows: the stored value written for the input (secrets never). */
-function shown(field: SettingField, value: unknown): string {
+export function shown(field: SettingField, value: unknown): string {
   if (field.kind === 'secret') return '';
   if (field.kind === 'bool') return value ? 'on' : '';
   if (Array.isArray(value)) return value.join(field.kind === 'statuses' ? ', ' : '\n');

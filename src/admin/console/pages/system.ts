@@ -52,7 +52,7 @@ export function systemPages(c: Console): void {
         scope: f.getAll('scope').join(' ') || 'openid',
         requireConsent: f.has('requireConsent'),
       });
-      if (f.has('mfaRequired')) await perform(service, updateClientOp, { clientId: created.clientId, mfaRequired: true });
+      if (f.has('mfaRequired') || f.has('managerApproval')) await perform(service, updateClientOp, { clientId: created.clientId, mfaRequired: f.has('mfaRequired'), managerApproval: f.has('managerApproval') });
       show(ctx, 'client-secret', 'Client created', { clientId: created.clientId, secret: created.secret, created: true });
     },
   });
@@ -78,6 +78,7 @@ export function systemPages(c: Console): void {
         scope: f.getAll('scope').join(' ') || 'openid',
         requireConsent: f.has('requireConsent'),
         mfaRequired: f.has('mfaRequired'),
+        managerApproval: f.has('managerApproval'),
       });
       seeOther(ctx, `${clientPath(id)}?done=saved`);
     },
@@ -222,6 +223,7 @@ export function systemPages(c: Console): void {
       mfa: mfa as 'required' | 'optional' | 'off',
       allowedFactors: factors.length && factors.length < FACTORS.length ? (factors as (typeof FACTORS)[number][]) : null,
       requireAuthenticatorApp: f.has('requireAuthenticatorApp'),
+      managerApproval: f.has('managerApproval'),
     };
   };
   change('/policies', {

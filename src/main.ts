@@ -29,9 +29,10 @@ async function main(): Promise<void> {
     console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
     console.log(`  Demo app:   ${issuer}/demo`);
     console.log(`  Admin:      ${issuer}/admin`);
-    const { DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_API } = await import('./demo/accounts.js');
+    const { DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_APPROVAL_USER, DEMO_API } = await import('./demo/accounts.js');
     console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}   (password only)`);
     console.log(`              ${DEMO_MFA_USER.username} / ${DEMO_MFA_USER.password}   (MFA required: email, SMS or authenticator app)`);
+    console.log(`              ${DEMO_APPROVAL_USER.username} / ${DEMO_APPROVAL_USER.password}   (manager approval: ${DEMO_APPROVAL_USER.manager}'s link arrives in the dev outbox)`);
     console.log(`  Demo admin: ${DEMO_ADMIN.username} / ${DEMO_ADMIN.password}   (the admin console; the code arrives in the dev outbox)`);
     if (config.mode === 'dev') console.log(`  Dev outbox: ${issuer}/dev/outbox   (codes sent by email and SMS land here)`);
     console.log(`  Step-up:    the demo app's "ask for ${DEMO_API.write}": an MFA-protected scope, unlocked on the consent screen`);

@@ -2,6 +2,8 @@ import type { Db } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { createUser, DirectoryError, findUserByUsername, setStatus } from '../directory/users.js';
 import { addGroupMember } from '../directory/groups.js';
+import { ApprovalError, createProfile } from '../approvals/profiles.js';
+import { loadSettings, setSetting } from '../settings/settings.js';
 import { verifyPassword } from '../directory/passwords.js';
 import { ClientError, createClient, findClient, setClientRedirectUris } from '../clients/clients.js';
 import type { SecretBox } from '../crypto/secret-box.js';
@@ -19,6 +21,9 @@ export const DEMO_MFA_USER = { username: 'demo-mfa', password: 'demo-password' }
 
 /** A demo administrator: a member of `admins`, signs in to /admin with a code from the dev outbox. */
 export const DEMO_ADMIN = { username: 'demo-admin', password: 'demo-password' } as const;
+
+/** A demo user whose sign-ins need their manager's approval (the manager's link lands in the dev outbox). */
+export const DEMO_APPROVAL_USER = { username: 'demo-approval', password: 'demo-password', manager: 'demo-manager@example.com' } as const;
 
 /** Dev mode: a demo user and the demo app's client, created once. */
 export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Promise<void> {
@@ -58,6 +63,23 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       await addGroupMember(db, 'admins', DEMO_ADMIN.username);
     } catch (error) {
       if (!(error instanceof DirectoryError)) throw error;
+    }
+  }
+  if (!(await findUserByUsername(db, DEMO_APPROVAL_USER.username))) {
+    try {
+      await createUser(db, {
+        username: DEMO_APPROVAL_USER.username, password: DEMO_APPROVAL_USER.password,
+        email: 'demo-approval@example.com', emailVerified: true, givenName: 'Demo', familyName: 'Approval',
+      });
+      await db.updateTable('users').set({ sponsor_name: 'Demo Manager', sponsor_email: DEMO_APPROVAL_USER.manager }).where('username', '=', DEMO_APPROVAL_USER.username).execute();
+      if (!(await db.selectFrom('approval_profiles').select('name').where('name', '=', 'Demo manager approval').executeTakeFirst())) {
+        await createProfile(db, { name: 'Demo manager approval', mode: 'approve', delivery: 'email', linkMinutes: 30 });
+      }
+      // The default profile (no approval policies): wherever approval is asked for, the demo profile answers.
+      if (!(await loadSettings(db, box)).approval.defaultProfile) await setSetting(db, box, 'approval.defaultProfile', 'Demo manager approval');
+      await createPolicy(db, { name: 'demo-approval needs approval', subjectType: 'user', subject: DEMO_APPROVAL_USER.username, mfa: 'optional', managerApproval: true });
+    } catch (error) {
+      if (!(error instanceof DirectoryError || error instanceof PolicyError || error instanceof ApprovalError)) throw error;
     }
   }
   // The demo app lives at this issuer: its redirect URIs follow the issuer at every start (PORT or ISSUER may have changed).
@@ -100,7 +122,7 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
  * that once ran the demo must not keep accounts anyone can sign in to.
  */
 export async function retireDemoAccounts(db: Db, log: Logger): Promise<void> {
-  for (const account of [DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN]) {
+  for (const account of [DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_APPROVAL_USER]) {
     const user = await findUserByUsername(db, account.username);
     if (!user || user.status !== 'active' || !(await verifyPassword(user.password_hash, account.password))) continue;
     await setStatus(db, account.username, 'disabled');

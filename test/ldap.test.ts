@@ -121,4 +121,25 @@ describe('LDAP directory', () => {
     assert.match(missing.message, /was not found/);
     await directory.close();
   });
+
+  it('TLS: ldaps:// and StartTLS with the directory’s CA; an unknown certificate is refused unless checking is off', async () => {
+    const secure = await startSlapd([{ uid: 'tess', password: 'tess-ldap-pw', cn: 'Tess TLS', sn: 'TLS' }], { tls: true });
+    const directory = new LdapDirectory();
+    try {
+      const base = (await loadSettings(tessera.db, tessera.box)).ldap;
+      const plain = { ...base, url: secure.url };
+      const ldaps = { ...base, url: secure.ldapsUrl! };
+      assert.equal((await directory.test({ ...ldaps, caCertificate: secure.certificate! })).ok, true, 'ldaps:// trusting the CA');
+      assert.equal((await directory.authenticate({ ...ldaps, caCertificate: secure.certificate! }, 'tess', 'tess-ldap-pw'))?.username, 'tess');
+      const unknown = await directory.test(ldaps);
+      assert.equal(unknown.ok, false);
+      assert.match(unknown.message, /self.signed certificate/i);
+      assert.equal((await directory.test({ ...ldaps, tlsVerify: false })).ok, true, 'checking off (a test directory)');
+      assert.equal((await directory.test({ ...plain, startTls: true, caCertificate: secure.certificate! })).ok, true, 'StartTLS');
+      assert.match((await directory.test({ ...plain, startTls: true })).message, /self.signed certificate/i);
+    } finally {
+      await directory.close();
+      await secure.close();
+    }
+  });
 });

@@ -47,23 +47,28 @@ export class LdapDirectory {
   private service: Promise<Client> | null = null;
   private serviceKey = '';
 
+  private tls(settings: LdapSettings) {
+    return { rejectUnauthorized: settings.tlsVerify, ...(settings.caCertificate ? { ca: settings.caCertificate } : {}) };
+  }
+
   private clientFor(settings: LdapSettings): Client {
     return new Client({
       url: settings.url!,
       timeout: settings.timeoutSeconds * 1000,
       connectTimeout: settings.timeoutSeconds * 1000,
       // TLS options make ldapts speak TLS from the start: only for ldaps:// (StartTLS upgrades ldap:// later).
-      ...(settings.url!.startsWith('ldaps://') ? { tlsOptions: { rejectUnauthorized: settings.tlsVerify } } : {}),
+      ...(settings.url!.startsWith('ldaps://') ? { tlsOptions: this.tls(settings) } : {}),
     });
   }
 
   private async connect(client: Client, settings: LdapSettings): Promise<void> {
-    if (settings.startTls && settings.url!.startsWith('ldap://')) await client.startTLS({ rejectUnauthorized: settings.tlsVerify });
+    // The upgraded socket is checked against the URL's host (not "localhost", ldapts' default).
+    if (settings.startTls && settings.url!.startsWith('ldap://')) await client.startTLS({ ...this.tls(settings), host: new URL(settings.url!).hostname });
   }
 
   /** The service account's bound connection, reused while the settings stay the same. */
   private async serviceClient(settings: LdapSettings): Promise<Client> {
-    const key = JSON.stringify([settings.url, settings.bindDn, settings.bindPassword, settings.startTls, settings.tlsVerify, settings.timeoutSeconds]);
+    const key = JSON.stringify([settings.url, settings.bindDn, settings.bindPassword, settings.startTls, settings.tlsVerify, settings.caCertificate, settings.timeoutSeconds]);
     if (this.service && this.serviceKey === key) {
       const client = await this.service.catch(() => null);
       if (client?.isConnected) return client;

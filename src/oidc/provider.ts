@@ -198,7 +198,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       AuthorizationCode: () => 60,
       IdToken: () => 3600,
       RefreshToken: () => config.ttl.refreshTokenSeconds,
-      Interaction: () => 3600,
+      // Long enough for a manager's approval link (at most 120 minutes) to run its course.
+      Interaction: () => 3 * 3600,
       Session: () => config.ttl.sessionSeconds,
       Grant: () => config.ttl.refreshTokenSeconds,
     },

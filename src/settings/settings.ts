@@ -143,6 +143,8 @@ const ldapSchema = z
     startTls: z.boolean().default(false),
     /** Check the server's certificate (off only for a test directory). */
     tlsVerify: z.boolean().default(true),
+    /** The CA that signed the directory's certificate (PEM), when it is not one the system trusts. */
+    caCertificate: z.string().max(20_000).refine((v) => v.includes('-----BEGIN CERTIFICATE-----'), 'a PEM certificate (-----BEGIN CERTIFICATE-----)').optional(),
     timeoutSeconds: z.number().int().min(1).max(60).default(5),
   });
 

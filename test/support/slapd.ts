@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -28,6 +28,9 @@ export interface Person {
 export interface Slapd {
   url: string;
   port: number;
+  /** With TLS: the ldaps:// address and the certificate (self-signed for 127.0.0.1) to trust. */
+  ldapsUrl: string | null;
+  certificate: string | null;
   dnOf(uid: string): string;
   /** Stops the server (for "directory down"); start() brings it back on the same port with the same data. */
   stop(): Promise<void>;
@@ -40,11 +43,20 @@ export interface Slapd {
  * A real OpenLDAP server (Debian's slapd) on a loopback port, with a throwaway configuration and
  * database: a service account that may read the people, and the people given.
  */
-export async function startSlapd(people: Person[]): Promise<Slapd> {
+export async function startSlapd(people: Person[], options: { tls?: boolean } = {}): Promise<Slapd> {
   if (!existsSync(SLAPD)) throw new Error(`slapd not found at ${SLAPD}: apt-get install -y slapd (or set SLAPD_PATH)`);
   const dir = mkdtempSync(path.join(tmpdir(), 'tessera-slapd-'));
   mkdirSync(path.join(dir, 'db'));
   const port = await unusedPort();
+  const tlsPort = options.tls ? await unusedPort() : null;
+  let certificate: string | null = null;
+  if (options.tls) {
+    // A self-signed certificate for 127.0.0.1, made with Debian's openssl.
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+      '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { encoding: 'utf8' });
+    if (made.status !== 0) throw new Error(`openssl could not make a certificate: ${made.stderr}`);
+    certificate = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
+  }
   const admin = { dn: `cn=admin,${SUFFIX}`, password: 'admin-secret' };
   writeFileSync(path.join(dir, 'slapd.conf'), [
     'include /etc/ldap/schema/core.schema',
@@ -59,6 +71,7 @@ export async function startSlapd(people: Person[]): Promise<Slapd> {
     `rootdn "${admin.dn}"`,
     `rootpw ${admin.password}`,
     `directory ${path.join(dir, 'db')}`,
+    ...(options.tls ? [`TLSCertificateFile ${path.join(dir, 'cert.pem')}`, `TLSCertificateKeyFile ${path.join(dir, 'key.pem')}`] : []),
     'access to attrs=userPassword by self write by anonymous auth by * none',
     `access to * by dn.exact="${READER.dn}" read by self read by * none`,
     '',
@@ -67,7 +80,8 @@ export async function startSlapd(people: Person[]): Promise<Slapd> {
   let child: ChildProcess | null = null;
 
   async function start(): Promise<void> {
-    const proc = spawn(SLAPD, ['-f', path.join(dir, 'slapd.conf'), '-h', `${url}/`, '-d', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const listen = [`${url}/`, ...(tlsPort ? [`ldaps://127.0.0.1:${tlsPort}/`] : [])].join(' ');
+    const proc = spawn(SLAPD, ['-f', path.join(dir, 'slapd.conf'), '-h', listen, '-d', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child = proc;
@@ -119,6 +133,8 @@ export async function startSlapd(people: Person[]): Promise<Slapd> {
   return {
     url,
     port,
+    ldapsUrl: tlsPort ? `ldaps://127.0.0.1:${tlsPort}` : null,
+    certificate,
     dnOf,
     stop,
     start,

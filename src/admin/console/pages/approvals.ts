@@ -22,6 +22,7 @@ const LDAP_FORM: SettingField[] = [
   { path: 'ldap.userFilter', label: 'User filter', kind: 'text', hint: '{username} is filled in, escaped (RFC 4515)' },
   { path: 'ldap.startTls', label: 'Upgrade ldap:// with StartTLS', kind: 'bool' },
   { path: 'ldap.tlsVerify', label: 'Check the server’s certificate', kind: 'bool' },
+  { path: 'ldap.caCertificate', label: 'CA certificate (PEM)', kind: 'textarea', hint: 'When the directory’s certificate is signed by a CA the system does not trust' },
   { path: 'ldap.timeoutSeconds', label: 'Timeout (seconds)', kind: 'number' },
   { path: 'ldap.attributes.username', label: 'Username attribute', kind: 'text' },
   { path: 'ldap.attributes.email', label: 'Email attribute', kind: 'text' },

@@ -10,7 +10,7 @@ import { createUser } from '../src/directory/users.js';
 import { addGroupMember, createGroup } from '../src/directory/groups.js';
 import { perform, type ServiceContext } from '../src/admin/service.js';
 import { addApprovalPolicyOp, createApprovalProfileOp, removeApprovalPolicyOp, setClientApprovalOp, setSponsorOp } from '../src/admin/approvals.js';
-import { createClientOp, setSettingsOp } from '../src/admin/system.js';
+import { createClientOp, createPolicyOp, setSettingsOp } from '../src/admin/system.js';
 import { DEMO_CLIENT_ID } from '../src/demo/accounts.js';
 
 /** Manager approval as a step of the sign-in, over HTTP: the user's waiting page and the manager's link. */
@@ -197,5 +197,28 @@ describe('manager-approved sign-ins', () => {
     await perform(admin, setSettingsOp, { values: { 'approval.unmatched': null } });
     await perform(admin, removeApprovalPolicyOp, { name: 'contractors are watched' });
     await perform(admin, removeApprovalPolicyOp, { name: 'dov first' });
+  });
+
+  it('any access policy asking for approval requires it; nobody approves their own sign-in', async () => {
+    await perform(admin, setClientApprovalOp, { clientId: DEMO_CLIENT_ID, required: false });
+    try {
+      const hal = await createUser(tessera.db, { username: 'hal', password: 'hal-password-1', email: 'hal@example.test', emailVerified: true });
+      await createGroup(tessera.db, 'vendors');
+      await addGroupMember(tessera.db, 'vendors', 'hal');
+      await perform(admin, createPolicyOp, { name: 'vendors need approval', subjectType: 'group', subject: 'vendors', mfa: 'optional', managerApproval: true });
+      // hal's own policy outranks the group's for MFA, but does not take the approval away.
+      await perform(admin, createPolicyOp, { name: 'hal settings', subjectType: 'user', subject: 'hal', mfa: 'optional', priority: 1 });
+      await assert.rejects(perform(admin, setSponsorOp, { username: 'hal', name: 'Hal', email: 'HAL@example.test', phone: null }), /cannot be their own sponsor/);
+      // The default recipient is hal's own address: nobody else to ask, so it is refused, not sent to him.
+      await perform(admin, createApprovalProfileOp, { name: 'self', mode: 'approve', delivery: 'email', defaultRecipient: 'hal@example.test' });
+      await perform(admin, setSettingsOp, { values: { 'approval.defaultProfile': 'self' } });
+      const page = await signInAs(new Agent(), 'hal');
+      assert.equal(page.status, 403);
+      assert.match(page.body, /no manager or sponsor on record to ask/);
+      assert.equal((await tessera.db.selectFrom('approval_requests').select('id').where('user_id', '=', hal.id).execute()).length, 0);
+    } finally {
+      await perform(admin, setSettingsOp, { values: { 'approval.defaultProfile': 'approve' } });
+      await perform(admin, setClientApprovalOp, { clientId: DEMO_CLIENT_ID, required: true });
+    }
   });
 });

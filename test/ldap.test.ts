@@ -27,6 +27,8 @@ describe('LDAP directory', () => {
       { uid: 'alice', password: 'alice-ldap-pw', cn: 'Alice Adams', sn: 'Adams', givenName: 'Alice', mail: 'alice@corp.test', manager: 'mona' },
       { uid: 'bob', password: 'bob-ldap-pw', cn: 'Bob Brown', sn: 'Brown', mail: 'bob@corp.test' },
       { uid: 'carl', password: 'carl-ldap-pw', cn: 'Carl Local', sn: 'Local' },
+      // A second entry that also answers to "alice2" and "alice": never alice's record.
+      { uid: 'mallet', otherUids: ['alice2'], rdn: 'cn=e1', password: 'mallet-ldap-pw', cn: 'e1', sn: 'Mallet', mail: 'mallet@corp.test' },
     ]);
     tessera = await startTestTessera({ CLIENT_CACHE_SECONDS: '0' });
     admin = { db: tessera.db, box: tessera.box, audit: createAudit(tessera.db, createLogger('silent')), mode: 'dev', actor: { label: 'admin:test', role: 'admin' } };
@@ -53,7 +55,9 @@ describe('LDAP directory', () => {
     assert.equal(alice?.password_hash, null, 'no password is kept here');
     assert.equal(alice?.ldap_dn, slapd.dnOf('alice'));
     assert.deepEqual([alice?.email, alice?.email_verified, alice?.given_name, alice?.family_name], ['alice@corp.test', true, 'Alice', 'Adams']);
-    assert.deepEqual(alice?.attributes, { manager: slapd.dnOf('mona'), groups: [] });
+    const kept = alice?.attributes as Record<string, unknown>;
+    assert.deepEqual([kept.manager, kept.groups], [slapd.dnOf('mona'), []]);
+    assert.match(String(kept.directory_id), /^[0-9a-f-]{36}$/, 'the entry’s entryUUID');
     const mona = await passwordStep(new Agent(), 'mona', 'mona-ldap-pw');
     assert.ok(mona.body.includes('/consent"'));
     assert.equal((await findUserByUsername(tessera.db, 'mona'))?.phone, '+15555550199', 'a phone written with spaces is kept in E.164');
@@ -76,14 +80,27 @@ describe('LDAP directory', () => {
     assert.ok((await passwordStep(new Agent(), 'carl', 'carl-local-password')).body.includes('/consent"'));
   });
 
+  it('a record belongs to its directory entry: another entry answering to a name cannot take it', async () => {
+    assert.ok((await passwordStep(new Agent(), 'alice2', 'mallet-ldap-pw')).body.includes('/consent"'), 'mallet signs in as alice2');
+    const alice2 = await findUserByUsername(tessera.db, 'alice2');
+    assert.equal(alice2?.ldap_dn, `cn=e1,ou=people,${SUFFIX}`);
+    const alice = await findUserByUsername(tessera.db, 'alice');
+    assert.equal(alice?.ldap_dn, slapd.dnOf('alice'), 'alice’s record is still alice’s');
+    assert.equal(alice?.email, 'alice@corp.test');
+  });
+
   it('a directory that is down gets a clear message and an audit record; the kept connection recovers', async () => {
+    const before = (await findUserByUsername(tessera.db, 'alice'))?.failed_logins;
     await slapd.stop();
+    // More attempts than the lockout allows: an unreachable directory checked no password, so none counts.
+    for (let i = 0; i < 6; i++) assert.equal((await passwordStep(new Agent(), 'alice', 'alice-ldap-pw')).status, 503);
     const page = await passwordStep(new Agent(), 'alice', 'alice-ldap-pw');
     assert.equal(page.status, 503);
     assert.match(page.body, /The user directory cannot be reached just now/);
     await admin.audit.flush();
     const rows = await tessera.db.selectFrom('audit_events').select(['type', 'details']).where('type', '=', 'directory.unavailable').execute();
-    assert.equal(rows.length, 1);
+    assert.equal(rows.length, 7);
+    assert.equal((await findUserByUsername(tessera.db, 'alice'))?.failed_logins, before, 'no attempt counted');
     await slapd.start();
     assert.ok((await passwordStep(new Agent(), 'alice', 'alice-ldap-pw')).body.includes('/consent"'));
   });

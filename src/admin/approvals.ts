@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { addPolicy, createProfile, listPolicies, listProfiles, removePolicy, removeProfile, type PolicyInput, type ProfileInput } from '../approvals/profiles.js';
+import { addPolicy, ApprovalError, createProfile, listPolicies, listProfiles, removePolicy, removeProfile, type PolicyInput, type ProfileInput } from '../approvals/profiles.js';
 import { listRequests } from '../approvals/requests.js';
 import { requireUser, E164_PATTERN } from '../directory/users.js';
 import { ClientError } from '../clients/clients.js';
@@ -75,6 +75,8 @@ export const setSponsorOp = operation({
     }),
   async run({ db }, { username, name, email, phone }) {
     const user = await requireUser(db, username);
+    if (email && email.toLowerCase() === user.email?.toLowerCase()) throw new ApprovalError('a user cannot be their own sponsor: this is their own email address', 'email');
+    if (phone && phone === user.phone) throw new ApprovalError('a user cannot be their own sponsor: this is their own phone number', 'phone');
     await db.updateTable('users').set({ sponsor_name: name || null, sponsor_email: email || null, sponsor_phone: phone || null, updated_at: new Date() }).where('id', '=', user.id).execute();
     return { result: undefined, change: { type: 'user.sponsor_changed', subject: user.id, details: { username: user.username, sponsor_name: name, sponsor_email: email, sponsor_phone: phone } } };
   },

@@ -20,15 +20,18 @@ export type ManagerLookup = (user: User, channel: 'email' | 'sms') => Promise<st
  */
 export async function recipientFor(user: User, profile: ApprovalProfile, ldapManager: ManagerLookup | null): Promise<Recipient | null> {
   const channel = profile.delivery;
+  // Nobody approves their own sign-in: an address or number of the user's own is no manager's.
+  const own = new Set([user.email, user.phone].filter((v): v is string => Boolean(v)).map((v) => v.toLowerCase()));
+  const other = (to: string | null | undefined): to is string => Boolean(to) && !own.has(to!.toLowerCase());
   if (user.source === 'ldap' && ldapManager) {
     const to = await ldapManager(user, channel);
-    if (to) return { to, source: 'ldap-manager' };
+    if (other(to)) return { to, source: 'ldap-manager' };
   }
   if (user.source === 'local') {
     const to = channel === 'email' ? user.sponsor_email : user.sponsor_phone;
-    if (to) return { to, source: 'sponsor' };
+    if (other(to)) return { to, source: 'sponsor' };
   }
-  return profile.default_recipient ? { to: profile.default_recipient, source: 'default' } : null;
+  return other(profile.default_recipient) ? { to: profile.default_recipient, source: 'default' } : null;
 }
 
 /**
@@ -39,7 +42,7 @@ export async function recipientFor(user: User, profile: ApprovalProfile, ldapMan
 export function ldapManagerLookup(db: Db, box: SecretBox, directory: LdapDirectory, log: Logger): ManagerLookup {
   return async (user, channel) => {
     const manager = (user.attributes as Record<string, unknown> | null)?.manager;
-    if (typeof manager !== 'string' || !manager) return null;
+    if (typeof manager !== 'string' || !manager || manager.toLowerCase() === user.ldap_dn?.toLowerCase()) return null;
     const settings = await loadSettings(db, box);
     if (!ldapConfigured(settings.ldap)) return null;
     try {

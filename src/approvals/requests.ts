@@ -23,6 +23,10 @@ export interface NewRequest {
 export async function createRequest(db: Db, key: Buffer, r: NewRequest): Promise<{ request: ApprovalRequest; token: string | null }> {
   const approve = r.profile.mode === 'approve';
   const token = approve ? randomBytes(32).toString('base64url') : null;
+  // One open link per sign-in: asking again (or a replayed password step) closes the earlier one.
+  if (approve && r.interactionUid) {
+    await db.updateTable('approval_requests').set({ status: 'expired', expires_at: sql`now()` }).where('interaction_uid', '=', r.interactionUid).where('status', '=', 'pending').execute();
+  }
   const request = await db
     .insertInto('approval_requests')
     .values({

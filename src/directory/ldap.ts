@@ -7,6 +7,8 @@ export class DirectoryUnavailable extends Error {}
 /** A user entry as Tessera maps it. */
 export interface DirectoryUser {
   dn: string;
+  /** The entry's stable id (entryUUID, or Active Directory's objectGUID), when the directory gives one. */
+  directoryId: string | null;
   username: string;
   email: string | null;
   phone: string | null;
@@ -100,20 +102,29 @@ export class LdapDirectory {
         const { searchEntries } = await client.search(base, { scope, filter, attributes, sizeLimit: 2 });
         return searchEntries;
       } catch (error) {
-        // A server that closed the kept connection: open it again, once.
+        if (error instanceof ResultCodeError) {
+          if (error.code === 32) return []; // noSuchObject
+          throw unavailable(error, 'the search failed');
+        }
+        // The kept connection failed (the server closed it): open it again, once. Concurrent
+        // sign-ins on it see the same failure and do the same.
         await this.close();
-        if (attempt === 0 && !(error instanceof ResultCodeError)) continue;
-        if (error instanceof ResultCodeError && error.code === 32) return []; // noSuchObject
+        if (attempt === 0) continue;
         throw unavailable(error, 'the search failed');
       }
     }
   }
 
-  private map(settings: LdapSettings, entry: Entry): DirectoryUser {
+  private map(settings: LdapSettings, entry: Entry, typed?: string): DirectoryUser {
     const a = settings.attributes;
+    // An entry may hold several names: the one that was typed is the one this sign-in is for.
+    const names = all(entry, a.username);
+    const username = (typed && names.find((n) => n.toLowerCase() === typed.toLowerCase())) ?? names[0] ?? '';
+    const guid = entry.objectGUID;
     return {
       dn: entry.dn,
-      username: first(entry, a.username) ?? '',
+      directoryId: first(entry, 'entryUUID') ?? (Buffer.isBuffer(guid) ? guid.toString('hex') : null),
+      username,
       email: first(entry, a.email),
       phone: first(entry, a.phone),
       givenName: first(entry, a.givenName),
@@ -127,8 +138,8 @@ export class LdapDirectory {
   async findUser(settings: LdapSettings, username: string): Promise<DirectoryUser | null> {
     const a = settings.attributes;
     const filter = settings.userFilter.replaceAll('{username}', Filter.escape(username));
-    const entries = await this.search(settings, settings.baseDn!, filter, 'sub', [a.username, a.email, a.phone, a.givenName, a.familyName, a.manager, a.groups]);
-    return entries.length === 1 ? this.map(settings, entries[0]!) : null;
+    const entries = await this.search(settings, settings.baseDn!, filter, 'sub', [a.username, a.email, a.phone, a.givenName, a.familyName, a.manager, a.groups, 'entryUUID', 'objectGUID']);
+    return entries.length === 1 ? this.map(settings, entries[0]!, username) : null;
   }
 
   /**

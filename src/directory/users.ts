@@ -185,11 +185,16 @@ export async function syncDirectoryUser(db: Db, entry: DirectoryUser): Promise<U
     given_name: entry.givenName,
     family_name: entry.familyName,
     ldap_dn: entry.dn,
-    attributes: JSON.stringify({ manager: entry.manager, groups: entry.groups }),
+    attributes: JSON.stringify({ manager: entry.manager, groups: entry.groups, directory_id: entry.directoryId }),
   };
   const existing = await findUserByUsername(db, username);
   if (existing) {
     if (existing.source !== 'ldap') throw new DirectoryError(`"${username}" is a local user`);
+    // The record belongs to one directory entry: another entry with that name (a second uid value,
+    // a name given again to someone new) is not its owner.
+    const known = (existing.attributes as Record<string, unknown> | null)?.directory_id;
+    const sameEntry = known && entry.directoryId ? known === entry.directoryId : existing.ldap_dn === null || existing.ldap_dn.toLowerCase() === entry.dn.toLowerCase();
+    if (!sameEntry) throw new DirectoryError(`"${username}" belongs to another directory entry`);
     return db.updateTable('users').set({ ...values, updated_at: sql`now()` }).where('id', '=', existing.id).returningAll().executeTakeFirstOrThrow();
   }
   return db

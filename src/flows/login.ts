@@ -90,9 +90,12 @@ export function submitLogin(deps: FlowDeps) {
       }
       let entry;
       try {
-        entry = await deps.directory.authenticate(settings.ldap, username, password);
+        // The same hash as a local account's check, alongside: the answer's timing tells no local name from a directory one.
+        [entry] = await Promise.all([deps.directory.authenticate(settings.ldap, username, password), verifyPassword(null, password)]);
       } catch (error) {
         if (!(error instanceof DirectoryUnavailable)) throw error;
+        // The directory did not answer: no password was checked, so the attempt is given back.
+        if (user && admission?.admitted) await passedAttempt(db, user.id, admission);
         await audit.record({ type: 'directory.unavailable', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { reason: error.message } });
         showLogin(ctx, details, clientName, { error: 'The user directory cannot be reached just now. Please try again in a moment.', username, status: 503 });
         return;

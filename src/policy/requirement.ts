@@ -42,7 +42,7 @@ export interface Requirement {
   enrolAuthenticator: 'required' | 'offered' | 'after-factor' | 'no';
   /** MFA is required and there is no way forward: the "no usable method" page. */
   noUsableMethod: boolean;
-  /** The governing access policy sends this user's sign-ins through manager approval. */
+  /** An access policy that applies to the user (theirs or a group's) sends their sign-ins through manager approval. */
   managerApproval?: boolean;
 }
 
@@ -111,6 +111,7 @@ export function requirement(input: RequirementInput): Requirement {
     usableFactors: usable,
     enrolAuthenticator,
     noUsableMethod: mfaRequired && usable.length === 0 && enrolAuthenticator === 'no',
-    managerApproval: policy?.managerApproval ?? false,
+    // Approval is a control, not a setting to outrank: any policy that applies and asks for it, requires it.
+    managerApproval: input.policies.some((p) => p.managerApproval),
   };
 }

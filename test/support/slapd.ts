@@ -23,6 +23,10 @@ export interface Person {
   manager?: string;
   /** A raw manager value (e.g. a DN that names no entry). */
   managerDn?: string;
+  /** More values of uid on the same entry. */
+  otherUids?: string[];
+  /** The entry's RDN, when it is not uid=<uid>. */
+  rdn?: string;
 }
 
 export interface Slapd {
@@ -117,9 +121,9 @@ export async function startSlapd(people: Person[], options: { tls?: boolean } = 
   await client.add(`ou=people,${SUFFIX}`, { objectClass: 'organizationalUnit', ou: 'people' });
   await client.add(READER.dn, { objectClass: ['organizationalRole', 'simpleSecurityObject'], cn: 'reader', userPassword: READER.password });
   for (const p of people) {
-    await client.add(dnOf(p.uid), {
+    await client.add(p.rdn ? `${p.rdn},ou=people,${SUFFIX}` : dnOf(p.uid), {
       objectClass: 'inetOrgPerson',
-      uid: p.uid,
+      uid: [p.uid, ...(p.otherUids ?? [])],
       cn: p.cn,
       sn: p.sn,
       userPassword: p.password,

@@ -51,7 +51,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('user_id', 'uuid', (c) => c.notNull().references('users.id').onDelete('cascade'))
     .addColumn('client_id', 'text', (c) => c.notNull())
     .addColumn('interaction_uid', 'text')
-    .addColumn('status', 'text', (c) => c.notNull().check(sql`status in ('informed', 'pending', 'approved', 'rejected', 'expired', 'undeliverable')`))
+    .addColumn('status', 'text', (c) => c.notNull().check(sql`status in ('informed', 'pending', 'approved', 'rejected', 'expired', 'undeliverable', 'cancelled')`))
     .addColumn('recipient', 'text')
     .addColumn('recipient_source', 'text', (c) => c.notNull())
     .addColumn('ip', 'text')

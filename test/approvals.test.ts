@@ -138,6 +138,20 @@ describe('manager-approved sign-ins', () => {
     assert.equal(url.searchParams.get('error_description'), 'The manager rejected the sign-in.');
   });
 
+  it('stopping the wait closes the link: the manager has nothing left to decide', async () => {
+    const user = new Agent();
+    const wait = await signInAs(user, 'ben');
+    const link = await linkSentTo('mona@example.test');
+    const stop = formFor(wait, '/approval/end');
+    const back = await user.follow(await user.post(stop.action, stop.fields), callback);
+    assert.equal(new URL(back.location!).searchParams.get('error_description'), 'The user stopped waiting for approval.');
+    const page = await new Agent().get(link);
+    assert.match(page.body, /The user stopped waiting/);
+    assert.ok(!page.body.includes('name="decision"'), 'no buttons');
+    const row = await tessera.db.selectFrom('approval_requests').select('status').orderBy('created_at', 'desc').executeTakeFirstOrThrow();
+    assert.equal(row.status, 'cancelled');
+  });
+
   it('20 simultaneous Approve and Reject posts on one link: exactly one decision', async () => {
     const user = new Agent();
     const wait = await signInAs(user, 'eli');
@@ -184,7 +198,7 @@ describe('manager-approved sign-ins', () => {
     const informed = await signInAs(new Agent(), 'dov');
     assert.ok(informed.body.includes('/consent"') || (informed.location && callback(informed.location)), `no waiting: ${informed.body.slice(0, 200)}`);
     const note = await tessera.db.selectFrom('dev_outbox').select('body').where('recipient', '=', 'audit@example.test').orderBy('id', 'desc').executeTakeFirstOrThrow();
-    assert.match(note.body, /DOV \(dov\) signed in to Tessera demo app/);
+    assert.match(note.body, /DOV \(dov\) is signing in to Tessera demo app/);
     assert.ok(!note.body.includes('/approval/'), 'an information carries no link');
 
     // Policies exist and none matches fay: she cannot sign in where approval applies.

@@ -11,6 +11,7 @@ import { LdapDirectory } from '../src/directory/ldap.js';
 import { loadSettings } from '../src/settings/settings.js';
 import { perform, type ServiceContext } from '../src/admin/service.js';
 import { setSettingsOp } from '../src/admin/system.js';
+import { setPasswordOp } from '../src/admin/users.js';
 import { createApprovalProfileOp, setClientApprovalOp } from '../src/admin/approvals.js';
 import { DEMO_CLIENT_ID } from '../src/demo/accounts.js';
 
@@ -58,6 +59,7 @@ describe('LDAP directory', () => {
     const kept = alice?.attributes as Record<string, unknown>;
     assert.deepEqual([kept.manager, kept.groups], [slapd.dnOf('mona'), []]);
     assert.match(String(kept.directory_id), /^[0-9a-f-]{36}$/, 'the entry’s entryUUID');
+    await assert.rejects(perform(admin, setPasswordOp, { username: 'alice', password: 'a-local-password' }), /signs in with the directory's password/);
     const mona = await passwordStep(new Agent(), 'mona', 'mona-ldap-pw');
     assert.ok(mona.body.includes('/consent"'));
     assert.equal((await findUserByUsername(tessera.db, 'mona'))?.phone, '+15555550199', 'a phone written with spaces is kept in E.164');

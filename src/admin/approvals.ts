@@ -57,7 +57,7 @@ export const listApprovalPoliciesOp = operation({ kind: 'read', input: z.object(
 export const listApprovalRequestsOp = operation({
   kind: 'read',
   input: z.object({
-    status: z.enum(['informed', 'pending', 'approved', 'rejected', 'expired', 'undeliverable'], 'must be informed, pending, approved, rejected, expired or undeliverable').optional(),
+    status: z.enum(['informed', 'pending', 'approved', 'rejected', 'expired', 'undeliverable', 'cancelled'], 'must be informed, pending, approved, rejected, expired, undeliverable or cancelled').optional(),
     limit: z.number().int().min(1).max(1000).default(50),
   }),
   run: async ({ db }, input) => ({ result: await listRequests(db, input) }),

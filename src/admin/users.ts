@@ -53,6 +53,7 @@ export const setPasswordOp = operation({
   kind: 'change',
   input: z.object({ username, password }),
   async run({ db }, { username, password }) {
+    if ((await requireUser(db, username)).source === 'ldap') throw new ServiceError(`"${username}" signs in with the directory's password: change it in the directory`, 'password');
     const user = await setPassword(db, username, password);
     return { result: user, change: { type: 'user.password_changed', subject: user.id, details: { username: user.username } } };
   },

@@ -12,9 +12,13 @@ export class ApprovalError extends DomainError {}
 export const MESSAGE_PLACEHOLDERS = ['{name}', '{user}', '{app}', '{time}', '{ip}', '{device}', '{link}', '{minutes}'] as const;
 
 export const DEFAULT_MESSAGES = {
-  approve: '{name} ({user}) is signing in to {app} from {ip} at {time}. Approve or reject the sign-in: {link} (valid for {minutes} minutes).',
-  inform: '{name} ({user}) signed in to {app} from {ip} at {time}.',
+  approve: '{name} is signing in to {app} from {ip} at {time}. Approve or reject the sign-in: {link} (the link works for {minutes} min).',
+  inform: '{name} is signing in to {app} from {ip} at {time}.',
 } as const;
+
+/** A message or subject may use only the placeholders Tessera fills. */
+const placeholdersKnown = (text: string) => [...text.matchAll(/\{[^{}\s]*\}/g)].every((m) => (MESSAGE_PLACEHOLDERS as readonly string[]).includes(m[0]));
+const PLACEHOLDER_PROBLEM = `uses a placeholder Tessera does not fill (it fills ${MESSAGE_PLACEHOLDERS.join(' ')})`;
 
 const recipient = z
   .string()
@@ -27,16 +31,18 @@ export const profileInputSchema = z
     mode: z.enum(['inform', 'approve'], 'must be inform or approve'),
     /** The public address links are built on; null: the issuer. */
     baseUrl: z.string().url().max(500).refine((u) => /^https?:\/\//.test(u) && !u.endsWith('/'), 'an http(s) URL without a trailing slash').nullable().default(null),
-    message: z.string().min(1).max(1000).nullable().default(null),
-    linkMinutes: z.number().int('must be a whole number of minutes').min(1, 'must be 1 to 120 minutes').max(120, 'must be 1 to 120 minutes').default(60),
+    message: z.string().min(1).max(1000).refine(placeholdersKnown, PLACEHOLDER_PROBLEM).nullable().default(null),
+    linkMinutes: z.number().int('must be a whole number of minutes').min(1, 'must be 1 to 120 minutes').max(120, 'must be 1 to 120 minutes').optional(),
     delivery: z.enum(['email', 'sms'], 'must be email or sms'),
-    subject: z.string().min(1).max(200).default('Sign-in approval: {user} to {app}'),
+    subject: z.string().min(1).max(200).refine(placeholdersKnown, PLACEHOLDER_PROBLEM).default('Sign-in approval: {user} to {app}'),
     defaultRecipient: recipient.nullable().default(null),
     directories: z.array(z.enum(['local', 'ldap'])).min(1, 'name at least one directory').default(['local', 'ldap']),
     factors: z.array(z.enum(['password', ...FACTORS])).min(1).nullable().default(null),
   })
   .superRefine((p, ctx) => {
     if (p.mode === 'approve' && p.message && !p.message.includes('{link}')) ctx.addIssue({ code: 'custom', path: ['message'], message: 'an approval message must contain {link}' });
+    if (p.mode === 'inform' && p.message?.includes('{link}')) ctx.addIssue({ code: 'custom', path: ['message'], message: 'an information carries no link: leave {link} out' });
+    if (p.mode === 'inform' && p.linkMinutes !== undefined) ctx.addIssue({ code: 'custom', path: ['linkMinutes'], message: 'an information carries no link: only approve profiles have a link lifetime' });
     const channel = p.defaultRecipient ? (p.defaultRecipient.startsWith('+') ? 'sms' : 'email') : null;
     if (channel && channel !== p.delivery) ctx.addIssue({ code: 'custom', path: ['defaultRecipient'], message: `delivery is by ${p.delivery}: the default recipient must be ${p.delivery === 'email' ? 'an email address' : 'a phone number'}` });
   });
@@ -54,7 +60,7 @@ export async function createProfile(db: Db, input: ProfileInput): Promise<Approv
       mode: p.mode,
       base_url: p.baseUrl,
       message: p.message ?? DEFAULT_MESSAGES[p.mode],
-      link_minutes: p.linkMinutes,
+      link_minutes: p.linkMinutes ?? 60,
       delivery: p.delivery,
       subject: p.subject,
       default_recipient: p.defaultRecipient,

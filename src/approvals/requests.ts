@@ -84,6 +84,17 @@ export async function decide(db: Db, key: Buffer, token: string, decision: 'appr
   return { decided: false, request: await findByToken(db, key, token) };
 }
 
+/** The user stopped waiting: the open link decides nothing any more. Returns the request it closed. */
+export async function cancelPending(db: Db, interactionUid: string): Promise<ApprovalRequest | undefined> {
+  return db
+    .updateTable('approval_requests')
+    .set({ status: 'cancelled', decided_at: sql`now()` })
+    .where('interaction_uid', '=', interactionUid)
+    .where('status', '=', 'pending')
+    .returningAll()
+    .executeTakeFirst();
+}
+
 /** The newest request of a sign-in (an interaction may ask again after one expired). */
 export async function latestForInteraction(db: Db, interactionUid: string): Promise<ApprovalRequest | undefined> {
   const row = await db.selectFrom('approval_requests').selectAll().where('interaction_uid', '=', interactionUid).orderBy('created_at', 'desc').limit(1).executeTakeFirst();

@@ -66,6 +66,7 @@ export type AuditType =
   | 'approval.approved'
   | 'approval.rejected'
   | 'approval.refused'
+  | 'approval.cancelled'
   | 'approval.undeliverable'
   | 'approval.profile_created'
   | 'approval.profile_removed'

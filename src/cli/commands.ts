@@ -250,6 +250,8 @@ const COMMANDS: Record<string, Command> = {
         ['name', [user.given_name, user.family_name].filter(Boolean).join(' ') || '-'],
         ['email', user.email ? `${user.email} (${flag(user.email_verified)})` : '-'],
         ['phone', user.phone ? `${user.phone} (${flag(user.phone_verified)})` : '-'],
+        ['source', user.source === 'ldap' ? `LDAP directory (${user.ldap_dn ?? '-'})` : 'local'],
+        ['sponsor', [user.sponsor_name, user.sponsor_email, user.sponsor_phone].filter(Boolean).join(', ') || '-'],
         ['groups', groups.join(', ') || '-'],
         ['policies', policies.join(', ') || '-'],
         ['authenticators', authenticators.map((a) => `${a.label} (${a.type}, added ${a.created_at.toISOString().slice(0, 10)}${a.last_used_at ? `, last used ${a.last_used_at.toISOString().slice(0, 16)}Z` : ''})`).join('; ') || '-'],
@@ -450,7 +452,8 @@ const COMMANDS: Record<string, Command> = {
         email: pick(flags.email, before.sponsor_email),
         phone: pick(flags.phone, before.sponsor_phone),
       });
-      io.out(`sponsor of ${arg.username} set`);
+      const after = (await perform(service, showUserOp, { username: arg.username! })).user;
+      io.out(after.sponsor_name || after.sponsor_email || after.sponsor_phone ? `sponsor of ${arg.username} set` : `sponsor of ${arg.username} removed`);
     },
   },
   'approval profile add': {
@@ -458,7 +461,7 @@ const COMMANDS: Record<string, Command> = {
     flags: ['mode', 'deliver', 'link-minutes', 'default-recipient', 'subject', 'message', 'base-url', 'directories', 'factors'],
     usage: `approval profile add <name> --mode inform|approve --deliver email|sms [--link-minutes <n>]
                       [--default-recipient <email or +E164>] [--subject <text>] [--message <text>]
-                      [--base-url <https://…>] [--directories local,ldap] [--factors password,email,sms,totp]`,
+                      [--base-url <url>] [--directories local,ldap] [--factors password,email,sms,totp]`,
     fields: { mode: '--mode', delivery: '--deliver', linkMinutes: '--link-minutes', defaultRecipient: '--default-recipient', subject: '--subject', message: '--message', baseUrl: '--base-url', directories: '--directories', factors: '--factors' },
     async run({ arg, flags, io, service }) {
       const mode = oneOf(flags.mode, '--mode', ['inform', 'approve'] as const);
@@ -479,7 +482,7 @@ const COMMANDS: Record<string, Command> = {
         ...(flags.directories !== undefined ? { directories: list(flags.directories) as ('local' | 'ldap')[] } : {}),
         ...(flags.factors !== undefined ? { factors: list(flags.factors) as ('password' | 'email' | 'sms' | 'totp')[] } : {}),
       });
-      io.out(`created approval profile ${profile.name} (${profile.mode}, by ${profile.delivery}, links valid ${profile.link_minutes} min)`);
+      io.out(`created approval profile ${profile.name} (${profile.mode}, by ${profile.delivery}${profile.mode === 'approve' ? `, links valid ${profile.link_minutes} min` : ''})`);
     },
   },
   'approval profile list': {
@@ -488,7 +491,7 @@ const COMMANDS: Record<string, Command> = {
     usage: 'approval profile list',
     async run({ io, service }) {
       for (const p of await perform(service, listApprovalProfilesOp, {})) {
-        io.out([p.name, p.mode, p.delivery, `${p.link_minutes} min`, `default ${p.default_recipient ?? '-'}`, `directories ${p.directories.join(',')}`, `factors ${(p.factors ?? ['any']).join(',')}`].join('\t'));
+        io.out([p.name, p.mode, p.delivery, p.mode === 'approve' ? `links ${p.link_minutes} min` : 'no link', `default ${p.default_recipient ?? '-'}`, `directories ${p.directories.join(',')}`, `factors ${(p.factors ?? ['any']).join(',')}`].join('\t'));
       }
     },
   },
@@ -542,16 +545,6 @@ const COMMANDS: Record<string, Command> = {
       io.out(`removed approval policy ${arg.name}`);
     },
   },
-  'ldap test': {
-    args: [],
-    flags: [],
-    usage: 'ldap test                                 bind with the ldap.* settings and read the base DN',
-    async run({ io, service }) {
-      const { ok, message } = await perform(service, testLdapOp, {});
-      if (!ok) throw new DomainError(`LDAP: ${message}`);
-      io.out(`LDAP: ${message}`);
-    },
-  },
   'approval requests': {
     args: [],
     flags: ['status', 'limit'],
@@ -563,6 +556,16 @@ const COMMANDS: Record<string, Command> = {
       for (const r of rows) {
         io.out([r.created_at.toISOString(), r.status, r.username, r.client_id, `profile ${r.profile}`, `to ${r.recipient ?? '-'} (${r.recipient_source})`, r.decided_at ? `decided ${r.decided_at.toISOString()} from ${r.decided_ip ?? '-'}` : ''].filter(Boolean).join('\t'));
       }
+    },
+  },
+  'ldap test': {
+    args: [],
+    flags: [],
+    usage: 'ldap test                                 bind with the ldap.* settings and read the base DN',
+    async run({ io, service }) {
+      const { ok, message } = await perform(service, testLdapOp, {});
+      if (!ok) throw new DomainError(`LDAP: ${message}`);
+      io.out(`LDAP: ${message}`);
     },
   },
   'client set-scope': {

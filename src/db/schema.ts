@@ -83,7 +83,7 @@ export interface ApprovalPoliciesTable {
   created_at: Timestamp;
 }
 
-export type ApprovalStatus = 'informed' | 'pending' | 'approved' | 'rejected' | 'expired' | 'undeliverable';
+export type ApprovalStatus = 'informed' | 'pending' | 'approved' | 'rejected' | 'expired' | 'undeliverable' | 'cancelled';
 
 export interface ApprovalRequestsTable {
   id: Generated<string>;

@@ -59,13 +59,19 @@ export async function approvalGate(ctx: Context, deps: FlowDeps, details: Intera
 
   const { profile } = decision;
   const recipient = await recipientFor(user, profile, deps.ldapManager);
-  if (!recipient && profile.mode === 'approve') return refuse('there is no manager or sponsor on record to ask, and the approval profile names no default recipient. Ask your administrator.');
+  if (!recipient && profile.mode === 'approve') {
+    const manager = user.source === 'ldap' ? (user.attributes as Record<string, unknown> | null)?.manager : null;
+    return refuse(typeof manager === 'string' && manager
+      ? `your manager in the directory (${manager}) has no ${profile.delivery === 'email' ? 'email address' : 'mobile number'} that can be used, and the approval profile names no default recipient. Ask your administrator.`
+      : 'there is no manager or sponsor on record to ask, and the approval profile names no default recipient. Ask your administrator.');
+  }
   const { request, token } = await createRequest(db, deps.linkKey, {
     profile, user, clientId, interactionUid: details.uid, recipient: recipient?.to ?? null, recipientSource: recipient?.source ?? 'none', ip: meta.ip, userAgent: meta.userAgent,
   });
   const link = token ? `${profile.base_url ?? deps.issuer}/approval/${token}` : '';
   const values = {
-    name: [user.given_name, user.family_name].filter(Boolean).join(' ') || user.username,
+    // "Alice Adams (alice)", or just "alice" when there are no names.
+    name: [user.given_name, user.family_name].filter(Boolean).join(' ') ? `${[user.given_name, user.family_name].filter(Boolean).join(' ')} (${user.username})` : user.username,
     user: user.username,
     app: client.name,
     time: formatTime(request.created_at),

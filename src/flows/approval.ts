@@ -7,7 +7,7 @@ import { renderPage } from '../http/views.js';
 import { seeOther } from '../http/redirect.js';
 import { findUserById } from '../directory/users.js';
 import { maskEmail, maskPhone } from '../factors/index.js';
-import { decide, findByToken, latestForInteraction } from '../approvals/requests.js';
+import { cancelPending, decide, findByToken, latestForInteraction } from '../approvals/requests.js';
 import type { ApprovalRequest } from '../db/schema.js';
 import { clientOf, finishInteraction, loadInteraction, requestMeta, type FlowDeps } from './context.js';
 import { loadProgress } from './progress.js';
@@ -59,8 +59,13 @@ export function approvalRoutes(deps: FlowDeps): Router {
   router.post('/interaction/:uid/approval/end', async (ctx) => {
     const details = await loadInteraction(ctx, provider);
     assertCsrf(ctx, (await readForm(ctx)).csrf);
-    const request = await latestForInteraction(db, details.uid);
-    const description = request?.status === 'rejected' ? 'The manager rejected the sign-in.' : 'The sign-in was not approved.';
+    const cancelled = await cancelPending(db, details.uid);
+    if (cancelled) {
+      await audit.record({ type: 'approval.cancelled', subject: cancelled.user_id, clientId: cancelled.client_id, ...requestMeta(ctx), details: { request: cancelled.id, profile: cancelled.profile } });
+    }
+    const request = cancelled ?? (await latestForInteraction(db, details.uid));
+    const description =
+      request?.status === 'rejected' ? 'The manager rejected the sign-in.' : request?.status === 'cancelled' ? 'The user stopped waiting for approval.' : 'The sign-in was not approved.';
     await finishInteraction(ctx, details, { error: 'access_denied', error_description: description }, false);
   });
 

@@ -12,7 +12,7 @@ import { optional, text } from '../form.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
 import { readSettingsForm, shown, type SettingField } from './settings.js';
 
-const STATUSES: ApprovalStatus[] = ['pending', 'approved', 'rejected', 'expired', 'informed', 'undeliverable'];
+const STATUSES: ApprovalStatus[] = ['pending', 'approved', 'rejected', 'expired', 'cancelled', 'informed', 'undeliverable'];
 
 const LDAP_FORM: SettingField[] = [
   { path: 'ldap.url', label: 'URL', kind: 'text', hint: 'ldap://host:389 or ldaps://host:636; empty: no directory' },

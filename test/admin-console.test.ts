@@ -387,6 +387,11 @@ describe('admin console: manager approval and LDAP pages', () => {
       const after = await agent.get(`${tessera.issuer}/admin/approvals`);
       assert.match(after.body, /ops[\s\S]*mgr[\s\S]*<code>group<\/code> is ops or admins/);
       assert.match(after.body, /<option selected>mgr<\/option>/);
+      const profile = await agent.get(`${tessera.issuer}/admin/approvals/profile?name=mgr`);
+      const profileEdit = formFor(profile, '/admin/approvals/profile');
+      const edited = await agent.post(profileEdit.action, { ...profileEdit.fields, mode: 'approve', delivery: 'email', linkMinutes: '15', defaultRecipient: 'sec@example.test', subject: 'Approve {user}', baseUrl: '', message: '', directories: 'local' });
+      assert.equal(edited.location, `${tessera.issuer}/admin/approvals?done=saved`);
+      assert.equal((await tessera.db.selectFrom('approval_profiles').select('link_minutes').where('name', '=', 'mgr').executeTakeFirstOrThrow()).link_minutes, 15);
       const ldap = await agent.get(`${tessera.issuer}/admin/ldap`);
       const test = formFor(ldap, '/admin/ldap/test');
       const tested = await agent.post(test.action, test.fields);

@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.js';
 import { createUser } from '../src/directory/users.js';
 import { addGroupMember, createGroup } from '../src/directory/groups.js';
 import { perform, type ServiceContext } from '../src/admin/service.js';
-import { addApprovalPolicyOp, createApprovalProfileOp, removeApprovalPolicyOp, setClientApprovalOp, setSponsorOp } from '../src/admin/approvals.js';
+import { addApprovalPolicyOp, createApprovalProfileOp, removeApprovalPolicyOp, setClientApprovalOp, setSponsorOp, updateApprovalProfileOp } from '../src/admin/approvals.js';
 import { createClientOp, createPolicyOp, setSettingsOp } from '../src/admin/system.js';
 import { DEMO_CLIENT_ID } from '../src/demo/accounts.js';
 
@@ -150,6 +150,17 @@ describe('manager-approved sign-ins', () => {
     assert.ok(!page.body.includes('name="decision"'), 'no buttons');
     const row = await tessera.db.selectFrom('approval_requests').select('status').orderBy('created_at', 'desc').executeTakeFirstOrThrow();
     assert.equal(row.status, 'cancelled');
+  });
+
+  it('a profile is edited by the same rules as it is made; its policies stay', async () => {
+    await perform(admin, createApprovalProfileOp, { name: 'edit me', mode: 'approve', delivery: 'email' });
+    await perform(admin, addApprovalPolicyOp, { name: 'edit me policy', profile: 'edit me', attribute: 'username', values: ['nobody'] });
+    await assert.rejects(perform(admin, updateApprovalProfileOp, { name: 'edit me', changes: { delivery: 'sms', defaultRecipient: 'x@example.test' } }), /the default recipient must be a phone number/);
+    assert.deepEqual(Object.keys(await perform(admin, updateApprovalProfileOp, { name: 'edit me', changes: { mode: 'inform' } })).sort(), ['message', 'mode']);
+    const row = await tessera.db.selectFrom('approval_profiles').selectAll().where('name', '=', 'edit me').executeTakeFirstOrThrow();
+    assert.equal(row.message, '{name} is signing in to {app} from {ip} at {time}.', 'the default message follows the mode');
+    assert.equal((await tessera.db.selectFrom('approval_policies').select('name').where('profile', '=', 'edit me').execute()).length, 1);
+    await perform(admin, removeApprovalPolicyOp, { name: 'edit me policy' });
   });
 
   it('20 simultaneous Approve and Reject posts on one link: exactly one decision', async () => {

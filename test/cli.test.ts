@@ -411,6 +411,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^error: LDAP: set ldap\.url, ldap\.bindDn, ldap\.bindPassword and ldap\.baseDn first/);
     assert.equal((await cli('settings', 'set', 'ldap.url', 'ldap://127.0.0.1:1')).code, 0, 'settable one at a time, in any order');
+    assert.match((await cli('approval', 'profile', 'set', 'managers', '--link-minutes', '30')).stdout, /approval profile managers changed: link_minutes/);
     assert.equal((await cli('approval', 'profile', 'remove', 'watch')).code, 0);
     assert.deepEqual((await cli('approval', 'policy', 'list')).stdout.trim().split('\n').map((l) => l.split('\t')[1]), ['ops']);
   });

@@ -1,5 +1,7 @@
 import { z } from 'zod';
-import { addPolicy, ApprovalError, createProfile, listPolicies, listProfiles, removePolicy, removeProfile, type PolicyInput, type ProfileInput } from '../approvals/profiles.js';
+import {
+  addPolicy, ApprovalError, createProfile, listPolicies, listProfiles, removePolicy, removeProfile, updateProfile, type PolicyInput, type ProfileChanges, type ProfileInput,
+} from '../approvals/profiles.js';
 import { listRequests } from '../approvals/requests.js';
 import { requireUser, E164_PATTERN } from '../directory/users.js';
 import { ClientError } from '../clients/clients.js';
@@ -20,6 +22,15 @@ export const createApprovalProfileOp = operation({
       result: profile,
       change: { type: 'approval.profile_created', subject: profile.name, details: { mode: profile.mode, delivery: profile.delivery, link_minutes: profile.link_minutes, default_recipient: profile.default_recipient, directories: profile.directories, factors: profile.factors } },
     };
+  },
+});
+
+export const updateApprovalProfileOp = operation({
+  kind: 'change',
+  input: z.object({ name: name('profile'), changes: owned<ProfileChanges>() }),
+  async run({ db }, { name, changes }) {
+    const changed = await updateProfile(db, name, changes);
+    return { result: changed, change: Object.keys(changed).length ? { type: 'approval.profile_updated', subject: name, details: changed } : undefined };
   },
 });
 

@@ -144,3 +144,51 @@ export async function removePolicy(db: Db, name: string): Promise<void> {
 export function listPolicies(db: Db): Promise<ApprovalPolicy[]> {
   return db.selectFrom('approval_policies').selectAll().orderBy('position').orderBy('name').execute();
 }
+
+/** A stored profile in the form profileInputSchema reads. */
+function inputOf(p: ApprovalProfile): ProfileInput {
+  return {
+    name: p.name,
+    mode: p.mode,
+    baseUrl: p.base_url,
+    message: p.message,
+    ...(p.mode === 'approve' ? { linkMinutes: p.link_minutes } : {}),
+    delivery: p.delivery,
+    subject: p.subject,
+    defaultRecipient: p.default_recipient,
+    directories: p.directories,
+    factors: p.factors as ProfileInput['factors'],
+  };
+}
+
+export type ProfileChanges = Partial<Omit<ProfileInput, 'name'>>;
+
+/** Changes a profile (its policies stay), checked by the same rules as a new one; returns what changed. */
+export async function updateProfile(db: Db, name: string, changes: ProfileChanges): Promise<Record<string, unknown>> {
+  const row = await db.selectFrom('approval_profiles').selectAll().where('name', '=', name).executeTakeFirst();
+  if (!row) throw new ApprovalError(`no approval profile "${name}"`, 'name');
+  const before = inputOf(row);
+  const merged = { ...before, ...Object.fromEntries(Object.entries(changes).filter(([, v]) => v !== undefined)) } as ProfileInput;
+  // A profile turned into an information keeps no link lifetime.
+  if (merged.mode === 'inform' && changes.linkMinutes === undefined) delete merged.linkMinutes;
+  // The mode changes and the message was the old mode's default: it becomes the new mode's.
+  const untouched = changes.message === undefined || changes.message === null || changes.message === DEFAULT_MESSAGES[row.mode];
+  if (changes.mode && changes.mode !== row.mode && untouched && row.message === DEFAULT_MESSAGES[row.mode]) merged.message = DEFAULT_MESSAGES[changes.mode];
+  const parsed = profileInputSchema.safeParse(merged);
+  if (!parsed.success) throw firstIssue(parsed.error, (message, field) => new ApprovalError(message, field));
+  const p = parsed.data;
+  const values = {
+    mode: p.mode,
+    base_url: p.baseUrl,
+    message: p.message ?? DEFAULT_MESSAGES[p.mode],
+    link_minutes: p.linkMinutes ?? row.link_minutes,
+    delivery: p.delivery,
+    subject: p.subject,
+    default_recipient: p.defaultRecipient,
+    directories: p.directories,
+    factors: p.factors,
+  };
+  const changed = Object.fromEntries(Object.entries(values).filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(row[key as keyof ApprovalProfile])));
+  if (Object.keys(changed).length) await db.updateTable('approval_profiles').set(values).where('name', '=', name).execute();
+  return changed;
+}

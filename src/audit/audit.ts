@@ -69,6 +69,7 @@ export type AuditType =
   | 'approval.cancelled'
   | 'approval.undeliverable'
   | 'approval.profile_created'
+  | 'approval.profile_updated'
   | 'approval.profile_removed'
   | 'approval.policy_created'
   | 'approval.policy_removed'

@@ -13,7 +13,7 @@ import {
 import { listAuditOp } from '../admin/audit-log.js';
 import {
   addApprovalPolicyOp, createApprovalProfileOp, listApprovalPoliciesOp, listApprovalProfilesOp, listApprovalRequestsOp, removeApprovalPolicyOp,
-  removeApprovalProfileOp, setClientApprovalOp, setSponsorOp, testLdapOp,
+  removeApprovalProfileOp, setClientApprovalOp, setSponsorOp, testLdapOp, updateApprovalProfileOp,
 } from '../admin/approvals.js';
 import {
   allowApiOp, createApiOp, createClientOp, createPolicyOp, disallowApiOp, listApisOp, listClientsOp, listPoliciesOp, listScopeRulesOp, protectScopeOp,
@@ -160,6 +160,28 @@ const settingSecret: SecretFor = (arg, flags) => {
   if (flags['value-stdin']) return { source: 'stdin', label: 'value' };
   return SECRET_PATHS.has(arg['section.key'] ?? '') ? { source: 'prompt', label: `Value of ${arg['section.key']}`, stdinFlag: '--value-stdin' } : null;
 };
+
+const PROFILE_FLAGS: Flag[] = ['mode', 'deliver', 'link-minutes', 'default-recipient', 'subject', 'message', 'base-url', 'directories', 'factors'];
+const PROFILE_FIELDS = { mode: '--mode', delivery: '--deliver', linkMinutes: '--link-minutes', defaultRecipient: '--default-recipient', subject: '--subject', message: '--message', baseUrl: '--base-url', directories: '--directories', factors: '--factors' };
+
+/** An approval profile's flags, as the service layer takes them (only those given). */
+function profileFlags(flags: FlagValues) {
+  const list = (v: string | undefined) => v?.split(',').map((x) => x.trim()).filter(Boolean);
+  const minutes = intFlag(flags['link-minutes'], '--link-minutes');
+  const mode = oneOf(flags.mode, '--mode', ['inform', 'approve'] as const);
+  const delivery = oneOf(flags.deliver, '--deliver', ['email', 'sms'] as const);
+  return {
+    ...(mode ? { mode } : {}),
+    ...(delivery ? { delivery } : {}),
+    ...(minutes !== undefined ? { linkMinutes: minutes } : {}),
+    ...(flags['default-recipient'] !== undefined ? { defaultRecipient: flags['default-recipient'] || null } : {}),
+    ...(flags.subject !== undefined ? { subject: flags.subject } : {}),
+    ...(flags.message !== undefined ? { message: flags.message || null } : {}),
+    ...(flags['base-url'] !== undefined ? { baseUrl: flags['base-url'] || null } : {}),
+    ...(flags.directories !== undefined ? { directories: list(flags.directories) as ('local' | 'ldap')[] } : {}),
+    ...(flags.factors !== undefined ? { factors: list(flags.factors) as ('password' | 'email' | 'sms' | 'totp')[] } : {}),
+  };
+}
 
 /** The command table: one entry per command, run by runCommand in this process or in the data directory's owner. */
 const COMMANDS: Record<string, Command> = {
@@ -458,31 +480,29 @@ const COMMANDS: Record<string, Command> = {
   },
   'approval profile add': {
     args: ['<name>'],
-    flags: ['mode', 'deliver', 'link-minutes', 'default-recipient', 'subject', 'message', 'base-url', 'directories', 'factors'],
+    flags: PROFILE_FLAGS,
     usage: `approval profile add <name> --mode inform|approve --deliver email|sms [--link-minutes <n>]
                       [--default-recipient <email or +E164>] [--subject <text>] [--message <text>]
                       [--base-url <url>] [--directories local,ldap] [--factors password,email,sms,totp]`,
-    fields: { mode: '--mode', delivery: '--deliver', linkMinutes: '--link-minutes', defaultRecipient: '--default-recipient', subject: '--subject', message: '--message', baseUrl: '--base-url', directories: '--directories', factors: '--factors' },
+    fields: PROFILE_FIELDS,
     async run({ arg, flags, io, service }) {
-      const mode = oneOf(flags.mode, '--mode', ['inform', 'approve'] as const);
-      const delivery = oneOf(flags.deliver, '--deliver', ['email', 'sms'] as const);
-      if (!mode) throw new UsageError('missing --mode inform|approve');
-      if (!delivery) throw new UsageError('missing --deliver email|sms');
-      const list = (v: string | undefined) => v?.split(',').map((x) => x.trim()).filter(Boolean);
-      const minutes = intFlag(flags['link-minutes'], '--link-minutes');
-      const profile = await perform(service, createApprovalProfileOp, {
-        name: arg.name!,
-        mode,
-        delivery,
-        ...(minutes !== undefined ? { linkMinutes: minutes } : {}),
-        ...(flags['default-recipient'] !== undefined ? { defaultRecipient: flags['default-recipient'] } : {}),
-        ...(flags.subject !== undefined ? { subject: flags.subject } : {}),
-        ...(flags.message !== undefined ? { message: flags.message } : {}),
-        ...(flags['base-url'] !== undefined ? { baseUrl: flags['base-url'] } : {}),
-        ...(flags.directories !== undefined ? { directories: list(flags.directories) as ('local' | 'ldap')[] } : {}),
-        ...(flags.factors !== undefined ? { factors: list(flags.factors) as ('password' | 'email' | 'sms' | 'totp')[] } : {}),
-      });
+      const given = profileFlags(flags);
+      if (!given.mode) throw new UsageError('missing --mode inform|approve');
+      if (!given.delivery) throw new UsageError('missing --deliver email|sms');
+      const profile = await perform(service, createApprovalProfileOp, { name: arg.name!, ...given, mode: given.mode, delivery: given.delivery });
       io.out(`created approval profile ${profile.name} (${profile.mode}, by ${profile.delivery}${profile.mode === 'approve' ? `, links valid ${profile.link_minutes} min` : ''})`);
+    },
+  },
+  'approval profile set': {
+    args: ['<name>'],
+    flags: PROFILE_FLAGS,
+    usage: 'approval profile set <name> [the flags of approval profile add]   its policies stay',
+    fields: PROFILE_FIELDS,
+    async run({ arg, flags, io, service }) {
+      const changes = profileFlags(flags);
+      if (Object.keys(changes).length === 0) throw new UsageError('give at least one flag to change');
+      const changed = await perform(service, updateApprovalProfileOp, { name: arg.name!, changes });
+      io.out(Object.keys(changed).length ? `approval profile ${arg.name} changed: ${Object.keys(changed).join(', ')}` : `approval profile ${arg.name} already had these values`);
     },
   },
   'approval profile list': {

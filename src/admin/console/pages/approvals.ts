@@ -2,15 +2,34 @@ import type { Context } from 'koa';
 import { perform, ServiceError } from '../../service.js';
 import {
   addApprovalPolicyOp, createApprovalProfileOp, listApprovalPoliciesOp, listApprovalProfilesOp, listApprovalRequestsOp, removeApprovalPolicyOp,
-  removeApprovalProfileOp, testLdapOp,
+  removeApprovalProfileOp, testLdapOp, updateApprovalProfileOp,
 } from '../../approvals.js';
 import { setSettingsOp, showSettingsOp, listClientsOp } from '../../system.js';
 import { valueAt } from '../../../settings/settings.js';
 import { seeOther } from '../../../http/redirect.js';
 import type { ApprovalStatus } from '../../../db/schema.js';
-import { optional, text } from '../form.js';
+import { optional, queryParam, text } from '../form.js';
+import { HttpError } from '../../../http/errors.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
 import { readSettingsForm, shown, type SettingField } from './settings.js';
+
+/** A profile's form, as the service layer takes it (empty fields: the defaults). */
+function profileFields(f: URLSearchParams) {
+  const minutes = text(f, 'linkMinutes');
+  if (minutes && !/^\d{1,4}$/.test(minutes)) throw new ServiceError('must be a whole number of minutes', 'linkMinutes');
+  const factors = f.getAll('factors');
+  return {
+    mode: f.get('mode') === 'inform' ? ('inform' as const) : ('approve' as const),
+    delivery: f.get('delivery') === 'sms' ? ('sms' as const) : ('email' as const),
+    ...(minutes ? { linkMinutes: Number(minutes) } : {}),
+    baseUrl: optional(f, 'baseUrl'),
+    message: optional(f, 'message'),
+    ...(text(f, 'subject') ? { subject: text(f, 'subject') } : {}),
+    defaultRecipient: optional(f, 'defaultRecipient'),
+    directories: f.getAll('directories') as ('local' | 'ldap')[],
+    factors: factors.length ? (factors as ('password' | 'email' | 'sms' | 'totp')[]) : null,
+  };
+}
 
 const STATUSES: ApprovalStatus[] = ['pending', 'approved', 'rejected', 'expired', 'cancelled', 'informed', 'undeliverable'];
 
@@ -59,22 +78,24 @@ export function approvalPages(c: Console): void {
     sensitive: true,
     redisplay: approvalsPage,
     async run(ctx, f, { service }) {
-      const minutes = text(f, 'linkMinutes');
-      if (minutes && !/^\d{1,4}$/.test(minutes)) throw new ServiceError('must be a whole number of minutes', 'linkMinutes');
-      const factors = f.getAll('factors');
-      await perform(service, createApprovalProfileOp, {
-        name: text(f, 'name'),
-        mode: f.get('mode') === 'inform' ? 'inform' : 'approve',
-        delivery: f.get('delivery') === 'sms' ? 'sms' : 'email',
-        ...(minutes ? { linkMinutes: Number(minutes) } : {}),
-        baseUrl: optional(f, 'baseUrl'),
-        message: optional(f, 'message'),
-        ...(text(f, 'subject') ? { subject: text(f, 'subject') } : {}),
-        defaultRecipient: optional(f, 'defaultRecipient'),
-        directories: f.getAll('directories') as ('local' | 'ldap')[],
-        factors: factors.length ? (factors as ('password' | 'email' | 'sms' | 'totp')[]) : null,
-      });
+      await perform(service, createApprovalProfileOp, { name: text(f, 'name'), ...profileFields(f) });
       seeOther(ctx, '/admin/approvals?done=created');
+    },
+  });
+  const profilePage = async (ctx: Context, redisplay?: Redisplay) => {
+    const name = redisplay?.values.get('name') ?? queryParam(ctx, 'name');
+    const profile = (await perform(consoleOf(ctx).service, listApprovalProfilesOp, {})).find((p) => p.name === name);
+    if (!profile) throw new HttpError(404, `There is no approval profile "${name}".`, 'Not found');
+    show(ctx, 'approval-profile', `Approval profile ${profile.name}`, { profile, redisplay });
+  };
+  pages.get('/approvals/profile', (ctx) => profilePage(ctx));
+  change('/approvals/profile', {
+    label: (f) => `Change the approval profile ${text(f, 'name')}`,
+    sensitive: true,
+    redisplay: profilePage,
+    async run(ctx, f, { service }) {
+      await perform(service, updateApprovalProfileOp, { name: text(f, 'name'), changes: profileFields(f) });
+      seeOther(ctx, '/admin/approvals?done=saved');
     },
   });
   change('/approvals/profiles/remove', {

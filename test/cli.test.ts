@@ -395,7 +395,7 @@ describe('CLI (npm run cli)', () => {
     assert.deepEqual(r.stdout.trim().split('\n').map((l) => l.split('\t').slice(0, 2).join(' ')), ['1 interns', '2 ops']);
     assert.match((await cli('approval', 'policy', 'add', 'x', '--profile', 'nope', '--attribute', 'group', '--value', 'a')).stderr, /^error: --profile: no approval profile "nope"/);
     assert.match((await cli('approval')).stderr, /"approval" needs a subcommand: profile, policy, requests/);
-    assert.match((await cli('approval', 'profile')).stderr, /"approval profile" needs a subcommand: add, list, remove/);
+    assert.match((await cli('approval', 'profile')).stderr, /"approval profile" needs a subcommand: add, set, list, remove/);
     assert.equal((await cli('approval', 'requests', '--status', 'pending')).code, 0);
     assert.match((await cli('approval', 'requests', '--status', 'maybe')).stderr, /--status: must be informed, pending/);
     assert.equal((await cli('user', 'add', 'sam', '--password', 'sam-password-1')).code, 0);

@@ -342,15 +342,20 @@ describe('admin console: what an attacker tried', () => {
   });
 });
 
+/** A new administrator "root" and a browser holding their console session, with a factor passed just now. */
+async function newAdminAgent(tessera: TestTessera): Promise<Agent> {
+  const user = await createUser(tessera.db, { username: 'root', password: 'root-password-1' });
+  await addGroupMember(tessera.db, 'admins', 'root');
+  const agent = new Agent();
+  agent.cookies.set('tessera.admin', await startConsoleSession(tessera.db, user.id, new Date(), { idleSeconds: 900, absoluteSeconds: 3600 }));
+  return agent;
+}
+
 describe('admin console: a form’s address opened again', () => {
   it('goes to the page the form is on', async () => {
     const tessera = await startTestTessera();
     try {
-      await createUser(tessera.db, { username: 'root', password: 'root-password-1' });
-      await addGroupMember(tessera.db, 'admins', 'root');
-      const user = await tessera.db.selectFrom('users').select('id').where('username', '=', 'root').executeTakeFirstOrThrow();
-      const agent = new Agent();
-      agent.cookies.set('tessera.admin', await startConsoleSession(tessera.db, user.id, new Date(), { idleSeconds: 900, absoluteSeconds: 3600 }));
+      const agent = await newAdminAgent(tessera);
       for (const [path, page] of [['/admin/users/root/authenticators/remove', '/admin/users/root'], ['/admin/delivery/smtp', '/admin/delivery'], ['/admin/scopes/protect', '/admin/scopes'], ['/admin/users/new', null]] as const) {
         const response = await agent.get(`${tessera.issuer}${path}`);
         if (page) assert.equal(response.location, `${tessera.issuer}${page}`, path);
@@ -366,11 +371,7 @@ describe('admin console: manager approval and LDAP pages', () => {
   it('create a profile and a policy, see field errors, set defaults, test the directory connection', async () => {
     const tessera = await startTestTessera();
     try {
-      await createUser(tessera.db, { username: 'root', password: 'root-password-1' });
-      await addGroupMember(tessera.db, 'admins', 'root');
-      const user = await tessera.db.selectFrom('users').select('id').where('username', '=', 'root').executeTakeFirstOrThrow();
-      const agent = new Agent();
-      agent.cookies.set('tessera.admin', await startConsoleSession(tessera.db, user.id, new Date(), { idleSeconds: 900, absoluteSeconds: 3600 }));
+      const agent = await newAdminAgent(tessera);
       const page = await agent.get(`${tessera.issuer}/admin/approvals`);
       assert.equal(page.status, 200);
       const profileForm = formFor(page, '/admin/approvals/profiles');

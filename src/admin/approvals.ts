@@ -5,17 +5,16 @@ import {
 import { listRequests } from '../approvals/requests.js';
 import { requireUser, E164_PATTERN } from '../directory/users.js';
 import { ClientError } from '../clients/clients.js';
-import { operation } from './service.js';
+import { operation, ownedInput } from './service.js';
 import { LdapDirectory } from '../directory/ldap.js';
 import { loadSettings } from '../settings/settings.js';
 
-// Inputs whose shape the approvals module owns: it validates them and names the field at fault.
-const owned = <T>() => z.custom<T>((value) => typeof value === 'object' && value !== null, 'expected the fields of the form');
+
 const name = (what: string) => z.string().min(1, `name the ${what}`).max(100, `no ${what} has a name that long`);
 
 export const createApprovalProfileOp = operation({
   kind: 'change',
-  input: owned<ProfileInput>(),
+  input: ownedInput<ProfileInput>(),
   async run({ db }, input) {
     const profile = await createProfile(db, input);
     return {
@@ -27,7 +26,7 @@ export const createApprovalProfileOp = operation({
 
 export const updateApprovalProfileOp = operation({
   kind: 'change',
-  input: z.object({ name: name('profile'), changes: owned<ProfileChanges>() }),
+  input: z.object({ name: name('profile'), changes: ownedInput<ProfileChanges>() }),
   async run({ db }, { name, changes }) {
     const changed = await updateProfile(db, name, changes);
     return { result: changed, change: Object.keys(changed).length ? { type: 'approval.profile_updated', subject: name, details: changed } : undefined };
@@ -47,7 +46,7 @@ export const listApprovalProfilesOp = operation({ kind: 'read', input: z.object(
 
 export const addApprovalPolicyOp = operation({
   kind: 'change',
-  input: owned<PolicyInput>(),
+  input: ownedInput<PolicyInput>(),
   async run({ db }, input) {
     const policy = await addPolicy(db, input);
     return { result: policy, change: { type: 'approval.policy_created', subject: policy.name, details: { profile: policy.profile, attribute: policy.attribute, values: policy.values, client_id: policy.client_id, position: policy.position } } };

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { Audit, AuditType } from '../audit/audit.js';
@@ -48,6 +48,9 @@ export interface Operation<S extends z.ZodType, R> {
 export class ServiceError extends DomainError {}
 
 export class AccessDenied extends ServiceError {}
+
+/** An input whose shape a domain module owns: it validates it with its own schema and names the field at fault. */
+export const ownedInput = <T>() => z.custom<T>((value) => typeof value === 'object' && value !== null, 'expected the fields of the form');
 
 export function operation<S extends z.ZodType, R>(op: Operation<S, R>): Operation<S, R> {
   return op;

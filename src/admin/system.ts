@@ -14,15 +14,14 @@ import { sendGatewaySms } from '../factors/delivery/gateway.js';
 import { DeliveryError } from '../factors/delivery/types.js';
 import { E164_PATTERN } from '../directory/users.js';
 import { listScopeRules, protectScope, unprotectScope, type ScopeRuleInput } from '../scopes/rules.js';
-import { operation, ServiceError } from './service.js';
+import { operation, ownedInput, ServiceError } from './service.js';
 
-// Inputs whose shape the domain module owns: it validates them with its own schema and names the field at fault.
-const owned = <T>() => z.custom<T>((value) => typeof value === 'object' && value !== null, 'expected the fields of the form');
+
 const id = (what: string) => z.string().min(1, `name the ${what}`).max(512, `no ${what} has a name that long`);
 
 export const createClientOp = operation({
   kind: 'change',
-  input: owned<ClientInput>(),
+  input: ownedInput<ClientInput>(),
   async run({ db, box }, input) {
     const created = await createClient(db, box, input);
     return {
@@ -67,7 +66,7 @@ export const setClientScopeOp = operation({
 
 export const createApiOp = operation({
   kind: 'change',
-  input: owned<ResourceServerInput>(),
+  input: ownedInput<ResourceServerInput>(),
   async run({ db }, input) {
     const api = await createResourceServer(db, input);
     return { result: api, change: { type: 'api.created', subject: api.identifier, details: { scopes: api.scopes, format: api.accessTokenFormat, ttl: api.accessTokenTtlSeconds } } };
@@ -147,7 +146,7 @@ export const setSettingOp = operation({
 
 export const createPolicyOp = operation({
   kind: 'change',
-  input: owned<PolicyInput>(),
+  input: ownedInput<PolicyInput>(),
   async run({ db }, input) {
     await createPolicy(db, input);
     return {
@@ -174,7 +173,7 @@ export const removePolicyOp = operation({
 
 export const protectScopeOp = operation({
   kind: 'change',
-  input: owned<ScopeRuleInput>(),
+  input: ownedInput<ScopeRuleInput>(),
   async run({ db }, input) {
     const rule = await protectScope(db, input);
     return { result: rule, change: { type: 'scope.protected', subject: rule.resource ? `${rule.resource} ${rule.scope}` : rule.scope, details: { factors: rule.factors, max_age_seconds: rule.maxAgeSeconds } } };

@@ -3,7 +3,7 @@ import {
   addPolicy, ApprovalError, createProfile, listPolicies, listProfiles, removePolicy, removeProfile, updateProfile, type PolicyInput, type ProfileChanges, type ProfileInput,
 } from '../approvals/profiles.js';
 import { listRequests } from '../approvals/requests.js';
-import { requireUser, E164_PATTERN } from '../directory/users.js';
+import { requireUser, E164_PATTERN, EMAIL_PATTERN } from '../directory/users.js';
 import { ClientError } from '../clients/clients.js';
 import { operation, ownedInput } from './service.js';
 import { LdapDirectory } from '../directory/ldap.js';
@@ -80,7 +80,7 @@ export const setSponsorOp = operation({
     .object({
       username: z.string().min(1).max(128),
       name: z.string().trim().max(200).nullable(),
-      email: z.string().trim().max(254).regex(/^[^\s@]+@[^\s@]+\.[^\s@]+$/, 'must be an email address').nullable(),
+      email: z.string().trim().max(254).regex(EMAIL_PATTERN, 'must be an email address').nullable(),
       phone: z.string().trim().regex(E164_PATTERN, 'must be in E.164 form, e.g. +15555550100').nullable(),
     }),
   async run({ db }, { username, name, email, phone }) {

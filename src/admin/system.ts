@@ -12,7 +12,7 @@ import { sendMail } from '../factors/delivery/mail.js';
 import { sendTwilioSms } from '../factors/delivery/twilio.js';
 import { sendGatewaySms } from '../factors/delivery/gateway.js';
 import { DeliveryError } from '../factors/delivery/types.js';
-import { E164_PATTERN } from '../directory/users.js';
+import { E164_PATTERN, EMAIL_PATTERN } from '../directory/users.js';
 import { listScopeRules, protectScope, unprotectScope, type ScopeRuleInput } from '../scopes/rules.js';
 import { operation, ownedInput, ServiceError } from './service.js';
 
@@ -278,7 +278,7 @@ export const testDeliveryOp = operation({
   input: z
     .object({ provider: z.enum(['smtp', 'twilio', 'gateway']), to: z.string().trim().min(1, 'say where to send it').max(254) })
     .superRefine((v, ctx) => {
-      if (v.provider === 'smtp' && !/^[^\s@]+@[^\s@]+$/.test(v.to)) ctx.addIssue({ code: 'custom', path: ['to'], message: 'must be an email address' });
+      if (v.provider === 'smtp' && !EMAIL_PATTERN.test(v.to)) ctx.addIssue({ code: 'custom', path: ['to'], message: 'must be an email address' });
       if (v.provider !== 'smtp' && !E164_PATTERN.test(v.to)) ctx.addIssue({ code: 'custom', path: ['to'], message: 'must be a phone number in E.164 form, e.g. +15555550100' });
     }),
   async run({ db, box }, { provider, to }): Promise<{ result: DeliveryTest; change: { type: 'delivery.tested'; subject: string; details: Record<string, unknown> } }> {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { isUniqueViolation, type Db } from '../db/index.js';
 import type { ApprovalPolicy, ApprovalProfile } from '../db/schema.js';
 import { DomainError, firstIssue } from '../domain-error.js';
-import { E164_PATTERN } from '../directory/users.js';
+import { E164_PATTERN, EMAIL_PATTERN } from '../directory/users.js';
 import { FACTORS } from '../settings/settings.js';
 
 export class ApprovalError extends DomainError {}
@@ -23,7 +23,7 @@ const PLACEHOLDER_PROBLEM = `uses a placeholder Tessera does not fill (it fills 
 const recipient = z
   .string()
   .max(254)
-  .refine((v) => E164_PATTERN.test(v) || /^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(v), 'an email address or a phone number in E.164 form (+15555550100)');
+  .refine((v) => E164_PATTERN.test(v) || EMAIL_PATTERN.test(v), 'an email address or a phone number in E.164 form (+15555550100)');
 
 export const profileInputSchema = z
   .object({

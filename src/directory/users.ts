@@ -18,6 +18,8 @@ export interface NewUserInput {
 
 export const USERNAME_PATTERN = /^[\p{L}\p{N}._@+-]{1,128}$/u;
 export const E164_PATTERN = /^\+[1-9]\d{6,14}$/;
+/** An email address as Tessera accepts one: something, @, something, no spaces. */
+export const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+$/;
 
 export class DirectoryError extends DomainError {}
 
@@ -26,7 +28,7 @@ export function checkNewUser(input: NewUserInput): void {
   const username = input.username.normalize('NFC');
   if (!USERNAME_PATTERN.test(username)) throw new DirectoryError(`invalid username "${input.username}": use 1-128 letters, digits or . _ @ + -`, 'username');
   if (input.phone && !E164_PATTERN.test(input.phone)) throw new DirectoryError(`invalid phone "${input.phone}": use E.164, e.g. +14155550123`, 'phone');
-  if (input.email && (!/^[^\s@]+@[^\s@]+$/.test(input.email) || /\p{Cc}/u.test(input.email) || input.email.length > 254)) {
+  if (input.email && (!EMAIL_PATTERN.test(input.email) || /\p{Cc}/u.test(input.email) || input.email.length > 254)) {
     throw new DirectoryError(`invalid email "${input.email.replace(/\p{Cc}/gu, '?').slice(0, 80)}"`, 'email');
   }
   // A verified flag vouches for an address: without the address it would vouch for nothing.
@@ -175,7 +177,7 @@ export async function recordSuccessfulLogin(db: Db, user: Pick<User, 'id'>): Pro
 export async function syncDirectoryUser(db: Db, entry: DirectoryUser): Promise<User> {
   const username = entry.username.normalize('NFC');
   if (!USERNAME_PATTERN.test(username)) throw new DirectoryError(`the directory's username "${username.slice(0, 60)}" cannot be used here`);
-  const email = entry.email && /^[^\s@]+@[^\s@]+$/.test(entry.email) ? entry.email : null;
+  const email = entry.email && EMAIL_PATTERN.test(entry.email) ? entry.email : null;
   const phone = e164(entry.phone);
   const values = {
     email,

@@ -76,15 +76,17 @@ export async function removePolicy(db: Db, name: string): Promise<void> {
   if (result.numDeletedRows === 0n) throw new PolicyError(`no policy "${name}"`);
 }
 
-export function listPolicies(db: Db) {
+/** Policies with the name of the user or group each applies to. */
+function policiesWithSubjects(db: Db) {
   return db
     .selectFrom('access_policies')
     .leftJoin('users', (j) => j.onRef('users.id', '=', 'access_policies.subject_id').on('access_policies.subject_type', '=', 'user'))
     .leftJoin('groups', (j) => j.onRef('groups.id', '=', 'access_policies.subject_id').on('access_policies.subject_type', '=', 'group'))
-    .select(['access_policies.name', 'subject_type', 'priority', 'mfa', 'allowed_factors', 'require_authenticator_app', 'access_policies.manager_approval', 'users.username', 'groups.name as group_name'])
-    .orderBy('priority')
-    .orderBy('access_policies.name')
-    .execute();
+    .select(['access_policies.name', 'subject_type', 'priority', 'mfa', 'allowed_factors', 'require_authenticator_app', 'access_policies.manager_approval', 'users.username', 'groups.name as group_name']);
+}
+
+export function listPolicies(db: Db) {
+  return policiesWithSubjects(db).orderBy('priority').orderBy('access_policies.name').execute();
 }
 
 /** The policies that apply to a user (their own and their groups') and whether they have a confirmed authenticator, in one query. */
@@ -158,7 +160,7 @@ export type PolicyChanges = Partial<Pick<PolicyInput, 'priority' | 'mfa' | 'allo
 
 /** Changes a policy, checked by the same rules as a new one. Returns the fields that changed. */
 export async function updatePolicy(db: Db, name: string, changes: PolicyChanges): Promise<Record<string, unknown>> {
-  const row = (await listPolicies(db)).find((p) => p.name === name);
+  const row = await policiesWithSubjects(db).where('access_policies.name', '=', name).executeTakeFirst();
   if (!row) throw new PolicyError(`no policy "${name}"`, 'name');
   const before = {
     name: row.name,

@@ -35,8 +35,11 @@ export async function consoleRole(db: Db, userId: string): Promise<Actor['role']
     .where('group_members.user_id', '=', userId)
     .where('groups.builtin', '=', true)
     .execute();
-  const names = new Set(groups.map((g) => g.name));
-  return names.has('admins') ? 'admin' : names.has('auditors') ? 'auditor' : null;
+  return roleOf(groups.map((g) => g.name));
+}
+
+function roleOf(builtinGroups: string[]): Actor['role'] | null {
+  return builtinGroups.includes('admins') ? 'admin' : builtinGroups.includes('auditors') ? 'auditor' : null;
 }
 
 export interface SessionTimes {
@@ -70,12 +73,18 @@ export async function resumeConsoleSession(db: Db, box: SecretBox, id: string | 
     .returning(['id_hash', 'user_id', 'factor_at', 'pending'])
     .executeTakeFirst();
   if (!row) return null;
-  const user = await db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirst();
-  const role = user && user.status === 'active' ? await consoleRole(db, user.id) : null;
-  if (!user || !role) {
+  const found = await db
+    .selectFrom('users')
+    .selectAll()
+    .select(sql<string[]>`array(select g.name from group_members m join groups g on g.id = m.group_id where m.user_id = users.id and g.builtin)`.as('console_groups'))
+    .where('id', '=', row.user_id)
+    .executeTakeFirst();
+  const role = found && found.status === 'active' ? roleOf(found.console_groups) : null;
+  if (!found || !role) {
     await endConsoleSession(db, id);
-    return user && user.status === 'active' ? 'not-admin' : null;
+    return found && found.status === 'active' ? 'not-admin' : null;
   }
+  const { console_groups: _groups, ...user } = found;
   let pending: PendingChange | null = null;
   if (row.pending) {
     try {

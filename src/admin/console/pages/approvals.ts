@@ -11,7 +11,7 @@ import type { ApprovalStatus } from '../../../db/schema.js';
 import { optional, queryParam, text } from '../form.js';
 import { HttpError } from '../../../http/errors.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
-import { readSettingsForm, shown, type SettingField } from './settings.js';
+import { forgetSecretsOnMove, readSettingsForm, shown, type SettingField } from './settings.js';
 
 /** A profile's form, as the service layer takes it (empty fields: the defaults). */
 function profileFields(f: URLSearchParams) {
@@ -153,11 +153,8 @@ export function approvalPages(c: Console): void {
     redisplay: ldapPage,
     async run(ctx, f, { service }) {
       const values = readSettingsForm(LDAP_FORM, f);
-      // The service account's password belongs to the server it was typed for.
-      const stored = await perform(service, showSettingsOp, {});
-      if (values['ldap.url'] != null && values['ldap.url'] !== valueAt(stored, 'ldap.url') && values['ldap.bindPassword'] === undefined && valueAt(stored, 'ldap.bindPassword')) {
-        values['ldap.bindPassword'] = null;
-      }
+      // The service account's password belongs to the directory it was typed for.
+      forgetSecretsOnMove(LDAP_FORM, 'ldap.url', values, await perform(service, showSettingsOp, {}));
       await perform(service, setSettingsOp, { values });
       seeOther(ctx, '/admin/ldap?done=saved');
     },

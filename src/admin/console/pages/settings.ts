@@ -158,6 +158,23 @@ export function readSettingsForm(fields: SettingField[], form: URLSearchParams):
 /** The server each delivery section talks to: its stored secrets belong to it. */
 const ENDPOINTS = { smtp: 'smtp.host', twilio: 'twilio.apiBaseUrl', sms_gateway: 'sms_gateway.url' } as const;
 
+/**
+ * A stored secret goes only to the server it was typed for: pointed elsewhere (and then sent a
+ * test message), it would be handed to that server. When the form moves `endpoint` and leaves a
+ * stored secret blank, the secret is forgotten (typed again for the new server). True if one was.
+ */
+export function forgetSecretsOnMove(fields: SettingField[], endpoint: string, values: Record<string, unknown>, stored: Record<string, unknown>): boolean {
+  if (values[endpoint] == null || values[endpoint] === at(stored, endpoint)) return false;
+  let forgotten = false;
+  for (const field of fields) {
+    if (field.kind === 'secret' && values[field.path] === undefined && at(stored, field.path)) {
+      values[field.path] = null;
+      forgotten = true;
+    }
+  }
+  return forgotten;
+}
+
 const CSV_MAX_ROWS = 100_000;
 
 /** One CSV cell; a leading = + - @ is quoted away so a spreadsheet never runs it as a formula. */
@@ -210,19 +227,7 @@ export function settingsPages(c: Console, runningKeys: readonly { kid: string; a
       redisplay: deliveryPage,
       async run(ctx, f, { service }) {
         const values = readSettingsForm(form.fields, f);
-        // A stored password goes only to the server it was typed for: pointed elsewhere (and then
-        // sent a test message), it would be handed to that server. A new server needs it typed again.
-        const endpoint = ENDPOINTS[section as keyof typeof ENDPOINTS];
-        const stored = await perform(service, showSettingsOp, {});
-        let forgotten = false;
-        if (values[endpoint] != null && values[endpoint] !== at(stored, endpoint)) {
-          for (const field of form.fields) {
-            if (field.kind === 'secret' && values[field.path] === undefined && at(stored, field.path)) {
-              values[field.path] = null;
-              forgotten = true;
-            }
-          }
-        }
+        const forgotten = forgetSecretsOnMove(form.fields, ENDPOINTS[section as keyof typeof ENDPOINTS], values, await perform(service, showSettingsOp, {}));
         await perform(service, setSettingsOp, { values });
         seeOther(ctx, `/admin/delivery?done=${forgotten ? 'saved-secrets-forgotten' : 'saved'}`);
       },

@@ -126,7 +126,7 @@ describe('admin console, in Chromium', () => {
     await signIn(page, DEMO_ADMIN.username, DEMO_ADMIN.password, 'demo-admin@example.com', '/admin/policies');
     await page.getByRole('heading', { name: 'Access policies' }).waitFor();
     // The console session's second factor is now 10 minutes old.
-    await sql`update admin_sessions set factor_at = now() - interval '10 minutes'`.execute(tessera.db);
+    await sql`update app_sessions set factor_at = now() - interval '10 minutes'`.execute(tessera.db);
     await page.getByLabel('Name').fill('pat needs MFA');
     await page.getByLabel('Applies to').selectOption('user');
     await page.getByLabel('or user').fill('pat');

@@ -8,6 +8,7 @@ import * as m0006 from './0006_scope_step_up.js';
 import * as m0007 from './0007_admin_groups.js';
 import * as m0008 from './0008_admin_console.js';
 import * as m0009 from './0009_approvals.js';
+import * as m0010 from './0010_self_service.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   '0007_admin_groups': m0007,
   '0008_admin_console': m0008,
   '0009_approvals': m0009,
+  '0010_self_service': m0010,
 };

@@ -29,6 +29,7 @@ import { directoryPages } from './admin/console/pages/directory.js';
 import { systemPages } from './admin/console/pages/system.js';
 import { settingsPages } from './admin/console/pages/settings.js';
 import { approvalPages } from './admin/console/pages/approvals.js';
+import { portalRoutes } from './portal/app.js';
 
 export interface AppDeps {
   config: Config;
@@ -136,10 +137,12 @@ export function createApp(deps: AppDeps): Koa {
   // Tessera's own pages: every one gets a CSRF token; unknown methods on them get 405.
   const pages = new Router();
   pages.use(csrf(deps.box.deriveKey('csrf'), issuer.startsWith('https://')));
+  const delivery = createDelivery(db, config.mode, log);
+  const otpKey = deps.box.deriveKey('otp-code');
   const interactions = interactionRoutes({
     config, db, provider, audit: deps.audit, log, box: deps.box,
-    delivery: createDelivery(db, config.mode, log),
-    otpKey: deps.box.deriveKey('otp-code'),
+    delivery,
+    otpKey,
     clients: deps.clients,
     scopeRules: deps.scopeRules,
     resourceServers: deps.resourceServers,
@@ -158,6 +161,10 @@ export function createApp(deps: AppDeps): Koa {
   admin.addFormFallbacks();
   pages.use(admin.signIn.routes(), admin.signIn.allowedMethods());
   pages.use(admin.pages.routes(), admin.pages.allowedMethods());
+  // Every user's /account, and the self-service portals of applications at /selfservice/<alias>.
+  for (const router of portalRoutes({ config, issuer, db, box: deps.box, audit: deps.audit, log, delivery, otpKey, internalOrigin: deps.internalOrigin })) {
+    pages.use(router.routes(), router.allowedMethods());
+  }
   if (deps.demoRoutes) {
     const demo = deps.demoRoutes(issuer, log);
     pages.use(demo.routes(), demo.allowedMethods());

@@ -53,10 +53,12 @@ async function askFirst(parsed: ParsedCommand, io: RemoteIo): Promise<RemoteIo> 
  * between processes); otherwise here, holding the directory for the command's duration.
  */
 export async function main(argv: string[], io: RemoteIo = terminalIo()): Promise<number> {
+  let parsed: ParsedCommand | undefined;
   try {
-    // Typing mistakes are told at once, before any database is opened.
-    const parsed = parseCommand(argv);
+    // Typing mistakes are told at once, before any database is opened or anything asked.
+    parsed = parseCommand(argv);
     if (answeredWithoutDatabase(parsed, io)) return 0;
+    parsed.command.check?.(parsed.arg, parsed.flags);
     const config = loadConfig(process.env, 'cli');
     const migrateFirst = parsed.name !== 'migrate';
     if (config.databaseUrl) return await runHere(config, argv, io, migrateFirst);
@@ -79,7 +81,7 @@ export async function main(argv: string[], io: RemoteIo = terminalIo()): Promise
       }
     }
   } catch (error) {
-    for (const line of errorLines(error)) io.err(line);
+    for (const line of errorLines(error, parsed && !parsed.help && !parsed.version ? parsed.command : undefined)) io.err(line);
     return 1;
   }
 }

@@ -50,9 +50,19 @@ const envSchema = z.object({
   ADMIN_IDLE_MINUTES: positiveInt.max(24 * 60).default(15),
   ADMIN_SESSION_HOURS: positiveInt.max(7 * 24).default(8),
   ADMIN_REVERIFY_MINUTES: z.coerce.number().int().min(0).max(24 * 60).default(5),
+  ACCOUNT_IDLE_MINUTES: positiveInt.max(24 * 60).default(30),
+  ACCOUNT_SESSION_HOURS: positiveInt.max(7 * 24).default(8),
+  ACCOUNT_REVERIFY_MINUTES: z.coerce.number().int().min(0).max(24 * 60).default(5),
 });
 
 export type Mode = 'dev' | 'production';
+
+/** Sessions of one of Tessera's own web apps: idle timeout, absolute lifetime, and how old a factor may be for a sensitive change. */
+export interface AppSessionConfig {
+  idleSeconds: number;
+  absoluteSeconds: number;
+  reverifySeconds: number;
+}
 
 export interface Config {
   mode: Mode;
@@ -79,7 +89,9 @@ export interface Config {
   /** How long an instance keeps a client's registration before reading it again. */
   clientCacheSeconds: number;
   /** The admin console: idle timeout and absolute lifetime of its sessions, and how old a factor may be for a sensitive change. */
-  admin: { idleSeconds: number; absoluteSeconds: number; reverifySeconds: number };
+  admin: AppSessionConfig;
+  /** The account portal (/account, /selfservice/<alias>): the same, for users changing their own account. */
+  account: AppSessionConfig;
 }
 
 const SENSITIVE = new Set(['TESSERA_SECRET', 'DATABASE_URL']);
@@ -141,6 +153,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, purpose: 'serve
     metrics: e.METRICS,
     clientCacheSeconds: e.CLIENT_CACHE_SECONDS,
     admin: { idleSeconds: e.ADMIN_IDLE_MINUTES * 60, absoluteSeconds: e.ADMIN_SESSION_HOURS * 3600, reverifySeconds: e.ADMIN_REVERIFY_MINUTES * 60 },
+    account: { idleSeconds: e.ACCOUNT_IDLE_MINUTES * 60, absoluteSeconds: e.ACCOUNT_SESSION_HOURS * 3600, reverifySeconds: e.ACCOUNT_REVERIFY_MINUTES * 60 },
   };
 }
 

@@ -25,10 +25,11 @@ import { deliveryProblem } from './factors/delivery/index.js';
 import { purgeExpiredProgress } from './flows/progress.js';
 import { purgeRateLimits } from './rate-limits.js';
 import { ensureConsoleClient } from './admin/console/registration.js';
+import { ensureAccountClient } from './portal/registration.js';
 import { LdapDirectory } from './directory/ldap.js';
 import { sweepApprovals } from './approvals/requests.js';
-import { purgeConsoleSessions } from './admin/console/sessions.js';
-import { internalOriginOf } from './admin/console/relying-party.js';
+import { purgeAppSessions } from './web/sessions.js';
+import { internalOriginOf } from './web/relying-party.js';
 
 export interface RunningTessera {
   issuer: string;
@@ -113,6 +114,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   };
   try {
     await ensureConsoleClient(db, issuer);
+    await ensureAccountClient(db, issuer);
     // The demo relying party and its client library are loaded only when the demo is on.
     const demo = config.demo ? await import('./demo/demo.js') : null;
     if (demo) await ensureDemoData(db, box, issuer);
@@ -130,7 +132,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   database.owner?.describe(issuer);
 
   const purge = setInterval(() => {
-    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredStepUps(db), purgeConsoleSessions(db, config.admin.idleSeconds), sweepApprovals(db)])
+    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredStepUps(db), purgeAppSessions(db, { admin: config.admin.idleSeconds, account: config.account.idleSeconds }), sweepApprovals(db)])
       .then(([n]) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
       .catch((error: unknown) => log.warn({ err: error }, 'purge failed'));
   }, config.purgeIntervalSeconds * 1000);

@@ -11,7 +11,11 @@ import { createUser } from '../src/directory/users.js';
 import { addGroupMember, removeGroupMember } from '../src/directory/groups.js';
 import { beginEnrolment, confirmEnrolment } from '../src/factors/totp.js';
 import { loadSettings } from '../src/settings/settings.js';
-import { startConsoleSession } from '../src/admin/console/sessions.js';
+import { startAppSession, type SessionTimes } from '../src/web/sessions.js';
+
+/** A console session as the sign-in leaves it: the factor passed at `factorAt`. */
+const startConsoleSession = (db: Parameters<typeof startAppSession>[0], userId: string, factorAt: Date, times: SessionTimes) =>
+  startAppSession(db, 'admin', userId, times, { authAt: factorAt, factorAt });
 import { CONSOLE_CLIENT_ID } from '../src/admin/console/registration.js';
 import { AccessDenied, perform, ServiceError, type ServiceContext } from '../src/admin/service.js';
 import { removeAuthenticatorOp, searchUsersOp, showGroupOp } from '../src/admin/users.js';
@@ -193,7 +197,7 @@ describe('admin console: sessions, access and the service operations behind its 
     assert.equal(made.location, `${tessera.issuer}/admin/groups/ops?done=created`);
     assert.equal((await events('group.created')).at(-1)!.actor, 'admin:root');
 
-    await sql`update admin_sessions set last_seen_at = now() - interval '16 minutes'`.execute(tessera.db);
+    await sql`update app_sessions set last_seen_at = now() - interval '16 minutes'`.execute(tessera.db);
     assert.equal((await agent.get(`${tessera.issuer}/admin/users`)).status, 303, 'idle too long');
 
     await createUser(tessera.db, { username: 'max', password: 'max-password-1' });
@@ -323,7 +327,7 @@ describe('admin console: what an attacker tried', () => {
 
   it('pointing a delivery at another server forgets its stored secret; every method off is refused', async () => {
     const { agent, csrf } = await staleAdmin();
-    await sql`update admin_sessions set factor_at = now()`.execute(tessera.db);
+    await sql`update app_sessions set factor_at = now()`.execute(tessera.db);
     const save = (form: Record<string, string>) => agent.post(`${tessera.issuer}/admin/delivery/sms_gateway`, { csrf, 'sms_gateway.method': 'POST', 'sms_gateway.contentType': 'form', 'sms_gateway.template': 'to={to}&text={message}', 'sms_gateway.timeoutSeconds': '10', ...form });
     assert.equal((await save({ 'sms_gateway.url': `${sms.url}/gateway`, 'sms_gateway.apiKeyHeader': 'x-key', 'sms_gateway.apiKey': 'GATEWAY-KEY-1' })).location, `${tessera.issuer}/admin/delivery?done=saved`);
     assert.equal((await save({ 'sms_gateway.url': `${sms.url}/gateway`, 'sms_gateway.apiKeyHeader': 'x-key' })).location, `${tessera.issuer}/admin/delivery?done=saved`, 'kept when blank');

@@ -74,7 +74,24 @@ export type AuditType =
   | 'approval.policy_created'
   | 'approval.policy_removed'
   | 'user.sponsor_changed'
-  | 'directory.unavailable';
+  | 'directory.unavailable'
+  // The account portal and the per-application self-service portals.
+  | 'portal.enabled'
+  | 'portal.disabled'
+  | 'account.signed_in'
+  | 'account.signed_out'
+  | 'account.refused'
+  | 'account.reverified'
+  | 'account.name_changed'
+  | 'account.password_changed'
+  | 'account.password_created'
+  | 'account.email_change_started'
+  | 'account.email_changed'
+  | 'account.phone_change_started'
+  | 'account.phone_changed'
+  | 'account.token_registered'
+  | 'account.token_unassigned'
+  | 'account.change_refused';
 
 export interface AuditEntry {
   type: AuditType;

@@ -11,6 +11,8 @@ import {
   setPasswordOp, setStatusOp, showUserOp, unlockUserOp, updateUserOp,
 } from '../admin/users.js';
 import { listAuditOp } from '../admin/audit-log.js';
+import { disablePortalOp, enablePortalOp, listPortalsOp } from '../admin/portals.js';
+import { PORTAL_ACTIONS } from '../portal/actions.js';
 import {
   addApprovalPolicyOp, createApprovalProfileOp, listApprovalPoliciesOp, listApprovalProfilesOp, listApprovalRequestsOp, removeApprovalPolicyOp,
   removeApprovalProfileOp, setClientApprovalOp, setSponsorOp, testLdapOp, updateApprovalProfileOp,
@@ -80,6 +82,9 @@ const FLAGS = {
   position: { type: 'string' },
   status: { type: 'string' },
   'manager-approval': { type: 'boolean' },
+  alias: { type: 'string' },
+  actions: { type: 'string' },
+  'token-types': { type: 'string' },
 } as const;
 
 type Flag = keyof typeof FLAGS;
@@ -123,12 +128,29 @@ interface Command {
   optionalArgs?: number;
   /** What it asks for at the terminal, so a local run can ask before it holds the database. */
   secret?: SecretFor;
+  /** What can be refused before anything is asked or opened (a typo must not cost typing the password first). */
+  check?(arg: Record<string, string>, flags: FlagValues): void;
   flags: Flag[];
   usage: string;
   /** A domain error's field → the flag that carries it, so the message can name the flag. */
   fields?: Record<string, string>;
   /** Changes go through the service layer (src/admin), which checks, runs and audits them. */
   run(c: CommandContext): Promise<void>;
+}
+
+/** A new user from `user add`'s argument and flags. */
+function newUserInput(arg: Record<string, string>, flags: FlagValues) {
+  if (flags['phone-verified'] && !flags.phone) throw new UsageError('--phone-verified needs --phone');
+  if (flags['email-verified'] && !flags.email) throw new UsageError('--email-verified needs --email');
+  return {
+    username: arg.username!,
+    email: flags.email ?? null,
+    emailVerified: flags['email-verified'] ?? false,
+    phone: flags.phone ?? null,
+    phoneVerified: flags['phone-verified'] ?? false,
+    givenName: flags['given-name'] ?? null,
+    familyName: flags['family-name'] ?? null,
+  };
 }
 
 function intFlag(value: string | undefined, flag: string): number | undefined {
@@ -202,19 +224,9 @@ const COMMANDS: Record<string, Command> = {
                                             without a password flag, asks for the password at the terminal`,
     fields: { email: '--email', emailVerified: '--email-verified', phone: '--phone', phoneVerified: '--phone-verified', givenName: '--given-name', familyName: '--family-name' },
     secret: passwordSecret,
+    check: (arg, flags) => checkNewUser(newUserInput(arg, flags)),
     async run({ db, arg, flags, io, password, service }) {
-      if (flags['phone-verified'] && !flags.phone) throw new UsageError('--phone-verified needs --phone');
-      if (flags['email-verified'] && !flags.email) throw new UsageError('--email-verified needs --email');
-      const input = {
-        username: arg.username!,
-        email: flags.email ?? null,
-        emailVerified: flags['email-verified'] ?? false,
-        phone: flags.phone ?? null,
-        phoneVerified: flags['phone-verified'] ?? false,
-        givenName: flags['given-name'] ?? null,
-        familyName: flags['family-name'] ?? null,
-      };
-      // Checked before asking for the password, so a typo does not cost typing it twice.
+      const input = newUserInput(arg, flags);
       checkNewUser(input);
       if (await findUserByUsername(db, input.username)) throw new DirectoryError(`user "${input.username}" already exists`);
       const user = await perform(service, createUserOp, { ...input, password: await password() });
@@ -575,6 +587,45 @@ const COMMANDS: Record<string, Command> = {
       const rows = await perform(service, listApprovalRequestsOp, { ...(flags.status ? { status: flags.status as 'pending' } : {}), ...(limit !== undefined ? { limit } : {}) });
       for (const r of rows) {
         io.out([r.created_at.toISOString(), r.status, r.username, r.client_id, `profile ${r.profile}`, `to ${r.recipient ?? '-'} (${r.recipient_source})`, r.decided_at ? `decided ${r.decided_at.toISOString()} from ${r.decided_ip ?? '-'}` : ''].filter(Boolean).join('\t'));
+      }
+    },
+  },
+  'portal enable': {
+    args: ['<client_id>'],
+    flags: ['alias', 'actions', 'group', 'token-types'],
+    usage: `portal enable <client_id> --alias <alias> --actions <a>[,<a>…] [--group <group>] [--token-types totp]
+                      the portal at /selfservice/<alias>, its actions in display order: ${PORTAL_ACTIONS.join(', ')}`,
+    fields: { clientId: '<client_id>', alias: '--alias', actions: '--actions', group: '--group', tokenTypes: '--token-types' },
+    async run({ arg, flags, io, service }) {
+      if (!flags.alias) throw new UsageError('missing --alias <alias>');
+      if (flags.actions === undefined) throw new UsageError('missing --actions <a>[,<a>…]');
+      const portal = await perform(service, enablePortalOp, {
+        clientId: arg.client_id!,
+        alias: flags.alias,
+        actions: flags.actions.split(','),
+        group: flags.group ?? null,
+        ...(flags['token-types'] ? { tokenTypes: flags['token-types'].split(',').map((t) => t.trim()) as ['totp'] } : {}),
+      });
+      io.out(`portal of ${portal.clientId} at /selfservice/${portal.alias}: ${portal.actions.join(', ') || 'no actions'}${portal.group ? ` (members of ${portal.group})` : ' (every user)'}`);
+    },
+  },
+  'portal disable': {
+    args: ['<client_id>'],
+    flags: [],
+    usage: 'portal disable <client_id>',
+    fields: { clientId: '<client_id>' },
+    async run({ arg, io, service }) {
+      await perform(service, disablePortalOp, { clientId: arg.client_id! });
+      io.out(`portal of ${arg.client_id} disabled`);
+    },
+  },
+  'portal list': {
+    args: [],
+    flags: [],
+    usage: 'portal list',
+    async run({ io, service }) {
+      for (const p of await perform(service, listPortalsOp, {})) {
+        io.out([p.clientId, `/selfservice/${p.alias}`, p.actions.join(',') || '-', p.group ? `group ${p.group}` : 'every user', `tokens ${p.tokenTypes.join(',')}`].join('\t'));
       }
     },
   },

@@ -26,6 +26,8 @@ export interface UsersTable {
   sponsor_name: string | null;
   sponsor_email: string | null;
   sponsor_phone: string | null;
+  /** Enrol a new factor at the next sign-in (after an approved access restore). */
+  must_enrol: Generated<boolean>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -112,14 +114,51 @@ export interface SessionApprovalsTable {
   expires_at: ColumnType<Date, Date, Date>;
 }
 
-export interface AdminSessionsTable {
+/** Sessions of Tessera's own web apps (the admin console, the account portal); only the hash of the id is stored. */
+export interface AppSessionsTable {
   id_hash: string;
+  app: 'admin' | 'account';
   user_id: string;
   created_at: Timestamp;
   last_seen_at: Timestamp;
   expires_at: ColumnType<Date, Date, Date>;
-  factor_at: ColumnType<Date, Date, Date>;
+  /** When the user last authenticated (auth_time), and last passed a second factor (null: not in this session). */
+  auth_at: ColumnType<Date, Date, Date>;
+  factor_at: ColumnType<Date | null, Date | null, Date | null>;
   pending: string | null;
+}
+
+export type PortalAction =
+  | 'register-token' | 'register-existing-token' | 'reassign-token' | 'unassign-token' | 'resync' | 'set-pin' | 'remove-pin'
+  | 'create-password' | 'change-password' | 'change-email' | 'change-phone' | 'change-login' | 'change-name';
+
+export interface PortalsTable {
+  client_id: string;
+  alias: string;
+  actions: PortalAction[];
+  group_id: string | null;
+  token_types: ('totp' | 'hotp')[];
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export type RestoreLoss = 'token' | 'password' | 'email';
+
+export interface RestoreRequestsTable {
+  id: Generated<string>;
+  user_id: string;
+  portal: string | null;
+  lost: RestoreLoss[];
+  /** Each authenticator the user has: whether it was proved in the request (true), failed or not tried (false). Absent: the user has none. */
+  proofs: ColumnType<Partial<Record<'password' | 'email' | 'token', boolean>>, string, string>;
+  new_password_hash: string | null;
+  new_email: string | null;
+  status: Generated<'open' | 'approved' | 'deleted' | 'withdrawn'>;
+  ip: string | null;
+  user_agent: string | null;
+  created_at: Timestamp;
+  decided_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+  decided_by: string | null;
 }
 
 export interface ResourceServersTable {
@@ -187,8 +226,19 @@ export interface SettingsTable {
 
 export interface AuthenticatorsTable {
   id: Generated<string>;
-  user_id: string;
-  type: 'totp';
+  /** Null for an imported hardware token nobody has registered yet. */
+  user_id: string | null;
+  type: 'totp' | 'hotp';
+  /** app: enrolled by QR code; hardware: imported by serial number. */
+  kind: Generated<'app' | 'hardware'>;
+  serial: string | null;
+  /** HOTP: the next counter value accepted (bigint, as a string). */
+  counter: ColumnType<string | null, number | null | undefined, number | null>;
+  /** TOTP: the device's clock offset in time steps, learnt by a resync. */
+  drift_steps: Generated<number>;
+  pin_hash: string | null;
+  pin_position: 'before' | 'after' | null;
+  disabled_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
   label: string;
   /** The shared secret (base32), sealed with the master key. */
   secret: string;
@@ -314,7 +364,9 @@ export interface Database {
   scope_rules: ScopeRulesTable;
   session_factors: SessionFactorsTable;
   grant_step_ups: GrantStepUpsTable;
-  admin_sessions: AdminSessionsTable;
+  app_sessions: AppSessionsTable;
+  portals: PortalsTable;
+  restore_requests: RestoreRequestsTable;
   approval_profiles: ApprovalProfilesTable;
   approval_policies: ApprovalPoliciesTable;
   approval_requests: ApprovalRequestsTable;

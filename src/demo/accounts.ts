@@ -1,3 +1,5 @@
+import { enablePortal, PortalError } from '../portal/portals.js';
+import { PORTAL_ACTIONS } from '../portal/actions.js';
 import type { Db } from '../db/index.js';
 import type { Logger } from '../log.js';
 import { createUser, DirectoryError, findUserByUsername, setStatus } from '../directory/users.js';
@@ -26,6 +28,9 @@ export const DEMO_ADMIN = { username: 'demo-admin', password: 'demo-password' } 
 export const DEMO_APPROVAL_USER = { username: 'demo-approval', password: 'demo-password', manager: 'demo-manager@example.com' } as const;
 
 /** Dev mode: a demo user and the demo app's client, created once. */
+/** The demo app's self-service portal: /selfservice/demo. */
+export const DEMO_PORTAL_ALIAS = 'demo';
+
 export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Promise<void> {
   if (!(await findUserByUsername(db, DEMO_USER.username))) {
     await createUser(db, {
@@ -98,6 +103,12 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       grantTypes: ['authorization_code', 'refresh_token'],
     }).catch((error: unknown) => {
       if (!(error instanceof ClientError)) throw error;
+    });
+  }
+  // The demo app's self-service portal, with every action, for every user; created once (an administrator's changes are kept).
+  if (!(await db.selectFrom('portals').select('alias').where('client_id', '=', DEMO_CLIENT_ID).executeTakeFirst())) {
+    await enablePortal(db, { clientId: DEMO_CLIENT_ID, alias: DEMO_PORTAL_ALIAS, actions: [...PORTAL_ACTIONS], group: null, tokenTypes: ['totp'] }).catch((error: unknown) => {
+      if (!(error instanceof PortalError)) throw error;
     });
   }
   // Created once; an administrator's later changes to the API or its rule are kept.

@@ -62,6 +62,30 @@ export function maskPhone(phone: string): string {
   return `${phone.slice(0, 2)}${'•'.repeat(Math.max(0, phone.length - 6))}${phone.slice(-4)}`;
 }
 
+/** The words of a code's message, from its values (code, minutes, app). */
+export type CodeMessage = (values: Record<'code' | 'minutes' | 'app', string>) => { subject?: string; text: string };
+
+/**
+ * Sends a one-time code over a channel to a destination: the challenge is admitted first (cooldown
+ * and send limits, atomically), then delivered. Sign-in codes go to the user's address; a change of
+ * address sends one to the new address with words of its own.
+ */
+export async function sendCode(ctx: FactorContext, channel: 'email' | 'sms', destination: string, message: CodeMessage): Promise<StartOutcome> {
+  const result = await createChallenge(ctx.db, ctx.otpKey, ctx.settings.mfa.otp, {
+    userId: ctx.user.id, factor: channel, destination, ip: ctx.ip, interactionUid: ctx.interactionUid, purpose: ctx.purpose,
+  });
+  if (isRefusal(result)) return { kind: 'refused', refusal: result };
+  const words = message({ code: result.code, minutes: String(Math.round(ctx.settings.mfa.otp.lifetimeSeconds / 60)), app: ctx.settings.mfa.appName });
+  try {
+    const { provider } = await ctx.delivery.send(channel, ctx.settings, channel === 'email' ? { to: destination, subject: words.subject ?? words.text, text: words.text } : { to: destination, text: words.text });
+    await markDelivered(ctx.db, result.challenge.id);
+    return { kind: 'sent', challengeId: result.challenge.id, provider };
+  } catch (error) {
+    await markUndeliverable(ctx.db, result.challenge);
+    return { kind: 'undeliverable', reason: error instanceof Error ? error.message : String(error), ...(error instanceof DeliveryError ? { provider: error.provider } : {}) };
+  }
+}
+
 /** A factor that sends a one-time code over a channel and checks it against the stored challenge. */
 function sentCode(id: 'email' | 'sms', amr: AuthenticationMethod, channel: { destination(user: User): string | null; verified(user: User): boolean; masked(user: User): string }): Factor {
   return {
@@ -72,23 +96,10 @@ function sentCode(id: 'email' | 'sms', amr: AuthenticationMethod, channel: { des
     prompt: (user, settings) => `We sent a ${settings.mfa.otp.length}-digit code to ${channel.masked(user)}.`,
     codeLength: (settings) => settings.mfa.otp.length,
     async start(ctx) {
-      const destination = channel.destination(ctx.user)!;
-      const result = await createChallenge(ctx.db, ctx.otpKey, ctx.settings.mfa.otp, {
-        userId: ctx.user.id, factor: id, destination, ip: ctx.ip, interactionUid: ctx.interactionUid, purpose: ctx.purpose,
-      });
-      if (isRefusal(result)) return { kind: 'refused', refusal: result };
-      const { otp, templates, appName } = ctx.settings.mfa;
-      const values = { code: result.code, minutes: String(Math.round(otp.lifetimeSeconds / 60)), app: appName };
-      try {
-        const { provider } = await ctx.delivery.send(id, ctx.settings, id === 'email'
-          ? { to: destination, subject: fillTemplate(templates.emailSubject, values), text: fillTemplate(templates.emailBody, values) }
-          : { to: destination, text: fillTemplate(templates.sms, values) });
-        await markDelivered(ctx.db, result.challenge.id);
-        return { kind: 'sent', challengeId: result.challenge.id, provider };
-      } catch (error) {
-        await markUndeliverable(ctx.db, result.challenge);
-        return { kind: 'undeliverable', reason: error instanceof Error ? error.message : String(error), ...(error instanceof DeliveryError ? { provider: error.provider } : {}) };
-      }
+      const { templates } = ctx.settings.mfa;
+      return sendCode(ctx, id, channel.destination(ctx.user)!, (values) => id === 'email'
+        ? { subject: fillTemplate(templates.emailSubject, values), text: fillTemplate(templates.emailBody, values) }
+        : { text: fillTemplate(templates.sms, values) });
     },
     async verify(ctx, answer) {
       if (!answer.challengeId) return { ok: false, reason: 'unknown' };

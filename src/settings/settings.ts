@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { DomainError } from '../domain-error.js';
+import { DEFAULT_ACCOUNT_ACTIONS, PORTAL_ACTIONS, SELF_TOKEN_TYPES } from '../portal/actions.js';
 
 /**
  * System settings, stored in the database so that every instance sees a change at once
@@ -148,7 +149,18 @@ const ldapSchema = z
     timeoutSeconds: z.number().int().min(1).max(60).default(5),
   });
 
-export const SECTIONS = { mfa: mfaSchema, smtp: smtpSchema, twilio: twilioSchema, sms_gateway: gatewaySchema, approval: approvalSchema, ldap: ldapSchema } as const;
+/** The account portal every user has at /account: its actions in order, the token types it registers, who hears of restore requests. */
+const accountSchema = z.object({
+  actions: z
+    .array(z.enum(PORTAL_ACTIONS))
+    .refine((list) => new Set(list).size === list.length, 'each action once')
+    .default(DEFAULT_ACCOUNT_ACTIONS),
+  tokenTypes: z.array(z.enum(SELF_TOKEN_TYPES)).min(1).default(['totp']),
+  /** Email every administrator with a verified address when a user asks to restore access. */
+  notifyRestoreRequests: z.boolean().default(true),
+});
+
+export const SECTIONS = { mfa: mfaSchema, smtp: smtpSchema, twilio: twilioSchema, sms_gateway: gatewaySchema, approval: approvalSchema, ldap: ldapSchema, account: accountSchema } as const;
 export type SectionName = keyof typeof SECTIONS;
 
 /** Settings paths whose values are sealed at rest and masked when shown. */
@@ -160,6 +172,7 @@ export type TwilioSettings = z.infer<typeof twilioSchema>;
 export type GatewaySettings = z.infer<typeof gatewaySchema>;
 export type ApprovalSettings = z.infer<typeof approvalSchema>;
 export type LdapSettings = z.infer<typeof ldapSchema>;
+export type AccountSettings = z.infer<typeof accountSchema>;
 
 export interface Settings {
   mfa: MfaSettings;
@@ -168,6 +181,7 @@ export interface Settings {
   sms_gateway: GatewaySettings;
   approval: ApprovalSettings;
   ldap: LdapSettings;
+  account: AccountSettings;
 }
 
 export class SettingsError extends DomainError {}

@@ -8,7 +8,7 @@ import { setSettingsOp, showSettingsOp, listClientsOp } from '../../system.js';
 import { valueAt } from '../../../settings/settings.js';
 import { seeOther } from '../../../http/redirect.js';
 import type { ApprovalStatus } from '../../../db/schema.js';
-import { optional, queryParam, text } from '../form.js';
+import { optional, queryParam, text } from '../../../web/form.js';
 import { HttpError } from '../../../http/errors.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
 import { forgetSecretsOnMove, readSettingsForm, shown, type SettingField } from './settings.js';

@@ -9,7 +9,7 @@ import { listAuditOp } from '../../audit-log.js';
 import { setSponsorOp } from '../../approvals.js';
 import { seeOther } from '../../../http/redirect.js';
 import type { Db } from '../../../db/index.js';
-import { optional, param, text } from '../form.js';
+import { optional, param, text } from '../../../web/form.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
 
 const userPath = (username: string) => `/admin/users/${encodeURIComponent(username)}`;

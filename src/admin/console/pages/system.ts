@@ -11,7 +11,7 @@ import { OIDC_SCOPES } from '../../../oidc/account.js';
 import { DEFAULT_SCOPE_MAX_AGE_SECONDS, describeRule } from '../../../scopes/rules.js';
 import { seeOther } from '../../../http/redirect.js';
 import { HttpError } from '../../../http/errors.js';
-import { param, queryParam, text } from '../form.js';
+import { param, queryParam, text } from '../../../web/form.js';
 import { consoleOf, type Console, type Redisplay } from '../console.js';
 
 const lines = (f: URLSearchParams, name: string) => text(f, name).split(/[\s,]+/).filter(Boolean);

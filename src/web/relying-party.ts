@@ -1,13 +1,12 @@
 import * as oidc from 'openid-client';
-import { CONSOLE_CLIENT_ID } from './registration.js';
 
 /**
- * The console is an OpenID Connect client of this Tessera (authorization code + PKCE, a certified
- * RP library). Its back-channel requests (discovery, token, JWKS) go to this process over the
+ * Tessera's own web apps (the admin console, the account portal) are OpenID Connect clients of this
+ * Tessera (authorization code + PKCE, a certified RP library). Their back-channel requests (discovery, token, JWKS) go to this process over the
  * loopback interface: behind a TLS-terminating proxy the issuer's public address may not be
  * reachable from inside, and the request says it came over https as the proxy would.
  */
-export function consoleRelyingParty(issuer: string, internalOrigin: string) {
+export function ownRelyingParty(issuer: string, internalOrigin: string, clientId: string) {
   const publicOrigin = new URL(issuer).origin;
   const https = issuer.startsWith('https://');
   const internalFetch: oidc.CustomFetch = (url, options) => {
@@ -21,7 +20,7 @@ export function consoleRelyingParty(issuer: string, internalOrigin: string) {
   return {
     configuration(): Promise<oidc.Configuration> {
       discovered ??= oidc
-        .discovery(new URL(issuer), CONSOLE_CLIENT_ID, undefined, oidc.None(), {
+        .discovery(new URL(issuer), clientId, undefined, oidc.None(), {
           [oidc.customFetch]: internalFetch,
           ...(https ? {} : { execute: [oidc.allowInsecureRequests] }),
         })

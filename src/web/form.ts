@@ -1,5 +1,5 @@
 import type { Context } from 'koa';
-import { HttpError } from '../../http/errors.js';
+import { HttpError } from '../http/errors.js';
 
 /** A form field, trimmed ('' when absent). */
 export const text = (fields: URLSearchParams, name: string): string => (fields.get(name) ?? '').trim();

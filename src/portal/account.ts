@@ -1,0 +1,274 @@
+import { sql } from 'kysely';
+import type { Db } from '../db/index.js';
+import type { User } from '../db/schema.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+import type { Audit, AuditType } from '../audit/audit.js';
+import type { Config } from '../config.js';
+import type { Settings } from '../settings/settings.js';
+import type { Delivery } from '../factors/delivery/index.js';
+import { DomainError } from '../domain-error.js';
+import { admitAttempt, E164_PATTERN, EMAIL_PATTERN, passedAttempt } from '../directory/users.js';
+import { hashPassword, passwordProblem, verifyPassword } from '../directory/passwords.js';
+import { channelName, maskEmail, maskPhone, sendCode } from '../factors/index.js';
+import { findChallenge, verifyChallenge } from '../factors/challenges.js';
+import { beginEnrolment, confirmEnrolment, type Enrolment } from '../factors/totp.js';
+import type { AccountFacts } from './actions.js';
+
+/** A refusal of a self-service change, shown on its form (next to `field`). */
+export class AccountError extends DomainError {}
+
+/** A user changing their own account, and where they do it from. */
+export interface SelfContext {
+  db: Db;
+  box: SecretBox;
+  audit: Audit;
+  config: Config;
+  settings: Settings;
+  delivery: Delivery;
+  otpKey: Buffer;
+  user: User;
+  /** The client of the portal in use (the account portal's own client for /account). */
+  clientId: string;
+  /** The portal's alias; null for /account. */
+  portal: string | null;
+  /** A key of this portal session: pending enrolments and code cooldowns belong to it. */
+  sessionKey: string;
+  ip: string;
+  userAgent: string | null;
+}
+
+/** Every self-service change is audited with the user as actor and subject. */
+async function record(ctx: SelfContext, type: AuditType, details: Record<string, unknown> = {}): Promise<void> {
+  await ctx.audit.record({ type, actor: ctx.user.username, subject: ctx.user.id, clientId: ctx.clientId, ip: ctx.ip, userAgent: ctx.userAgent, details: { ...details, portal: ctx.portal ?? 'account' } });
+}
+
+/** A token of the user, as the portal lists it. */
+export interface OwnToken {
+  id: string;
+  type: 'totp' | 'hotp';
+  kind: 'app' | 'hardware';
+  label: string;
+  serial: string | null;
+  pin: boolean;
+  disabled: boolean;
+  lastUsedAt: Date | null;
+  createdAt: Date;
+}
+
+export async function ownTokens(db: Db, userId: string): Promise<OwnToken[]> {
+  const rows = await db
+    .selectFrom('authenticators')
+    .select(['id', 'type', 'kind', 'label', 'serial', 'pin_hash', 'disabled_at', 'last_used_at', 'created_at'])
+    .where('user_id', '=', userId)
+    .where('confirmed_at', 'is not', null)
+    .orderBy('created_at')
+    .execute();
+  return rows.map((r) => ({ id: r.id, type: r.type, kind: r.kind, label: r.label, serial: r.serial, pin: r.pin_hash !== null, disabled: r.disabled_at !== null, lastUsedAt: r.last_used_at, createdAt: r.created_at }));
+}
+
+export function accountFacts(user: User, tokens: OwnToken[]): AccountFacts {
+  return { source: user.source, hasPassword: user.password_hash !== null, tokens: tokens.map((t) => ({ pin: t.pin })) };
+}
+
+function localOnly(ctx: SelfContext, what: string): void {
+  if (ctx.user.source !== 'local') throw new AccountError(`your ${what} comes from your organisation's directory: change it there`);
+}
+
+const NAME_MAX = 100;
+
+export async function changeName(ctx: SelfContext, input: { givenName: string; familyName: string }): Promise<void> {
+  localOnly(ctx, 'name');
+  const givenName = input.givenName.trim();
+  const familyName = input.familyName.trim();
+  if (givenName.length > NAME_MAX) throw new AccountError(`a first name is at most ${NAME_MAX} characters`, 'givenName');
+  if (familyName.length > NAME_MAX) throw new AccountError(`a last name is at most ${NAME_MAX} characters`, 'familyName');
+  await ctx.db.updateTable('users').set({ given_name: givenName || null, family_name: familyName || null, updated_at: sql`now()` }).where('id', '=', ctx.user.id).execute();
+  await record(ctx, 'account.name_changed', { given_name: givenName || null, family_name: familyName || null });
+}
+
+function checkNewPassword(password: string, confirm: string): void {
+  const problem = passwordProblem(password);
+  if (problem) throw new AccountError(problem.replace(/\.$/, ''), 'password');
+  if (password !== confirm) throw new AccountError('the two new passwords differ', 'confirm');
+}
+
+/**
+ * Changes the password. The current one is asked unless a second factor was passed moments ago; a
+ * wrong current password counts toward the account's lockout like a wrong one at sign-in, admitted
+ * before it is checked.
+ */
+export async function changePassword(ctx: SelfContext, input: { current: string; password: string; confirm: string }, factorIsFresh: boolean): Promise<void> {
+  localOnly(ctx, 'password');
+  if (!ctx.user.password_hash) throw new AccountError('you have no password yet: create one instead');
+  if (!factorIsFresh) {
+    if (!input.current) throw new AccountError('type your current password', 'current');
+    const admission = await admitAttempt(ctx.db, ctx.user.id, ctx.config.lockout);
+    if (!admission.admitted) throw new AccountError('too many wrong attempts: the account is locked for a while', 'current');
+    if (!(await verifyPassword(ctx.user.password_hash, input.current))) {
+      await record(ctx, 'account.change_refused', { change: 'password', reason: 'wrong current password' });
+      throw new AccountError('the current password is wrong', 'current');
+    }
+    await passedAttempt(ctx.db, ctx.user.id, admission);
+  }
+  checkNewPassword(input.password, input.confirm);
+  if (await verifyPassword(ctx.user.password_hash, input.password)) throw new AccountError('the new password is the one you have now', 'password');
+  await ctx.db.updateTable('users').set({ password_hash: await hashPassword(input.password), updated_at: sql`now()` }).where('id', '=', ctx.user.id).execute();
+  await record(ctx, 'account.password_changed', { with: factorIsFresh ? 'fresh factor' : 'current password' });
+}
+
+/** A first password for a user who signs in with an email code (only after a fresh factor: the route asks for one). */
+export async function createPassword(ctx: SelfContext, input: { password: string; confirm: string }): Promise<void> {
+  localOnly(ctx, 'password');
+  checkNewPassword(input.password, input.confirm);
+  const row = await ctx.db
+    .updateTable('users')
+    .set({ password_hash: await hashPassword(input.password), updated_at: sql`now()` })
+    .where('id', '=', ctx.user.id)
+    .where('password_hash', 'is', null)
+    .returning('id')
+    .executeTakeFirst();
+  if (!row) throw new AccountError('you already have a password: change it instead');
+  await record(ctx, 'account.password_created');
+}
+
+export type ContactChannel = 'email' | 'sms';
+const CONTACT = {
+  email: { column: 'email', verified: 'email_verified', what: 'email address', purpose: 'change-email', started: 'account.email_change_started', changed: 'account.email_changed', mask: maskEmail },
+  sms: { column: 'phone', verified: 'phone_verified', what: 'phone number', purpose: 'change-phone', started: 'account.phone_change_started', changed: 'account.phone_changed', mask: maskPhone },
+} as const;
+
+function checkContact(channel: ContactChannel, value: string): string {
+  const v = value.trim();
+  const field = channel === 'email' ? 'email' : 'phone';
+  if (!v) throw new AccountError(channel === 'email' ? 'type the new email address' : 'type the new phone number', field);
+  if (channel === 'email' && (v.length > 254 || !EMAIL_PATTERN.test(v))) throw new AccountError('that is not an email address', field);
+  if (channel === 'sms' && !E164_PATTERN.test(v)) throw new AccountError('type the number in international form, e.g. +15555550100', field);
+  return v;
+}
+
+/**
+ * Starts a change of email address or phone number: a code goes to the new one (the send limits
+ * and cooldown of sign-in codes apply); nothing changes until that code comes back.
+ */
+export async function startContactChange(ctx: SelfContext, channel: ContactChannel, value: string): Promise<{ challengeId: string; masked: string }> {
+  const c = CONTACT[channel];
+  localOnly(ctx, c.what);
+  const destination = checkContact(channel, value);
+  const current = ctx.user[c.column];
+  if (current && current.toLowerCase() === destination.toLowerCase() && ctx.user[c.verified]) throw new AccountError(`that is your ${c.what} already`, channel === 'email' ? 'email' : 'phone');
+  const outcome = await sendCode(
+    { db: ctx.db, box: ctx.box, otpKey: ctx.otpKey, delivery: ctx.delivery, settings: ctx.settings, user: ctx.user, interactionUid: `account:${ctx.sessionKey}`, ip: ctx.ip, purpose: c.purpose },
+    channel,
+    destination,
+    (values) => channel === 'email'
+      ? { subject: `Confirm your new email address for ${values.app}`, text: `Your ${values.app} confirmation code is ${values.code}.\n\nType it on the page where you changed your email address. It expires in ${values.minutes} minutes. If you did not ask for this, ignore this message.` }
+      : { text: `${values.code} confirms this number for ${values.app}. It expires in ${values.minutes} min.` },
+  );
+  const field = channel === 'email' ? 'email' : 'phone';
+  if (outcome.kind === 'refused') {
+    const wait = Math.max(1, Math.ceil((outcome.refusal.retryAt.getTime() - Date.now()) / 1000));
+    throw new AccountError(outcome.refusal.kind === 'cooldown' ? `a code was sent moments ago: wait ${wait} seconds before asking for another` : 'too many codes were sent: try again later', field);
+  }
+  if (outcome.kind !== 'sent') throw new AccountError(`the code could not be sent ${channelName(channel)}: check the ${c.what}, or try again later`, field);
+  await record(ctx, c.started, { to: c.mask(destination) });
+  return { challengeId: outcome.challengeId, masked: c.mask(destination) };
+}
+
+/** Where a pending change of address stands: the masked new address, or null when it is not this user's pending change. */
+export async function pendingContactChange(ctx: SelfContext, channel: ContactChannel, challengeId: string): Promise<string | null> {
+  const challenge = await findChallenge(ctx.db, challengeId, ctx.user.id);
+  if (!challenge || challenge.purpose !== CONTACT[channel].purpose || challenge.consumed_at) return null;
+  return CONTACT[channel].mask(challenge.destination);
+}
+
+/**
+ * Confirms a change of address with the code sent to it: the address is changed and marked
+ * verified, and the old address is told (a changed address is how an account is taken over).
+ */
+export async function confirmContactChange(ctx: SelfContext, channel: ContactChannel, challengeId: string, code: string): Promise<void> {
+  const c = CONTACT[channel];
+  const challenge = await findChallenge(ctx.db, challengeId, ctx.user.id);
+  if (!challenge || challenge.purpose !== c.purpose) throw new AccountError('this change was not started here: start again');
+  if (!/^\d{4,10}$/.test(code.trim())) throw new AccountError(`type the ${ctx.settings.mfa.otp.length}-digit code`, 'code');
+  const outcome = await verifyChallenge(ctx.db, ctx.otpKey, challengeId, ctx.user.id, code.trim());
+  if (!outcome.ok) {
+    const why = outcome.reason === 'wrong' ? `the code is wrong (${outcome.attemptsLeft} ${outcome.attemptsLeft === 1 ? 'try' : 'tries'} left)` : outcome.reason === 'expired' ? 'the code has expired: start again' : 'this code can no longer be used: start again';
+    throw new AccountError(why, 'code');
+  }
+  const old = ctx.user[c.column];
+  const oldVerified = ctx.user[c.verified];
+  await ctx.db
+    .updateTable('users')
+    .set({ [c.column]: outcome.challenge.destination, [c.verified]: true, updated_at: sql`now()` })
+    .where('id', '=', ctx.user.id)
+    .execute();
+  await record(ctx, c.changed, { from: old ? c.mask(old) : null, to: c.mask(outcome.challenge.destination) });
+  if (old && oldVerified && old !== outcome.challenge.destination) await tellOldAddress(ctx, channel, old, c.mask(outcome.challenge.destination));
+}
+
+async function tellOldAddress(ctx: SelfContext, channel: ContactChannel, old: string, masked: string): Promise<void> {
+  const app = ctx.settings.mfa.appName;
+  const what = CONTACT[channel].what;
+  try {
+    await ctx.delivery.send(channel, ctx.settings, channel === 'email'
+      ? { to: old, subject: `Your ${app} email address was changed`, text: `The email address of your ${app} account (${ctx.user.username}) was changed to ${masked}.\n\nIf you did not do this, contact your administrator at once.` }
+      : { to: old, text: `The phone number of your ${app} account was changed to ${masked}. If this was not you, contact your administrator.` });
+  } catch {
+    // The change stands; the audit record says who made it.
+    await record(ctx, 'account.change_refused', { change: what, reason: 'the old address could not be told' });
+  }
+}
+
+/** Starts registering an authenticator app: the secret belongs to this portal session until confirmed. */
+export function startTokenRegistration(ctx: SelfContext): Promise<Enrolment> {
+  return beginEnrolment(ctx.db, ctx.box, ctx.user, ctx.settings.mfa.appName, `account:${ctx.sessionKey}`);
+}
+
+/** Confirms the new authenticator with a code from it; the user names it. */
+export async function confirmTokenRegistration(ctx: SelfContext, input: { authenticatorId: string; code: string; label: string }): Promise<void> {
+  const label = input.label.trim() || 'Authenticator app';
+  if (label.length > 64) throw new AccountError('a token name is at most 64 characters', 'label');
+  if (!/^[0-9a-f-]{36}$/i.test(input.authenticatorId)) throw new AccountError('this registration was not started here: start again');
+  const pending = await ctx.db
+    .selectFrom('authenticators')
+    .select('id')
+    .where('id', '=', input.authenticatorId)
+    .where('user_id', '=', ctx.user.id)
+    .where('confirmed_at', 'is', null)
+    .where('enrolment_uid', '=', `account:${ctx.sessionKey}`)
+    .executeTakeFirst();
+  if (!pending) throw new AccountError('this registration was not started here or has expired: start again');
+  if (!(await confirmEnrolment(ctx.db, ctx.box, ctx.settings.mfa.totp, ctx.user.id, pending.id, input.code.trim()))) {
+    await record(ctx, 'account.change_refused', { change: 'register token', reason: 'wrong code' });
+    throw new AccountError('the code does not match: check the app shows this account and type the code it shows now', 'code');
+  }
+  await ctx.db.updateTable('authenticators').set({ label }).where('id', '=', pending.id).execute();
+  await record(ctx, 'account.token_registered', { authenticator: pending.id, label, type: 'totp' });
+}
+
+/**
+ * Takes a token off the account: an app's secret is deleted (it lives on the phone); a hardware
+ * token goes back to the unassigned stock, to be registered again by its serial number. Only the
+ * user's own tokens: an id from a forged form matches nothing.
+ */
+export async function unassignToken(ctx: SelfContext, authenticatorId: string): Promise<void> {
+  if (!/^[0-9a-f-]{36}$/i.test(authenticatorId)) throw new AccountError('choose one of your tokens', 'token');
+  const token = await ctx.db
+    .selectFrom('authenticators')
+    .select(['id', 'kind', 'label', 'serial'])
+    .where('id', '=', authenticatorId)
+    .where('user_id', '=', ctx.user.id)
+    .where('confirmed_at', 'is not', null)
+    .executeTakeFirst();
+  if (!token) throw new AccountError('choose one of your tokens', 'token');
+  if (token.kind === 'hardware') {
+    await ctx.db
+      .updateTable('authenticators')
+      .set({ user_id: null, confirmed_at: null, pin_hash: null, pin_position: null, last_used_at: null })
+      .where('id', '=', token.id)
+      .execute();
+  } else {
+    await ctx.db.deleteFrom('authenticators').where('id', '=', token.id).execute();
+  }
+  await record(ctx, 'account.token_unassigned', { authenticator: token.id, label: token.label, serial: token.serial });
+}

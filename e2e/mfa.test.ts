@@ -110,7 +110,7 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
     // Next time (a new browser): the app is the only method, so its code is asked for at once.
     const again = await (await browser.newContext()).newPage();
     await signIn(again, 'dee');
-    await again.getByText('Enter the 6-digit code from your authenticator app.').waitFor();
+    await again.getByText('Enter the code from your authenticator app or token', { exact: false }).waitFor();
     await again.getByLabel('Code').fill(await generate({ secret }));
     await again.getByRole('button', { name: 'Verify' }).click();
     assert.equal(await finish(again), '["pwd","otp","mfa"]');
@@ -154,7 +154,7 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
     await again.getByLabel('Username').fill(DEMO_MFA_USER.username);
     await again.getByLabel('Password').fill(DEMO_MFA_USER.password);
     await again.getByRole('button', { name: 'Sign in' }).click();
-    await again.getByRole('button', { name: 'Use your authenticator app' }).click();
+    await again.getByRole('button', { name: 'Use your authenticator app or token' }).click();
     await again.getByLabel('Code').fill(await generate({ secret, epoch: Math.floor(Date.now() / 1000) + 30 }));
     await again.getByRole('button', { name: 'Verify' }).click();
     assert.equal(await finish(again), '["pwd","otp","mfa"]');

@@ -5,7 +5,7 @@ import { generate } from 'otplib';
 import { codeFromOutbox, launchBrowser } from './browser.js';
 import { startTestTessera, type TestTessera } from '../test/support/tessera.js';
 import { createUser } from '../src/directory/users.js';
-import { beginEnrolment, confirmEnrolment } from '../src/factors/totp.js';
+import { beginEnrolment, confirmEnrolment } from '../src/factors/authenticators.js';
 import { loadSettings } from '../src/settings/settings.js';
 
 /** The demo app's "ask for payments:write": its payments API has that scope protected (dev mode). */
@@ -98,7 +98,7 @@ describe('scope step-up on the consent screen, in Chromium', () => {
     const context = await browser.newContext({ viewport: { width: 375, height: 740 } });
     const page = await context.newPage();
     await consentFor(page, 'eli');
-    await page.getByText('Enter the 6-digit code from your authenticator app.').waitFor();
+    await page.getByText('Enter the code from your authenticator app or token', { exact: false }).waitFor();
     await page.getByLabel('Code').fill(await generate({ secret: totpSecret }));
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('heading', { name: 'Allow access?' }).waitFor();

@@ -10,7 +10,7 @@ import { SecretBox } from './crypto/secret-box.js';
 import { resolveMasterSecret } from './crypto/master-secret.js';
 import { createLogger } from './log.js';
 import { createAudit } from './audit/audit.js';
-import { answeredWithoutDatabase, errorLines, parseCommand, runCommand, secretRequest, type ParsedCommand } from './cli/commands.js';
+import { answeredWithoutDatabase, errorLines, parseCommand, runCommand, secretRequest, withAbsolutePaths, type ParsedCommand } from './cli/commands.js';
 import { terminalIo } from './cli/terminal.js';
 import { CLI_COMMAND } from './paths.js';
 
@@ -59,6 +59,7 @@ export async function main(argv: string[], io: RemoteIo = terminalIo()): Promise
     parsed = parseCommand(argv);
     if (answeredWithoutDatabase(parsed, io)) return 0;
     parsed.command.check?.(parsed.arg, parsed.flags);
+    argv = withAbsolutePaths(parsed, argv);
     const config = loadConfig(process.env, 'cli');
     const migrateFirst = parsed.name !== 'migrate';
     if (config.databaseUrl) return await runHere(config, argv, io, migrateFirst);

@@ -24,12 +24,12 @@ import { loadSettings } from './settings/settings.js';
 import { deliveryProblem } from './factors/delivery/index.js';
 import { purgeExpiredProgress } from './flows/progress.js';
 import { purgeRateLimits } from './rate-limits.js';
-import { ensureConsoleClient } from './admin/console/registration.js';
-import { ensureAccountClient } from './portal/registration.js';
+import { CONSOLE_CLIENT } from './admin/console/registration.js';
+import { ACCOUNT_CLIENT } from './portal/registration.js';
 import { LdapDirectory } from './directory/ldap.js';
 import { sweepApprovals } from './approvals/requests.js';
 import { purgeAppSessions } from './web/sessions.js';
-import { internalOriginOf } from './web/relying-party.js';
+import { ensureOwnClient, internalOriginOf } from './web/relying-party.js';
 
 export interface RunningTessera {
   issuer: string;
@@ -113,8 +113,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
     scopeRules.forget();
   };
   try {
-    await ensureConsoleClient(db, issuer);
-    await ensureAccountClient(db, issuer);
+    for (const own of [CONSOLE_CLIENT, ACCOUNT_CLIENT]) await ensureOwnClient(db, issuer, own);
     // The demo relying party and its client library are loaded only when the demo is on.
     const demo = config.demo ? await import('./demo/demo.js') : null;
     if (demo) await ensureDemoData(db, box, issuer);

@@ -2,20 +2,18 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generate } from 'otplib';
 import { startTestTessera, type TestTessera } from './support/tessera.js';
-import { Agent, formFor, formsOf, type AgentResponse } from './support/agent.js';
+import { Agent, formFor, formsOf } from './support/agent.js';
+import { pageText as text, portalDriver, type PortalDriver } from './support/portal.js';
 import { createAudit } from '../src/audit/audit.js';
 import { createLogger } from '../src/log.js';
 import { sql } from 'kysely';
 import { createUser, setPassword } from '../src/directory/users.js';
 import { addGroupMember, createGroup } from '../src/directory/groups.js';
-import { beginEnrolment, confirmEnrolment } from '../src/factors/totp.js';
+import { beginEnrolment, confirmEnrolment } from '../src/factors/authenticators.js';
 import { loadSettings } from '../src/settings/settings.js';
 import { perform, type ServiceContext } from '../src/admin/service.js';
 import { createClientOp } from '../src/admin/system.js';
 import { disablePortalOp, enablePortalOp } from '../src/admin/portals.js';
-
-/** How a test user passes the second factor when Tessera asks: a code from the dev outbox, or from their app. */
-type Answer = { factor: 'email' | 'sms' } | { factor: 'totp'; secret: string };
 
 describe('account portal: every user’s /account and the per-application /selfservice/<alias>', () => {
   let tessera: TestTessera;
@@ -34,53 +32,11 @@ describe('account portal: every user’s /account and the per-application /selfs
   });
 
   const url = (path: string) => `${tessera.issuer}${path}`;
-  const text = (page: AgentResponse) => page.body.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ');
-
-  async function lastCode(to: string): Promise<string> {
-    const row = await tessera.db.selectFrom('dev_outbox').select('body').where('recipient', '=', to).orderBy('id', 'desc').executeTakeFirstOrThrow();
-    return /\b(\d{6})\b/.exec(row.body)![1]!;
-  }
-
-  /**
-   * Drives Tessera's pages (password, factor choice, code) from `start` until the browser is back on
-   * a portal page; returns that page.
-   */
-  async function through(agent: Agent, start: AgentResponse, username: string, answer?: Answer): Promise<AgentResponse> {
-    let page = await agent.follow(start);
-    for (let step = 0; step < 8; step++) {
-      const path = new URL(page.url).pathname;
-      if (!path.startsWith('/interaction/')) return page;
-      assert.equal(page.status, 200, `${path}: ${text(page).slice(0, 300)}`);
-      if (page.body.includes('name="password"')) {
-        const form = formFor(page, '/login');
-        page = await agent.follow(await agent.post(form.action, { ...form.fields, username, password: `${username}-password-1` }));
-      } else if (page.body.includes('name="code"')) {
-        const form = formFor(page, '/code');
-        const user = await tessera.db.selectFrom('users').selectAll().where('username', '=', username).executeTakeFirstOrThrow();
-        const code = answer!.factor === 'totp' ? await generate({ secret: answer!.secret }) : await lastCode(answer!.factor === 'email' ? user.email! : user.phone!);
-        page = await agent.follow(await agent.post(form.action, { ...form.fields, code }));
-      } else if (page.body.includes('name="factor" value=')) {
-        assert.ok(answer, `a second factor was asked of ${username}`);
-        const form = formFor(page, '/mfa');
-        page = await agent.follow(await agent.post(form.action, { ...form.fields, factor: answer.factor }));
-      } else {
-        throw new Error(`no known step at ${path}: ${text(page).slice(0, 300)}`);
-      }
-    }
-    throw new Error('did not come back to the portal');
-  }
-
-  async function signIn(username: string, answer?: Answer, path = '/account'): Promise<{ agent: Agent; page: AgentResponse }> {
-    const agent = new Agent();
-    const page = await through(agent, await agent.get(url(path)), username, answer);
-    return { agent, page };
-  }
-
-  const events = async (type: string) => {
-    await admin.audit.flush();
-    await new Promise((r) => setTimeout(r, 50));
-    return tessera.db.selectFrom('audit_events').selectAll().where('type', '=', type).orderBy('id').execute();
-  };
+  const portal = () => portalDriver(tessera, admin);
+  const through: PortalDriver['through'] = (...args) => portal().through(...args);
+  const signIn: PortalDriver['signIn'] = (...args) => portal().signIn(...args);
+  const lastCode: PortalDriver['lastCode'] = (to) => portal().lastCode(to);
+  const events: PortalDriver['events'] = (type) => portal().events(type);
 
   it('a user signs in to /account through Tessera and sees their data and the default actions that apply to them', async () => {
     const { page } = await signIn('ann');

@@ -9,7 +9,7 @@ import { createAudit } from '../src/audit/audit.js';
 import { createLogger } from '../src/log.js';
 import { createUser } from '../src/directory/users.js';
 import { addGroupMember, removeGroupMember } from '../src/directory/groups.js';
-import { beginEnrolment, confirmEnrolment } from '../src/factors/totp.js';
+import { beginEnrolment, confirmEnrolment } from '../src/factors/authenticators.js';
 import { loadSettings } from '../src/settings/settings.js';
 import { startAppSession, type SessionTimes } from '../src/web/sessions.js';
 

@@ -12,7 +12,7 @@ import {
   unlockUserOp, updateUserOp,
 } from '../src/admin/users.js';
 import { listAuditOp } from '../src/admin/audit-log.js';
-import { beginEnrolment, confirmEnrolment } from '../src/factors/totp.js';
+import { beginEnrolment, confirmEnrolment } from '../src/factors/authenticators.js';
 import { generate } from 'otplib';
 
 describe('admin service layer', () => {

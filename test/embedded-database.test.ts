@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { TEST_SECRET } from './support/tessera.js';
@@ -70,6 +70,16 @@ describe('embedded database: the CLI beside a running server, restarts, a second
     r = await cli(['user', 'add', 'alice', '--password', 'alice-password-1']);
     assert.equal(r.code, 1);
     assert.equal(r.stderr, 'error: user "alice" already exists');
+    // A file named relative to where the command is typed is read there, not in the server's directory.
+    const elsewhere = mkdtempSync(path.join(tmpdir(), 'tessera-tokens-'));
+    writeFileSync(path.join(elsewhere, 'tokens.csv'), 'serial,seed,type\nFOB-1,3132333435363738393031323334353637383930,totp\n');
+    r = await runCli(['token', 'import', 'tokens.csv'], { ...process.env, ...env }, { cwd: elsewhere });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'imported 1 token (1 TOTP, 0 HOTP) into the unassigned stock');
+    r = await runCli(['token', 'import', 'missing.csv'], { ...process.env, ...env }, { cwd: elsewhere });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error: cannot read .*tessera-tokens-.*missing\.csv: no such file/);
+    rmSync(elsewhere, { recursive: true, force: true });
 
     // Without restarting: the new client and user work at once.
     const claims = await signInWithMyApp(server.issuer, 'alice', 'alice-password-1');

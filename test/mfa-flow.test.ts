@@ -11,7 +11,7 @@ import { createUser, findUserByUsername } from '../src/directory/users.js';
 import { addGroupMember, createGroup } from '../src/directory/groups.js';
 import { createPolicy } from '../src/policy/policies.js';
 import { setSetting, loadSettings } from '../src/settings/settings.js';
-import { beginEnrolment, confirmEnrolment, verifyTotp } from '../src/factors/totp.js';
+import { beginEnrolment, confirmEnrolment, verifyAuthenticatorCode } from '../src/factors/authenticators.js';
 import { createChallenge, verifyChallenge } from '../src/factors/challenges.js';
 import { createClient } from '../src/clients/clients.js';
 import { loadConfig } from '../src/config.js';
@@ -292,18 +292,18 @@ describe('multi-factor login', () => {
     const drift = { driftStepsBefore: 1, driftStepsAfter: 1 };
     const now = Math.floor(Date.now() / 1000);
     const at = (offset: number) => generate({ secret: enrolment.secret, epoch: now + offset });
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, await at(0)), false, 'unconfirmed authenticators do not count');
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(0)), false, 'unconfirmed authenticators do not count');
     assert.equal(await confirmEnrolment(tessera.db, tessera.box, drift, user.id, enrolment.authenticatorId, await at(-30)), true);
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, await at(-30)), false, 'the step used at enrolment is spent');
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, await at(-90)), false, 'three steps back is outside the window');
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, await at(90)), false, 'three steps ahead is outside the window');
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, await at(0)), true);
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, await at(0)), false, 'replay refused');
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, await at(30)), true, 'one step ahead is inside the window');
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(-30)), false, 'the step used at enrolment is spent');
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(-90)), false, 'three steps back is outside the window');
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(90)), false, 'three steps ahead is outside the window');
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(0)), true);
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(0)), false, 'replay refused');
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(30)), true, 'one step ahead is inside the window');
     const wide = { driftStepsBefore: 0, driftStepsAfter: 3 };
-    assert.equal(await verifyTotp(tessera.db, tessera.box, wide, user.id, await at(90)), true, 'a wider configured window accepts it');
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, 'abcdef'), false);
-    assert.equal(await verifyTotp(tessera.db, tessera.box, drift, user.id, '1234567'), false);
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, wide, user.id, await at(90)), true, 'a wider configured window accepts it');
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, 'abcdef'), false);
+    assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, '1234567'), false);
   });
 
   it('TOTP at login; wrong codes count toward the lockout', async () => {
@@ -315,7 +315,7 @@ describe('multi-factor login', () => {
     const agent = new Agent();
     // The app is walt's only method: its code page comes at once, with nothing to choose.
     const codePage = await passwordStep(agent, issuer, 'walt', 'walt-password-1');
-    assert.match(codePage.body, /Enter the 6-digit code from your authenticator app\./);
+    assert.match(codePage.body, /Enter the code from your authenticator app or token/);
     const wrong = await enter(agent, codePage, (await generate({ secret: enrolment.secret })) === '000000' ? '000001' : '000000');
     assert.equal(wrong.status, 401);
     assert.equal((await findUserByUsername(tessera.db, 'walt'))?.failed_logins, 1);

@@ -12,7 +12,7 @@ import { createUser, findUserByUsername } from '../src/directory/users.js';
 import { createPolicy } from '../src/policy/policies.js';
 import { allowClient, createResourceServer } from '../src/resource-servers/resource-servers.js';
 import { protectScope, unprotectScope } from '../src/scopes/rules.js';
-import { beginEnrolment, confirmEnrolment } from '../src/factors/totp.js';
+import { beginEnrolment, confirmEnrolment } from '../src/factors/authenticators.js';
 import { loadSettings } from '../src/settings/settings.js';
 import { ACR } from '../src/oidc/assurance.js';
 

@@ -5,6 +5,7 @@ import { checkNewUser, createUser, requireUser, setPassword, setStatus, listUser
 import { addGroupMember, createGroup, listGroups, removeGroup, removeGroupMember } from '../directory/groups.js';
 import { operation, ServiceError } from './service.js';
 import { passwordProblem } from '../directory/passwords.js';
+import { takeOffTokens } from '../factors/authenticators.js';
 
 const username = z.string().min(1, 'name the user').max(128, 'no user has a name that long');
 const groupName = z.string().min(1, 'name the group').max(128, 'no group has a name that long');
@@ -19,7 +20,7 @@ const password = z.string().superRefine((value, ctx) => {
 export interface UserDetails {
   user: User;
   groups: string[];
-  authenticators: Pick<Authenticator, 'id' | 'type' | 'label' | 'confirmed_at' | 'last_used_at' | 'created_at'>[];
+  authenticators: Pick<Authenticator, 'id' | 'type' | 'kind' | 'serial' | 'label' | 'disabled_at' | 'confirmed_at' | 'last_used_at' | 'created_at'>[];
   policies: string[];
   locked: boolean;
 }
@@ -102,7 +103,7 @@ export const showUserOp = operation({
     const user = await requireUser(db, username);
     const [groups, authenticators, policies] = await Promise.all([
       db.selectFrom('group_members').innerJoin('groups', 'groups.id', 'group_members.group_id').select('groups.name').where('user_id', '=', user.id).orderBy('groups.name').execute(),
-      db.selectFrom('authenticators').select(['id', 'type', 'label', 'confirmed_at', 'last_used_at', 'created_at']).where('user_id', '=', user.id).where('confirmed_at', 'is not', null).orderBy('created_at').execute(),
+      db.selectFrom('authenticators').select(['id', 'type', 'kind', 'serial', 'label', 'disabled_at', 'confirmed_at', 'last_used_at', 'created_at']).where('user_id', '=', user.id).where('confirmed_at', 'is not', null).orderBy('created_at').execute(),
       db.selectFrom('access_policies').select('name').where('subject_type', '=', 'user').where('subject_id', '=', user.id).orderBy('name').execute(),
     ]);
     return {
@@ -174,7 +175,7 @@ export const unlockUserOp = operation({
 });
 
 /**
- * Removes every authenticator app of a user (a lost or replaced phone). Sessions that passed one
+ * Takes every token off a user (a lost or replaced phone): apps are deleted, hardware tokens go back to stock. Sessions that passed one
  * no longer count it as a fresh second factor: they step up again with what the user has left.
  */
 export const resetMfaOp = operation({
@@ -182,19 +183,19 @@ export const resetMfaOp = operation({
   input: z.object({ username }),
   async run({ db }, { username }) {
     const user = await requireUser(db, username);
-    const removed = await db.deleteFrom('authenticators').where('user_id', '=', user.id).returning('id').execute();
+    const removed = await takeOffTokens(db, user.id);
     await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();
     return { result: removed.length, change: { type: 'user.mfa_reset', subject: user.id, details: { username: user.username, authenticators: removed.map((r) => r.id) } } };
   },
 });
 
-/** Removes one authenticator app of a user; sessions that passed an app step up again. */
+/** Takes one token off a user; sessions that passed an app step up again. */
 export const removeAuthenticatorOp = operation({
   kind: 'change',
   input: z.object({ username, authenticatorId: z.uuid('not an authenticator of this user') }),
   async run({ db }, { username, authenticatorId }) {
     const user = await requireUser(db, username);
-    const removed = await db.deleteFrom('authenticators').where('id', '=', authenticatorId).where('user_id', '=', user.id).returning(['id', 'label']).executeTakeFirst();
+    const [removed] = await takeOffTokens(db, user.id, [authenticatorId]);
     if (!removed) throw new ServiceError(`user "${user.username}" has no such authenticator`, 'authenticatorId');
     const left = await db.selectFrom('authenticators').select('id').where('user_id', '=', user.id).where('confirmed_at', 'is not', null).executeTakeFirst();
     if (!left) await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();

@@ -91,7 +91,18 @@ export type AuditType =
   | 'account.phone_changed'
   | 'account.token_registered'
   | 'account.token_unassigned'
-  | 'account.change_refused';
+  | 'account.token_reassigned'
+  | 'account.token_resynced'
+  | 'account.pin_set'
+  | 'account.pin_removed'
+  | 'account.login_changed'
+  | 'account.change_refused'
+  | 'token.imported'
+  // Restore access: a user who lost a factor asks, an administrator decides.
+  | 'restore.requested'
+  | 'restore.withdrawn'
+  | 'restore.approved'
+  | 'restore.deleted';
 
 export interface AuditEntry {
   type: AuditType;

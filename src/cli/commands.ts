@@ -1,4 +1,6 @@
 import { parseArgs } from 'node:util';
+import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { Db } from '../db/index.js';
 import { migrateToLatest } from '../db/migrate.js';
 import type { SecretBox } from '../crypto/secret-box.js';
@@ -12,6 +14,7 @@ import {
 } from '../admin/users.js';
 import { listAuditOp } from '../admin/audit-log.js';
 import { disablePortalOp, enablePortalOp, listPortalsOp } from '../admin/portals.js';
+import { importTokensOp, tokenStockOp } from '../admin/tokens.js';
 import { PORTAL_ACTIONS } from '../portal/actions.js';
 import {
   addApprovalPolicyOp, createApprovalProfileOp, listApprovalPoliciesOp, listApprovalProfilesOp, listApprovalRequestsOp, removeApprovalPolicyOp,
@@ -130,6 +133,8 @@ interface Command {
   secret?: SecretFor;
   /** What can be refused before anything is asked or opened (a typo must not cost typing the password first). */
   check?(arg: Record<string, string>, flags: FlagValues): void;
+  /** Arguments that name files: read where the command was typed, so a relative path is made absolute there. */
+  fileArgs?: string[];
   flags: Flag[];
   usage: string;
   /** A domain error's field → the flag that carries it, so the message can name the flag. */
@@ -629,6 +634,33 @@ const COMMANDS: Record<string, Command> = {
       }
     },
   },
+  'token import': {
+    args: ['<file.csv>'],
+    fileArgs: ['file.csv'],
+    flags: [],
+    usage: `token import <file.csv>                  hardware tokens into the unassigned stock; one per line:
+                      serial,seed,type,digits,period (seed hex or base32; type TOTP or HOTP; digits 6 or 8)`,
+    fields: { file: '<file.csv>' },
+    async run({ arg, io, service }) {
+      let csv: string;
+      try {
+        csv = await readFile(arg['file.csv']!, 'utf8');
+      } catch (error) {
+        throw new UsageError(`cannot read ${arg['file.csv']}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`);
+      }
+      const { imported, totp, hotp } = await perform(service, importTokensOp, { csv });
+      io.out(`imported ${imported} token${imported === 1 ? '' : 's'} (${totp} TOTP, ${hotp} HOTP) into the unassigned stock`);
+    },
+  },
+  'token stock': {
+    args: [],
+    flags: [],
+    usage: 'token stock                               how many hardware tokens are unassigned, assigned, disabled',
+    async run({ io, service }) {
+      const stock = await perform(service, tokenStockOp, {});
+      io.out(`unassigned ${stock.unassigned}\tassigned ${stock.assigned}\tdisabled ${stock.disabled}`);
+    },
+  },
   'ldap test': {
     args: [],
     flags: [],
@@ -1007,4 +1039,21 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
     for (const line of errorLines(error, parsed && !parsed.help && !parsed.version ? parsed.command : undefined, io.cliCommand)) io.err(line);
     return 1;
   }
+}
+
+/**
+ * The command line with its file arguments made absolute against this process's directory: a
+ * command handed to the server that holds the embedded database reads the file the person meant.
+ */
+export function withAbsolutePaths(parsed: ParsedCommand, argv: string[]): string[] {
+  if (parsed.help || parsed.version === true || !parsed.command.fileArgs) return argv;
+  const out = [...argv];
+  const from = parsed.name.split(' ').length;
+  for (const name of parsed.command.fileArgs) {
+    const value = parsed.arg[name];
+    if (!value) continue;
+    const at = out.indexOf(value, from);
+    if (at >= 0) out[at] = path.resolve(value);
+  }
+  return out;
 }

@@ -4,7 +4,7 @@ import type { SecretBox } from '../crypto/secret-box.js';
 import type { AuthenticationMethod } from '../oidc/assurance.js';
 import type { FactorId, Settings } from '../settings/settings.js';
 import { createChallenge, isRefusal, markDelivered, markUndeliverable, verifyChallenge, type SendRefusal } from './challenges.js';
-import { isWellFormedTotp, verifyTotp } from './totp.js';
+import { verifyAuthenticatorCode } from './authenticators.js';
 import { DeliveryError, fillTemplate } from './delivery/types.js';
 import type { Delivery } from './delivery/index.js';
 
@@ -114,13 +114,13 @@ const totp: Factor = {
   id: 'totp',
   amr: 'otp',
   usableBy: (_user, facts) => facts.hasAuthenticator,
-  describe: () => 'Use your authenticator app',
-  prompt: () => 'Enter the 6-digit code from your authenticator app.',
-  codeLength: () => 6,
+  describe: () => 'Use your authenticator app or token',
+  prompt: () => 'Enter the code from your authenticator app or token (and your PIN, if you set one, before or after it as you chose).',
+  // Up to 8 digits of code and 8 of PIN.
+  codeLength: () => 16,
   start: async () => ({ kind: 'ready' }),
   async verify(ctx, answer) {
-    if (!isWellFormedTotp(answer.code)) return { ok: false, reason: 'malformed' };
-    return (await verifyTotp(ctx.db, ctx.box, ctx.settings.mfa.totp, ctx.user.id, answer.code)) ? { ok: true, factor: 'totp' } : { ok: false, reason: 'wrong', attemptsLeft: null };
+    return (await verifyAuthenticatorCode(ctx.db, ctx.box, ctx.settings.mfa.totp, ctx.user.id, answer.code)) ? { ok: true, factor: 'totp' } : { ok: false, reason: 'wrong', attemptsLeft: null };
   },
 };
 

@@ -7,7 +7,7 @@ import { HttpError } from '../http/errors.js';
 import { renderPage } from '../http/views.js';
 import { loadSettings, type FactorId } from '../settings/settings.js';
 import type { Requirement } from '../policy/requirement.js';
-import { beginEnrolment, confirmEnrolment, isWellFormedTotp } from '../factors/totp.js';
+import { beginEnrolment, confirmEnrolment, isWellFormedTotp } from '../factors/authenticators.js';
 import { factor as factorOf } from '../factors/index.js';
 import { now } from '../sessions/ledger.js';
 import { loadInteraction, requestMeta, type FlowDeps } from './context.js';

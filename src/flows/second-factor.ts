@@ -46,8 +46,8 @@ export function challengeBase(host: Pick<ChallengeHost, 'segment'>, uid: string)
 }
 
 const factorField = z.enum(['email', 'sms', 'totp']);
-/** A code as typed: spaces and dashes ignored, 4 to 10 digits. */
-export const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, '')).pipe(z.string().regex(/^\d{4,10}$/));
+/** A code as typed: spaces and dashes ignored, 4 to 16 digits (a token's code with its PIN). */
+export const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, '')).pipe(z.string().regex(/^\d{4,16}$/));
 
 function when(date: Date): string {
   const seconds = Math.max(1, Math.ceil((date.getTime() - Date.now()) / 1000));

@@ -94,7 +94,7 @@ export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: 
   const row = await preparedFirst(db, db
     .selectNoFrom((eb) => [
       eb
-        .exists(eb.selectFrom('authenticators').select('id').where('user_id', '=', userId).where('confirmed_at', 'is not', null))
+        .exists(eb.selectFrom('authenticators').select('id').where('user_id', '=', userId).where('confirmed_at', 'is not', null).where('disabled_at', 'is', null))
         .as('has_authenticator'),
       sql<AccessPolicy[] | null>`(select json_agg(p) from access_policies p
         where (p.subject_type = 'user' and p.subject_id = ${userId})

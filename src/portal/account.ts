@@ -1,17 +1,18 @@
 import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
-import type { User } from '../db/schema.js';
+import type { Authenticator, User } from '../db/schema.js';
+import { isUniqueViolation } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { Audit, AuditType } from '../audit/audit.js';
 import type { Config } from '../config.js';
 import type { Settings } from '../settings/settings.js';
 import type { Delivery } from '../factors/delivery/index.js';
 import { DomainError } from '../domain-error.js';
-import { admitAttempt, E164_PATTERN, EMAIL_PATTERN, passedAttempt } from '../directory/users.js';
+import { admitAttempt, E164_PATTERN, EMAIL_PATTERN, findUserByUsername, passedAttempt, USERNAME_PATTERN } from '../directory/users.js';
 import { hashPassword, passwordProblem, verifyPassword } from '../directory/passwords.js';
 import { channelName, maskEmail, maskPhone, sendCode } from '../factors/index.js';
 import { findChallenge, verifyChallenge } from '../factors/challenges.js';
-import { beginEnrolment, confirmEnrolment, type Enrolment } from '../factors/totp.js';
+import { beginEnrolment, claimCode, confirmEnrolment, PIN_MAX, PIN_MIN, resyncAuthenticator, SERIAL_PATTERN, takeOffTokens, type Enrolment } from '../factors/authenticators.js';
 import type { AccountFacts } from './actions.js';
 
 /** A refusal of a self-service change, shown on its form (next to `field`). */
@@ -224,11 +225,14 @@ export function startTokenRegistration(ctx: SelfContext): Promise<Enrolment> {
   return beginEnrolment(ctx.db, ctx.box, ctx.user, ctx.settings.mfa.appName, `account:${ctx.sessionKey}`);
 }
 
-/** Confirms the new authenticator with a code from it; the user names it. */
-export async function confirmTokenRegistration(ctx: SelfContext, input: { authenticatorId: string; code: string; label: string }): Promise<void> {
-  const label = input.label.trim() || 'Authenticator app';
-  if (label.length > 64) throw new AccountError('a token name is at most 64 characters', 'label');
-  if (!/^[0-9a-f-]{36}$/i.test(input.authenticatorId)) throw new AccountError('this registration was not started here: start again');
+/**
+ * Confirms the new authenticator with a code from it; the user names it. When it replaces one of
+ * their tokens (a re-assignment), that one stops working once the new one is confirmed.
+ */
+export async function confirmTokenRegistration(ctx: SelfContext, input: { authenticatorId: string; code: string; label: string; replaces?: string }): Promise<void> {
+  const label = tokenLabel(input.label, 'Authenticator app');
+  const old = input.replaces === undefined ? null : await ownToken(ctx, input.replaces);
+  if (!UUID.test(input.authenticatorId)) throw new AccountError('this registration was not started here: start again');
   const pending = await ctx.db
     .selectFrom('authenticators')
     .select('id')
@@ -243,32 +247,162 @@ export async function confirmTokenRegistration(ctx: SelfContext, input: { authen
     throw new AccountError('the code does not match: check the app shows this account and type the code it shows now', 'code');
   }
   await ctx.db.updateTable('authenticators').set({ label }).where('id', '=', pending.id).execute();
-  await record(ctx, 'account.token_registered', { authenticator: pending.id, label, type: 'totp' });
+  if (old) {
+    await retireToken(ctx, old);
+    await record(ctx, 'account.token_reassigned', { from: old.id, from_label: old.label, to: pending.id, label });
+  } else {
+    await record(ctx, 'account.token_registered', { authenticator: pending.id, label, type: 'totp' });
+  }
+}
+
+/** Takes a token off the account (takeOffTokens). Only the user's own tokens: an id from a forged form matches nothing. */
+export async function unassignToken(ctx: SelfContext, authenticatorId: string): Promise<void> {
+  const token = await ownToken(ctx, authenticatorId);
+  await takeOffTokens(ctx.db, ctx.user.id, [token.id]);
+  await record(ctx, 'account.token_unassigned', { authenticator: token.id, label: token.label, serial: token.serial });
 }
 
 /**
- * Takes a token off the account: an app's secret is deleted (it lives on the phone); a hardware
- * token goes back to the unassigned stock, to be registered again by its serial number. Only the
- * user's own tokens: an id from a forged form matches nothing.
+ * Runs one guess at a secret of the account (a token's code, a resync pair) admitted first and
+ * counted toward the account lockout like a wrong code at sign-in: a burst of guesses checks no
+ * more than the threshold. A right guess gives its count back.
  */
-export async function unassignToken(ctx: SelfContext, authenticatorId: string): Promise<void> {
-  if (!/^[0-9a-f-]{36}$/i.test(authenticatorId)) throw new AccountError('choose one of your tokens', 'token');
-  const token = await ctx.db
-    .selectFrom('authenticators')
-    .select(['id', 'kind', 'label', 'serial'])
-    .where('id', '=', authenticatorId)
-    .where('user_id', '=', ctx.user.id)
-    .where('confirmed_at', 'is not', null)
-    .executeTakeFirst();
-  if (!token) throw new AccountError('choose one of your tokens', 'token');
-  if (token.kind === 'hardware') {
-    await ctx.db
-      .updateTable('authenticators')
-      .set({ user_id: null, confirmed_at: null, pin_hash: null, pin_position: null, last_used_at: null })
-      .where('id', '=', token.id)
-      .execute();
-  } else {
-    await ctx.db.deleteFrom('authenticators').where('id', '=', token.id).execute();
+async function guarded(ctx: SelfContext, field: string, check: () => Promise<boolean>): Promise<boolean> {
+  const admission = await admitAttempt(ctx.db, ctx.user.id, ctx.config.lockout);
+  if (!admission.admitted) throw new AccountError('too many wrong codes: the account is locked for a while', field);
+  const right = await check();
+  if (right) await passedAttempt(ctx.db, ctx.user.id, admission);
+  return right;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** One of the user's own confirmed tokens, by the id a form sent; a forged or foreign id matches nothing. */
+async function ownToken(ctx: SelfContext, id: string, field = 'token'): Promise<Authenticator> {
+  const token = UUID.test(id)
+    ? await ctx.db.selectFrom('authenticators').selectAll().where('id', '=', id).where('user_id', '=', ctx.user.id).where('confirmed_at', 'is not', null).executeTakeFirst()
+    : undefined;
+  if (!token) throw new AccountError('choose one of your tokens', field);
+  return token;
+}
+
+function tokenLabel(label: string, fallback: string): string {
+  const name = label.trim() || fallback;
+  if (name.length > 64 || /\p{Cc}/u.test(name)) throw new AccountError('a token name is at most 64 characters', 'label');
+  return name;
+}
+
+/**
+ * Claims a hardware token from the unassigned stock by its serial number and a code it shows: the
+ * code is checked (and its use recorded) before the token becomes the user's. A wrong serial and a
+ * wrong code get the same answer, so the stock cannot be probed for serial numbers.
+ */
+async function claimStockToken(ctx: SelfContext, input: { serial: string; code: string; label: string }): Promise<Authenticator> {
+  const serial = input.serial.trim();
+  const code = input.code.replace(/[\s-]/g, '');
+  if (!serial) throw new AccountError('type the serial number printed on the token', 'serial');
+  if (!/^\d{6,8}$/.test(code)) throw new AccountError('type the 6- or 8-digit code the token shows now', 'code');
+  const label = tokenLabel(input.label, `Token ${serial}`);
+  const stock = SERIAL_PATTERN.test(serial)
+    ? await ctx.db.selectFrom('authenticators').selectAll().where(sql<string>`lower(serial)`, '=', serial.toLowerCase()).where('kind', '=', 'hardware').where('user_id', 'is', null).where('disabled_at', 'is', null).executeTakeFirst()
+    : undefined;
+  const right = await guarded(ctx, 'code', async () => Boolean(stock) && claimCode(ctx.db, ctx.box, ctx.settings.mfa.totp, stock!, code));
+  if (!right || !stock) {
+    await record(ctx, 'account.change_refused', { change: 'register existing token', reason: 'serial and code do not match', serial: serial.slice(0, 64) });
+    throw new AccountError('no token in stock has this serial number and shows this code: check both (a token pressed many times since may need a resync by your administrator)', 'code');
   }
-  await record(ctx, 'account.token_unassigned', { authenticator: token.id, label: token.label, serial: token.serial });
+  const assigned = await ctx.db
+    .updateTable('authenticators')
+    .set({ user_id: ctx.user.id, confirmed_at: sql`now()`, label })
+    .where('id', '=', stock.id)
+    .where('user_id', 'is', null)
+    .returningAll()
+    .executeTakeFirst();
+  if (!assigned) throw new AccountError('this token was just registered by someone else', 'serial');
+  return assigned;
+}
+
+/** Registers a hardware token the user received, by its serial number and a code from it. */
+export async function registerExistingToken(ctx: SelfContext, input: { serial: string; code: string; label: string }): Promise<void> {
+  const token = await claimStockToken(ctx, input);
+  await record(ctx, 'account.token_registered', { authenticator: token.id, label: token.label, type: token.type, serial: token.serial });
+}
+
+/**
+ * Exchanges a token for a hardware token from stock: once the new one's code is right, the old one
+ * stops working at once (an app's secret deleted, a hardware token disabled and taken back).
+ */
+export async function reassignToken(ctx: SelfContext, input: { token: string; serial: string; code: string; label: string }): Promise<void> {
+  const old = await ownToken(ctx, input.token);
+  const replacement = await claimStockToken(ctx, input);
+  await retireToken(ctx, old);
+  await record(ctx, 'account.token_reassigned', { from: old.id, from_label: old.label, to: replacement.id, serial: replacement.serial });
+}
+
+/** The old token of an exchange: it never signs anyone in again. */
+async function retireToken(ctx: SelfContext, old: Authenticator): Promise<void> {
+  if (old.kind === 'hardware') {
+    await ctx.db.updateTable('authenticators').set({ user_id: null, confirmed_at: null, pin_hash: null, pin_position: null, disabled_at: sql`now()` }).where('id', '=', old.id).execute();
+  } else {
+    await takeOffTokens(ctx.db, ctx.user.id, [old.id]);
+  }
+}
+
+/**
+ * Resynchronises a token from two consecutive codes. Every try is counted toward the lockout; the
+ * token's clock or counter only moves forward, so a resync never accepts a used code again.
+ */
+export async function resyncToken(ctx: SelfContext, input: { token: string; first: string; second: string }): Promise<void> {
+  const token = await ownToken(ctx, input.token);
+  const [first, second] = [input.first, input.second].map((c) => c.replace(/[\s-]/g, ''));
+  if (!/^\d{6,8}$/.test(first!)) throw new AccountError('type the code the token shows', 'first');
+  if (!/^\d{6,8}$/.test(second!)) throw new AccountError(token.type === 'hotp' ? 'press the button again and type the next code' : 'wait for the next code and type it', 'second');
+  if (first === second) throw new AccountError('the two codes are the same: type the next code the token shows', 'second');
+  const right = await guarded(ctx, 'second', () => resyncAuthenticator(ctx.db, ctx.box, token, first!, second!));
+  if (!right) {
+    await record(ctx, 'account.change_refused', { change: 'resync', reason: 'codes do not follow each other', authenticator: token.id });
+    throw new AccountError('these are not two consecutive codes of this token: type one code, then the very next one', 'second');
+  }
+  await record(ctx, 'account.token_resynced', { authenticator: token.id, label: token.label });
+}
+
+/**
+ * Sets (or replaces) a token's PIN, typed before or after its code from now on. Stored hashed; a
+ * wrong PIN fails the code and counts toward the lockout.
+ */
+export async function setTokenPin(ctx: SelfContext, input: { token: string; pin: string; confirm: string; position: string }): Promise<void> {
+  const token = await ownToken(ctx, input.token);
+  const pin = input.pin.trim();
+  if (!new RegExp(`^\\d{${PIN_MIN},${PIN_MAX}}$`).test(pin)) throw new AccountError(`a PIN is ${PIN_MIN} to ${PIN_MAX} digits`, 'pin');
+  if (pin !== input.confirm.trim()) throw new AccountError('the two PINs differ', 'confirm');
+  if (input.position !== 'before' && input.position !== 'after') throw new AccountError('choose whether you type the PIN before or after the code', 'position');
+  await ctx.db.updateTable('authenticators').set({ pin_hash: await hashPassword(pin), pin_position: input.position }).where('id', '=', token.id).where('user_id', '=', ctx.user.id).execute();
+  await record(ctx, 'account.pin_set', { authenticator: token.id, label: token.label, position: input.position, replaced: token.pin_hash !== null });
+}
+
+export async function removeTokenPin(ctx: SelfContext, input: { token: string }): Promise<void> {
+  const token = await ownToken(ctx, input.token);
+  if (!token.pin_hash) throw new AccountError('this token has no PIN', 'token');
+  await ctx.db.updateTable('authenticators').set({ pin_hash: null, pin_position: null }).where('id', '=', token.id).where('user_id', '=', ctx.user.id).execute();
+  await record(ctx, 'account.pin_removed', { authenticator: token.id, label: token.label });
+}
+
+/**
+ * Changes the login (username). Tokens, sessions and the `sub` of issued tokens stay with the
+ * account; applications that link accounts by login name see a new `preferred_username`.
+ */
+export async function changeLogin(ctx: SelfContext, input: { username: string }): Promise<void> {
+  localOnly(ctx, 'login');
+  const username = input.username.trim().normalize('NFC');
+  if (!USERNAME_PATTERN.test(username)) throw new AccountError('a login is 1 to 128 letters, digits or . _ @ + -', 'username');
+  if (username === ctx.user.username) throw new AccountError('that is your login already', 'username');
+  const taken = await findUserByUsername(ctx.db, username);
+  if (taken && taken.id !== ctx.user.id) throw new AccountError('that login is taken: choose another', 'username');
+  try {
+    await ctx.db.updateTable('users').set({ username, updated_at: sql`now()` }).where('id', '=', ctx.user.id).execute();
+  } catch (error) {
+    if (isUniqueViolation(error)) throw new AccountError('that login is taken: choose another', 'username');
+    throw error;
+  }
+  await record(ctx, 'account.login_changed', { from: ctx.user.username, to: username });
 }

@@ -40,8 +40,8 @@ export interface AccountFacts {
 }
 
 /**
- * Whether an enabled action is shown to this user: token actions need a token, PIN actions a token
- * without (or with) a PIN; a directory user's password, names and addresses follow the directory.
+ * Whether an enabled action is shown to this user: token actions need a token (setting a PIN also
+ * changes one), removing a PIN needs a token with one; a directory user's password, names and addresses follow the directory.
  */
 export function applies(action: PortalAction, facts: AccountFacts): boolean {
   const local = facts.source === 'local';
@@ -52,9 +52,8 @@ export function applies(action: PortalAction, facts: AccountFacts): boolean {
     case 'reassign-token':
     case 'unassign-token':
     case 'resync':
-      return facts.tokens.length > 0;
     case 'set-pin':
-      return facts.tokens.some((t) => !t.pin);
+      return facts.tokens.length > 0;
     case 'remove-pin':
       return facts.tokens.some((t) => t.pin);
     case 'create-password':

@@ -1,10 +1,6 @@
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type { Config } from '../config.js';
-import type { Db } from '../db/index.js';
-import type { SecretBox } from '../crypto/secret-box.js';
-import type { Audit } from '../audit/audit.js';
-import type { Logger } from '../log.js';
 import type { Delivery } from '../factors/delivery/index.js';
 import type { PortalAction, User } from '../db/schema.js';
 import { HttpError } from '../http/errors.js';
@@ -13,27 +9,22 @@ import { renderPage } from '../http/views.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
 import { ACR } from '../oidc/assurance.js';
-import { createOwnApp, type Redisplay, type SignedIn } from '../web/own-app.js';
+import { createOwnApp, type OwnAppDeps, type Redisplay, type SignedIn } from '../web/own-app.js';
 import type { AppSession } from '../web/sessions.js';
 import { text } from '../web/form.js';
 import { ACTION_LINKS, applies, type SelfTokenType } from './actions.js';
 import { ACCOUNT_CLIENT_ID } from './registration.js';
 import { mayUsePortal, portalByAlias } from './portals.js';
 import {
-  accountFacts, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
-  startContactChange, startTokenRegistration, unassignToken, type ContactChannel, type OwnToken, type SelfContext,
+  accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
+  reassignToken, registerExistingToken, removeTokenPin, resyncToken, setTokenPin, startContactChange, startTokenRegistration, unassignToken,
+  type ContactChannel, type OwnToken, type SelfContext,
 } from './account.js';
 
-export interface PortalDeps {
+export interface PortalDeps extends OwnAppDeps {
   config: Config;
-  issuer: string;
-  db: Db;
-  box: SecretBox;
-  audit: Audit;
-  log: Logger;
   delivery: Delivery;
   otpKey: Buffer;
-  internalOrigin: string;
 }
 
 /** The portal a request is in: /account (every user) or an application's /selfservice/<alias>. */
@@ -45,8 +36,6 @@ interface PortalView {
   actions: PortalAction[];
   tokenTypes: SelfTokenType[];
 }
-
-const WITH_PAGES = new Set<PortalAction>(['register-token', 'unassign-token', 'create-password', 'change-password', 'change-email', 'change-phone', 'change-name']);
 
 /** What a portal page works with. */
 interface PortalRequest {
@@ -102,6 +91,11 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     'phone-changed': 'Your phone number is changed and verified. Your old number was told.',
     'token-registered': 'The token is registered: sign-ins ask for its code from now on.',
     'token-unassigned': 'The token is taken off your account: it no longer signs you in.',
+    'token-reassigned': 'The token is exchanged: the old one no longer signs you in.',
+    'token-resynced': 'The token is in step again: sign in with its next code.',
+    'pin-set': 'The PIN is set: type it with the code from now on.',
+    'pin-removed': 'The PIN is removed: the code alone signs you in.',
+    'login-changed': 'Your login is changed: sign in with the new one from now on.',
     cancelled: 'Nothing was changed.',
   };
 
@@ -149,10 +143,10 @@ export function portalRoutes(deps: PortalDeps): Router[] {
 
   const requestOf = (ctx: Context) => ctx.state.portal as PortalRequest;
 
-  /** The enabled actions that apply to this user, in the portal's order (hardware-token actions and change-login have no pages yet). */
+  /** The enabled actions that apply to this user, in the portal's order. */
   function offered(request: PortalRequest): PortalAction[] {
     const facts = accountFacts(request.session.user, request.tokens);
-    return request.portal.actions.filter((a) => WITH_PAGES.has(a) && applies(a, facts));
+    return request.portal.actions.filter((a) => applies(a, facts));
   }
 
   /** An action's page exists only where the portal offers it and it applies. */
@@ -168,129 +162,190 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   };
   const done = (ctx: Context, notice: string) => seeOther(ctx, `${requestOf(ctx).portal.base}?done=${notice}`);
 
+  /** One action's page: GET draws its form; POST runs it through `change` (CSRF, a fresh factor where sensitive, the form again on a refusal). */
+  interface ActionPage {
+    /** Under the action's own path (ACTION_LINKS), e.g. "/confirm". */
+    sub?: string;
+    view: string;
+    sensitive?: boolean;
+    /** What the page shows besides the user and their tokens; null sends the user back to the action's first page. */
+    data?: (ctx: Context, request: PortalRequest, redisplay?: Redisplay) => Promise<Record<string, unknown> | null> | Record<string, unknown>;
+    /** A page only reached by a POST from the one before it (its GET goes back there). */
+    postOnly?: boolean;
+    run(ctx: Context, fields: URLSearchParams, request: PortalRequest, signedIn: SignedIn<AppSession>): Promise<void>;
+  }
+  function actionPage(router: Router, action: PortalAction, page: ActionPage): void {
+    const { path: first, label } = ACTION_LINKS[action];
+    const path = `${first}${page.sub ?? ''}`;
+    const draw = async (ctx: Context, redisplay?: Redisplay) => {
+      const request = requireAction(ctx, action);
+      const data = page.data ? await page.data(ctx, request, redisplay) : {};
+      if (data === null) return seeOther(ctx, `${request.portal.base}${first}`);
+      show(ctx, page.view, label, { path, first, redisplay, ...data });
+    };
+    router.get(path, async (ctx) => {
+      if (page.postOnly) return seeOther(ctx, `${requireAction(ctx, action).portal.base}${first}`);
+      await draw(ctx);
+    });
+    app.change(router, path, {
+      label,
+      ...(page.sensitive ? { sensitive: true } : {}),
+      redisplay: draw,
+      run: (ctx, fields, signedIn) => page.run(ctx, fields, requireAction(ctx, action), signedIn),
+    });
+  }
+  const field = (f: URLSearchParams, name: string) => f.get(name) ?? '';
+
   for (const router of [accountPortal, selfService]) {
     router.get('/', (ctx) => {
       const request = requestOf(ctx);
       show(ctx, 'home', request.portal.title, { links: offered(request).map((a) => ({ action: a, ...ACTION_LINKS[a] })) });
     });
 
-    // Names.
-    router.get('/name', (ctx) => {
-      requireAction(ctx, 'change-name');
-      show(ctx, 'name', 'Change name');
-    });
-    app.change(router, '/name', {
-      label: 'Change name',
-      redisplay: async (ctx, r) => show(ctx, 'name', 'Change name', { redisplay: r }),
-      async run(ctx, f) {
-        await changeName(requireAction(ctx, 'change-name').self, { givenName: text(f, 'givenName'), familyName: text(f, 'familyName') });
+    actionPage(router, 'change-name', {
+      view: 'name',
+      async run(ctx, f, { self }) {
+        await changeName(self, { givenName: text(f, 'givenName'), familyName: text(f, 'familyName') });
         done(ctx, 'name-changed');
       },
     });
 
-    // Passwords.
-    const passwordPage = (ctx: Context, redisplay?: Redisplay) => show(ctx, 'password', 'Change password', { create: false, redisplay });
-    router.get('/password', (ctx) => {
-      requireAction(ctx, 'change-password');
-      passwordPage(ctx);
-    });
-    app.change(router, '/password', {
-      label: 'Change password',
+    actionPage(router, 'change-login', {
+      view: 'login-name',
       sensitive: true,
-      redisplay: async (ctx, r) => passwordPage(ctx, r),
-      async run(ctx, f, { session }) {
+      async run(ctx, f, { self }) {
+        await changeLogin(self, { username: text(f, 'username') });
+        done(ctx, 'login-changed');
+      },
+    });
+
+    actionPage(router, 'change-password', {
+      view: 'password',
+      sensitive: true,
+      data: () => ({ create: false }),
+      async run(ctx, f, { self }, { session }) {
         const fresh = session.factorAt !== null && Date.now() - session.factorAt.getTime() <= config.account.reverifySeconds * 1000;
-        await changePassword(requireAction(ctx, 'change-password').self, { current: f.get('current') ?? '', password: f.get('password') ?? '', confirm: f.get('confirm') ?? '' }, fresh);
+        await changePassword(self, { current: field(f, 'current'), password: field(f, 'password'), confirm: field(f, 'confirm') }, fresh);
         done(ctx, 'password-changed');
       },
     });
-    router.get('/password/new', (ctx) => {
-      requireAction(ctx, 'create-password');
-      show(ctx, 'password', 'Create a password', { create: true });
-    });
-    app.change(router, '/password/new', {
-      label: 'Create a password',
+    actionPage(router, 'create-password', {
+      view: 'password',
       sensitive: true,
-      redisplay: async (ctx, r) => show(ctx, 'password', 'Create a password', { create: true, redisplay: r }),
-      async run(ctx, f) {
-        await createPassword(requireAction(ctx, 'create-password').self, { password: f.get('password') ?? '', confirm: f.get('confirm') ?? '' });
+      data: () => ({ create: true }),
+      async run(ctx, f, { self }) {
+        await createPassword(self, { password: field(f, 'password'), confirm: field(f, 'confirm') });
         done(ctx, 'password-created');
       },
     });
 
     // Email address and phone number: a code to the new one confirms it.
-    for (const [channel, action, path, title] of [['email', 'change-email', '/email', 'Change email'], ['sms', 'change-phone', '/phone', 'Change phone number']] as const) {
-      const entry = (ctx: Context, redisplay?: Redisplay) => show(ctx, 'contact', title, { channel, path, redisplay });
-      router.get(path, (ctx) => {
-        requireAction(ctx, action);
-        entry(ctx);
-      });
-      app.change(router, path, {
-        label: title,
+    for (const [channel, action] of [['email', 'change-email'], ['sms', 'change-phone']] as const) {
+      actionPage(router, action, {
+        view: 'contact',
         sensitive: true,
-        redisplay: async (ctx, r) => entry(ctx, r),
-        async run(ctx, f) {
-          const request = requireAction(ctx, action);
-          const { challengeId } = await startContactChange(request.self, channel as ContactChannel, text(f, channel === 'email' ? 'email' : 'phone'));
-          seeOther(ctx, `${request.portal.base}${path}/confirm?c=${challengeId}`);
+        data: () => ({ channel }),
+        async run(ctx, f, { self, portal }) {
+          const { challengeId } = await startContactChange(self, channel as ContactChannel, text(f, channel === 'email' ? 'email' : 'phone'));
+          seeOther(ctx, `${portal.base}${ACTION_LINKS[action].path}/confirm?c=${challengeId}`);
         },
       });
-      const confirmPage = async (ctx: Context, challengeId: string, redisplay?: Redisplay) => {
-        const request = requireAction(ctx, action);
-        const masked = await pendingContactChange(request.self, channel, challengeId);
-        if (!masked) return seeOther(ctx, `${request.portal.base}${path}`);
-        show(ctx, 'contact-confirm', title, { channel, path, challengeId, masked, codeLength: request.self.settings.mfa.otp.length, redisplay });
-      };
-      router.get(`${path}/confirm`, (ctx) => confirmPage(ctx, typeof ctx.query.c === 'string' ? ctx.query.c : ''));
-      app.change(router, `${path}/confirm`, {
-        label: title,
-        redisplay: async (ctx, r) => confirmPage(ctx, text(r.values, 'challenge'), r),
-        async run(ctx, f) {
-          await confirmContactChange(requireAction(ctx, action).self, channel, text(f, 'challenge'), text(f, 'code'));
+      actionPage(router, action, {
+        sub: '/confirm',
+        view: 'contact-confirm',
+        async data(ctx, { self }, redisplay) {
+          const challengeId = redisplay ? text(redisplay.values, 'challenge') : typeof ctx.query.c === 'string' ? ctx.query.c : '';
+          const masked = await pendingContactChange(self, channel, challengeId);
+          return masked ? { channel, challengeId, masked, codeLength: self.settings.mfa.otp.length } : null;
+        },
+        async run(ctx, f, { self }) {
+          await confirmContactChange(self, channel, text(f, 'challenge'), text(f, 'code'));
           done(ctx, channel === 'email' ? 'email-changed' : 'phone-changed');
         },
       });
     }
 
-    // A new token: an authenticator app, by QR code.
-    router.get('/tokens/new', (ctx) => {
-      requireAction(ctx, 'register-token');
-      show(ctx, 'token-new', 'Register a new token', { enrolment: null });
-    });
-    const enrolmentPage = async (ctx: Context, redisplay?: Redisplay) => {
-      const enrolment = await startTokenRegistration(requireAction(ctx, 'register-token').self);
-      show(ctx, 'token-new', 'Register a new token', { enrolment, redisplay });
-    };
-    app.change(router, '/tokens/new', {
-      label: 'Register a new token',
-      sensitive: true,
-      async run(ctx) {
-        await enrolmentPage(ctx);
+    // A new token: an authenticator app, by QR code (also the new token of a re-assignment).
+    const enrolment = (action: 'register-token' | 'reassign-token', replaces: (f: URLSearchParams) => string | undefined): ActionPage[] => [
+      {
+        sub: action === 'register-token' ? '' : '/app',
+        view: 'token-new',
+        sensitive: true,
+        postOnly: action === 'reassign-token',
+        data: (_ctx, _r, redisplay) => ({ enrolment: null, replaces: redisplay ? replaces(redisplay.values) : undefined }),
+        async run(_ctx, f, { self }) {
+          const old = replaces(f);
+          show(_ctx, 'token-new', ACTION_LINKS[action].label, { path: `${ACTION_LINKS[action].path}${action === 'register-token' ? '' : '/app'}`, enrolment: await startTokenRegistration(self), replaces: old });
+        },
       },
-    });
-    app.change(router, '/tokens/new/confirm', {
-      label: 'Register a new token',
+      {
+        sub: action === 'register-token' ? '/confirm' : '/app/confirm',
+        view: 'token-new',
+        sensitive: true,
+        postOnly: true,
+        data: async (_ctx, { self }, redisplay) => ({ enrolment: await startTokenRegistration(self), replaces: redisplay ? replaces(redisplay.values) : undefined }),
+        async run(ctx, f, { self }) {
+          const old = replaces(f);
+          await confirmTokenRegistration(self, { authenticatorId: text(f, 'authenticator'), code: text(f, 'code'), label: text(f, 'label'), ...(old === undefined ? {} : { replaces: old }) });
+          done(ctx, old === undefined ? 'token-registered' : 'token-reassigned');
+        },
+      },
+    ];
+    for (const page of enrolment('register-token', () => undefined)) actionPage(router, 'register-token', page);
+
+    // A hardware token from the administrator's stock, by its serial number and a code from it.
+    actionPage(router, 'register-existing-token', {
+      view: 'token-existing',
       sensitive: true,
-      redisplay: async (ctx, r) => enrolmentPage(ctx, r),
-      async run(ctx, f) {
-        await confirmTokenRegistration(requireAction(ctx, 'register-token').self, { authenticatorId: text(f, 'authenticator'), code: text(f, 'code'), label: text(f, 'label') });
+      async run(ctx, f, { self }) {
+        await registerExistingToken(self, { serial: text(f, 'serial'), code: text(f, 'code'), label: text(f, 'label') });
         done(ctx, 'token-registered');
       },
     });
 
-    // Taking a token off the account.
-    const unassignPage = (ctx: Context, redisplay?: Redisplay) => show(ctx, 'token-unassign', 'Unassign a token', { redisplay });
-    router.get('/tokens/unassign', (ctx) => {
-      requireAction(ctx, 'unassign-token');
-      unassignPage(ctx);
-    });
-    app.change(router, '/tokens/unassign', {
-      label: 'Unassign a token',
+    // Exchanging a token: for a hardware token by serial number, or for a new authenticator app.
+    actionPage(router, 'reassign-token', {
+      view: 'token-reassign',
       sensitive: true,
-      redisplay: async (ctx, r) => unassignPage(ctx, r),
-      async run(ctx, f) {
-        await unassignToken(requireAction(ctx, 'unassign-token').self, text(f, 'token'));
+      async run(ctx, f, { self }) {
+        await reassignToken(self, { token: text(f, 'token'), serial: text(f, 'serial'), code: text(f, 'code'), label: text(f, 'label') });
+        done(ctx, 'token-reassigned');
+      },
+    });
+    for (const page of enrolment('reassign-token', (f) => text(f, 'token'))) actionPage(router, 'reassign-token', page);
+
+    actionPage(router, 'unassign-token', {
+      view: 'token-unassign',
+      sensitive: true,
+      async run(ctx, f, { self }) {
+        await unassignToken(self, text(f, 'token'));
         done(ctx, 'token-unassigned');
+      },
+    });
+
+    // Two consecutive codes are the proof here: a token out of step may be the only factor the user has.
+    actionPage(router, 'resync', {
+      view: 'token-resync',
+      async run(ctx, f, { self }) {
+        await resyncToken(self, { token: text(f, 'token'), first: text(f, 'first'), second: text(f, 'second') });
+        done(ctx, 'token-resynced');
+      },
+    });
+
+    actionPage(router, 'set-pin', {
+      view: 'token-pin',
+      sensitive: true,
+      async run(ctx, f, { self }) {
+        await setTokenPin(self, { token: text(f, 'token'), pin: field(f, 'pin'), confirm: field(f, 'confirm'), position: text(f, 'position') });
+        done(ctx, 'pin-set');
+      },
+    });
+    actionPage(router, 'remove-pin', {
+      view: 'token-pin-remove',
+      sensitive: true,
+      async run(ctx, f, { self }) {
+        await removeTokenPin(self, { token: text(f, 'token') });
+        done(ctx, 'pin-removed');
       },
     });
 

@@ -15,7 +15,8 @@ export interface Entry {
 
 export const SOURCE_ENTRY: Entry = {
   root: PROJECT_ROOT,
-  nodeArgs: ['--import', 'tsx'],
+  // Resolved here, so a process started in another directory (a file named relative to it) finds it too.
+  nodeArgs: ['--import', import.meta.resolve('tsx')],
   main: 'src/main.ts',
   cli: 'src/cli.ts',
 };
@@ -88,8 +89,8 @@ export interface CliRun {
 }
 
 /** One CLI command in its own process, as an operator types it (oidc-provider's Node version warning left out of stderr). */
-export async function runCli(args: string[], env: NodeJS.ProcessEnv, options: { stdin?: string; entry?: Entry } = {}): Promise<CliRun> {
+export async function runCli(args: string[], env: NodeJS.ProcessEnv, options: { stdin?: string; entry?: Entry; cwd?: string } = {}): Promise<CliRun> {
   const entry = options.entry ?? SOURCE_ENTRY;
-  const r = await runProcess(process.execPath, [...entry.nodeArgs, path.join(entry.root, entry.cli), ...args], { cwd: entry.root, env, ...(options.stdin !== undefined ? { stdin: options.stdin } : {}) });
+  const r = await runProcess(process.execPath, [...entry.nodeArgs, path.join(entry.root, entry.cli), ...args], { cwd: options.cwd ?? entry.root, env, ...(options.stdin !== undefined ? { stdin: options.stdin } : {}) });
   return { ...r, stderr: r.stderr.split('\n').filter((l) => !/Unsupported runtime/.test(l)).join('\n').trim() };
 }

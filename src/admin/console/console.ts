@@ -1,26 +1,15 @@
 import type { Context } from 'koa';
 import type { Config } from '../../config.js';
-import type { Db } from '../../db/index.js';
-import type { SecretBox } from '../../crypto/secret-box.js';
-import type { Audit } from '../../audit/audit.js';
-import type { Logger } from '../../log.js';
 import { HttpError } from '../../http/errors.js';
 import { renderPage } from '../../http/views.js';
 import { ACR } from '../../oidc/assurance.js';
 import type { Actor, ServiceContext } from '../service.js';
 import { CONSOLE_CLIENT_ID } from './registration.js';
-import { createOwnApp, type ChangeRoute, type SignedIn } from '../../web/own-app.js';
+import { createOwnApp, type ChangeRoute, type OwnAppDeps, type SignedIn } from '../../web/own-app.js';
 import type { AppSession } from '../../web/sessions.js';
 
-export interface ConsoleDeps {
+export interface ConsoleDeps extends OwnAppDeps {
   config: Config;
-  issuer: string;
-  db: Db;
-  box: SecretBox;
-  audit: Audit;
-  log: Logger;
-  /** This process as seen from itself, for the console's back-channel requests. */
-  internalOrigin: string;
   /** After a change: the running server drops what it keeps (clients, APIs, scope rules). */
   changed: () => void;
 }

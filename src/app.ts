@@ -29,6 +29,7 @@ import { directoryPages } from './admin/console/pages/directory.js';
 import { systemPages } from './admin/console/pages/system.js';
 import { settingsPages } from './admin/console/pages/settings.js';
 import { approvalPages } from './admin/console/pages/approvals.js';
+import { selfServicePages } from './admin/console/pages/self-service.js';
 import { portalRoutes } from './portal/app.js';
 
 export interface AppDeps {
@@ -158,6 +159,7 @@ export function createApp(deps: AppDeps): Koa {
   systemPages(admin);
   settingsPages(admin, deps.runningKeys);
   approvalPages(admin);
+  selfServicePages(admin);
   admin.addFormFallbacks();
   pages.use(admin.signIn.routes(), admin.signIn.allowedMethods());
   pages.use(admin.pages.routes(), admin.pages.allowedMethods());

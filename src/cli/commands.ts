@@ -15,6 +15,7 @@ import {
 import { listAuditOp } from '../admin/audit-log.js';
 import { disablePortalOp, enablePortalOp, listPortalsOp } from '../admin/portals.js';
 import { importTokensOp, tokenStockOp } from '../admin/tokens.js';
+import { approveRestoreRequestOp, deleteRestoreRequestOp, listRestoreRequestsOp } from '../admin/restore.js';
 import { PORTAL_ACTIONS } from '../portal/actions.js';
 import {
   addApprovalPolicyOp, createApprovalProfileOp, listApprovalPoliciesOp, listApprovalProfilesOp, listApprovalRequestsOp, removeApprovalPolicyOp,
@@ -659,6 +660,43 @@ const COMMANDS: Record<string, Command> = {
     async run({ io, service }) {
       const stock = await perform(service, tokenStockOp, {});
       io.out(`unassigned ${stock.unassigned}\tassigned ${stock.assigned}\tdisabled ${stock.disabled}`);
+    },
+  },
+  'restore list': {
+    args: [],
+    flags: ['status', 'limit'],
+    usage: `restore list [--status open|approved|deleted|withdrawn|all] [--limit <n>]
+                      restore-access requests (the console's "User issues"); proofs: + proved, - not proved`,
+    fields: { status: '--status', limit: '--limit' },
+    async run({ flags, io, service }) {
+      const limit = intFlag(flags.limit, '--limit');
+      const rows = await perform(service, listRestoreRequestsOp, { ...(flags.status ? { status: flags.status as 'open' } : {}), ...(limit !== undefined ? { limit } : {}) });
+      for (const r of rows) {
+        const proofs = Object.entries(r.proofs).map(([what, ok]) => `${ok ? '+' : '-'}${what}`).join(' ') || 'no authenticators';
+        const data = [r.newPassword ? 'new password' : '', r.newEmail ? `new email ${r.newEmail}` : ''].filter(Boolean).join(', ') || 'no new data';
+        io.out([r.id, r.status, r.username, `lost ${r.lost.join(',')}`, `proofs ${proofs}`, data, r.createdAt.toISOString(), r.decidedBy ? `by ${r.decidedBy}` : ''].filter(Boolean).join('\t'));
+      }
+    },
+  },
+  'restore approve': {
+    args: ['<id>'],
+    flags: [],
+    usage: 'restore approve <id>                      after checking who the person is: disables a lost token, applies the new data, revokes sessions',
+    fields: { id: '<id>' },
+    async run({ arg, io, service }) {
+      const r = await perform(service, approveRestoreRequestOp, { id: arg.id! });
+      const done = [r.disabledTokens ? `${r.disabledTokens} token${r.disabledTokens === 1 ? '' : 's'} disabled` : '', r.newPassword ? 'new password set' : '', r.newEmail ? `email now ${r.newEmail}` : '', 'sessions revoked', r.lost.includes('token') ? 'a new token is enrolled at the next sign-in' : ''];
+      io.out(`approved the request of ${r.username}: ${done.filter(Boolean).join(', ')}`);
+    },
+  },
+  'restore delete': {
+    args: ['<id>'],
+    flags: [],
+    usage: 'restore delete <id>                       a request made by mistake or not by the user; nothing of the account changes',
+    fields: { id: '<id>' },
+    async run({ arg, io, service }) {
+      const r = await perform(service, deleteRestoreRequestOp, { id: arg.id! });
+      io.out(`deleted the request of ${r.username}`);
     },
   },
   'ldap test': {

@@ -146,7 +146,14 @@ export async function confirmEnrolment(db: Db, box: SecretBox, drift: MfaSetting
   const pending = await db.selectFrom('authenticators').selectAll().where('id', '=', authenticatorId).where('user_id', '=', userId).where('confirmed_at', 'is', null).executeTakeFirst();
   if (!pending) return false;
   const m = match(pending, box, drift, code);
-  return m !== null && claim(db, pending.id, m, true);
+  if (m === null || !(await claim(db, pending.id, m, true))) return false;
+  await enrolled(db, userId);
+  return true;
+}
+
+/** A user told to enrol a new token (an approved access restore) has one now. */
+export async function enrolled(db: Db, userId: string): Promise<void> {
+  await db.updateTable('users').set({ must_enrol: false }).where('id', '=', userId).where('must_enrol', '=', true).execute();
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import type { User } from '../db/schema.js';
 import { recordSuccessfulLogin } from '../directory/users.js';
+import { withdrawOnSignIn } from '../portal/restore.js';
 import { assuranceOf, merged, readLedger, type Pass } from '../sessions/ledger.js';
 import { finishInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { saveProgress, type Progress } from './progress.js';
@@ -32,10 +33,13 @@ export const APPROVAL_RESULT = 'tesseraApproval';
 export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress, approved?: string): Promise<void> {
   if (!approved && (await approvalGate(ctx, deps, details, user, progress))) return;
   const { amr, acr, ts } = await assuranceAfter(deps, details, user.id, progress.methods);
-  await Promise.all([
+  const [, , , withdrawn] = await Promise.all([
     recordSuccessfulLogin(deps.db, user),
     saveProgress(deps.db, { ...progress, challengeId: null }),
     deps.audit.record({ type: 'login.success', actor: user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx), details: { amr } }),
+    // Back in with the account's own credentials: a pending "restore access" request is not needed (or was not theirs).
+    withdrawOnSignIn(deps.db, user.id),
   ]);
+  if (withdrawn) await deps.audit.record({ type: 'restore.withdrawn', actor: user.username, subject: user.id, ...requestMeta(ctx), details: { request: withdrawn, by: 'sign-in' } });
   await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember: true }, [LEDGER_RESULT]: details.uid, ...(approved ? { [APPROVAL_RESULT]: details.uid } : {}) }, false);
 }

@@ -1,5 +1,6 @@
 import type { Context } from 'koa';
 import { z } from 'zod';
+import { ACCOUNT_CLIENT_ID } from '../portal/registration.js';
 import { admitAttempt, DirectoryError, findUserByUsername, passedAttempt, syncDirectoryUser } from '../directory/users.js';
 import { DirectoryUnavailable, ldapConfigured } from '../directory/ldap.js';
 import { PASSWORD_MAX_LENGTH, verifyPassword } from '../directory/passwords.js';
@@ -32,7 +33,8 @@ export function showLogin(ctx: Context, details: InteractionDetails, clientName:
   renderPage(
     ctx,
     'flows/login',
-    { title: 'Sign in', uid: details.uid, clientName, username: options.username ?? hint, error: options.error ?? null },
+    // Tessera's own account portal offers a way back in to someone who lost a factor or the password.
+    { title: 'Sign in', uid: details.uid, clientName, username: options.username ?? hint, error: options.error ?? null, restoreAccess: details.params.client_id === ACCOUNT_CLIENT_ID },
     options.status ?? 200,
   );
 }

@@ -95,6 +95,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
         key: enrolment.secret.replace(/(.{4})/g, '$1 ').trim(),
         uri: enrolment.uri,
         required: s.need.enrolAuthenticator === 'required',
+        restored: s.need.reasons.includes('restored'),
         // After a code was passed, the app is an addition the user may skip.
         skippable: s.need.enrolAuthenticator === 'after-factor',
         error,

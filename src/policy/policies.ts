@@ -151,7 +151,7 @@ export async function loginRequirement(
     clientRequiresMfa,
     mfaAcrRequested: requestsMfaAcr(params),
     methodsAvailable: methodsAvailable(settings, mode),
-    user: { emailVerified: Boolean(user.email) && user.email_verified, phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator },
+    user: { emailVerified: Boolean(user.email) && user.email_verified, phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator, mustEnrol: user.must_enrol },
   });
 }
 

@@ -20,10 +20,11 @@ export interface RequirementInput {
   mfaAcrRequested: boolean;
   /** Methods switched on system-wide and able to deliver (a code channel needs a sender). */
   methodsAvailable: Record<FactorId, boolean>;
-  user: { emailVerified: boolean; phoneVerified: boolean; hasAuthenticator: boolean };
+  /** mustEnrol: an administrator approved an access restore for a lost token: a new one is enrolled first. */
+  user: { emailVerified: boolean; phoneVerified: boolean; hasAuthenticator: boolean; mustEnrol?: boolean };
 }
 
-export type RequirementReason = 'policy' | 'client' | 'acr' | 'enrolled';
+export type RequirementReason = 'policy' | 'client' | 'acr' | 'enrolled' | 'restored';
 
 export interface Requirement {
   mfaRequired: boolean;
@@ -77,7 +78,9 @@ export function effectivePolicy(policies: PolicyRule[]): PolicyRule | null {
 export function requirement(input: RequirementInput): Requirement {
   const policy = effectivePolicy(input.policies);
   const mode: MfaMode = policy?.mfa ?? 'optional';
-  const requireApp = policy?.requireAuthenticatorApp ?? false;
+  const appByPolicy = policy?.requireAuthenticatorApp ?? false;
+  const restored = input.user.mustEnrol === true && !input.user.hasAuthenticator;
+  const requireApp = appByPolicy || restored;
 
   let allowed = FACTOR_ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
   if (requireApp) allowed = allowed.filter((f) => f === 'totp');
@@ -89,7 +92,8 @@ export function requirement(input: RequirementInput): Requirement {
   const usable = allowed.filter((f) => has[f]);
 
   const reasons: RequirementReason[] = [];
-  if (mode === 'required' || requireApp) reasons.push('policy');
+  if (mode === 'required' || appByPolicy) reasons.push('policy');
+  if (restored) reasons.push('restored');
   if (input.clientRequiresMfa) reasons.push('client');
   if (input.mfaAcrRequested) reasons.push('acr');
   if (mode === 'optional' && reasons.length === 0 && usable.includes('totp')) reasons.push('enrolled');

@@ -12,7 +12,7 @@ import { admitAttempt, E164_PATTERN, EMAIL_PATTERN, findUserByUsername, passedAt
 import { hashPassword, passwordProblem, verifyPassword } from '../directory/passwords.js';
 import { channelName, maskEmail, maskPhone, sendCode } from '../factors/index.js';
 import { findChallenge, verifyChallenge } from '../factors/challenges.js';
-import { beginEnrolment, claimCode, confirmEnrolment, PIN_MAX, PIN_MIN, resyncAuthenticator, SERIAL_PATTERN, takeOffTokens, type Enrolment } from '../factors/authenticators.js';
+import { beginEnrolment, claimCode, confirmEnrolment, enrolled, PIN_MAX, PIN_MIN, resyncAuthenticator, SERIAL_PATTERN, takeOffTokens, type Enrolment } from '../factors/authenticators.js';
 import type { AccountFacts } from './actions.js';
 
 /** A refusal of a self-service change, shown on its form (next to `field`). */
@@ -319,6 +319,7 @@ async function claimStockToken(ctx: SelfContext, input: { serial: string; code: 
     .returningAll()
     .executeTakeFirst();
   if (!assigned) throw new AccountError('this token was just registered by someone else', 'serial');
+  await enrolled(ctx.db, ctx.user.id);
   return assigned;
 }
 

@@ -15,6 +15,7 @@ import { text } from '../web/form.js';
 import { ACTION_LINKS, applies, type SelfTokenType } from './actions.js';
 import { ACCOUNT_CLIENT_ID } from './registration.js';
 import { mayUsePortal, portalByAlias } from './portals.js';
+import { restoreRoutes } from './restore-pages.js';
 import {
   accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
   reassignToken, registerExistingToken, removeTokenPin, resyncToken, setTokenPin, startContactChange, startTokenRegistration, unassignToken,
@@ -352,5 +353,6 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     app.addFormFallbacks(router);
   }
 
-  return [app.signIn, app.pages, accountPortal, selfService];
+  // The restore pages are for people who cannot sign in: before the routers that ask for a session.
+  return [app.signIn, restoreRoutes(deps, app.show), app.pages, accountPortal, selfService];
 }

@@ -99,6 +99,8 @@ export interface ChangeRoute<A> {
   sensitive?: boolean | ((fields: URLSearchParams, ctx: Context) => boolean | Promise<boolean>);
   /** The page drawn again with the typed values and the problem. */
   redisplay?: (ctx: Context, redisplay: Redisplay) => Promise<void>;
+  /** A form that carries a file's text (a token seed file) may be larger than the usual 16 KiB. */
+  formLimitBytes?: number;
   run(ctx: Context, fields: URLSearchParams, signedIn: SignedIn<A>): Promise<void>;
 }
 
@@ -320,7 +322,7 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
   function change(router: Router, path: string, route: ChangeRoute<A>): void {
     formPaths.set(router, [...(formPaths.get(router) ?? []), path]);
     router.post(path, async (ctx) => {
-      const fields = await readFormFields(ctx);
+      const fields = await readFormFields(ctx, route.formLimitBytes);
       assertCsrf(ctx, fields.get('csrf'));
       const signedIn = signedInOf(ctx);
       const { session } = signedIn;

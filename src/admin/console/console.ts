@@ -29,6 +29,8 @@ const NOTICES: Record<string, string> = {
   saved: 'Saved.',
   'saved-secrets-forgotten': 'Saved. The server changed, so the stored password or key was forgotten: type it again for the new server.',
   removed: 'Removed.',
+  'tokens-imported': 'The tokens are in the unassigned stock: users register them by serial number.',
+  'restore-approved': 'Approved: lost tokens are disabled, the new details applied and the user’s sessions revoked.',
   unlocked: 'Unlocked: the failure count is cleared.',
   'password-set': 'Password changed.',
   'mfa-reset': 'Every authenticator app of this user was removed.',

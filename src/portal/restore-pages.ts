@@ -1,0 +1,283 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { z } from 'zod';
+import type { RestoreLoss, User } from '../db/schema.js';
+import { DomainError } from '../domain-error.js';
+import { readFormFields } from '../http/body.js';
+import { assertCsrf } from '../http/csrf.js';
+import { HttpError } from '../http/errors.js';
+import { seeOther } from '../http/redirect.js';
+import { addressKey, take } from '../rate-limits.js';
+import { loadSettings } from '../settings/settings.js';
+import { admitAttempt, EMAIL_PATTERN, findUserByUsername, passedAttempt, USERNAME_PATTERN } from '../directory/users.js';
+import { hashPassword, passwordProblem, verifyPassword } from '../directory/passwords.js';
+import { maskEmail, sendCode, type CodeMessage } from '../factors/index.js';
+import { verifyChallenge } from '../factors/challenges.js';
+import { verifyAuthenticatorCode } from '../factors/authenticators.js';
+import type { Redisplay } from '../web/own-app.js';
+import { text } from '../web/form.js';
+import type { PortalDeps } from './app.js';
+import { fileRestoreRequest, notifyAdministrators, provableFactors, RESTORE_LOSSES, RestoreError, type RestoreProofs } from './restore.js';
+
+/** Where a restore request stands while the person fills it in, sealed in a cookie of its own. */
+const draftSchema = z.object({
+  username: z.string(),
+  userId: z.string().nullable(),
+  portal: z.string().nullable(),
+  lost: z.array(z.enum(RESTORE_LOSSES)),
+  proofs: z.object({ token: z.boolean().optional(), password: z.boolean().optional(), email: z.boolean().optional() }),
+  emailChallenge: z.string().nullable(),
+  newPasswordHash: z.string().nullable(),
+  newEmail: z.string().nullable(),
+  newEmailChallenge: z.string().nullable(),
+  newEmailVerified: z.boolean(),
+  expires: z.number(),
+});
+type Draft = z.infer<typeof draftSchema>;
+
+const COOKIE = 'tessera.restore';
+const PURPOSE = 'restore-draft';
+const DRAFT_MINUTES = 20;
+// Someone with no account behind the name: the same pages, nothing sent, nothing filed.
+const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
+
+type Show = (ctx: Context, view: string, title: string, data?: Record<string, unknown>, status?: number) => void;
+
+/**
+ * "Restore access": someone who lost a token, their password or their email says what they lost,
+ * proves who they are with what is left (password, a token's code, a code to the email on record),
+ * may give a new password and a new (verified) email, and files a request an administrator
+ * approves or deletes. The pages answer alike whether the name has an account or not.
+ */
+export function restoreRoutes(deps: PortalDeps, show: Show): Router {
+  const { db, box, config, audit } = deps;
+  const router = new Router({ prefix: '/account/restore' });
+  const secure = deps.issuer.startsWith('https://');
+
+  function readDraft(ctx: Context): Draft | null {
+    const sealed = ctx.cookies.get(COOKIE);
+    if (!sealed || sealed.length > 8192) return null;
+    try {
+      const draft = draftSchema.parse(JSON.parse(box.open(sealed, PURPOSE)));
+      return draft.expires > Date.now() ? draft : null;
+    } catch {
+      return null;
+    }
+  }
+  function writeDraft(ctx: Context, draft: Draft | null): void {
+    ctx.cookies.set(COOKIE, draft ? box.seal(JSON.stringify(draft), PURPOSE) : null, {
+      httpOnly: true, sameSite: 'lax', secure, path: '/account/restore', overwrite: true, ...(draft ? { maxAge: DRAFT_MINUTES * 60 * 1000 } : {}),
+    });
+  }
+  function requireDraft(ctx: Context): Draft {
+    const draft = readDraft(ctx);
+    if (!draft) throw new HttpError(400, `This request was not started here, or more than ${DRAFT_MINUTES} minutes ago. Start again at /account/restore.`, 'Start again');
+    return draft;
+  }
+  async function userOf(draft: Draft): Promise<User | null> {
+    if (!draft.userId) return null;
+    return (await db.selectFrom('users').selectAll().where('id', '=', draft.userId).where('status', '=', 'active').executeTakeFirst()) ?? null;
+  }
+  const meta = (ctx: Context) => ({ ip: ctx.ip, userAgent: ctx.get('user-agent') || null });
+
+  /** A form of the flow: CSRF, no NUL, and a refusal drawn on the page again. */
+  function post(path: string, draw: (ctx: Context, redisplay: Redisplay) => Promise<void>, run: (ctx: Context, fields: URLSearchParams) => Promise<void>): void {
+    router.post(path, async (ctx) => {
+      const fields = await readFormFields(ctx);
+      assertCsrf(ctx, fields.get('csrf'));
+      if ([...fields.values()].some((v) => v.includes('\u0000'))) throw new HttpError(400, 'The form holds a character Tessera cannot store (NUL).', 'Not sent');
+      try {
+        await run(ctx, fields);
+      } catch (error) {
+        if (!(error instanceof DomainError)) throw error;
+        await draw(ctx, { values: fields, problem: { message: error.message, ...(error.field ? { field: error.field } : {}) } });
+        if (ctx.status === 200) ctx.status = 400;
+      }
+    });
+  }
+
+  const codeMessage = (what: string): CodeMessage => (values) => ({
+    subject: `Your ${values.app} code to restore access`,
+    text: `Your ${values.app} code is ${values.code}.\n\n${what} It expires in ${values.minutes} minutes. If you did not ask to restore access to your account, tell your administrator.`,
+  });
+
+  /** Sends a code (for a name with no account, nothing goes out; the page reads the same). */
+  async function sendRestoreCode(ctx: Context, draft: Draft, user: User | null, to: string, purpose: string, what: string): Promise<string | null> {
+    if (!user) return null;
+    const settings = await loadSettings(db, box);
+    const outcome = await sendCode({ db, box, otpKey: deps.otpKey, delivery: deps.delivery, settings, user, interactionUid: `restore:${draft.username.toLowerCase()}`, ip: ctx.ip, purpose }, 'email', to, codeMessage(what));
+    if (outcome.kind === 'refused') {
+      const wait = Math.max(1, Math.ceil((outcome.refusal.retryAt.getTime() - Date.now()) / 1000));
+      throw new RestoreError(outcome.refusal.kind === 'cooldown' ? `a code was sent moments ago: wait ${wait} seconds` : 'too many codes were sent: try again later', 'code');
+    }
+    return outcome.kind === 'sent' ? outcome.challengeId : null;
+  }
+
+  // 1. Who, and what was lost.
+  const startPage = async (ctx: Context, redisplay?: Redisplay) => {
+    const portal = typeof ctx.query.portal === 'string' && /^[a-z0-9-]{1,64}$/.test(ctx.query.portal) ? ctx.query.portal : redisplay?.values.get('portal') ?? '';
+    show(ctx, 'account/restore-start', 'Restore access', { redisplay, portal, losses: RESTORE_LOSSES });
+  };
+  router.get('/', (ctx) => startPage(ctx));
+  post('/', startPage, async (ctx, f) => {
+    const username = text(f, 'username').normalize('NFC');
+    const lost = f.getAll('lost').filter((l): l is RestoreLoss => (RESTORE_LOSSES as readonly string[]).includes(l));
+    if (!username || !USERNAME_PATTERN.test(username)) throw new RestoreError('type your username', 'username');
+    if (lost.length === 0) throw new RestoreError('say what you lost', 'lost');
+    const window = { max: 10, seconds: 3600 };
+    for (const key of [`restore-ip:${addressKey(ctx.ip)}`, `restore-name:${username.toLowerCase()}`]) {
+      const allowance = await take(db, key, window);
+      if (!allowance.allowed) throw new RestoreError('too many requests to restore access from here or for this name: try again in an hour', 'username');
+    }
+    const found = await findUserByUsername(db, username);
+    const user = found && found.status === 'active' && found.source === 'local' ? found : null;
+    const portal = /^[a-z0-9-]{1,64}$/.test(text(f, 'portal')) ? text(f, 'portal') : null;
+    const draft: Draft = {
+      username, userId: user?.id ?? null, portal, lost: [...new Set(lost)], proofs: {}, emailChallenge: null,
+      newPasswordHash: null, newEmail: null, newEmailChallenge: null, newEmailVerified: false, expires: Date.now() + DRAFT_MINUTES * 60 * 1000,
+    };
+    if (user && !draft.lost.includes('email') && user.email && user.email_verified) {
+      draft.emailChallenge = await sendRestoreCode(ctx, draft, user, user.email, 'restore', 'Type it on the page where you asked to restore access.').catch(() => null);
+    }
+    writeDraft(ctx, draft);
+    await audit.record({ type: 'restore.requested', actor: username, subject: user?.id ?? null, ...meta(ctx), details: { step: 'started', lost: draft.lost, known: Boolean(user) } });
+    seeOther(ctx, '/account/restore/verify');
+  });
+
+  // 2. Proof with what is left: the password, a token's code, the code sent to the email on record.
+  const verifyPage = async (ctx: Context, redisplay?: Redisplay) => {
+    const draft = requireDraft(ctx);
+    // The same page whether the name has an account, an email address or a token: it tells nothing.
+    show(ctx, 'account/restore-verify', 'Restore access', { redisplay, draft });
+  };
+  router.get('/verify', (ctx) => verifyPage(ctx));
+  post('/verify/send', verifyPage, async (ctx) => {
+    const draft = requireDraft(ctx);
+    const user = await userOf(draft);
+    if (draft.lost.includes('email')) throw new RestoreError('you said you lost access to your email', 'code');
+    if (user?.email && user.email_verified) draft.emailChallenge = await sendRestoreCode(ctx, draft, user, user.email, 'restore', 'Type it on the page where you asked to restore access.');
+    writeDraft(ctx, draft);
+    seeOther(ctx, '/account/restore/verify');
+  });
+  post('/verify', verifyPage, async (ctx, f) => {
+    const draft = requireDraft(ctx);
+    const user = await userOf(draft);
+    const password = f.get('password') ?? '';
+    const tokenCode = text(f, 'token').replace(/[\s-]/g, '');
+    const emailCode = text(f, 'code').replace(/[\s-]/g, '');
+    const kept = (what: RestoreLoss) => !draft.lost.includes(what);
+    // Every answer is admitted and counted toward the account's lockout before it is checked, as at sign-in.
+    const guess = async (field: string, check: (u: User) => Promise<boolean>): Promise<boolean> => {
+      const admission = await admitAttempt(db, user?.id ?? NO_ACCOUNT, config.lockout);
+      if (!user || !admission.admitted) {
+        await verifyPassword(null, 'restore-decoy');
+        if (user && !admission.admitted) throw new RestoreError('too many wrong answers: the account is locked for a while', field);
+        return false;
+      }
+      const right = await check(user);
+      if (right) await passedAttempt(db, user.id, admission);
+      return right;
+    };
+    const problems: { field: string; message: string }[] = [];
+    if (kept('password') && password) {
+      draft.proofs.password = await guess('password', (u) => verifyPassword(u.password_hash, password));
+      if (!draft.proofs.password) problems.push({ field: 'password', message: 'the password is wrong' });
+    }
+    if (kept('token') && tokenCode) {
+      const settings = await loadSettings(db, box);
+      draft.proofs.token = /^\d{6,16}$/.test(tokenCode) && (await guess('token', (u) => verifyAuthenticatorCode(db, box, settings.mfa.totp, u.id, tokenCode)));
+      if (!draft.proofs.token) problems.push({ field: 'token', message: 'the code is not right for your token' });
+    }
+    if (kept('email') && emailCode) {
+      const outcome = user && draft.emailChallenge && /^\d{4,10}$/.test(emailCode) ? await verifyChallenge(db, deps.otpKey, draft.emailChallenge, user.id, emailCode) : null;
+      draft.proofs.email = Boolean(outcome?.ok);
+      if (!draft.proofs.email) problems.push({ field: 'code', message: outcome && !outcome.ok && outcome.reason !== 'wrong' ? 'the code can no longer be used: send a new one' : 'the code is wrong' });
+    }
+    writeDraft(ctx, draft);
+    if (problems.length) throw new RestoreError(problems[0]!.message, problems[0]!.field);
+    seeOther(ctx, draft.lost.includes('password') || draft.lost.includes('email') ? '/account/restore/new' : '/account/restore/review');
+  });
+
+  // 3. New data for what was lost: a password, an email address (verified by a code sent to it).
+  const newPage = async (ctx: Context, redisplay?: Redisplay) => {
+    const draft = requireDraft(ctx);
+    show(ctx, 'account/restore-new', 'Restore access', { redisplay, draft, newEmailMasked: draft.newEmail ? maskEmail(draft.newEmail) : null });
+  };
+  router.get('/new', (ctx) => newPage(ctx));
+  post('/new', newPage, async (ctx, f) => {
+    const draft = requireDraft(ctx);
+    const user = await userOf(draft);
+    if (draft.lost.includes('password')) {
+      const password = f.get('password') ?? '';
+      if (password) {
+        const problem = passwordProblem(password);
+        if (problem) throw new RestoreError(problem.replace(/\.$/, ''), 'password');
+        if (password !== (f.get('confirm') ?? '')) throw new RestoreError('the two passwords differ', 'confirm');
+        draft.newPasswordHash = await hashPassword(password);
+      }
+    }
+    if (draft.lost.includes('email')) {
+      const email = text(f, 'email');
+      if (email && email !== draft.newEmail) {
+        if (email.length > 254 || !EMAIL_PATTERN.test(email)) throw new RestoreError('that is not an email address', 'email');
+        draft.newEmail = email;
+        draft.newEmailVerified = false;
+        draft.newEmailChallenge = await sendRestoreCode(ctx, draft, user, email, 'restore-new-email', 'Type it on the page where you gave this address to restore access.');
+        writeDraft(ctx, draft);
+        return seeOther(ctx, '/account/restore/new/confirm');
+      }
+    }
+    writeDraft(ctx, draft);
+    seeOther(ctx, '/account/restore/review');
+  });
+  const confirmPage = async (ctx: Context, redisplay?: Redisplay) => {
+    const draft = requireDraft(ctx);
+    if (!draft.newEmail) return seeOther(ctx, '/account/restore/new');
+    show(ctx, 'account/restore-new-email', 'Restore access', { redisplay, masked: maskEmail(draft.newEmail) });
+  };
+  router.get('/new/confirm', (ctx) => confirmPage(ctx));
+  post('/new/confirm', confirmPage, async (ctx, f) => {
+    const draft = requireDraft(ctx);
+    const user = await userOf(draft);
+    const code = text(f, 'code').replace(/[\s-]/g, '');
+    if (!/^\d{4,10}$/.test(code)) throw new RestoreError('type the code we sent to the new address', 'code');
+    const outcome = user && draft.newEmailChallenge ? await verifyChallenge(db, deps.otpKey, draft.newEmailChallenge, user.id, code) : null;
+    if (!outcome?.ok) {
+      throw new RestoreError(outcome && !outcome.ok && outcome.reason === 'wrong' ? `the code is wrong (${outcome.attemptsLeft} ${outcome.attemptsLeft === 1 ? 'try' : 'tries'} left)` : user ? 'the code can no longer be used: give the address again' : 'the code is wrong', 'code');
+    }
+    draft.newEmailVerified = true;
+    writeDraft(ctx, draft);
+    seeOther(ctx, '/account/restore/review');
+  });
+
+  // 4. What the administrator will see, then the request.
+  const reviewPage = async (ctx: Context, redisplay?: Redisplay) => {
+    const draft = requireDraft(ctx);
+    show(ctx, 'account/restore-review', 'Restore access', { redisplay, draft, newEmail: draft.newEmail && draft.newEmailVerified ? draft.newEmail : null });
+  };
+  router.get('/review', (ctx) => reviewPage(ctx));
+  post('/review', reviewPage, async (ctx) => {
+    const draft = requireDraft(ctx);
+    const user = await userOf(draft);
+    writeDraft(ctx, null);
+    if (user) {
+      const has = await provableFactors(db, user);
+      // Each authenticator the user has, whether proved here; lost ones count as not proved; ones they never had are left out.
+      const proofs: RestoreProofs = {};
+      for (const what of RESTORE_LOSSES) if (has[what] || draft.lost.includes(what)) proofs[what] = !draft.lost.includes(what) && draft.proofs[what] === true;
+      const id = await fileRestoreRequest(db, {
+        user, portal: draft.portal, lost: draft.lost, proofs,
+        newPasswordHash: draft.newPasswordHash, newEmail: draft.newEmail && draft.newEmailVerified ? draft.newEmail : null, ...meta(ctx),
+      });
+      await audit.record({ type: 'restore.requested', actor: user.username, subject: user.id, ...meta(ctx), details: { step: 'filed', request: id, lost: draft.lost, proofs, duplicate: id === null } });
+      if (id) {
+        const settings = await loadSettings(db, box);
+        await notifyAdministrators(db, deps.delivery, settings, deps.log, { username: user.username, lost: draft.lost }, `${deps.issuer}/admin/user-issues`);
+      }
+    }
+    seeOther(ctx, '/account/restore/sent');
+  });
+  router.get('/sent', (ctx) => show(ctx, 'account/restore-sent', 'Request sent'));
+
+  return router;
+}

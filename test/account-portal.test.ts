@@ -201,6 +201,50 @@ describe('account portal: every user’s /account and the per-application /selfs
     assert.equal((await agent.get(url('/selfservice/payroll'))).status, 404);
   });
 
+  it('an account without a password signs in with a code sent to its email, then its token; a password account gets nothing sent', async () => {
+    await createUser(tessera.db, { username: 'rue', email: 'rue@example.test', emailVerified: true });
+    const emailSignIn = async (agent: Agent, username: string) => {
+      const login = await agent.follow(await agent.get(url('/account')));
+      assert.match(login.body, /No password\? Email me a sign-in code/);
+      const form = formFor(login, '/login');
+      const sent = await agent.post(form.action.replace(/\/login$/, '/login/email'), { ...form.fields, username });
+      return agent.follow(sent);
+    };
+    const agent = new Agent();
+    const codePage = await emailSignIn(agent, 'rue');
+    assert.match(text(codePage), /If rue signs in with an emailed code/);
+    const codeForm = formFor(codePage, '/login/email/code');
+    const wrong = await agent.post(codeForm.action, { ...codeForm.fields, code: '000000' === (await lastCode('rue@example.test')) ? '111111' : '000000' });
+    assert.equal(wrong.status, 401);
+    const home = await agent.follow(await agent.post(codeForm.action, { ...codeForm.fields, code: await lastCode('rue@example.test') }));
+    assert.equal(new URL(home.url).pathname, '/account');
+    assert.match(text(home), /Create a password/);
+    assert.doesNotMatch(text(home), /Change password/);
+    // The emailed code is all rue has: passed moments ago, it is enough to create a password.
+    const create = formFor(await agent.get(url('/account/password/new')), '/account/password/new');
+    assert.equal((await agent.post(create.action, { ...create.fields, password: 'rue-password-1', confirm: 'rue-password-1' })).location, url('/account?done=password-created'));
+
+    // Ann has a password: asking for a code sends nothing, and the page reads the same.
+    const before = await tessera.db.selectFrom('dev_outbox').select('id').where('recipient', '=', 'ann@example.test').execute();
+    const other = new Agent();
+    const annPage = await emailSignIn(other, 'ann');
+    assert.match(text(annPage), /If ann signs in with an emailed code/);
+    assert.equal((await tessera.db.selectFrom('dev_outbox').select('id').where('recipient', '=', 'ann@example.test').execute()).length, before.length);
+    const annForm = formFor(annPage, '/login/email/code');
+    assert.equal((await other.post(annForm.action, { ...annForm.fields, code: '123456' })).status, 401);
+
+    // Only the account portal signs in this way.
+    await perform(admin, createClientOp, { clientId: 'notes', name: 'Notes', redirectUris: ['https://notes.example.test/cb'] });
+    const elsewhere = new Agent();
+    const auth = new URL(url('/auth'));
+    for (const [k, v] of Object.entries({ client_id: 'notes', response_type: 'code', scope: 'openid', redirect_uri: 'https://notes.example.test/cb', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })) auth.searchParams.set(k, v);
+    const notesLogin = await elsewhere.follow(await elsewhere.get(auth.href));
+    assert.match(notesLogin.url, /\/interaction\//);
+    assert.doesNotMatch(notesLogin.body, /Email me a sign-in code/);
+    const notesForm = formFor(notesLogin, '/login');
+    assert.equal((await elsewhere.post(notesForm.action.replace(/\/login$/, '/login/email'), { ...notesForm.fields, username: 'rue' })).status, 404);
+  });
+
   it('without a session the portal sends the browser to sign in; a form says the session ended', async () => {
     const agent = new Agent();
     const page = await agent.get(url('/selfservice/payroll/name?x=1'));

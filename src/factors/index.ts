@@ -135,10 +135,14 @@ export function factor(id: FactorId): Factor {
   return FACTOR_REGISTRY[id];
 }
 
-/** The amr values of a set of passed factors (the password included), with "mfa" when there are two kinds (RFC 8176). */
+/**
+ * The amr values of a set of passed factors (the password included), with "mfa" when two different
+ * factors were passed (RFC 8176): the password and a code, or, for an account without a password,
+ * the emailed sign-in code and a token.
+ */
 export function amrOf(passed: readonly ('password' | FactorId)[]): AuthenticationMethod[] {
   const amr = [...new Set(passed.map((p) => (p === 'password' ? 'pwd' : FACTOR_REGISTRY[p].amr)))] as AuthenticationMethod[];
-  if (amr.includes('pwd') && passed.some((p) => p !== 'password')) amr.push('mfa');
+  if (new Set(passed).size > 1) amr.push('mfa');
   return amr;
 }
 

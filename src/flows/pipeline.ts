@@ -10,6 +10,7 @@ import { clientOf, finishInteraction, loadInteraction, type FlowDeps, type Inter
 import { showLogin, submitLogin } from './login.js';
 import { consentStep } from './consent.js';
 import { mfaRoutes } from './mfa.js';
+import { emailSignInRoutes } from './email-sign-in.js';
 import { approvalRoutes } from './approval.js';
 import { completeLogin } from './complete-login.js';
 import { loadProgress, saveProgress, type Progress } from './progress.js';
@@ -107,5 +108,5 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
     assertCsrf(ctx, form.csrf);
     await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
   });
-  return [router, mfaRoutes(deps), approvalRoutes(deps), consent.routes];
+  return [emailSignInRoutes(deps), router, mfaRoutes(deps), approvalRoutes(deps), consent.routes];
 }

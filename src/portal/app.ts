@@ -55,9 +55,13 @@ interface PortalRequest {
 export function portalRoutes(deps: PortalDeps): Router[] {
   const { config, db, box, audit } = deps;
 
-  /** Whether the user has a second factor they could pass now (else a re-verification asks for the password). */
+  /**
+   * Whether the user has a second factor they could pass now (else a re-verification asks for the
+   * password, or the emailed sign-in code of an account without one: that email is then its first factor).
+   */
   async function hasUsableFactor(user: User): Promise<boolean> {
-    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, user, false, { acr_values: ACR.mfa });
+    const firstFactor = user.password_hash ? user : { ...user, email_verified: false };
+    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, firstFactor, false, { acr_values: ACR.mfa });
     return need.usableFactors.length > 0;
   }
 

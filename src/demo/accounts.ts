@@ -1,4 +1,5 @@
 import { enablePortal, PortalError } from '../portal/portals.js';
+import { importTokens, type TokenSeed } from '../admin/tokens.js';
 import { PORTAL_ACTIONS } from '../portal/actions.js';
 import type { Db } from '../db/index.js';
 import type { Logger } from '../log.js';
@@ -30,6 +31,12 @@ export const DEMO_APPROVAL_USER = { username: 'demo-approval', password: 'demo-p
 /** Dev mode: a demo user and the demo app's client, created once. */
 /** The demo app's self-service portal: /selfservice/demo. */
 export const DEMO_PORTAL_ALIAS = 'demo';
+/** The demo tokens' seed (base32), published: anyone can compute their codes. */
+export const DEMO_TOKEN_SEED = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
+const DEMO_TOKENS: TokenSeed[] = [
+  { serial: 'DEMO-TOTP-1', secret: DEMO_TOKEN_SEED, type: 'totp', digits: 6, period: 30 },
+  { serial: 'DEMO-HOTP-1', secret: DEMO_TOKEN_SEED, type: 'hotp', digits: 6, period: 30 },
+];
 
 export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Promise<void> {
   if (!(await findUserByUsername(db, DEMO_USER.username))) {
@@ -111,6 +118,11 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       if (!(error instanceof PortalError)) throw error;
     });
   }
+  // Two hardware tokens in stock, whose seed is published here: add it to an authenticator app (or
+  // compute HOTP codes from it) to play the token at "Register an existing token".
+  const present = await db.selectFrom('authenticators').select('serial').where('serial', 'in', DEMO_TOKENS.map((t) => t.serial)).execute();
+  const toImport = DEMO_TOKENS.filter((t) => !present.some((p) => p.serial === t.serial));
+  if (toImport.length) await importTokens(db, box, toImport);
   // Created once; an administrator's later changes to the API or its rule are kept.
   if (!(await findResourceServer(db, DEMO_API.identifier))) {
     try {
@@ -139,4 +151,7 @@ export async function retireDemoAccounts(db: Db, log: Logger): Promise<void> {
     await setStatus(db, account.username, 'disabled');
     log.warn({ username: account.username }, 'demo is off: disabled the demo account that still had the published password');
   }
+  // The demo tokens' seed is published: they must not sign anyone in.
+  const tokens = await db.updateTable('authenticators').set({ disabled_at: new Date() }).where('serial', 'in', DEMO_TOKENS.map((t) => t.serial)).where('disabled_at', 'is', null).returning('serial').execute();
+  if (tokens.length) log.warn({ serials: tokens.map((t) => t.serial) }, 'demo is off: disabled the demo hardware tokens (their seed is published)');
 }

@@ -416,3 +416,99 @@ describe('admin console: manager approval and LDAP pages', () => {
     }
   });
 });
+
+describe('admin console: self-service portals, the token stock and user issues', () => {
+  it('enables a portal with ordered actions, imports tokens, approves and deletes restore requests', async () => {
+    const tessera = await startTestTessera();
+    try {
+      const agent = await newAdminAgent(tessera);
+      const service: ServiceContext = { db: tessera.db, box: tessera.box, audit: createAudit(tessera.db, createLogger('silent')), mode: 'dev', actor: { label: 'admin:root', role: 'admin' } };
+      await perform(service, createClientOp, { clientId: 'shop', name: 'Shop', redirectUris: ['https://shop.example.test/cb'] });
+      const page = await agent.get(`${tessera.issuer}/admin/portals`);
+      assert.equal(page.status, 200);
+      const form = formFor(page, '/admin/portals');
+      // Three actions checked; the numbers put change-name first, then resync, then register-token.
+      const body = new URLSearchParams({ csrf: form.fields.csrf!, clientId: 'shop', alias: 'shop', group: '', 'order-register-token': '3', 'order-change-name': '1', 'order-resync': '2', tokenTypes: 'totp' });
+      for (const a of ['register-token', 'resync', 'change-name']) body.append('actions', a);
+      const post = (b: URLSearchParams) => agent.request(form.action, { method: 'POST', body: b.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      const saved = await post(body);
+      assert.equal(saved.location, `${tessera.issuer}/admin/portals?done=saved`);
+      const portal = await tessera.db.selectFrom('portals').selectAll().where('client_id', '=', 'shop').executeTakeFirstOrThrow();
+      assert.deepEqual(portal.actions, ['change-name', 'resync', 'register-token']);
+      const listed = await agent.get(`${tessera.issuer}/admin/portals`);
+      assert.match(listed.body, /Change name · Resynchronize a token · Register a new token/);
+      const editing = await agent.get(`${tessera.issuer}/admin/portals?client=shop`);
+      assert.match(editing.body, /name="order-resync" value="2"/, 'the form shows the order to change');
+
+      body.set('order-resync', 'soon');
+      const bad = await post(body);
+      assert.equal(bad.status, 400);
+      assert.match(bad.body, /the position of &#34;Resynchronize a token&#34; is a whole number|the position of "Resynchronize a token" is a whole number/);
+      body.set('order-resync', '2');
+      body.set('alias', 'Not An Alias');
+      const badAlias = await post(body);
+      assert.equal(badAlias.status, 400);
+      assert.match(badAlias.body, /id="f-alias"[^>]*aria-invalid="true"/);
+
+      const unassigned = (body: string) => Number(/<strong>(\d+)<\/strong> unassigned/.exec(body)![1]);
+      const stockBefore = unassigned(listed.body);
+      const importForm = formFor(listed, '/admin/tokens/import');
+      const badCsv = await agent.post(importForm.action, { ...importForm.fields, csv: 'HW-1,3132333435363738393031323334353637383930,TOTP,6,30\nHW-2,zz,TOTP,6,30' });
+      assert.equal(badCsv.status, 400);
+      assert.match(badCsv.body, /line 2/);
+      assert.match(badCsv.body, /HW-1,3132/, 'the pasted text is kept to correct');
+      const imported = await agent.post(importForm.action, { ...importForm.fields, csv: 'HW-1,3132333435363738393031323334353637383930,TOTP,6,30\nHW-2,3132333435363738393031323334353637383930,HOTP,6,' });
+      assert.equal(imported.location, `${tessera.issuer}/admin/portals?done=tokens-imported&n=2`);
+      assert.equal(unassigned((await agent.get(`${tessera.issuer}/admin/portals`)).body), stockBefore + 2);
+
+      // Every user's /account: its actions and their order are set on the same page.
+      const accountForm = formFor(listed, '/admin/portals/account');
+      const account = new URLSearchParams({ csrf: accountForm.fields.csrf!, 'account-form': '1', 'account-order-change-name': '2', 'account-order-change-password': '1', 'account-notify': 'on' });
+      for (const a of ['change-name', 'change-password']) account.append('account-actions', a);
+      const noTypes = await agent.request(accountForm.action, { method: 'POST', body: account.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      assert.equal(noTypes.status, 400, 'at least one token type');
+      assert.match(noTypes.body, /name="account-actions" value="change-name" checked/, 'the typed choices come back');
+      account.append('account-tokenTypes', 'totp');
+      assert.equal((await agent.request(accountForm.action, { method: 'POST', body: account.toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } })).location, `${tessera.issuer}/admin/portals?done=saved`);
+      const settings = await loadSettings(tessera.db, tessera.box);
+      assert.deepEqual([settings.account.actions, settings.account.tokenTypes, settings.account.notifyRestoreRequests], [['change-password', 'change-name'], ['totp'], true]);
+
+      const disable = formFor(listed, '/admin/portals/disable');
+      assert.equal((await agent.post(disable.action, { ...disable.fields, clientId: 'shop' })).location, `${tessera.issuer}/admin/portals?done=removed`);
+      assert.equal(await tessera.db.selectFrom('portals').select('client_id').where('client_id', '=', 'shop').executeTakeFirst(), undefined);
+
+      const rita = await createUser(tessera.db, { username: 'rita', password: 'rita-password-1', email: 'rita@example.test', emailVerified: true });
+      const sue = await createUser(tessera.db, { username: 'sue', password: 'sue-password-1' });
+      const { fileRestoreRequest } = await import('../src/portal/restore.js');
+      const { hashPassword, verifyPassword } = await import('../src/directory/passwords.js');
+      const ritaRequest = await fileRestoreRequest(tessera.db, { user: rita, portal: null, lost: ['password'], proofs: { email: true, password: false }, newPasswordHash: await hashPassword('rita-password-2'), newEmail: null, ip: '127.0.0.1', userAgent: null });
+      const sueRequest = await fileRestoreRequest(tessera.db, { user: sue, portal: 'shop', lost: ['password'], proofs: { password: false }, newPasswordHash: null, newEmail: null, ip: '127.0.0.1', userAgent: null });
+      const issues = await agent.get(`${tessera.issuer}/admin/user-issues`);
+      assert.equal(issues.status, 200);
+      const row = issues.body.slice(issues.body.indexOf(`data-request="${ritaRequest}"`));
+      assert.match(row, /class="proof unproved"[^>]*>Password ✗[\s\S]*class="proof proved"[^>]*>Email ✓/);
+      assert.match(row, /class="proof absent"[^>]*>Token</, 'a token she never had is grey');
+      const approve = formFor(issues, '/admin/user-issues/approve');
+      approve.fields.id = ritaRequest!;
+      assert.equal((await agent.post(approve.action, approve.fields)).location, `${tessera.issuer}/admin/user-issues?done=restore-approved`);
+      const after = await tessera.db.selectFrom('users').select('password_hash').where('id', '=', rita.id).executeTakeFirstOrThrow();
+      assert.ok(await verifyPassword(after.password_hash, 'rita-password-2'));
+      const again = await agent.post(approve.action, approve.fields);
+      assert.equal(again.status, 400, 'approved once only');
+      assert.match(again.body, /There is no open request with this id/);
+      const forged = await agent.post(approve.action, { ...approve.fields, id: 'x'.repeat(300) });
+      assert.equal(forged.status, 400);
+      const remaining = await agent.get(`${tessera.issuer}/admin/user-issues`);
+      const del = formFor(remaining, '/admin/user-issues/delete');
+      assert.equal(del.fields.id, sueRequest, 'only the open request is left to decide');
+      assert.equal((await agent.post(del.action, del.fields)).location, `${tessera.issuer}/admin/user-issues?done=removed`);
+      const all = await agent.get(`${tessera.issuer}/admin/user-issues?status=all`);
+      assert.match(all.body, /approved<br><span class="muted">by admin:root/);
+      assert.match(all.body, /deleted<br><span class="muted">by admin:root/);
+      assert.equal((await agent.get(`${tessera.issuer}/admin/user-issues?status=maybe`)).status, 200, 'an unknown status shows the open ones');
+      await service.audit.flush();
+    } finally {
+      await tessera.stop();
+    }
+  });
+});

@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -8,7 +8,8 @@ import { TEST_SECRET } from './support/tessera.js';
 import { runCli } from './support/processes.js';
 import { openDatabase, type Db } from '../src/db/index.js';
 import { findUserByUsername } from '../src/directory/users.js';
-import { verifyPassword } from '../src/directory/passwords.js';
+import { hashPassword, verifyPassword } from '../src/directory/passwords.js';
+import { fileRestoreRequest } from '../src/portal/restore.js';
 
 describe('CLI (npm run cli)', () => {
   let testDb: TestDatabase | null = null;
@@ -416,6 +417,63 @@ describe('CLI (npm run cli)', () => {
     assert.deepEqual((await cli('approval', 'policy', 'list')).stdout.trim().split('\n').map((l) => l.split('\t')[1]), ['ops']);
   });
 
+  it('portals, the hardware token stock and restore-access requests', async () => {
+    assert.equal((await cli('client', 'add', 'shop', '--redirect-uri', 'https://shop.example.com/cb')).code, 0);
+    assert.equal((await cli('group', 'add', 'buyers')).code, 0);
+    let r = await cli('portal', 'enable', 'shop', '--alias', 'shop', '--actions', 'change-name,register-token,resync', '--group', 'buyers');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'portal of shop at /selfservice/shop: change-name, register-token, resync (members of buyers)', 'the order given is the order shown');
+    assert.match((await cli('portal', 'enable', 'shop', '--alias', 'Shop!', '--actions', 'change-name')).stderr, /^error: --alias: /);
+    assert.match((await cli('portal', 'enable', 'shop', '--alias', 'shop2', '--actions', 'fly')).stderr, /^error: --actions: .*fly/);
+    assert.match((await cli('portal', 'enable', 'ghost', '--alias', 'ghost', '--actions', 'change-name')).stderr, /^error: <client_id>: no client "ghost"/);
+    assert.match((await cli('portal', 'enable', 'shop', '--actions', 'change-name')).stderr, /^error: missing --alias/);
+    r = await cli('portal', 'list');
+    assert.match(r.stdout, /^shop\t\/selfservice\/shop\tchange-name,register-token,resync\tgroup buyers\ttokens totp$/m);
+    r = await cli('portal', 'enable', 'shop', '--alias', 'shop', '--actions', '');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /no actions \(every user\)$/m, 'all off, and without --group every user may use it');
+    assert.equal((await cli('portal', 'disable', 'shop')).code, 0);
+    assert.equal((await cli('portal', 'disable', 'shop')).code, 1);
+
+    const csv = path.join(dataDir, 'tokens.csv');
+    writeFileSync(csv, '# serial,seed,type,digits,period\nCLI-1,3132333435363738393031323334353637383930,totp,6,30\nCLI-2,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,hotp,8,\n');
+    r = await cli('token', 'import', csv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'imported 2 tokens (1 TOTP, 1 HOTP) into the unassigned stock');
+    r = await cli('token', 'import', csv);
+    assert.equal(r.code, 1, 'serials are unique');
+    assert.match(r.stderr, /CLI-1/);
+    writeFileSync(csv, 'CLI-3,not-a-seed,totp,6,30\n');
+    assert.match((await cli('token', 'import', csv)).stderr, /^error: .*line 1/);
+    assert.equal((await cli('token', 'stock')).stdout.trim(), 'unassigned 2\tassigned 0\tdisabled 0');
+
+    assert.equal((await cli('user', 'add', 'rita', '--password', 'rita-password-1', '--email', 'rita@example.com', '--email-verified')).code, 0);
+    const ids = await inDatabase(async (db) => {
+      const rita = (await findUserByUsername(db, 'rita'))!;
+      const one = await fileRestoreRequest(db, { user: rita, portal: null, lost: ['password'], proofs: { email: true }, newPasswordHash: await hashPassword('rita-password-2'), newEmail: null, ip: '127.0.0.1', userAgent: 'test' });
+      return { one: one! };
+    });
+    r = await cli('restore', 'list');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`^${ids.one}\topen\trita\tlost password\tproofs \\+email\tnew password\t`, 'm'));
+    assert.match((await cli('restore', 'approve', 'not-an-id')).stderr, /^error: <id>: a request id is a UUID/);
+    assert.match((await cli('restore', 'approve', '00000000-0000-4000-8000-000000000000')).stderr, /^error: <id>: there is no open request with this id/);
+    assert.match((await cli('restore', 'list', '--status', 'maybe')).stderr, /^error: --status: /);
+    r = await cli('restore', 'approve', ids.one);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'approved the request of rita: new password set, sessions revoked');
+    assert.equal((await cli('restore', 'approve', ids.one)).code, 1, 'a decided request is not decided again');
+    assert.equal((await cli('restore', 'list')).stdout.trim(), '', 'nothing open');
+    assert.match((await cli('restore', 'list', '--status', 'all')).stdout, new RegExp(`^${ids.one}\tapproved\trita\t.*\tby cli:`, 'm'));
+    const rita = await inDatabase((db) => findUserByUsername(db, 'rita'));
+    assert.ok(await verifyPassword(rita!.password_hash, 'rita-password-2'), 'the new password is in effect');
+
+    const two = await inDatabase(async (db) => fileRestoreRequest(db, { user: (await findUserByUsername(db, 'rita'))!, portal: null, lost: ['email'], proofs: { password: false }, newPasswordHash: null, newEmail: null, ip: '127.0.0.1', userAgent: null }));
+    r = await cli('restore', 'delete', two!);
+    assert.equal(r.stdout.trim(), 'deleted the request of rita');
+    assert.equal((await cli('restore', 'delete', two!)).code, 1);
+  });
+
   it('audits every change with the acting OS user; reading changes nothing', async () => {
     const count = () => inDatabase((db) => db.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow());
     const before = await count();
@@ -424,7 +482,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal((await count()).n, before.n, 'list and show are not changes');
     const events = await inDatabase((db) => db.selectFrom('audit_events').selectAll().where('actor', 'like', 'cli:%').orderBy('id').execute());
     const types = new Set(events.map((e) => e.type));
-    for (const type of ['user.created', 'user.password_changed', 'user.disabled', 'user.enabled', 'group.created', 'group.member_added', 'client.created', 'client.removed', 'client.mfa_changed', 'api.created', 'api.allowed', 'api.disallowed', 'api.removed', 'settings.changed', 'policy.created', 'policy.removed', 'keys.rotated']) {
+    for (const type of ['user.created', 'user.password_changed', 'user.disabled', 'user.enabled', 'group.created', 'group.member_added', 'client.created', 'client.removed', 'client.mfa_changed', 'api.created', 'api.allowed', 'api.disallowed', 'api.removed', 'settings.changed', 'policy.created', 'policy.removed', 'keys.rotated', 'portal.enabled', 'portal.disabled', 'token.imported', 'restore.approved', 'restore.deleted']) {
       assert.ok(types.has(type as never), `${type} is audited`);
     }
     const { userInfo } = await import('node:os');

@@ -3,7 +3,7 @@ import { perform, ServiceError } from '../../service.js';
 import { disablePortalOp, enablePortalOp, listPortalsOp } from '../../portals.js';
 import { importTokensOp, tokenStockOp } from '../../tokens.js';
 import { approveRestoreRequestOp, deleteRestoreRequestOp, listRestoreRequestsOp } from '../../restore.js';
-import { listClientsOp } from '../../system.js';
+import { listClientsOp, setSettingsOp, showSettingsOp } from '../../system.js';
 import { listGroupsOp } from '../../users.js';
 import { ACTION_LINKS, PORTAL_ACTIONS, SELF_TOKEN_TYPES } from '../../../portal/actions.js';
 import { seeOther } from '../../../http/redirect.js';
@@ -18,10 +18,10 @@ const ISSUE_STATUSES = ['open', 'approved', 'deleted', 'withdrawn', 'all'] as co
  * The checked actions in the order their numbers give (ties: the contract's order). Without
  * JavaScript, a number beside each action is how an administrator orders them.
  */
-export function actionsInOrder(f: URLSearchParams): string[] {
-  const chosen = PORTAL_ACTIONS.map((action, index) => ({ action, index, checked: f.getAll('actions').includes(action), order: text(f, `order-${action}`) }))
+export function actionsInOrder(f: URLSearchParams, prefix = ''): string[] {
+  const chosen = PORTAL_ACTIONS.map((action, index) => ({ action, index, checked: f.getAll(`${prefix}actions`).includes(action), order: text(f, `${prefix}order-${action}`) }))
     .filter((a) => a.checked);
-  for (const a of chosen) if (a.order && !/^\d{1,3}$/.test(a.order)) throw new ServiceError(`the position of "${ACTION_LINKS[a.action].label}" is a whole number`, 'actions');
+  for (const a of chosen) if (a.order && !/^\d{1,3}$/.test(a.order)) throw new ServiceError(`the position of "${ACTION_LINKS[a.action].label}" is a whole number`, `${prefix}actions`);
   return chosen
     .sort((a, b) => (a.order ? Number(a.order) : 1000 + a.index) - (b.order ? Number(b.order) : 1000 + b.index) || a.index - b.index)
     .map((a) => a.action);
@@ -33,7 +33,8 @@ export function selfServicePages(c: Console): void {
 
   const portalsPage = async (ctx: Context, redisplay?: Redisplay) => {
     const { service } = consoleOf(ctx);
-    const [portals, clients, groups, stock] = await Promise.all([
+    const [settings, portals, clients, groups, stock] = await Promise.all([
+      perform(service, showSettingsOp, {}),
       perform(service, listPortalsOp, {}),
       perform(service, listClientsOp, {}),
       perform(service, listGroupsOp, {}),
@@ -41,7 +42,7 @@ export function selfServicePages(c: Console): void {
     ]);
     const editing = typeof ctx.query.client === 'string' ? portals.find((p) => p.clientId === ctx.query.client) ?? null : null;
     show(ctx, 'portals', 'Self-service portals', {
-      portals, clients: clients.filter((x) => !x.builtin), groups, stock, editing, redisplay,
+      account: settings.account, portals, clients: clients.filter((x) => !x.builtin), groups, stock, editing, redisplay,
       allActions: PORTAL_ACTIONS.map((a) => ({ action: a, label: ACTION_LINKS[a].label })), tokenTypes: SELF_TOKEN_TYPES,
     });
   };
@@ -58,6 +59,21 @@ export function selfServicePages(c: Console): void {
         actions: actionsInOrder(f),
         group: optional(f, 'group'),
         ...(types.length ? { tokenTypes: types as ['totp'] } : {}),
+      });
+      seeOther(ctx, '/admin/portals?done=saved');
+    },
+  });
+  change('/portals/account', {
+    label: 'Change the actions of every user’s account page',
+    sensitive: true,
+    redisplay: portalsPage,
+    async run(ctx, f, { service }) {
+      await perform(service, setSettingsOp, {
+        values: {
+          'account.actions': actionsInOrder(f, 'account-'),
+          'account.tokenTypes': f.getAll('account-tokenTypes'),
+          'account.notifyRestoreRequests': f.get('account-notify') === 'on',
+        },
       });
       seeOther(ctx, '/admin/portals?done=saved');
     },

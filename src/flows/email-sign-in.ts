@@ -14,13 +14,12 @@ import { loginRequirement } from '../policy/policies.js';
 import { sendCode } from '../factors/index.js';
 import { verifyChallenge } from '../factors/challenges.js';
 import { fillTemplate } from '../factors/delivery/types.js';
-import { addressKey, take } from '../rate-limits.js';
 import { now } from '../sessions/ledger.js';
 import { codeField } from './second-factor.js';
 import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';
-import { INVALID_CREDENTIALS, showLogin } from './login.js';
+import { INVALID_CREDENTIALS, showLogin, throttleSignIn } from './login.js';
 
 const COOKIE = 'tessera.email-sign-in';
 const PURPOSE = 'email-sign-in';
@@ -82,14 +81,10 @@ export function emailSignInRoutes(deps: FlowDeps): Router {
     const meta = requestMeta(ctx);
     const found = await findUserByUsername(db, username);
     // The login's own limits: per address and per name, before anything is sent.
-    const window = config.loginAttempts.windowSeconds;
-    const nameKey = found ? `login-account:${found.id}` : `login-username:${username.normalize('NFC').toLowerCase()}`;
-    for (const [scope, key, max] of [['ip', `login-ip:${addressKey(meta.ip)}`, config.loginAttempts.perIp], ['username', nameKey, config.loginAttempts.perUsername]] as const) {
-      const allowance = await take(db, key, { max, seconds: window });
-      if (!allowance.allowed) {
-        await audit.record({ type: 'login.throttled', actor: username, clientId: ACCOUNT_CLIENT_ID, ...meta, details: { scope, retry_at: allowance.retryAt, with: 'email code' } });
-        return showLogin(ctx, details, client.name, { error: 'Too many sign-in attempts. Try again later.', username, status: 429 });
-      }
+    const throttled = await throttleSignIn(deps, username, found?.id ?? null, meta.ip);
+    if (throttled) {
+      await audit.record({ type: 'login.throttled', actor: username, clientId: ACCOUNT_CLIENT_ID, ...meta, details: { scope: throttled.scope, retry_at: throttled.retryAt, with: 'email code' } });
+      return showLogin(ctx, details, client.name, { error: 'Too many sign-in attempts. Try again later.', username, status: 429 });
     }
     const user = found && found.status === 'active' && found.source === 'local' && !found.password_hash && found.email && found.email_verified ? found : null;
     let challengeId: string | null = null;

@@ -39,6 +39,21 @@ export function showLogin(ctx: Context, details: InteractionDetails, clientName:
   );
 }
 
+/**
+ * The sign-in's own limits, per client address and per account (or per name as typed, for a name
+ * with no account), taken before any password is hashed or any code sent; null when both allow it.
+ */
+export async function throttleSignIn(deps: Pick<FlowDeps, 'db' | 'config'>, username: string, userId: string | null, ip: string): Promise<{ scope: 'ip' | 'username'; retryAt: Date } | null> {
+  const { db, config } = deps;
+  const window = config.loginAttempts.windowSeconds;
+  const nameKey = userId ? `login-account:${userId}` : `login-username:${username.normalize('NFC').toLowerCase()}`;
+  for (const [scope, key, max] of [['ip', `login-ip:${addressKey(ip)}`, config.loginAttempts.perIp], ['username', nameKey, config.loginAttempts.perUsername]] as const) {
+    const allowance = await take(db, key, { max, seconds: window });
+    if (!allowance.allowed) return { scope, retryAt: allowance.retryAt };
+  }
+  return null;
+}
+
 export function submitLogin(deps: FlowDeps) {
   const { db, provider, audit, config } = deps;
   return async (ctx: Context) => {
@@ -62,16 +77,12 @@ export function submitLogin(deps: FlowDeps) {
     let user = await findUserByUsername(db, username);
     // Before any hash: password spraying from one address, and guessing at one account (or, for a
     // name with no account, at that name as typed: the answer says nothing about which it is).
-    const window = config.loginAttempts.windowSeconds;
-    const nameKey = user ? `login-account:${user.id}` : `login-username:${username.normalize('NFC').toLowerCase()}`;
-    for (const [scope, key, max] of [['ip', `login-ip:${addressKey(meta.ip)}`, config.loginAttempts.perIp], ['username', nameKey, config.loginAttempts.perUsername]] as const) {
-      const allowance = await take(db, key, { max, seconds: window });
-      if (!allowance.allowed) {
-        await audit.record({ type: 'login.throttled', actor: username, clientId, ...meta, details: { scope, retry_at: allowance.retryAt } });
-        const minutes = Math.max(1, Math.ceil((allowance.retryAt.getTime() - Date.now()) / 60_000));
-        showLogin(ctx, details, clientName, { error: `Too many sign-in attempts ${scope === 'ip' ? 'from your network' : 'for this username'}. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}.`, username, status: 429 });
-        return;
-      }
+    const throttled = await throttleSignIn(deps, username, user?.id ?? null, meta.ip);
+    if (throttled) {
+      await audit.record({ type: 'login.throttled', actor: username, clientId, ...meta, details: { scope: throttled.scope, retry_at: throttled.retryAt } });
+      const minutes = Math.max(1, Math.ceil((throttled.retryAt.getTime() - Date.now()) / 60_000));
+      showLogin(ctx, details, clientName, { error: `Too many sign-in attempts ${throttled.scope === 'ip' ? 'from your network' : 'for this username'}. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}.`, username, status: 429 });
+      return;
     }
     const refuse = async (reason: string) => {
       await audit.record({ type: 'login.failure', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { reason } });

@@ -237,8 +237,11 @@ describe('self-service portal, in Chromium', () => {
     assert.match(await admin.getByRole('status').textContent() ?? '', /approved/i);
 
     // The old token no longer works; the next sign-in sets up a new one.
+    // Whoever has the password (perhaps whoever has the lost token) cannot attach an app alone: a code to quinn's email first.
     const back = await newPage();
     await signIn(back, 'quinn', 'quinn-password-1');
+    assert.match(await back.textContent('main') ?? '', /Your administrator restored your access/);
+    await passEmailCode(back, 'quinn@example.test');
     await back.getByRole('heading', { name: 'Set up your authenticator app' }).waitFor();
     assert.match(await back.textContent('main') ?? '', /Your administrator restored your access/);
     const secret = (await back.locator('#totp-secret').textContent())!.replace(/\s+/g, '');

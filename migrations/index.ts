@@ -9,6 +9,7 @@ import * as m0007 from './0007_admin_groups.js';
 import * as m0008 from './0008_admin_console.js';
 import * as m0009 from './0009_approvals.js';
 import * as m0010 from './0010_self_service.js';
+import * as m0011 from './0011_restore_drafts.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -22,4 +23,5 @@ export const migrations: Record<string, Migration> = {
   '0008_admin_console': m0008,
   '0009_approvals': m0009,
   '0010_self_service': m0010,
+  '0011_restore_drafts': m0011,
 };

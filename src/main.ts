@@ -29,10 +29,18 @@ async function main(): Promise<void> {
     console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
     console.log(`  Demo app:   ${issuer}/demo`);
     console.log(`  Admin:      ${issuer}/admin`);
-    const { DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_APPROVAL_USER, DEMO_API, DEMO_PORTAL_ALIAS, DEMO_TOKEN_SEED } = await import('./demo/accounts.js');
+    const { DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_APPROVAL_USER, DEMO_API, DEMO_TOKEN_SEED, demoSelfService } = await import('./demo/accounts.js');
+    const self = await demoSelfService(tessera.db);
     console.log(`  Account:    ${issuer}/account   (every user's own page: authenticator apps, password, email, phone, name)`);
-    console.log(`  Portal:     ${issuer}/selfservice/${DEMO_PORTAL_ALIAS}   (the demo app's self-service portal, every action on)`);
-    console.log(`  Tokens:     DEMO-TOTP-1 (TOTP) and DEMO-HOTP-1 (HOTP) in stock, seed ${DEMO_TOKEN_SEED}: add it to an authenticator app to play the token`);
+    if (self.portal) {
+      const actions = self.portal.actions === self.portal.of ? 'every action on' : `${self.portal.actions} of ${self.portal.of} actions on`;
+      console.log(`  Portal:     ${issuer}/selfservice/${self.portal.alias}   (the demo app's self-service portal, ${actions})`);
+    }
+    if (self.inStock.length) {
+      console.log(`  Tokens:     ${self.inStock.map((s) => `${s} (${s.includes('HOTP') ? 'HOTP' : 'TOTP'})`).join(' and ')} in stock, seed ${DEMO_TOKEN_SEED}: add it to an authenticator app to play the token`);
+    } else if (self.assigned.length) {
+      console.log(`  Tokens:     the demo tokens (${self.assigned.join(', ')}) are assigned; their seed is ${DEMO_TOKEN_SEED}`);
+    }
     console.log(`  Demo user:  ${DEMO_USER.username} / ${DEMO_USER.password}   (password only)`);
     console.log(`              ${DEMO_MFA_USER.username} / ${DEMO_MFA_USER.password}   (MFA required: email, SMS or authenticator app)`);
     console.log(`              ${DEMO_APPROVAL_USER.username} / ${DEMO_APPROVAL_USER.password}   (manager approval: ${DEMO_APPROVAL_USER.manager}'s link arrives in the dev outbox)`);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { sql } from 'kysely';
@@ -481,8 +482,8 @@ describe('admin console: self-service portals, the token stock and user issues',
       const sue = await createUser(tessera.db, { username: 'sue', password: 'sue-password-1' });
       const { fileRestoreRequest } = await import('../src/portal/restore.js');
       const { hashPassword, verifyPassword } = await import('../src/directory/passwords.js');
-      const ritaRequest = await fileRestoreRequest(tessera.db, { user: rita, portal: null, lost: ['password'], proofs: { email: true, password: false }, newPasswordHash: await hashPassword('rita-password-2'), newEmail: null, ip: '127.0.0.1', userAgent: null });
-      const sueRequest = await fileRestoreRequest(tessera.db, { user: sue, portal: 'shop', lost: ['password'], proofs: { password: false }, newPasswordHash: null, newEmail: null, ip: '127.0.0.1', userAgent: null });
+      const ritaRequest = await fileRestoreRequest(tessera.db, { user: rita, draftId: randomUUID(), portal: null, lost: ['password'], proofs: { email: true, password: false }, newPasswordHash: await hashPassword('rita-password-2'), newEmail: null, ip: '127.0.0.1', userAgent: null });
+      const sueRequest = await fileRestoreRequest(tessera.db, { user: sue, draftId: randomUUID(), portal: 'shop', lost: ['password'], proofs: { password: false }, newPasswordHash: null, newEmail: null, ip: '127.0.0.1', userAgent: null });
       const issues = await agent.get(`${tessera.issuer}/admin/user-issues`);
       assert.equal(issues.status, 200);
       const row = issues.body.slice(issues.body.indexOf(`data-request="${ritaRequest}"`));

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -450,7 +451,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal((await cli('user', 'add', 'rita', '--password', 'rita-password-1', '--email', 'rita@example.com', '--email-verified')).code, 0);
     const ids = await inDatabase(async (db) => {
       const rita = (await findUserByUsername(db, 'rita'))!;
-      const one = await fileRestoreRequest(db, { user: rita, portal: null, lost: ['password'], proofs: { email: true }, newPasswordHash: await hashPassword('rita-password-2'), newEmail: null, ip: '127.0.0.1', userAgent: 'test' });
+      const one = await fileRestoreRequest(db, { user: rita, draftId: randomUUID(), portal: null, lost: ['password'], proofs: { email: true }, newPasswordHash: await hashPassword('rita-password-2'), newEmail: null, ip: '127.0.0.1', userAgent: 'test' });
       return { one: one! };
     });
     r = await cli('restore', 'list');
@@ -468,7 +469,7 @@ describe('CLI (npm run cli)', () => {
     const rita = await inDatabase((db) => findUserByUsername(db, 'rita'));
     assert.ok(await verifyPassword(rita!.password_hash, 'rita-password-2'), 'the new password is in effect');
 
-    const two = await inDatabase(async (db) => fileRestoreRequest(db, { user: (await findUserByUsername(db, 'rita'))!, portal: null, lost: ['email'], proofs: { password: false }, newPasswordHash: null, newEmail: null, ip: '127.0.0.1', userAgent: null }));
+    const two = await inDatabase(async (db) => fileRestoreRequest(db, { user: (await findUserByUsername(db, 'rita'))!, draftId: randomUUID(), portal: null, lost: ['email'], proofs: { password: false }, newPasswordHash: null, newEmail: null, ip: '127.0.0.1', userAgent: null }));
     r = await cli('restore', 'delete', two!);
     assert.equal(r.stdout.trim(), 'deleted the request of rita');
     assert.equal((await cli('restore', 'delete', two!)).code, 1);

@@ -76,6 +76,13 @@ describe('embedded database: the CLI beside a running server, restarts, a second
     r = await runCli(['token', 'import', 'tokens.csv'], { ...process.env, ...env }, { cwd: elsewhere });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), 'imported 1 token (1 TOTP, 0 HOTP) into the unassigned stock');
+    // Through npm (npm run cli) the command runs in the project's folder; npm says where it was typed.
+    writeFileSync(path.join(elsewhere, 'more.csv'), 'FOB-2,3132333435363738393031323334353637383930,hotp\n');
+    r = await runCli(['token', 'import', 'more.csv'], { ...process.env, ...env, npm_lifecycle_event: 'cli', INIT_CWD: elsewhere });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'imported 1 token (0 TOTP, 1 HOTP) into the unassigned stock');
+    r = await runCli(['token', 'import', '.'], { ...process.env, ...env }, { cwd: elsewhere });
+    assert.match(r.stderr, /^error: cannot read .*: it is a directory/);
     r = await runCli(['token', 'import', 'missing.csv'], { ...process.env, ...env }, { cwd: elsewhere });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^error: cannot read .*tessera-tokens-.*missing\.csv: no such file/);

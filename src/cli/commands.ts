@@ -647,7 +647,8 @@ const COMMANDS: Record<string, Command> = {
       try {
         csv = await readFile(arg['file.csv']!, 'utf8');
       } catch (error) {
-        throw new UsageError(`cannot read ${arg['file.csv']}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`);
+        const code = (error as NodeJS.ErrnoException).code;
+        throw new UsageError(`cannot read ${arg['file.csv']}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (error as Error).message}`);
       }
       const { imported, totp, hotp } = await perform(service, importTokensOp, { csv });
       io.out(`imported ${imported} token${imported === 1 ? '' : 's'} (${totp} TOTP, ${hotp} HOTP) into the unassigned stock`);
@@ -1080,10 +1081,18 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
 }
 
 /**
- * The command line with its file arguments made absolute against this process's directory: a
+ * The directory the person typed the command in: `npm run cli` runs in the project's folder and
+ * says where it was started in INIT_CWD; `node dist/src/cli.js` runs where it was typed.
+ */
+export function typedIn(env: NodeJS.ProcessEnv = process.env): string {
+  return env.npm_lifecycle_event === 'cli' && env.INIT_CWD ? env.INIT_CWD : process.cwd();
+}
+
+/**
+ * The command line with its file arguments made absolute against the directory it was typed in: a
  * command handed to the server that holds the embedded database reads the file the person meant.
  */
-export function withAbsolutePaths(parsed: ParsedCommand, argv: string[]): string[] {
+export function withAbsolutePaths(parsed: ParsedCommand, argv: string[], base = typedIn()): string[] {
   if (parsed.help || parsed.version === true || !parsed.command.fileArgs) return argv;
   const out = [...argv];
   const from = parsed.name.split(' ').length;
@@ -1091,7 +1100,7 @@ export function withAbsolutePaths(parsed: ParsedCommand, argv: string[]): string
     const value = parsed.arg[name];
     if (!value) continue;
     const at = out.indexOf(value, from);
-    if (at >= 0) out[at] = path.resolve(value);
+    if (at >= 0) out[at] = path.resolve(base, value);
   }
   return out;
 }

@@ -159,6 +159,8 @@ export interface RestoreRequestsTable {
   created_at: Timestamp;
   decided_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
   decided_by: string | null;
+  /** The draft that filed it: a draft files one request at most. */
+  draft_id: string | null;
 }
 
 export interface ResourceServersTable {

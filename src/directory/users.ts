@@ -74,7 +74,8 @@ export function findUserByUsername(db: Db, username: string): Promise<User | und
   );
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** A UUID as PostgreSQL's uuid type takes it: anything else is no id, not a failed query. */
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function findUserById(db: Db, id: string): Promise<User | undefined> {
   if (!UUID.test(id)) return Promise.resolve(undefined);

@@ -1,3 +1,4 @@
+import { UUID } from '../directory/users.js';
 import { createHmac, randomInt, randomUUID, timingSafeEqual } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
@@ -61,9 +62,12 @@ export async function createChallenge(
         const cooldown = await take(tx, cooldownKey(request), { max: 1, seconds: otp.resendCooldownSeconds });
         if (!cooldown.allowed) throw new Refused({ kind: 'cooldown', retryAt: cooldown.retryAt });
       }
+      // Codes to restore access count apart: asking for them (which needs no sign-in) must not use up
+      // the codes the user needs to sign in.
+      const quota = request.purpose.startsWith('restore') ? 'restore-' : '';
       const limits: ['user' | 'destination' | 'ip', string | null, number][] = [
-        ['user', `otp-user:${request.userId}`, otp.perUserPerHour],
-        ['destination', `otp-destination:${request.destination.toLowerCase()}`, otp.perDestinationPerHour],
+        ['user', `${quota}otp-user:${request.userId}`, otp.perUserPerHour],
+        ['destination', `${quota}otp-destination:${request.destination.toLowerCase()}`, otp.perDestinationPerHour],
         ['ip', request.ip ? `otp-ip:${addressKey(request.ip)}` : null, otp.perIpPerHour],
       ];
       for (const [scope, limitKey, max] of limits) {
@@ -149,6 +153,6 @@ export async function verifyChallenge(db: Db, key: Buffer, challengeId: string, 
 }
 
 export function findChallenge(db: Db, challengeId: string, userId: string): Promise<OtpChallenge | undefined> {
-  if (!/^[0-9a-f-]{36}$/i.test(challengeId)) return Promise.resolve(undefined);
+  if (!UUID.test(challengeId)) return Promise.resolve(undefined);
   return db.selectFrom('otp_challenges').selectAll().where('id', '=', challengeId).where('user_id', '=', userId).executeTakeFirst();
 }

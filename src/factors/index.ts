@@ -3,7 +3,8 @@ import type { User } from '../db/schema.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { AuthenticationMethod } from '../oidc/assurance.js';
 import type { FactorId, Settings } from '../settings/settings.js';
-import { createChallenge, isRefusal, markDelivered, markUndeliverable, verifyChallenge, type SendRefusal } from './challenges.js';
+import type { Logger } from '../log.js';
+import { createChallenge, isRefusal, markDelivered, markUndeliverable, verifyChallenge, type NewChallenge, type SendRefusal } from './challenges.js';
 import { verifyAuthenticatorCode } from './authenticators.js';
 import { DeliveryError, fillTemplate } from './delivery/types.js';
 import type { Delivery } from './delivery/index.js';
@@ -75,13 +76,33 @@ export async function sendCode(ctx: FactorContext, channel: 'email' | 'sms', des
     userId: ctx.user.id, factor: channel, destination, ip: ctx.ip, interactionUid: ctx.interactionUid, purpose: ctx.purpose,
   });
   if (isRefusal(result)) return { kind: 'refused', refusal: result };
-  const words = message({ code: result.code, minutes: String(Math.round(ctx.settings.mfa.otp.lifetimeSeconds / 60)), app: ctx.settings.mfa.appName });
+  return deliverCode(ctx, channel, destination, message, result);
+}
+
+/**
+ * As sendCode, but the answer does not wait for the delivery (whose failure is logged and marks the
+ * challenge): for pages that must take as long whether a code went out or not.
+ */
+export async function queueCode(ctx: FactorContext, channel: 'email' | 'sms', destination: string, message: CodeMessage, log: Logger): Promise<{ kind: 'queued'; challengeId: string } | { kind: 'refused'; refusal: SendRefusal }> {
+  const result = await createChallenge(ctx.db, ctx.otpKey, ctx.settings.mfa.otp, {
+    userId: ctx.user.id, factor: channel, destination, ip: ctx.ip, interactionUid: ctx.interactionUid, purpose: ctx.purpose,
+  });
+  if (isRefusal(result)) return { kind: 'refused', refusal: result };
+  void deliverCode(ctx, channel, destination, message, result).then(
+    (outcome) => { if (outcome.kind === 'undeliverable') log.warn({ purpose: ctx.purpose, reason: outcome.reason }, 'a queued code could not be delivered'); },
+    (error: unknown) => log.warn({ err: error instanceof Error ? error.message : String(error) }, 'a queued code could not be delivered'),
+  );
+  return { kind: 'queued', challengeId: result.challenge.id };
+}
+
+async function deliverCode(ctx: FactorContext, channel: 'email' | 'sms', destination: string, message: CodeMessage, created: NewChallenge): Promise<StartOutcome> {
+  const words = message({ code: created.code, minutes: String(Math.round(ctx.settings.mfa.otp.lifetimeSeconds / 60)), app: ctx.settings.mfa.appName });
   try {
     const { provider } = await ctx.delivery.send(channel, ctx.settings, channel === 'email' ? { to: destination, subject: words.subject ?? words.text, text: words.text } : { to: destination, text: words.text });
-    await markDelivered(ctx.db, result.challenge.id);
-    return { kind: 'sent', challengeId: result.challenge.id, provider };
+    await markDelivered(ctx.db, created.challenge.id);
+    return { kind: 'sent', challengeId: created.challenge.id, provider };
   } catch (error) {
-    await markUndeliverable(ctx.db, result.challenge);
+    await markUndeliverable(ctx.db, created.challenge);
     return { kind: 'undeliverable', reason: error instanceof Error ? error.message : String(error), ...(error instanceof DeliveryError ? { provider: error.provider } : {}) };
   }
 }

@@ -38,7 +38,7 @@ async function subjectOf(deps: FlowDeps, user: User): Promise<ApprovalSubject> {
  * Returns true when it answered the request itself (a waiting page, a refusal).
  */
 export async function approvalGate(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress): Promise<boolean> {
-  const client = await clientOf(deps.clients, details);
+  const client = await clientOf(deps, details);
   const required = client.managerApproval || Boolean(progress.requirement?.managerApproval);
   if (!required) return false;
   const { db, audit } = deps;

@@ -37,7 +37,7 @@ export function approvalRoutes(deps: FlowDeps): Router {
   router.get('/interaction/:uid/approval', async (ctx) => {
     const { details, progress, request } = await waiting(ctx);
     if (!progress || !request) return seeOther(ctx, `/interaction/${details.uid}`);
-    const client = await clientOf(deps.clients, details);
+    const client = await clientOf(deps, details);
     if (request.status === 'approved') {
       const user = await findUserById(db, progress.accountId);
       if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');

@@ -40,6 +40,6 @@ export async function completeLogin(ctx: Context, deps: FlowDeps, details: Inter
     // Back in with the account's own credentials: a pending "restore access" request is not needed (or was not theirs).
     withdrawOnSignIn(deps.db, user.id),
   ]);
-  if (withdrawn) await deps.audit.record({ type: 'restore.withdrawn', actor: user.username, subject: user.id, ...requestMeta(ctx), details: { request: withdrawn, by: 'sign-in' } });
+  for (const request of withdrawn) await deps.audit.record({ type: 'restore.withdrawn', actor: user.username, subject: user.id, ...requestMeta(ctx), details: { request, by: 'sign-in' } });
   await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember: true }, [LEDGER_RESULT]: details.uid, ...(approved ? { [APPROVAL_RESULT]: details.uid } : {}) }, false);
 }

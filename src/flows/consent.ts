@@ -117,7 +117,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   }
 
   async function stateOf(details: InteractionDetails, accountId: string): Promise<ConsentState> {
-    const client = await clientOf(deps.clients, details);
+    const client = await clientOf(deps, details);
     const { items, apis } = await consentRequest(deps.resourceServers, details, client);
     const fresh: Progress = { uid: details.uid, accountId, step: 'consent', methods: [], requirement: null, challengeId: null };
     const rules = await deps.scopeRules.protecting(items);

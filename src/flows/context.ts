@@ -6,10 +6,15 @@ import type { Audit } from '../audit/audit.js';
 import type { Logger } from '../log.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { Delivery } from '../factors/delivery/index.js';
-import type { RegisteredClients } from '../clients/registered.js';
+import type { RegisteredClient, RegisteredClients } from '../clients/registered.js';
+import { ACCOUNT_CLIENT_ID } from '../portal/registration.js';
+import { ALIAS_PATTERN } from '../portal/portals.js';
 import type { ScopeRules } from '../scopes/rules.js';
 import type { ResourceServers } from '../resource-servers/resource-servers.js';
 import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
+
+/** What an application hears when the user cancels on Tessera's pages (its own apps show their cancelled page for it). */
+export const SIGN_IN_CANCELLED = 'The user cancelled the sign-in.';
 import { seeOther } from '../http/redirect.js';
 import type { ManagerLookup } from '../approvals/recipients.js';
 import type { LdapDirectory } from '../directory/ldap.js';
@@ -70,10 +75,24 @@ export async function finishInteraction(
 }
 
 /** The client an interaction is for; gone means the application was removed mid-login. */
-export async function clientOf(clients: RegisteredClients, details: InteractionDetails) {
-  const client = await clients.get(String(details.params.client_id));
+/**
+ * The client of an interaction. A sign-in to an application's self-service portal is one of
+ * Tessera's own account client: its pages name that application (when the portal exists).
+ */
+export async function clientOf(deps: Pick<FlowDeps, 'clients' | 'db'>, details: InteractionDetails): Promise<RegisteredClient & { portal: string | null }> {
+  const client = await deps.clients.get(String(details.params.client_id));
   if (!client) throw new HttpError(400, 'The application that sent you here is no longer registered.', 'Unknown application');
-  return client;
+  const alias = portalOf(details);
+  if (client.clientId !== ACCOUNT_CLIENT_ID || !alias) return { ...client, portal: null };
+  const portal = await deps.db.selectFrom('portals').select('client_id').where('alias', '=', alias).executeTakeFirst();
+  const app = portal ? await deps.clients.get(portal.client_id) : undefined;
+  return app ? { ...client, name: app.name, portal: alias } : { ...client, portal: null };
+}
+
+/** The portal alias a sign-in says it is for (checked against the portals by clientOf). */
+export function portalOf(details: InteractionDetails): string | null {
+  const alias = details.params.tessera_portal;
+  return typeof alias === 'string' && ALIAS_PATTERN.test(alias) ? alias : null;
 }
 
 export function requestMeta(ctx: Context): { ip: string; userAgent: string | null } {

@@ -74,7 +74,7 @@ export function emailSignInRoutes(deps: FlowDeps): Router {
   router.post('/', step(async (ctx, details) => {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.csrf);
-    const client = await clientOf(deps.clients, details);
+    const client = await clientOf(deps, details);
     const parsed = usernameField.safeParse(form.username ?? '');
     if (!parsed.success) return showLogin(ctx, details, client.name, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, status: 400 });
     const username = parsed.data;
@@ -132,7 +132,7 @@ export function emailSignInRoutes(deps: FlowDeps): Router {
     }
     await passedAttempt(db, user.id, admission);
     ctx.cookies.set(COOKIE, null, { path: `/interaction/${details.uid}`, secure });
-    const client = await clientOf(deps.clients, details);
+    const client = await clientOf(deps, details);
     // The email was the first factor: a second one, where the sign-in needs it, is something else.
     const need = await loginRequirement(db, await loadSettings(db, box), config.mode, { ...user, email_verified: false }, client.mfaRequired, details.params);
     const progress = { uid: details.uid, accountId: user.id, step: 'login' as const, methods: [{ factor: 'email' as const, at: now() }], requirement: need, challengeId: null };

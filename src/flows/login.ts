@@ -10,7 +10,7 @@ import { renderPage } from '../http/views.js';
 import { seeOther } from '../http/redirect.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
-import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
+import { clientOf, loadInteraction, portalOf, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';
 import { addressKey, take } from '../rate-limits.js';
@@ -34,7 +34,7 @@ export function showLogin(ctx: Context, details: InteractionDetails, clientName:
     ctx,
     'flows/login',
     // Tessera's own account portal offers a way back in to someone who lost a factor or the password.
-    { title: 'Sign in', uid: details.uid, clientName, username: options.username ?? hint, error: options.error ?? null, restoreAccess: details.params.client_id === ACCOUNT_CLIENT_ID },
+    { title: 'Sign in', uid: details.uid, clientName, username: options.username ?? hint, error: options.error ?? null, restoreAccess: details.params.client_id === ACCOUNT_CLIENT_ID, portal: portalOf(details) },
     options.status ?? 200,
   );
 }
@@ -64,7 +64,7 @@ export function submitLogin(deps: FlowDeps) {
       // Already past this step (e.g. a replayed form): carry on from where the login is.
       return seeOther(ctx, `/interaction/${details.uid}`);
     }
-    const client = await clientOf(deps.clients, details);
+    const client = await clientOf(deps, details);
     const clientName = client.name;
     const parsed = loginForm.safeParse(form);
     if (!parsed.success) {

@@ -52,7 +52,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
       const s = state as MfaState;
       const success = audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: id } });
       const methods = [...s.progress.methods, { factor: id, at: now() }];
-      if (id !== 'totp' && s.progress.enrolAfterFactor && s.need.enrolAuthenticator === 'after-factor') {
+      if (id !== 'totp' && ((s.progress.enrolAfterFactor && s.need.enrolAuthenticator === 'after-factor') || s.need.enrolAuthenticator === 'after-code')) {
         // The code proved it is the user: now they may add an authenticator app, then the login completes.
         await Promise.all([success, saveProgress(db, { ...s.progress, methods, challengeId: null, factorPassed: id })]);
         return seeOther(ctx, `${challengeBase(host, s.details.uid)}/enrol`);
@@ -76,7 +76,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
         methods: s.need.usableFactors.map((id) => ({ factor: id, label: factorOf(id).describe(s.user) })),
         canEnrol: s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered',
         // An app may be added in this sign-in once one of the other methods is passed.
-        enrolAfterFactor: s.need.enrolAuthenticator === 'after-factor' ? (s.progress.enrolAfterFactor ? 'chosen' : 'offered') : 'no',
+        enrolAfterFactor: s.need.enrolAuthenticator === 'after-factor' ? (s.progress.enrolAfterFactor ? 'chosen' : 'offered') : s.need.enrolAuthenticator === 'after-code' ? 'restored' : 'no',
         message,
       },
       status,
@@ -106,7 +106,8 @@ export function mfaRoutes(deps: FlowDeps): Router {
 
   /** Enrolment is open when a policy asks for it, or after a code was passed in this sign-in. */
   const mayEnrol = (s: MfaState) =>
-    s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered' || (s.need.enrolAuthenticator === 'after-factor' && Boolean(s.progress.factorPassed));
+    s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered' ||
+    ((s.need.enrolAuthenticator === 'after-factor' || s.need.enrolAuthenticator === 'after-code') && Boolean(s.progress.factorPassed));
 
   const step = (handler: (ctx: Context, s: MfaState) => Promise<void>) => async (ctx: Context) => {
     const s = await load(ctx);

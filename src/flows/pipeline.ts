@@ -6,7 +6,7 @@ import { readForm } from '../http/body.js';
 import { findUserById } from '../directory/users.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
-import { clientOf, finishInteraction, loadInteraction, type FlowDeps, type InteractionDetails } from './context.js';
+import { clientOf, finishInteraction, loadInteraction, SIGN_IN_CANCELLED, type FlowDeps, type InteractionDetails } from './context.js';
 import { showLogin, submitLogin } from './login.js';
 import { consentStep } from './consent.js';
 import { mfaRoutes } from './mfa.js';
@@ -64,7 +64,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
     {
       name: 'password',
       applies: ({ details, progress }) => details.prompt.name === 'login' && !progress && !isStepUp(details),
-      enter: async ({ ctx, details }) => showLogin(ctx, details, (await clientOf(deps.clients, details)).name),
+      enter: async ({ ctx, details }) => showLogin(ctx, details, (await clientOf(deps, details)).name),
     },
     {
       name: 'second-factor',
@@ -74,7 +74,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
           // A step-up: the requirement is worked out now, once, and kept with the interaction's progress.
           const user = await findUserById(db, details.session!.accountId);
           if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
-          const client = await clientOf(deps.clients, details);
+          const client = await clientOf(deps, details);
           const requirement = await loginRequirement(db, await loadSettings(db, box), config.mode, user, client.mfaRequired, details.params);
           const fresh: Progress = { uid: details.uid, accountId: user.id, step: 'login', methods: [], requirement, challengeId: null };
           // Signed in with fresh enough factors, only the manager's approval is missing (another application, say).
@@ -106,7 +106,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
     const details = await loadInteraction(ctx, provider);
     const form = await readForm(ctx);
     assertCsrf(ctx, form.csrf);
-    await finishInteraction(ctx, details, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, false);
+    await finishInteraction(ctx, details, { error: 'access_denied', error_description: SIGN_IN_CANCELLED }, false);
   });
   return [emailSignInRoutes(deps), router, mfaRoutes(deps), approvalRoutes(deps), consent.routes];
 }

@@ -134,6 +134,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       idTokenSigningAlgValues: ['RS256', 'ES256'],
       userinfoSigningAlgValues: ['RS256', 'ES256'],
     },
+    // Which application portal (/selfservice/<alias>) a sign-in of Tessera's own account client is for: its sign-in page names that application.
+    extraParams: ['tessera_portal'],
     // PKCE (S256) for every authorization-code client, confidential ones included.
     pkce: { required: () => true },
     // Discovery advertises only what a Tessera client can be registered with.

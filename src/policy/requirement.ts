@@ -39,8 +39,9 @@ export interface Requirement {
    * "required": the policy demands an authenticator app and the user has none: enrol before anything else.
    * "offered": a policy requires MFA and nothing else is usable: enrol now (first logon).
    * "after-factor": the user has other methods but no app: they may set one up after passing one of them.
+   * "after-code": access was restored after a lost token: a code by email or SMS first, then a new app, not skippable.
    */
-  enrolAuthenticator: 'required' | 'offered' | 'after-factor' | 'no';
+  enrolAuthenticator: 'required' | 'offered' | 'after-factor' | 'after-code' | 'no';
   /** MFA is required and there is no way forward: the "no usable method" page. */
   noUsableMethod: boolean;
   /** An access policy that applies to the user (theirs or a group's) sends their sign-ins through manager approval. */
@@ -83,12 +84,15 @@ export function requirement(input: RequirementInput): Requirement {
   const requireApp = appByPolicy || restored;
 
   let allowed = FACTOR_ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
-  if (requireApp) allowed = allowed.filter((f) => f === 'totp');
   const has: Record<FactorId, boolean> = {
     email: input.user.emailVerified,
     sms: input.user.phoneVerified,
     totp: input.user.hasAuthenticator,
   };
+  // After a restore, whoever has the password (perhaps whoever has the lost token) must not attach
+  // the new app alone: a code to the user's own address or phone comes first, where there is one.
+  const codesFirst = restored && allowed.includes('totp') ? allowed.filter((f) => f !== 'totp' && has[f]) : [];
+  if (requireApp) allowed = allowed.filter((f) => f === 'totp' || codesFirst.includes(f));
   const usable = allowed.filter((f) => has[f]);
 
   const reasons: RequirementReason[] = [];
@@ -100,7 +104,8 @@ export function requirement(input: RequirementInput): Requirement {
   const mfaRequired = reasons.length > 0;
 
   let enrolAuthenticator: Requirement['enrolAuthenticator'] = 'no';
-  if (requireApp && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'required';
+  if (codesFirst.length > 0) enrolAuthenticator = 'after-code';
+  else if (requireApp && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'required';
   // A first factor is enrolled with a password alone only where an administrator's policy demands
   // MFA: a request's acr_values or a client's flag must not let a password thief attach their app.
   else if (mfaRequired && usable.length === 0 && allowed.includes('totp') && reasons.includes('policy')) enrolAuthenticator = 'offered';

@@ -8,7 +8,7 @@ import type { Config } from '../config.js';
 import type { Settings } from '../settings/settings.js';
 import type { Delivery } from '../factors/delivery/index.js';
 import { DomainError } from '../domain-error.js';
-import { admitAttempt, E164_PATTERN, EMAIL_PATTERN, findUserByUsername, passedAttempt, USERNAME_PATTERN } from '../directory/users.js';
+import { admitAttempt, E164_PATTERN, EMAIL_PATTERN, findUserByUsername, passedAttempt, USERNAME_PATTERN, UUID } from '../directory/users.js';
 import { hashPassword, passwordProblem, verifyPassword } from '../directory/passwords.js';
 import { channelName, maskEmail, maskPhone, sendCode } from '../factors/index.js';
 import { findChallenge, verifyChallenge } from '../factors/challenges.js';
@@ -68,7 +68,7 @@ export async function ownTokens(db: Db, userId: string): Promise<OwnToken[]> {
 }
 
 export function accountFacts(user: User, tokens: OwnToken[]): AccountFacts {
-  return { source: user.source, hasPassword: user.password_hash !== null, tokens: tokens.map((t) => ({ pin: t.pin })) };
+  return { source: user.source, hasPassword: user.password_hash !== null, tokens: tokens.map((t) => ({ pin: t.pin, disabled: t.disabled })) };
 }
 
 function localOnly(ctx: SelfContext, what: string): void {
@@ -275,14 +275,15 @@ async function guarded(ctx: SelfContext, field: string, check: () => Promise<boo
   return right;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** One of the user's own confirmed tokens, by the id a form sent; a forged or foreign id matches nothing. */
-async function ownToken(ctx: SelfContext, id: string, field = 'token'): Promise<Authenticator> {
+async function ownToken(ctx: SelfContext, id: string, options: { working?: boolean } = {}): Promise<Authenticator> {
   const token = UUID.test(id)
     ? await ctx.db.selectFrom('authenticators').selectAll().where('id', '=', id).where('user_id', '=', ctx.user.id).where('confirmed_at', 'is not', null).executeTakeFirst()
     : undefined;
-  if (!token) throw new AccountError('choose one of your tokens', field);
+  if (!token) throw new AccountError('choose one of your tokens', 'token');
+  // A disabled token signs nobody in: there is nothing to resynchronize or protect with a PIN.
+  if (options.working && token.disabled_at) throw new AccountError('this token is disabled: choose another, or unassign it', 'token');
   return token;
 }
 
@@ -309,7 +310,7 @@ async function claimStockToken(ctx: SelfContext, input: { serial: string; code: 
   const right = await guarded(ctx, 'code', async () => Boolean(stock) && claimCode(ctx.db, ctx.box, ctx.settings.mfa.totp, stock!, code));
   if (!right || !stock) {
     await record(ctx, 'account.change_refused', { change: 'register existing token', reason: 'serial and code do not match', serial: serial.slice(0, 64) });
-    throw new AccountError('no token in stock has this serial number and shows this code: check both (a token pressed many times since may need a resync by your administrator)', 'code');
+    throw new AccountError('no token in stock has this serial number and shows this code: check both (a button token pressed more than 10 times before it is registered no longer matches: ask your administrator)', 'code');
   }
   const assigned = await ctx.db
     .updateTable('authenticators')
@@ -354,7 +355,7 @@ async function retireToken(ctx: SelfContext, old: Authenticator): Promise<void> 
  * token's clock or counter only moves forward, so a resync never accepts a used code again.
  */
 export async function resyncToken(ctx: SelfContext, input: { token: string; first: string; second: string }): Promise<void> {
-  const token = await ownToken(ctx, input.token);
+  const token = await ownToken(ctx, input.token, { working: true });
   const [first, second] = [input.first, input.second].map((c) => c.replace(/[\s-]/g, ''));
   if (!/^\d{6,8}$/.test(first!)) throw new AccountError('type the code the token shows', 'first');
   if (!/^\d{6,8}$/.test(second!)) throw new AccountError(token.type === 'hotp' ? 'press the button again and type the next code' : 'wait for the next code and type it', 'second');
@@ -372,7 +373,7 @@ export async function resyncToken(ctx: SelfContext, input: { token: string; firs
  * wrong PIN fails the code and counts toward the lockout.
  */
 export async function setTokenPin(ctx: SelfContext, input: { token: string; pin: string; confirm: string; position: string }): Promise<void> {
-  const token = await ownToken(ctx, input.token);
+  const token = await ownToken(ctx, input.token, { working: true });
   const pin = input.pin.trim();
   if (!new RegExp(`^\\d{${PIN_MIN},${PIN_MAX}}$`).test(pin)) throw new AccountError(`a PIN is ${PIN_MIN} to ${PIN_MAX} digits`, 'pin');
   if (pin !== input.confirm.trim()) throw new AccountError('the two PINs differ', 'confirm');

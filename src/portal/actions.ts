@@ -36,12 +36,12 @@ export const ACTION_LINKS: Record<PortalAction, { label: string; path: string }>
 export interface AccountFacts {
   source: 'local' | 'ldap';
   hasPassword: boolean;
-  tokens: { pin: boolean }[];
+  tokens: { pin: boolean; disabled: boolean }[];
 }
 
 /**
- * Whether an enabled action is shown to this user: token actions need a token (setting a PIN also
- * changes one), removing a PIN needs a token with one; a directory user's password, names and addresses follow the directory.
+ * Whether an enabled action is shown to this user: token actions need a token (resync and a new
+ * PIN a working one), removing a PIN needs a token with one; a directory user's password, names and addresses follow the directory.
  */
 export function applies(action: PortalAction, facts: AccountFacts): boolean {
   const local = facts.source === 'local';
@@ -51,9 +51,10 @@ export function applies(action: PortalAction, facts: AccountFacts): boolean {
       return true;
     case 'reassign-token':
     case 'unassign-token':
+      return facts.tokens.length > 0;
     case 'resync':
     case 'set-pin':
-      return facts.tokens.length > 0;
+      return facts.tokens.some((t) => !t.disabled);
     case 'remove-pin':
       return facts.tokens.some((t) => t.pin);
     case 'create-password':

@@ -77,6 +77,11 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     access: (session) => session,
     refusesChange: () => null,
     admit: () => null,
+    // Tessera's sign-in page names the application whose portal the user is signing in to.
+    signInParams: (next): Record<string, string> => {
+      const alias = /^\/selfservice\/([a-z0-9-]{1,64})(?:[/?]|$)/.exec(next)?.[1];
+      return alias ? { tessera_portal: alias } : {};
+    },
     verifyParams: async (user): Promise<Record<string, string>> => ((await hasUsableFactor(user)) ? { acr_values: ACR.mfa } : { prompt: 'login' }),
     async fresh(session) {
       const window = config.account.reverifySeconds * 1000;
@@ -106,7 +111,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
 
   app.setFrame((ctx) => {
     const request = ctx.state.portal as PortalRequest | undefined;
-    const done = typeof ctx.query.done === 'string' ? NOTICES[ctx.query.done] : undefined;
+    const done = typeof ctx.query.done === 'string' && Object.hasOwn(NOTICES, ctx.query.done) ? NOTICES[ctx.query.done] : undefined;
     const session = (ctx.state.account as SignedIn<AppSession> | undefined)?.session;
     return { me: session ? { username: session.user.username } : null, portal: request?.portal ?? { base: '/account', title: 'Your account' }, notice: done ?? null };
   });

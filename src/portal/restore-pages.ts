@@ -1,3 +1,4 @@
+import { randomInt, randomUUID } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
@@ -11,16 +12,18 @@ import { addressKey, take } from '../rate-limits.js';
 import { loadSettings } from '../settings/settings.js';
 import { admitAttempt, EMAIL_PATTERN, findUserByUsername, passedAttempt, USERNAME_PATTERN } from '../directory/users.js';
 import { hashPassword, passwordProblem, verifyPassword } from '../directory/passwords.js';
-import { maskEmail, sendCode, type CodeMessage } from '../factors/index.js';
+import { maskEmail, queueCode, type CodeMessage } from '../factors/index.js';
 import { verifyChallenge } from '../factors/challenges.js';
 import { verifyAuthenticatorCode } from '../factors/authenticators.js';
 import type { Redisplay } from '../web/own-app.js';
 import { text } from '../web/form.js';
 import type { PortalDeps } from './app.js';
-import { fileRestoreRequest, notifyAdministrators, provableFactors, RESTORE_LOSSES, RestoreError, type RestoreProofs } from './restore.js';
+import { fileRestoreRequest, notifyAdministrators, provableFactors, tellAccountOwner, RESTORE_LOSSES, RestoreError, type RestoreProofs } from './restore.js';
 
 /** Where a restore request stands while the person fills it in, sealed in a cookie of its own. */
 const draftSchema = z.object({
+  /** Files one request at most: a replayed draft files nothing. */
+  id: z.uuid(),
   username: z.string(),
   userId: z.string().nullable(),
   portal: z.string().nullable(),
@@ -31,6 +34,9 @@ const draftSchema = z.object({
   newEmail: z.string().nullable(),
   newEmailChallenge: z.string().nullable(),
   newEmailVerified: z.boolean(),
+  /** For a name without an account: the code sent to the new address, which opens nothing but reads alike. */
+  decoyCode: z.string().nullable(),
+  lastSentAt: z.number().nullable(),
   expires: z.number(),
 });
 type Draft = z.infer<typeof draftSchema>;
@@ -38,8 +44,11 @@ type Draft = z.infer<typeof draftSchema>;
 const COOKIE = 'tessera.restore';
 const PURPOSE = 'restore-draft';
 const DRAFT_MINUTES = 20;
-// Someone with no account behind the name: the same pages, nothing sent, nothing filed.
+// Someone with no account behind the name: the same pages, nothing filed.
 const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
+/** Codes per hour for one name, and to one address, whether the name has an account or not. */
+const CODES_PER_HOUR = 3;
+const WRONG_CODE = 'the code is wrong or no longer valid: check it, or ask for a new one';
 
 type Show = (ctx: Context, view: string, title: string, data?: Record<string, unknown>, status?: number) => void;
 
@@ -101,16 +110,35 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     text: `Your ${values.app} code is ${values.code}.\n\n${what} It expires in ${values.minutes} minutes. If you did not ask to restore access to your account, tell your administrator.`,
   });
 
-  /** Sends a code (for a name with no account, nothing goes out; the page reads the same). */
-  async function sendRestoreCode(ctx: Context, draft: Draft, user: User | null, to: string, purpose: string, what: string): Promise<string | null> {
-    if (!user) return null;
+  /**
+   * Sends a code to restore access. The limits (a cooldown per draft, so many an hour per name and
+   * per address) are the same whether the name has an account, and the page does not wait for the
+   * delivery: the answer tells nothing. To an address on record a code goes only for an account;
+   * to a new address it always goes (for a name without an account, a code that opens nothing).
+   */
+  async function sendRestoreCode(ctx: Context, draft: Draft, user: User | null, to: string, purpose: 'restore' | 'restore-new-email', what: string): Promise<string | null> {
     const settings = await loadSettings(db, box);
-    const outcome = await sendCode({ db, box, otpKey: deps.otpKey, delivery: deps.delivery, settings, user, interactionUid: `restore:${draft.username.toLowerCase()}`, ip: ctx.ip, purpose }, 'email', to, codeMessage(what));
-    if (outcome.kind === 'refused') {
-      const wait = Math.max(1, Math.ceil((outcome.refusal.retryAt.getTime() - Date.now()) / 1000));
-      throw new RestoreError(outcome.refusal.kind === 'cooldown' ? `a code was sent moments ago: wait ${wait} seconds` : 'too many codes were sent: try again later', 'code');
+    const cooldown = settings.mfa.otp.resendCooldownSeconds * 1000;
+    if (draft.lastSentAt && Date.now() - draft.lastSentAt < cooldown) {
+      throw new RestoreError(`a code was sent moments ago: wait ${Math.max(1, Math.ceil((draft.lastSentAt + cooldown - Date.now()) / 1000))} seconds`, 'code');
     }
-    return outcome.kind === 'sent' ? outcome.challengeId : null;
+    for (const key of [`restore-code-name:${draft.username.toLowerCase()}`, `restore-code-to:${to.toLowerCase()}`]) {
+      if (!(await take(db, key, { max: CODES_PER_HOUR, seconds: 3600 })).allowed) throw new RestoreError('too many codes were sent: try again later', 'code');
+    }
+    draft.lastSentAt = Date.now();
+    const words = codeMessage(what);
+    if (!user) {
+      if (purpose === 'restore') return null;
+      draft.decoyCode = randomInt(0, 10 ** settings.mfa.otp.length).toString().padStart(settings.mfa.otp.length, '0');
+      const message = words({ code: draft.decoyCode, minutes: String(Math.round(settings.mfa.otp.lifetimeSeconds / 60)), app: settings.mfa.appName });
+      void deps.delivery.send('email', settings, { to, subject: message.subject ?? message.text, text: message.text }).catch((error: unknown) => {
+        deps.log.warn({ err: error instanceof Error ? error.message : String(error) }, 'a restore code could not be delivered');
+      });
+      return null;
+    }
+    const outcome = await queueCode({ db, box, otpKey: deps.otpKey, delivery: deps.delivery, settings, user, interactionUid: `restore:${draft.id}`, ip: ctx.ip, purpose }, 'email', to, words, deps.log);
+    if (outcome.kind === 'refused') throw new RestoreError('too many codes were sent: try again later', 'code');
+    return outcome.challengeId;
   }
 
   // 1. Who, and what was lost.
@@ -133,11 +161,15 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     const user = found && found.status === 'active' && found.source === 'local' ? found : null;
     const portal = /^[a-z0-9-]{1,64}$/.test(text(f, 'portal')) ? text(f, 'portal') : null;
     const draft: Draft = {
-      username, userId: user?.id ?? null, portal, lost: [...new Set(lost)], proofs: {}, emailChallenge: null,
-      newPasswordHash: null, newEmail: null, newEmailChallenge: null, newEmailVerified: false, expires: Date.now() + DRAFT_MINUTES * 60 * 1000,
+      id: randomUUID(), username, userId: user?.id ?? null, portal, lost: [...new Set(lost)], proofs: {}, emailChallenge: null,
+      newPasswordHash: null, newEmail: null, newEmailChallenge: null, newEmailVerified: false, decoyCode: null, lastSentAt: null, expires: Date.now() + DRAFT_MINUTES * 60 * 1000,
     };
-    if (user && !draft.lost.includes('email') && user.email && user.email_verified) {
-      draft.emailChallenge = await sendRestoreCode(ctx, draft, user, user.email, 'restore', 'Type it on the page where you asked to restore access.').catch(() => null);
+    if (!draft.lost.includes('email')) {
+      const onRecord = user?.email && user.email_verified ? user.email : `${username.toLowerCase()}@restore.invalid`;
+      draft.emailChallenge = await sendRestoreCode(ctx, draft, user?.email && user.email_verified ? user : null, onRecord, 'restore', 'Type it on the page where you asked to restore access.').catch((error: unknown) => {
+        if (error instanceof RestoreError) return null;
+        throw error;
+      });
     }
     writeDraft(ctx, draft);
     await audit.record({ type: 'restore.requested', actor: username, subject: user?.id ?? null, ...meta(ctx), details: { step: 'started', lost: draft.lost, known: Boolean(user) } });
@@ -155,8 +187,12 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     const draft = requireDraft(ctx);
     const user = await userOf(draft);
     if (draft.lost.includes('email')) throw new RestoreError('you said you lost access to your email', 'code');
-    if (user?.email && user.email_verified) draft.emailChallenge = await sendRestoreCode(ctx, draft, user, user.email, 'restore', 'Type it on the page where you asked to restore access.');
-    writeDraft(ctx, draft);
+    const onRecord = user?.email && user.email_verified ? user.email : `${draft.username.toLowerCase()}@restore.invalid`;
+    try {
+      draft.emailChallenge = await sendRestoreCode(ctx, draft, user?.email && user.email_verified ? user : null, onRecord, 'restore', 'Type it on the page where you asked to restore access.');
+    } finally {
+      writeDraft(ctx, draft);
+    }
     seeOther(ctx, '/account/restore/verify');
   });
   post('/verify', verifyPage, async (ctx, f) => {
@@ -168,10 +204,10 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     const kept = (what: RestoreLoss) => !draft.lost.includes(what);
     // Every answer is admitted and counted toward the account's lockout before it is checked, as at sign-in.
     const guess = async (field: string, check: (u: User) => Promise<boolean>): Promise<boolean> => {
+      // A locked account answers as a wrong answer does, like the sign-in page: the lock tells nothing.
       const admission = await admitAttempt(db, user?.id ?? NO_ACCOUNT, config.lockout);
       if (!user || !admission.admitted) {
-        await verifyPassword(null, 'restore-decoy');
-        if (user && !admission.admitted) throw new RestoreError('too many wrong answers: the account is locked for a while', field);
+        if (field === 'password') await verifyPassword(null, 'restore-decoy');
         return false;
       }
       const right = await check(user);
@@ -189,9 +225,9 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
       if (!draft.proofs.token) problems.push({ field: 'token', message: 'the code is not right for your token' });
     }
     if (kept('email') && emailCode) {
-      const outcome = user && draft.emailChallenge && /^\d{4,10}$/.test(emailCode) ? await verifyChallenge(db, deps.otpKey, draft.emailChallenge, user.id, emailCode) : null;
-      draft.proofs.email = Boolean(outcome?.ok);
-      if (!draft.proofs.email) problems.push({ field: 'code', message: outcome && !outcome.ok && outcome.reason !== 'wrong' ? 'the code can no longer be used: send a new one' : 'the code is wrong' });
+      const challenge = draft.emailChallenge;
+      draft.proofs.email = /^\d{4,10}$/.test(emailCode) && (await guess('code', async (u) => challenge !== null && (await verifyChallenge(db, deps.otpKey, challenge, u.id, emailCode)).ok));
+      if (!draft.proofs.email) problems.push({ field: 'code', message: WRONG_CODE });
     }
     writeDraft(ctx, draft);
     if (problems.length) throw new RestoreError(problems[0]!.message, problems[0]!.field);
@@ -241,9 +277,13 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     const user = await userOf(draft);
     const code = text(f, 'code').replace(/[\s-]/g, '');
     if (!/^\d{4,10}$/.test(code)) throw new RestoreError('type the code we sent to the new address', 'code');
-    const outcome = user && draft.newEmailChallenge ? await verifyChallenge(db, deps.otpKey, draft.newEmailChallenge, user.id, code) : null;
-    if (!outcome?.ok) {
-      throw new RestoreError(outcome && !outcome.ok && outcome.reason === 'wrong' ? `the code is wrong (${outcome.attemptsLeft} ${outcome.attemptsLeft === 1 ? 'try' : 'tries'} left)` : user ? 'the code can no longer be used: give the address again' : 'the code is wrong', 'code');
+    const right = user && draft.newEmailChallenge
+      ? (await verifyChallenge(db, deps.otpKey, draft.newEmailChallenge, user.id, code)).ok
+      : draft.decoyCode !== null && draft.decoyCode === code;
+    if (!right) {
+      if (!user) draft.decoyCode = null;
+      writeDraft(ctx, draft);
+      throw new RestoreError(WRONG_CODE, 'code');
     }
     draft.newEmailVerified = true;
     writeDraft(ctx, draft);
@@ -262,17 +302,22 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     writeDraft(ctx, null);
     if (user) {
       const has = await provableFactors(db, user);
-      // Each authenticator the user has, whether proved here; lost ones count as not proved; ones they never had are left out.
+      // Each authenticator the user has, whether proved here; lost ones count as not proved; ones they never had are left out
+      // (said to be lost all the same, the list shows it: the administrator should ask why).
       const proofs: RestoreProofs = {};
-      for (const what of RESTORE_LOSSES) if (has[what] || draft.lost.includes(what)) proofs[what] = !draft.lost.includes(what) && draft.proofs[what] === true;
+      for (const what of RESTORE_LOSSES) if (has[what]) proofs[what] = !draft.lost.includes(what) && draft.proofs[what] === true;
       const id = await fileRestoreRequest(db, {
-        user, portal: draft.portal, lost: draft.lost, proofs,
+        user, draftId: draft.id, portal: draft.portal, lost: draft.lost, proofs,
         newPasswordHash: draft.newPasswordHash, newEmail: draft.newEmail && draft.newEmailVerified ? draft.newEmail : null, ...meta(ctx),
       });
       await audit.record({ type: 'restore.requested', actor: user.username, subject: user.id, ...meta(ctx), details: { step: 'filed', request: id, lost: draft.lost, proofs, duplicate: id === null } });
       if (id) {
         const settings = await loadSettings(db, box);
-        await notifyAdministrators(db, deps.delivery, settings, deps.log, { username: user.username, lost: draft.lost }, `${deps.issuer}/admin/user-issues`);
+        await Promise.all([
+          notifyAdministrators(db, deps.delivery, settings, deps.log, { username: user.username, lost: draft.lost }, `${deps.issuer}/admin/user-issues`),
+          // The owner hears of it at the address on record, even one said to be lost: a request someone else made does not go unseen.
+          tellAccountOwner(deps.delivery, settings, deps.log, user, draft.lost),
+        ]);
       }
     }
     seeOther(ctx, '/account/restore/sent');

@@ -22,6 +22,8 @@ export async function provableFactors(db: Db, user: User): Promise<Record<Restor
 
 export interface NewRestoreRequest {
   user: User;
+  /** The draft this request comes from: filed once, however often the draft is sent. */
+  draftId: string;
   portal: string | null;
   lost: RestoreLoss[];
   proofs: RestoreProofs;
@@ -32,15 +34,16 @@ export interface NewRestoreRequest {
 }
 
 /**
- * Files a request for an administrator. A user has at most one open request: a second one while the
- * first is open is not filed (the administrator contacts the user about the first anyway); the
- * answer to the person asking is the same, so the flow never tells whether an account exists.
+ * Files a request for an administrator. A user may have several open requests: one filed by
+ * someone else must not hide the user's own; the administrator sees them side by side and approving
+ * one deletes the others. A draft sent again files nothing (null).
  */
 export async function fileRestoreRequest(db: Db, request: NewRestoreRequest): Promise<string | null> {
   const row = await db
     .insertInto('restore_requests')
     .values({
       user_id: request.user.id,
+      draft_id: request.draftId,
       portal: request.portal,
       lost: request.lost,
       proofs: JSON.stringify(request.proofs),
@@ -49,7 +52,7 @@ export async function fileRestoreRequest(db: Db, request: NewRestoreRequest): Pr
       ip: request.ip,
       user_agent: request.userAgent?.slice(0, 512) ?? null,
     })
-    .onConflict((oc) => oc.column('user_id').where(sql<boolean>`status = 'open'`).doNothing())
+    .onConflict((oc) => oc.column('draft_id').doNothing())
     .returning('id')
     .executeTakeFirst();
   return row?.id ?? null;
@@ -70,6 +73,8 @@ export interface RestoreRequestView {
   createdAt: Date;
   decidedAt: Date | null;
   decidedBy: string | null;
+  /** How many requests of this user are open now (more than one: someone else may have asked too). */
+  openForUser: number;
 }
 
 export async function listRestoreRequests(db: Db, options: { status?: RestoreRequestView['status'] | 'all'; limit?: number } = {}): Promise<RestoreRequestView[]> {
@@ -80,6 +85,7 @@ export async function listRestoreRequests(db: Db, options: { status?: RestoreReq
       'restore_requests.id', 'users.username', 'restore_requests.user_id', 'restore_requests.portal', 'restore_requests.lost', 'restore_requests.proofs',
       'restore_requests.new_password_hash', 'restore_requests.new_email', 'restore_requests.status', 'restore_requests.ip', 'restore_requests.created_at',
       'restore_requests.decided_at', 'restore_requests.decided_by',
+      sql<number>`(select count(*)::int from restore_requests o where o.user_id = restore_requests.user_id and o.status = 'open')`.as('open_for_user'),
     ])
     .$if(options.status !== undefined && options.status !== 'all', (q) => q.where('restore_requests.status', '=', options.status as RestoreRequestView['status']))
     // Open ones first, then the latest decisions.
@@ -89,7 +95,7 @@ export async function listRestoreRequests(db: Db, options: { status?: RestoreReq
     .execute();
   return rows.map((r) => ({
     id: r.id, username: r.username, userId: r.user_id, portal: r.portal, lost: r.lost, proofs: r.proofs, newPassword: r.new_password_hash !== null,
-    newEmail: r.new_email, status: r.status, ip: r.ip, createdAt: r.created_at, decidedAt: r.decided_at, decidedBy: r.decided_by,
+    newEmail: r.new_email, status: r.status, ip: r.ip, createdAt: r.created_at, decidedAt: r.decided_at, decidedBy: r.decided_by, openForUser: r.open_for_user,
   }));
 }
 
@@ -127,13 +133,20 @@ export async function approveRestoreRequest(db: Db, id: string, decidedBy: strin
       })
       .where('id', '=', request.user_id)
       .execute();
+    // The user's other open requests go with this decision: the administrator chose this one.
+    await tx
+      .updateTable('restore_requests')
+      .set({ status: 'deleted', decided_at: sql`now()`, decided_by: `${decidedBy} (approved ${request.id})`, new_password_hash: null })
+      .where('user_id', '=', request.user_id)
+      .where('status', '=', 'open')
+      .execute();
     await tx.deleteFrom('oidc_models').where(sql<boolean>`payload->>'accountId' = ${request.user_id}`).execute();
     await tx.deleteFrom('app_sessions').where('user_id', '=', request.user_id).execute();
     const user = await tx.selectFrom('users').select('username').where('id', '=', request.user_id).executeTakeFirstOrThrow();
     return {
       id: request.id, username: user.username, userId: request.user_id, portal: request.portal, lost: request.lost, proofs: request.proofs,
       newPassword: request.new_password_hash !== null, newEmail: request.new_email, status: 'approved', ip: request.ip, createdAt: request.created_at,
-      decidedAt: new Date(), decidedBy, disabledTokens,
+      decidedAt: new Date(), decidedBy, openForUser: 0, disabledTokens,
     };
   });
 }
@@ -154,17 +167,17 @@ export async function deleteRestoreRequest(db: Db, id: string, decidedBy: string
 
 /**
  * A completed sign-in with the account's own credentials withdraws its open request: the user got
- * back in, or the request was not theirs. Returns the withdrawn request's id.
+ * back in, or the request was not theirs. Returns the withdrawn requests' ids.
  */
-export async function withdrawOnSignIn(db: Db, userId: string): Promise<string | null> {
-  const row = await db
+export async function withdrawOnSignIn(db: Db, userId: string): Promise<string[]> {
+  const rows = await db
     .updateTable('restore_requests')
     .set({ status: 'withdrawn', decided_at: sql`now()`, decided_by: 'sign-in', new_password_hash: null })
     .where('user_id', '=', userId)
     .where('status', '=', 'open')
     .returning('id')
-    .executeTakeFirst();
-  return row?.id ?? null;
+    .execute();
+  return rows.map((r) => r.id);
 }
 
 /** Tells the administrators (members of "admins" with a verified email) of a new request, when the setting asks for it. */
@@ -194,4 +207,23 @@ export async function notifyAdministrators(db: Db, delivery: Delivery, settings:
     }
   }
   return told;
+}
+
+/**
+ * Tells the account's owner, at the verified address on record, that someone asked to restore
+ * access to it: a request they did not make is then theirs to report before anyone approves it.
+ */
+export async function tellAccountOwner(delivery: Delivery, settings: Settings, log: Logger, user: User, lost: RestoreLoss[]): Promise<boolean> {
+  if (!user.email || !user.email_verified) return false;
+  try {
+    await delivery.send('email', settings, {
+      to: user.email,
+      subject: `${settings.mfa.appName}: someone asked to restore access to your account`,
+      text: `Someone asked your administrator to restore access to your account ${user.username} (lost: ${lost.join(', ')}).\n\nIf it was you, your administrator will check who you are before anything changes. If it was not you, tell your administrator now; signing in as usual also withdraws the request.\n`,
+    });
+    return true;
+  } catch (error) {
+    log.warn({ err: error instanceof Error ? error.message : String(error) }, 'the account owner could not be told of a restore request');
+    return false;
+  }
 }

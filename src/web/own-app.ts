@@ -14,6 +14,7 @@ import { HttpError } from '../http/errors.js';
 import { seeOther } from '../http/redirect.js';
 import { renderPage, type PageData } from '../http/views.js';
 import { findUserById } from '../directory/users.js';
+import { SIGN_IN_CANCELLED } from '../flows/context.js';
 import { ownRelyingParty } from './relying-party.js';
 import { endAppSession, holdPending, refreshAuthentication, resumeAppSession, startAppSession, type AppName, type AppSession, type PendingChange } from './sessions.js';
 
@@ -58,6 +59,8 @@ export interface OwnAppSpec<A> {
   admit(claims: oidc.IDToken): string | null;
   /** Extra authorization parameters for a re-verification of this user. */
   verifyParams(user: User): Promise<Record<string, string>>;
+  /** More parameters of the authorization request for a sign-in that goes on to `next`. */
+  signInParams?(next: string): Record<string, string>;
   /** Whether the session proved enough, recently enough, for a sensitive change. */
   fresh(session: AppSession): Promise<boolean>;
   /** The page shown to a signed-in user the app does not admit. */
@@ -121,8 +124,10 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
   const callbackPath = `${base}/callback`;
   const signedOutPath = `${base}/signed-out`;
   const auditType = (what: 'signed_in' | 'signed_out' | 'refused' | 'reverified') => `${spec.name}.${what}` as AuditType;
-  const stopped = (ctx: Context, title: string, message: string, status: number) =>
-    renderPage(ctx, 'app/stopped', { title, message, base, app: spec.title }, status, spec.layout);
+  const stopped = (ctx: Context, title: string, message: string, status: number, next = base) =>
+    renderPage(ctx, 'app/stopped', { title, message, base, app: spec.title, again: againFrom(next) }, status, spec.layout);
+  /** Signing in again goes back to the page (a portal) the user came from. */
+  const againFrom = (next: string) => `${base}/login${next === base ? '' : `?next=${encodeURIComponent(next)}`}`;
 
   /** Only this app's paths (and its portals') are followed after sign-in: never another site. */
   function ownPath(value: unknown): string {
@@ -154,6 +159,7 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
       code_challenge_method: 'S256',
       state: pending.state,
       nonce: pending.nonce,
+      ...spec.signInParams?.(next),
       ...extra,
     });
     ctx.redirect(url.href);
@@ -173,8 +179,12 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
     if (typeof ctx.query.error === 'string') {
       // Tessera's own words only for the sign-in this browser started: a link cannot put text on this page.
       const ours = pending !== null && ctx.query.state === pending.state;
+      const next = ours ? ownPath(pending!.next) : base;
+      if (ours && ctx.query.error === 'access_denied' && ctx.query.error_description === SIGN_IN_CANCELLED) {
+        return stopped(ctx, 'Sign-in cancelled', 'You cancelled the sign-in. Nothing was changed.', 200, next);
+      }
       const said = ours && typeof ctx.query.error_description === 'string' ? `: ${ctx.query.error_description.slice(0, 200)}` : '.';
-      throw new HttpError(401, `Sign-in to ${spec.title} did not complete${said}`, 'Not signed in');
+      return stopped(ctx, 'Not signed in', `Sign-in to ${spec.title} did not complete${said}`, 401, next);
     }
     if (!pending) throw new HttpError(400, `This sign-in was not started here or has expired. Open ${spec.title} again.`, 'Sign-in expired');
     let claims: oidc.IDToken;
@@ -216,8 +226,9 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
     seeOther(ctx, pending.next);
   });
 
-  async function endSessionUrl(): Promise<string> {
-    return oidc.buildEndSessionUrl(await rp.configuration(), { client_id: spec.clientId, post_logout_redirect_uri: `${issuer}${signedOutPath}` }).href;
+  /** Tessera's sign-out, then back to the signed-out page, which offers to sign in to `next` again. */
+  async function endSessionUrl(next = base): Promise<string> {
+    return oidc.buildEndSessionUrl(await rp.configuration(), { client_id: spec.clientId, post_logout_redirect_uri: `${issuer}${signedOutPath}`, ...(next === base ? {} : { state: next }) }).href;
   }
 
   // Another account: this app's session and the Tessera session end (Tessera asks first), then sign in again.
@@ -228,7 +239,7 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
   });
 
   signIn.get('/signed-out', (ctx) => {
-    renderPage(ctx, 'app/signed-out', { title: 'Signed out', base, app: spec.title }, 200, spec.layout);
+    renderPage(ctx, 'app/signed-out', { title: 'Signed out', base, app: spec.title, again: againFrom(ownPath(ctx.query.state)) }, 200, spec.layout);
   });
 
   /** Every page after sign-in: the session is resumed (or the browser sent to sign in). */
@@ -276,7 +287,7 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
     ctx.cookies.set(sessionCookie, null, sessionCookieOptions);
     await audit.record({ type: auditType('signed_out'), actor: spec.actorOf(session.user), subject: session.user.id, clientId: spec.clientId, ip: ctx.ip });
     // The Tessera session ends too, as signing out of the app should (the user confirms on Tessera's page).
-    seeOther(ctx, await endSessionUrl());
+    seeOther(ctx, await endSessionUrl(ownPath(fields.get('next'))));
   });
 
   pages.get('/verify', async (ctx) => startAuthorization(ctx, 'verify', ownPath(ctx.query.next), await spec.verifyParams(signedInOf(ctx).session.user)));

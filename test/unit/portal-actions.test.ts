@@ -17,9 +17,10 @@ describe('portal actions', () => {
   it('an action is shown only when it applies to the user', () => {
     const shown = (facts: AccountFacts) => PORTAL_ACTIONS.filter((a) => applies(a, facts));
     assert.deepEqual(shown({ source: 'local', hasPassword: true, tokens: [] }), ['register-token', 'register-existing-token', 'change-password', 'change-email', 'change-phone', 'change-login', 'change-name']);
-    assert.deepEqual(shown({ source: 'local', hasPassword: false, tokens: [{ pin: true }] }), [
+    assert.deepEqual(shown({ source: 'local', hasPassword: false, tokens: [{ pin: true, disabled: false }] }), [
       'register-token', 'register-existing-token', 'reassign-token', 'unassign-token', 'resync', 'set-pin', 'remove-pin', 'create-password', 'change-email', 'change-phone', 'change-login', 'change-name',
     ]);
-    assert.deepEqual(shown({ source: 'ldap', hasPassword: false, tokens: [{ pin: false }] }), ['register-token', 'register-existing-token', 'reassign-token', 'unassign-token', 'resync', 'set-pin'], 'the directory keeps the rest');
+    assert.deepEqual(shown({ source: 'local', hasPassword: true, tokens: [{ pin: true, disabled: true }] }).slice(0, 5), ['register-token', 'register-existing-token', 'reassign-token', 'unassign-token', 'remove-pin'], 'a disabled token is not resynchronized or given a PIN');
+    assert.deepEqual(shown({ source: 'ldap', hasPassword: false, tokens: [{ pin: false, disabled: false }] }), ['register-token', 'register-existing-token', 'reassign-token', 'unassign-token', 'resync', 'set-pin'], 'the directory keeps the rest');
   });
 });

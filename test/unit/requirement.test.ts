@@ -80,6 +80,20 @@ describe('policy: the requirement', () => {
     assert.deepEqual(enrolled.usableFactors, ['totp']);
   });
 
+  it('restored after a lost token: a code to the user’s own address or phone first, then a new app; the password alone only when there is no code method', () => {
+    const r = requirement(input({ user: { emailVerified: true, phoneVerified: true, hasAuthenticator: false, mustEnrol: true } }));
+    assert.deepEqual([r.mfaRequired, r.reasons, r.enrolAuthenticator, r.usableFactors], [true, ['restored'], 'after-code', ['email', 'sms']]);
+    assert.deepEqual([...r.allowedFactors].sort(), ['email', 'sms', 'totp']);
+    const appPolicy = requirement(input({ policies: [rule({ requireAuthenticatorApp: true })], user: { emailVerified: true, phoneVerified: false, hasAuthenticator: false, mustEnrol: true } }));
+    assert.deepEqual([appPolicy.enrolAuthenticator, appPolicy.usableFactors], ['after-code', ['email']], 'even where a policy allows only apps, the code comes first');
+    const noCode = requirement(input({ user: { ...NOTHING, mustEnrol: true } }));
+    assert.deepEqual([noCode.enrolAuthenticator, noCode.usableFactors], ['required', []]);
+    const smsOff = requirement(input({ methodsAvailable: { ...ALL, email: false, sms: false }, user: { emailVerified: true, phoneVerified: false, hasAuthenticator: false, mustEnrol: true } }));
+    assert.equal(smsOff.enrolAuthenticator, 'required', 'codes switched off: the app alone');
+    const enrolled = requirement(input({ user: { ...EVERYTHING, mustEnrol: true } }));
+    assert.ok(!enrolled.reasons.includes('restored'), 'a new app is there: nothing more to do');
+  });
+
   it('a user with code methods but no app may add one after passing a code; never when apps are not allowed', () => {
     const r = requirement(input({ policies: [rule({})], user: { emailVerified: true, phoneVerified: true, hasAuthenticator: false } }));
     assert.equal(r.enrolAuthenticator, 'after-factor');

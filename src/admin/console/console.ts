@@ -97,7 +97,7 @@ export function createConsole(deps: ConsoleDeps) {
   });
   app.setFrame((ctx) => {
     const request = (ctx.state.admin as SignedIn<ConsoleRequest> | undefined)?.access;
-    const done = typeof ctx.query.done === 'string' ? NOTICES[ctx.query.done] : undefined;
+    const done = typeof ctx.query.done === 'string' && Object.hasOwn(NOTICES, ctx.query.done) ? NOTICES[ctx.query.done] : undefined;
     return {
       me: request ? { username: request.session.user.username, role: request.actor.role } : null,
       section: ctx.path.split('/')[2] ?? '',

@@ -164,7 +164,7 @@ export function createApp(deps: AppDeps): Koa {
   pages.use(admin.signIn.routes(), admin.signIn.allowedMethods());
   pages.use(admin.pages.routes(), admin.pages.allowedMethods());
   // Every user's /account, and the self-service portals of applications at /selfservice/<alias>.
-  for (const router of portalRoutes({ config, issuer, db, box: deps.box, audit: deps.audit, log, delivery, otpKey, internalOrigin: deps.internalOrigin })) {
+  for (const router of portalRoutes({ config, issuer, db, box: deps.box, audit: deps.audit, log, delivery, otpKey, directory: deps.directory, internalOrigin: deps.internalOrigin })) {
     pages.use(router.routes(), router.allowedMethods());
   }
   if (deps.demoRoutes) {

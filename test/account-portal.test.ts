@@ -220,6 +220,18 @@ describe('account portal: every user’s /account and the per-application /selfs
     assert.equal(new URL(home.url).pathname, '/account');
     assert.match(text(home), /Create a password/);
     assert.doesNotMatch(text(home), /Change password/);
+    // With a phone as well, a re-verification asks for the phone: the email was rue's first factor and cannot be her second.
+    await tessera.db.updateTable('users').set({ phone: '+14155550199', phone_verified: true }).where('username', '=', 'rue').execute();
+    await sql`update app_sessions set auth_at = now() - interval '10 minutes', factor_at = null where user_id = (select id from users where username = 'rue')`.execute(tessera.db);
+    const nameForm = formFor(await agent.get(url('/account/email')), '/account/email');
+    const held = await agent.post(nameForm.action, { ...nameForm.fields, email: 'rue.new@example.test' });
+    assert.equal(held.location, url('/account/verify'));
+    const choice = await agent.follow(await agent.get(held.location!));
+    assert.match(text(choice), /Text a code to/);
+    assert.doesNotMatch(text(choice), /Email a code to/);
+    const confirm = await through(agent, choice, 'rue', { factor: 'sms' });
+    assert.equal(new URL(confirm.url).pathname, '/account/confirm', 'the SMS code counts: no loop back to "Verify it’s you"');
+    await tessera.db.updateTable('users').set({ phone: null, phone_verified: false }).where('username', '=', 'rue').execute();
     // The emailed code is all rue has: passed moments ago, it is enough to create a password.
     const create = formFor(await agent.get(url('/account/password/new')), '/account/password/new');
     assert.equal((await agent.post(create.action, { ...create.fields, password: 'rue-password-1', confirm: 'rue-password-1' })).location, url('/account?done=password-created'));

@@ -4,6 +4,7 @@ import { startTestTessera, type TestTessera } from './support/tessera.js';
 import { startSlapd, READER, SUFFIX, type Slapd } from './support/slapd.js';
 import { Agent, formFor, type AgentResponse } from './support/agent.js';
 import { demoAuthorizationUrl } from './support/journey.js';
+import { portalDriver } from './support/portal.js';
 import { createAudit } from '../src/audit/audit.js';
 import { createLogger } from '../src/log.js';
 import { createUser, findUserByUsername } from '../src/directory/users.js';
@@ -127,6 +128,18 @@ describe('LDAP directory', () => {
     } finally {
       await perform(admin, setClientApprovalOp, { clientId: DEMO_CLIENT_ID, required: false });
     }
+  });
+
+  it('a local user cannot take a directory user’s name as their login, even one who never signed in here', async () => {
+    await createUser(tessera.db, { username: 'lou', password: 'lou-password-1' });
+    const { agent } = await portalDriver(tessera, admin).signIn('lou', undefined, '/selfservice/demo', 'lou-password-1');
+    const f = formFor(await agent.get(`${tessera.issuer}/selfservice/demo/login-name`), '/selfservice/demo/login-name');
+    for (const username of ['bob', 'BOB', 'mona']) {
+      const answer = await agent.post(f.action, { ...f.fields, username });
+      assert.equal(answer.status, 400, username);
+      assert.match(answer.body, /that login is taken/);
+    }
+    assert.equal((await agent.post(f.action, { ...f.fields, username: 'lou.local' })).location, `${tessera.issuer}/selfservice/demo?done=login-changed`);
   });
 
   it('test connection says what worked and what did not', async () => {

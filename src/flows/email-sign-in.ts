@@ -133,8 +133,8 @@ export function emailSignInRoutes(deps: FlowDeps): Router {
     await passedAttempt(db, user.id, admission);
     ctx.cookies.set(COOKIE, null, { path: `/interaction/${details.uid}`, secure });
     const client = await clientOf(deps, details);
-    // The email was the first factor: a second one, where the sign-in needs it, is something else.
-    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, { ...user, email_verified: false }, client.mfaRequired, details.params);
+    // The email was the first factor: a second one, where the sign-in needs it, is something else (loginRequirement knows).
+    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, user, client.mfaRequired, details.params);
     const progress = { uid: details.uid, accountId: user.id, step: 'login' as const, methods: [{ factor: 'email' as const, at: now() }], requirement: need, challengeId: null };
     if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, progress);
     await saveProgress(db, progress);

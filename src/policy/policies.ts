@@ -137,6 +137,14 @@ export function methodsAvailable(settings: Settings, mode: Mode): Record<FactorI
 }
 
 /** Gathers what the pure requirement function needs for this user, client and request. */
+/**
+ * A local account without a password signs in with a code sent to its email: that code is its first
+ * factor, so the email cannot also be its second (a step-up by email would never count as MFA).
+ */
+export function signsInByEmail(user: User): boolean {
+  return user.source === 'local' && user.password_hash === null;
+}
+
 export async function loginRequirement(
   db: Db,
   settings: Settings,
@@ -151,7 +159,7 @@ export async function loginRequirement(
     clientRequiresMfa,
     mfaAcrRequested: requestsMfaAcr(params),
     methodsAvailable: methodsAvailable(settings, mode),
-    user: { emailVerified: Boolean(user.email) && user.email_verified, phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator, mustEnrol: user.must_enrol },
+    user: { emailVerified: Boolean(user.email) && user.email_verified && !signsInByEmail(user), phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator, mustEnrol: user.must_enrol },
   });
 }
 

@@ -8,7 +8,8 @@ import type { Config } from '../config.js';
 import type { Settings } from '../settings/settings.js';
 import type { Delivery } from '../factors/delivery/index.js';
 import { DomainError } from '../domain-error.js';
-import { admitAttempt, E164_PATTERN, EMAIL_PATTERN, findUserByUsername, passedAttempt, USERNAME_PATTERN, UUID } from '../directory/users.js';
+import { admitAttempt, E164_PATTERN, EMAIL_PATTERN, findUserByUsername, passedAttempt, UUID } from '../directory/users.js';
+import { DirectoryUnavailable, ldapConfigured, type LdapDirectory } from '../directory/ldap.js';
 import { hashPassword, passwordProblem, verifyPassword } from '../directory/passwords.js';
 import { channelName, maskEmail, maskPhone, sendCode } from '../factors/index.js';
 import { findChallenge, verifyChallenge } from '../factors/challenges.js';
@@ -27,6 +28,8 @@ export interface SelfContext {
   settings: Settings;
   delivery: Delivery;
   otpKey: Buffer;
+  /** To keep a new login clear of the names in the LDAP directory. */
+  directory: LdapDirectory;
   user: User;
   /** The client of the portal in use (the account portal's own client for /account). */
   clientId: string;
@@ -393,13 +396,25 @@ export async function removeTokenPin(ctx: SelfContext, input: { token: string })
  * Changes the login (username). Tokens, sessions and the `sub` of issued tokens stay with the
  * account; applications that link accounts by login name see a new `preferred_username`.
  */
+/** The logins users may choose for themselves. */
+const CHOSEN_LOGIN = /^[A-Za-z0-9._@+-]{1,128}$/;
+
 export async function changeLogin(ctx: SelfContext, input: { username: string }): Promise<void> {
   localOnly(ctx, 'login');
-  const username = input.username.trim().normalize('NFC');
-  if (!USERNAME_PATTERN.test(username)) throw new AccountError('a login is 1 to 128 letters, digits or . _ @ + -', 'username');
+  const username = input.username.trim();
+  // Plain ASCII: a user must not give themselves a name that looks like another's (a Cyrillic а, full-width letters).
+  if (!CHOSEN_LOGIN.test(username)) throw new AccountError('a login is 1 to 128 letters a–z, digits or . _ @ + -', 'username');
   if (username === ctx.user.username) throw new AccountError('that is your login already', 'username');
   const taken = await findUserByUsername(ctx.db, username);
   if (taken && taken.id !== ctx.user.id) throw new AccountError('that login is taken: choose another', 'username');
+  // A directory user who has not signed in yet has no local record: their name is taken all the same.
+  if (ldapConfigured(ctx.settings.ldap)) {
+    const inDirectory = await ctx.directory.findUser(ctx.settings.ldap, username).catch((error: unknown) => {
+      if (error instanceof DirectoryUnavailable) throw new AccountError('the user directory cannot be reached to check this login: try again later', 'username');
+      throw error;
+    });
+    if (inDirectory) throw new AccountError('that login is taken: choose another', 'username');
+  }
   try {
     await ctx.db.updateTable('users').set({ username, updated_at: sql`now()` }).where('id', '=', ctx.user.id).execute();
   } catch (error) {

@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import type { Context, Next } from 'koa';
 import type { Config } from '../config.js';
+import type { LdapDirectory } from '../directory/ldap.js';
 import type { Delivery } from '../factors/delivery/index.js';
 import type { PortalAction, User } from '../db/schema.js';
 import { HttpError } from '../http/errors.js';
@@ -26,6 +27,7 @@ export interface PortalDeps extends OwnAppDeps {
   config: Config;
   delivery: Delivery;
   otpKey: Buffer;
+  directory: LdapDirectory;
 }
 
 /** The portal a request is in: /account (every user) or an application's /selfservice/<alias>. */
@@ -60,8 +62,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
    * password, or the emailed sign-in code of an account without one: that email is then its first factor).
    */
   async function hasUsableFactor(user: User): Promise<boolean> {
-    const firstFactor = user.password_hash ? user : { ...user, email_verified: false };
-    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, firstFactor, false, { acr_values: ACR.mfa });
+    const need = await loginRequirement(db, await loadSettings(db, box), config.mode, user, false, { acr_values: ACR.mfa });
     return need.usableFactors.length > 0;
   }
 
@@ -124,7 +125,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
       const settings = await loadSettings(db, box);
       const tokens = await ownTokens(db, session.user.id);
       const self: SelfContext = {
-        db, box, audit, config, settings, delivery: deps.delivery, otpKey: deps.otpKey, user: session.user,
+        db, box, audit, config, settings, delivery: deps.delivery, otpKey: deps.otpKey, directory: deps.directory, user: session.user,
         clientId: portal.clientId, portal: portal.alias, sessionKey: session.idHash, ip: ctx.ip, userAgent: ctx.get('user-agent') || null,
       };
       ctx.state.portal = { session, portal, tokens, self } satisfies PortalRequest;

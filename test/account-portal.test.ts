@@ -197,6 +197,7 @@ describe('account portal: every user’s /account and the per-application /selfs
     assert.equal(bob.page.status, 403);
     assert.match(text(bob.page), /members of the group payroll-users/);
     assert.equal((await agent.get(url('/selfservice/nothing-here'))).status, 404);
+    assert.equal((await new Agent().get(url('/selfservice/nothing-here/name'))).status, 404, 'said before any sign-in');
     await perform(admin, disablePortalOp, { clientId: 'payroll' });
     assert.equal((await agent.get(url('/selfservice/payroll'))).status, 404);
   });
@@ -259,10 +260,15 @@ describe('account portal: every user’s /account and the per-application /selfs
 
   it('without a session the portal sends the browser to sign in; a form says the session ended', async () => {
     const agent = new Agent();
-    const page = await agent.get(url('/selfservice/payroll/name?x=1'));
-    assert.equal(page.location, url(`/account/login?next=${encodeURIComponent('/selfservice/payroll/name?x=1')}`));
+    const page = await agent.get(url('/selfservice/demo/name?x=1'));
+    assert.equal(page.location, url(`/account/login?next=${encodeURIComponent('/selfservice/demo/name?x=1')}`));
     const post = await agent.post(url('/account/name'), { givenName: 'x' });
     assert.equal(post.status, 401);
+    // The portal's sign-in names its application: Tessera's login page says which one.
+    const login = await agent.follow(await agent.get(page.location!));
+    assert.match(login.url, /\/interaction\//);
+    assert.match(text(login), /Tessera demo app/);
+    assert.match(login.body, /href="\/account\/restore\?portal=demo"/);
     for (const evil of ['https://evil.example', '//evil.example', '/admin', '/account/../admin']) {
       await agent.get(url(`/account/login?next=${encodeURIComponent(evil)}`));
       const cookie = agent.cookies.get('tessera.account.signin')!;

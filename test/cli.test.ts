@@ -449,6 +449,11 @@ describe('CLI (npm run cli)', () => {
     assert.equal((await cli('token', 'stock')).stdout.trim(), 'unassigned 2\tassigned 0\tdisabled 0');
 
     assert.equal((await cli('user', 'add', 'rita', '--password', 'rita-password-1', '--email', 'rita@example.com', '--email-verified')).code, 0);
+    // An account without a password signs in to the portals with an emailed code.
+    assert.match((await cli('user', 'add', 'noel', '--no-password')).stderr, /^error: --no-password: .*--email-verified/);
+    assert.match((await cli('user', 'add', 'noel', '--no-password', '--password-stdin', '--email', 'noel@example.com', '--email-verified')).stderr, /^error: --no-password: give no password flag/);
+    assert.equal((await cli('user', 'add', 'noel', '--no-password', '--email', 'noel@example.com', '--email-verified')).code, 0);
+    assert.equal((await inDatabase((db) => findUserByUsername(db, 'noel')))!.password_hash, null);
     const ids = await inDatabase(async (db) => {
       const rita = (await findUserByUsername(db, 'rita'))!;
       const one = await fileRestoreRequest(db, { user: rita, draftId: randomUUID(), portal: null, lost: ['password'], proofs: { email: true }, newPasswordHash: await hashPassword('rita-password-2'), newEmail: null, ip: '127.0.0.1', userAgent: 'test' });
@@ -464,7 +469,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), 'approved the request of rita: new password set, sessions revoked');
     assert.equal((await cli('restore', 'approve', ids.one)).code, 1, 'a decided request is not decided again');
-    assert.equal((await cli('restore', 'list')).stdout.trim(), '', 'nothing open');
+    assert.equal((await cli('restore', 'list')).stdout.trim(), 'no open request');
     assert.match((await cli('restore', 'list', '--status', 'all')).stdout, new RegExp(`^${ids.one}\tapproved\trita\t.*\tby cli:`, 'm'));
     const rita = await inDatabase((db) => findUserByUsername(db, 'rita'));
     assert.ok(await verifyPassword(rita!.password_hash, 'rita-password-2'), 'the new password is in effect');

@@ -67,14 +67,21 @@ export function parseTokenCsv(text: string): { tokens: TokenSeed[]; problems: st
   return { tokens, problems };
 }
 
+/** The serials of a file that are in the stock or assigned already, as a problem to show; null when none is. */
+async function alreadyImported(db: Db, tokens: TokenSeed[]): Promise<string | null> {
+  if (tokens.length === 0) return null;
+  const taken = await db.selectFrom('authenticators').select('serial').where(sql<string>`lower(serial)`, 'in', tokens.map((t) => t.serial.toLowerCase())).execute();
+  return taken.length ? `already imported: ${taken.map((t) => t.serial).slice(0, 10).join(', ')}${taken.length > 10 ? ` and ${taken.length - 10} more` : ''}` : null;
+}
+
 /**
  * Adds hardware tokens to the unassigned stock, their seeds sealed; in one transaction, so a file
  * with a serial already in stock (or assigned) imports nothing.
  */
 export async function importTokens(db: Db, box: SecretBox, tokens: TokenSeed[]): Promise<void> {
   await db.transaction().execute(async (tx) => {
-    const taken = await tx.selectFrom('authenticators').select('serial').where(sql<string>`lower(serial)`, 'in', tokens.map((t) => t.serial.toLowerCase())).execute();
-    if (taken.length) throw new ServiceError(`already imported: ${taken.map((t) => t.serial).slice(0, 10).join(', ')}${taken.length > 10 ? ` and ${taken.length - 10} more` : ''}`, 'file');
+    const taken = await alreadyImported(tx, tokens);
+    if (taken) throw new ServiceError(taken, 'file');
     for (let i = 0; i < tokens.length; i += 500) {
       await tx
         .insertInto('authenticators')
@@ -96,6 +103,9 @@ export const importTokensOp = operation({
   input: z.object({ csv: z.string().max(5_000_000, 'the file is larger than 5 MB: split it') }),
   async run({ db, box }, { csv }) {
     const { tokens, problems } = parseTokenCsv(csv);
+    // Every problem at once: the bad lines and the serials already in stock.
+    const taken = problems.length ? await alreadyImported(db, tokens) : null;
+    if (taken) problems.push(taken);
     if (problems.length) throw new ServiceError(problems.slice(0, 20).join('; ') + (problems.length > 20 ? `; and ${problems.length - 20} more problems` : ''), 'file');
     await importTokens(db, box, tokens);
     const byType = { totp: tokens.filter((t) => t.type === 'totp').length, hotp: tokens.filter((t) => t.type === 'hotp').length };

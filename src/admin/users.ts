@@ -29,7 +29,8 @@ export const createUserOp = operation({
   kind: 'change',
   input: z.object({
     username,
-    password,
+    /** Null: a local account that signs in to the portals with a code sent to its verified email. */
+    password: password.nullable(),
     email: optionalText,
     emailVerified: z.boolean().default(false),
     phone: optionalText,
@@ -38,7 +39,7 @@ export const createUserOp = operation({
     familyName: optionalText,
   }),
   async run({ db }, input) {
-    const user = await createUser(db, input);
+    const user = await createUser(db, { ...input, password: input.password ?? undefined });
     return {
       result: user,
       change: {

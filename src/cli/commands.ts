@@ -38,6 +38,7 @@ import { DEFAULT_SCOPE_MAX_AGE_SECONDS, describeRule } from '../scopes/rules.js'
 const FLAGS = {
   password: { type: 'string' },
   'password-stdin': { type: 'boolean' },
+  'no-password': { type: 'boolean' },
   email: { type: 'string' },
   'email-verified': { type: 'boolean' },
   phone: { type: 'string' },
@@ -181,7 +182,7 @@ function scopeList(value: string): string[] {
 const PASSWORD_FLAGS: Flag[] = ['password', 'password-stdin'];
 
 const passwordSecret: SecretFor = (_arg, flags) =>
-  flags.password !== undefined ? null : flags['password-stdin'] ? { source: 'stdin', label: 'password' } : { source: 'prompt', label: 'Password', confirm: true, stdinFlag: '--password-stdin' };
+  flags.password !== undefined || flags['no-password'] ? null : flags['password-stdin'] ? { source: 'stdin', label: 'password' } : { source: 'prompt', label: 'Password', confirm: true, stdinFlag: '--password-stdin' };
 
 const settingSecret: SecretFor = (arg, flags) => {
   if (arg.value !== undefined) return null;
@@ -224,18 +225,23 @@ const COMMANDS: Record<string, Command> = {
   },
   'user add': {
     args: ['<username>'],
-    flags: [...PASSWORD_FLAGS, 'email', 'email-verified', 'phone', 'phone-verified', 'given-name', 'family-name'],
-    usage: `user add <username> [--password-stdin | --password <pw>] [--email <e>] [--email-verified]
+    flags: [...PASSWORD_FLAGS, 'no-password', 'email', 'email-verified', 'phone', 'phone-verified', 'given-name', 'family-name'],
+    usage: `user add <username> [--password-stdin | --password <pw> | --no-password] [--email <e>] [--email-verified]
                       [--phone <+E164>] [--phone-verified] [--given-name <g>] [--family-name <f>]
-                                            without a password flag, asks for the password at the terminal`,
+                                            without a password flag, asks for the password at the terminal;
+                                            --no-password: signs in to the portals with a code sent to the verified email`,
     fields: { email: '--email', emailVerified: '--email-verified', phone: '--phone', phoneVerified: '--phone-verified', givenName: '--given-name', familyName: '--family-name' },
     secret: passwordSecret,
-    check: (arg, flags) => checkNewUser(newUserInput(arg, flags)),
+    check: (arg, flags) => {
+      if (flags['no-password'] && (flags.password !== undefined || flags['password-stdin'])) throw new UsageError('--no-password: give no password flag with it');
+      if (flags['no-password'] && !flags['email-verified']) throw new UsageError('--no-password: the account signs in with a code sent to its email: give --email and --email-verified');
+      checkNewUser(newUserInput(arg, flags));
+    },
     async run({ db, arg, flags, io, password, service }) {
       const input = newUserInput(arg, flags);
       checkNewUser(input);
       if (await findUserByUsername(db, input.username)) throw new DirectoryError(`user "${input.username}" already exists`);
-      const user = await perform(service, createUserOp, { ...input, password: await password() });
+      const user = await perform(service, createUserOp, { ...input, password: flags['no-password'] ? null : await password() });
       io.out(`created user ${user.username} (${user.id})`);
     },
   },
@@ -672,6 +678,7 @@ const COMMANDS: Record<string, Command> = {
     async run({ flags, io, service }) {
       const limit = intFlag(flags.limit, '--limit');
       const rows = await perform(service, listRestoreRequestsOp, { ...(flags.status ? { status: flags.status as 'open' } : {}), ...(limit !== undefined ? { limit } : {}) });
+      if (rows.length === 0) io.out(`no ${!flags.status || flags.status === 'all' ? (flags.status === 'all' ? '' : 'open ') : `${flags.status} `}request`);
       for (const r of rows) {
         const proofs = Object.entries(r.proofs).map(([what, ok]) => `${ok ? '+' : '-'}${what}`).join(' ') || 'no authenticators';
         const data = [r.newPassword ? 'new password' : '', r.newEmail ? `new email ${r.newEmail}` : ''].filter(Boolean).join(', ') || 'no new data';

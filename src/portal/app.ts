@@ -141,10 +141,16 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   }));
 
   const selfService = new Router({ prefix: '/selfservice/:alias' });
-  selfService.use(app.requireSession);
-  selfService.use(portalContext(async (ctx) => {
+  // An address with no portal says so at once, before any sign-in.
+  selfService.use(async (ctx, next) => {
     const portal = await portalByAlias(db, String(ctx.params.alias ?? ''));
     if (!portal) throw new HttpError(404, 'There is no self-service portal at this address.', 'Not found');
+    ctx.state.portalFound = portal;
+    await next();
+  });
+  selfService.use(app.requireSession);
+  selfService.use(portalContext(async (ctx) => {
+    const portal = ctx.state.portalFound as NonNullable<Awaited<ReturnType<typeof portalByAlias>>>;
     const { session } = app.signedInOf(ctx);
     if (!(await mayUsePortal(db, portal, session.user.id))) {
       throw new HttpError(403, `This portal is for the users of ${portal.clientName} (members of the group ${portal.group}). Your own account page is at /account.`, 'No access');

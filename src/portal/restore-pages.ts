@@ -18,6 +18,7 @@ import { verifyAuthenticatorCode } from '../factors/authenticators.js';
 import type { Redisplay } from '../web/own-app.js';
 import { text } from '../web/form.js';
 import type { PortalDeps } from './app.js';
+import { ALIAS_PATTERN } from './portals.js';
 import { fileRestoreRequest, notifyAdministrators, provableFactors, tellAccountOwner, RESTORE_LOSSES, RestoreError, type RestoreProofs } from './restore.js';
 
 /** Where a restore request stands while the person fills it in, sealed in a cookie of its own. */
@@ -143,7 +144,7 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
 
   // 1. Who, and what was lost.
   const startPage = async (ctx: Context, redisplay?: Redisplay) => {
-    const portal = typeof ctx.query.portal === 'string' && /^[a-z0-9-]{1,64}$/.test(ctx.query.portal) ? ctx.query.portal : redisplay?.values.get('portal') ?? '';
+    const portal = typeof ctx.query.portal === 'string' && ALIAS_PATTERN.test(ctx.query.portal) ? ctx.query.portal : redisplay?.values.get('portal') ?? '';
     show(ctx, 'account/restore-start', 'Restore access', { redisplay, portal, losses: RESTORE_LOSSES });
   };
   router.get('/', (ctx) => startPage(ctx));
@@ -159,7 +160,7 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     }
     const found = await findUserByUsername(db, username);
     const user = found && found.status === 'active' && found.source === 'local' ? found : null;
-    const portal = /^[a-z0-9-]{1,64}$/.test(text(f, 'portal')) ? text(f, 'portal') : null;
+    const portal = ALIAS_PATTERN.test(text(f, 'portal')) ? text(f, 'portal') : null;
     const draft: Draft = {
       id: randomUUID(), username, userId: user?.id ?? null, portal, lost: [...new Set(lost)], proofs: {}, emailChallenge: null,
       newPasswordHash: null, newEmail: null, newEmailChallenge: null, newEmailVerified: false, decoyCode: null, lastSentAt: null, expires: Date.now() + DRAFT_MINUTES * 60 * 1000,
@@ -320,9 +321,12 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
         ]);
       }
     }
-    seeOther(ctx, '/account/restore/sent');
+    seeOther(ctx, `/account/restore/sent${draft.portal ? `?portal=${draft.portal}` : ''}`);
   });
-  router.get('/sent', (ctx) => show(ctx, 'account/restore-sent', 'Request sent'));
+  router.get('/sent', (ctx) => {
+    const portal = typeof ctx.query.portal === 'string' && ALIAS_PATTERN.test(ctx.query.portal) ? ctx.query.portal : null;
+    show(ctx, 'account/restore-sent', 'Request sent', { portal });
+  });
 
   return router;
 }

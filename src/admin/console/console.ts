@@ -29,7 +29,7 @@ const NOTICES: Record<string, string> = {
   saved: 'Saved.',
   'saved-secrets-forgotten': 'Saved. The server changed, so the stored password or key was forgotten: type it again for the new server.',
   removed: 'Removed.',
-  'tokens-imported': 'The tokens are in the unassigned stock: users register them by serial number.',
+  'tokens-imported': 'tokens imported into the unassigned stock: users register them by serial number.',
   'restore-approved': 'Approved: lost tokens are disabled, the new details applied and the user’s sessions revoked.',
   unlocked: 'Unlocked: the failure count is cleared.',
   'password-set': 'Password changed.',
@@ -97,7 +97,9 @@ export function createConsole(deps: ConsoleDeps) {
   });
   app.setFrame((ctx) => {
     const request = (ctx.state.admin as SignedIn<ConsoleRequest> | undefined)?.access;
-    const done = typeof ctx.query.done === 'string' && Object.hasOwn(NOTICES, ctx.query.done) ? NOTICES[ctx.query.done] : undefined;
+    let done = typeof ctx.query.done === 'string' && Object.hasOwn(NOTICES, ctx.query.done) ? NOTICES[ctx.query.done] : undefined;
+    // A count is the one thing a link may add to a notice: digits only.
+    if (done && typeof ctx.query.n === 'string' && /^\d{1,6}$/.test(ctx.query.n)) done = `${Number(ctx.query.n)} — ${done}`;
     return {
       me: request ? { username: request.session.user.username, role: request.actor.role } : null,
       section: ctx.path.split('/')[2] ?? '',

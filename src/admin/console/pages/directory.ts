@@ -63,9 +63,12 @@ export function directoryPages(c: Console, idleMinutes: number): void {
     label: 'Create a user',
     redisplay: newUserPage,
     async run(ctx, f, { service }) {
+      const noPassword = f.has('noPassword');
+      if (noPassword && f.get('password')) throw new ServiceError('leave the password empty for an account without one', 'password');
+      if (noPassword && !f.has('emailVerified')) throw new ServiceError('an account without a password signs in with a code sent to its email: give a verified email', 'email');
       const user = await perform(service, createUserOp, {
         username: text(f, 'username'),
-        password: f.get('password') ?? '',
+        password: noPassword ? null : f.get('password') ?? '',
         email: optional(f, 'email'),
         emailVerified: f.has('emailVerified'),
         phone: optional(f, 'phone'),

@@ -19,9 +19,11 @@ const ISSUE_STATUSES = ['open', 'approved', 'deleted', 'withdrawn', 'all'] as co
  * JavaScript, a number beside each action is how an administrator orders them.
  */
 export function actionsInOrder(f: URLSearchParams, prefix = ''): string[] {
+  const unknown = f.getAll(`${prefix}actions`).find((a) => !(PORTAL_ACTIONS as readonly string[]).includes(a));
+  if (unknown !== undefined) throw new ServiceError(`unknown action "${unknown.slice(0, 40)}"`, `${prefix}actions`);
   const chosen = PORTAL_ACTIONS.map((action, index) => ({ action, index, checked: f.getAll(`${prefix}actions`).includes(action), order: text(f, `${prefix}order-${action}`) }))
     .filter((a) => a.checked);
-  for (const a of chosen) if (a.order && !/^\d{1,3}$/.test(a.order)) throw new ServiceError(`the position of "${ACTION_LINKS[a.action].label}" is a whole number`, `${prefix}actions`);
+  for (const a of chosen) if (a.order && !/^\d{1,3}$/.test(a.order)) throw new ServiceError(`the position of "${ACTION_LINKS[a.action].label}" is a whole number from 1 to 999`, `${prefix}actions`);
   return chosen
     .sort((a, b) => (a.order ? Number(a.order) : 1000 + a.index) - (b.order ? Number(b.order) : 1000 + b.index) || a.index - b.index)
     .map((a) => a.action);

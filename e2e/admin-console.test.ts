@@ -51,7 +51,7 @@ describe('admin console, in Chromium', () => {
     await page.getByRole('link', { name: 'Users' }).first().click();
     await page.getByRole('link', { name: 'New user' }).click();
     await page.getByLabel('Username').fill('zoe');
-    await page.getByLabel('Password').fill('zoe-password-1');
+    await page.getByLabel('Password', { exact: true }).fill('zoe-password-1');
     await page.getByLabel('Email').fill('zoe@example.test');
     await page.getByRole('checkbox', { name: /verified \(codes may be sent to it\)/ }).check();
     await page.getByRole('button', { name: 'Create user' }).click();
@@ -104,7 +104,7 @@ describe('admin console, in Chromium', () => {
     await signIn(page, DEMO_ADMIN.username, DEMO_ADMIN.password, 'demo-admin@example.com', '/admin/users/new');
     await page.getByRole('heading', { name: 'New user' }).waitFor();
     await page.getByLabel('Username').fill('yan');
-    await page.getByLabel('Password').fill('yan-password-1');
+    await page.getByLabel('Password', { exact: true }).fill('yan-password-1');
     await page.getByLabel('Phone (E.164, e.g. +15555550100)').fill('555-0100');
     await page.getByRole('button', { name: 'Create user' }).click();
     await page.getByRole('heading', { name: 'New user' }).waitFor();

@@ -275,5 +275,11 @@ describe('hardware tokens in the self-service portal: import, register, PIN, res
     const answer: Answer = { factor: 'email' };
     const confirm = await d.through(agent, await agent.get(held.location!), 'hal', answer);
     assert.equal(new URL(confirm.url).pathname, '/account/confirm');
+    assert.match(confirm.body, /<td>pin<\/td><td>\(hidden\)<\/td>/, 'the PIN is not shown in clear');
+    assert.doesNotMatch(confirm.body, /<td>2468<\/td>/);
+    // Cancelled, the change leads back to the portal's own page.
+    const cancel = formFor(confirm, '/account/confirm/cancel');
+    assert.equal((await agent.post(cancel.action, cancel.fields)).location, url(`${base}?done=cancelled`));
+    assert.equal((await tokenOf('HW-T1')).pin_hash, null);
   });
 });

@@ -68,7 +68,8 @@ export async function createChallenge(
       const limits: ['user' | 'destination' | 'ip', string | null, number][] = [
         ['user', `${quota}otp-user:${request.userId}`, otp.perUserPerHour],
         ['destination', `${quota}otp-destination:${request.destination.toLowerCase()}`, otp.perDestinationPerHour],
-        ['ip', request.ip ? `otp-ip:${addressKey(request.ip)}` : null, otp.perIpPerHour],
+        // A restore code's address limit is taken by its page, alike for names with and without an account.
+        ['ip', request.ip && !quota ? `otp-ip:${addressKey(request.ip)}` : null, otp.perIpPerHour],
       ];
       for (const [scope, limitKey, max] of limits) {
         if (!limitKey) continue;

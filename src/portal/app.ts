@@ -78,6 +78,8 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     access: (session) => session,
     refusesChange: () => null,
     admit: () => null,
+    // A cancelled change goes back to the portal's page, whichever action it was.
+    cancelledAt: (path) => /^\/selfservice\/[a-z0-9-]{1,64}/.exec(path)?.[0] ?? '/account',
     // Tessera's sign-in page names the application whose portal the user is signing in to.
     signInParams: (next): Record<string, string> => {
       const alias = /^\/selfservice\/([a-z0-9-]{1,64})(?:[/?]|$)/.exec(next)?.[1];

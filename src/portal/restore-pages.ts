@@ -37,6 +37,7 @@ const draftSchema = z.object({
   newEmailVerified: z.boolean(),
   /** For a name without an account: the code sent to the new address, which opens nothing but reads alike. */
   decoyCode: z.string().nullable(),
+  decoyTries: z.number().int().min(0).default(0),
   lastSentAt: z.number().nullable(),
   expires: z.number(),
 });
@@ -123,14 +124,22 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     if (draft.lastSentAt && Date.now() - draft.lastSentAt < cooldown) {
       throw new RestoreError(`a code was sent moments ago: wait ${Math.max(1, Math.ceil((draft.lastSentAt + cooldown - Date.now()) / 1000))} seconds`, 'code');
     }
-    for (const key of [`restore-code-name:${draft.username.toLowerCase()}`, `restore-code-to:${to.toLowerCase()}`]) {
-      if (!(await take(db, key, { max: CODES_PER_HOUR, seconds: 3600 })).allowed) throw new RestoreError('too many codes were sent: try again later', 'code');
+    const limits: [string, number][] = [
+      [`restore-code-name:${draft.username.toLowerCase()}`, CODES_PER_HOUR],
+      [`restore-code-to:${to.toLowerCase()}`, CODES_PER_HOUR],
+      [`otp-ip:${addressKey(ctx.ip)}`, settings.mfa.otp.perIpPerHour],
+    ];
+    for (const [key, max] of limits) {
+      if (!(await take(db, key, { max, seconds: 3600 })).allowed) throw new RestoreError('too many codes were sent: try again later', 'code');
     }
     draft.lastSentAt = Date.now();
     const words = codeMessage(what);
     if (!user) {
+      // About the database work a real code costs, so the answer takes as long.
+      await db.transaction().execute((tx) => take(tx, `restore-decoy:${randomUUID()}`, { max: 1, seconds: 60 }));
       if (purpose === 'restore') return null;
       draft.decoyCode = randomInt(0, 10 ** settings.mfa.otp.length).toString().padStart(settings.mfa.otp.length, '0');
+      draft.decoyTries = 0;
       const message = words({ code: draft.decoyCode, minutes: String(Math.round(settings.mfa.otp.lifetimeSeconds / 60)), app: settings.mfa.appName });
       void deps.delivery.send('email', settings, { to, subject: message.subject ?? message.text, text: message.text }).catch((error: unknown) => {
         deps.log.warn({ err: error instanceof Error ? error.message : String(error) }, 'a restore code could not be delivered');
@@ -163,7 +172,7 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     const portal = ALIAS_PATTERN.test(text(f, 'portal')) ? text(f, 'portal') : null;
     const draft: Draft = {
       id: randomUUID(), username, userId: user?.id ?? null, portal, lost: [...new Set(lost)], proofs: {}, emailChallenge: null,
-      newPasswordHash: null, newEmail: null, newEmailChallenge: null, newEmailVerified: false, decoyCode: null, lastSentAt: null, expires: Date.now() + DRAFT_MINUTES * 60 * 1000,
+      newPasswordHash: null, newEmail: null, newEmailChallenge: null, newEmailVerified: false, decoyCode: null, decoyTries: 0, lastSentAt: null, expires: Date.now() + DRAFT_MINUTES * 60 * 1000,
     };
     if (!draft.lost.includes('email')) {
       const onRecord = user?.email && user.email_verified ? user.email : `${username.toLowerCase()}@restore.invalid`;
@@ -208,7 +217,9 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
       // A locked account answers as a wrong answer does, like the sign-in page: the lock tells nothing.
       const admission = await admitAttempt(db, user?.id ?? NO_ACCOUNT, config.lockout);
       if (!user || !admission.admitted) {
+        // The work a real check costs, so a wrong answer takes as long with or without an account.
         if (field === 'password') await verifyPassword(null, 'restore-decoy');
+        else await verifyChallenge(db, deps.otpKey, randomUUID(), NO_ACCOUNT, '000000');
         return false;
       }
       const right = await check(user);
@@ -278,11 +289,16 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     const user = await userOf(draft);
     const code = text(f, 'code').replace(/[\s-]/g, '');
     if (!/^\d{4,10}$/.test(code)) throw new RestoreError('type the code we sent to the new address', 'code');
-    const right = user && draft.newEmailChallenge
-      ? (await verifyChallenge(db, deps.otpKey, draft.newEmailChallenge, user.id, code)).ok
-      : draft.decoyCode !== null && draft.decoyCode === code;
+    let right: boolean;
+    if (user && draft.newEmailChallenge) {
+      right = (await verifyChallenge(db, deps.otpKey, draft.newEmailChallenge, user.id, code)).ok;
+    } else {
+      await verifyChallenge(db, deps.otpKey, randomUUID(), NO_ACCOUNT, code); // the time a real check takes
+      right = draft.decoyCode !== null && draft.decoyCode === code;
+    }
     if (!right) {
-      if (!user) draft.decoyCode = null;
+      // A code that opens nothing dies after as many tries as a real one.
+      if (!user && ++draft.decoyTries >= (await loadSettings(db, box)).mfa.otp.maxAttempts) draft.decoyCode = null;
       writeDraft(ctx, draft);
       throw new RestoreError(WRONG_CODE, 'code');
     }

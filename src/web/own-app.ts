@@ -59,6 +59,8 @@ export interface OwnAppSpec<A> {
   admit(claims: oidc.IDToken): string | null;
   /** Extra authorization parameters for a re-verification of this user. */
   verifyParams(user: User): Promise<Record<string, string>>;
+  /** Where a cancelled change leads, from the path of its form (by default the page above it). */
+  cancelledAt?(path: string): string;
   /** More parameters of the authorization request for a sign-in that goes on to `next`. */
   signInParams?(next: string): Record<string, string>;
   /** Whether the session proved enough, recently enough, for a sensitive change. */
@@ -302,7 +304,8 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
     assertCsrf(ctx, fields.get('csrf'));
     const { session } = signedInOf(ctx);
     await holdPending(db, box, spec.name, session.idHash, null);
-    seeOther(ctx, `${ownPath(session.pending?.path.replace(/\/[^/]*$/, '') || base)}?done=cancelled`);
+    const from = session.pending?.path ?? base;
+    seeOther(ctx, `${ownPath(spec.cancelledAt ? spec.cancelledAt(from) : from.replace(/\/[^/]*$/, '') || base)}?done=cancelled`);
   });
 
   let frame: (ctx: Context) => Record<string, unknown> = () => ({});

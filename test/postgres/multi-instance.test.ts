@@ -29,7 +29,14 @@ describe('two Tessera processes sharing one PostgreSQL database', () => {
     const issuer = `http://127.0.0.1:${issuerPort()}`;
     // Started together: migrations and key generation must happen exactly once.
     const env = { DATABASE_URL: testDb.url!, ISSUER: issuer, TESSERA_SECRET: TEST_SECRET, TESSERA_MODE: 'dev', DEMO: 'true', LOG_LEVEL: 'warn' };
-    [a, b] = await Promise.all([spawnTessera(env, undefined, portA), spawnTessera(env, undefined, portB)]);
+    // Both or neither: one that fails to start must not leave the other running (and the run hanging).
+    const started = await Promise.allSettled([spawnTessera(env, undefined, portA), spawnTessera(env, undefined, portB)]);
+    const failed = started.find((s) => s.status === 'rejected');
+    if (failed) {
+      await Promise.all(started.map((s) => (s.status === 'fulfilled' ? s.value.stop() : undefined)));
+      throw failed.reason;
+    }
+    [a, b] = started.map((s) => (s as PromiseFulfilledResult<Awaited<ReturnType<typeof spawnTessera>>>).value) as [typeof a, typeof b];
     const box = new SecretBox(TEST_SECRET);
     await createClient(testDb.handle.db, box, { clientId: 'shared-rp', secret: 'shared-rp-secret-0123456789', redirectUris: ['http://127.0.0.1:9/cb'], grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'] });
     await createUser(testDb.handle.db, { username: 'gina', password: 'gina-password-1' });

@@ -10,6 +10,7 @@ import * as m0008 from './0008_admin_console.js';
 import * as m0009 from './0009_approvals.js';
 import * as m0010 from './0010_self_service.js';
 import * as m0011 from './0011_restore_drafts.js';
+import * as m0012 from './0012_shared_accounts.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -24,4 +25,5 @@ export const migrations: Record<string, Migration> = {
   '0009_approvals': m0009,
   '0010_self_service': m0010,
   '0011_restore_drafts': m0011,
+  '0012_shared_accounts': m0012,
 };

@@ -480,6 +480,23 @@ describe('CLI (npm run cli)', () => {
     assert.equal((await cli('restore', 'delete', two!)).code, 1);
   });
 
+  it('just-in-time shared accounts: enable (creating the account and its group), list, reservations, disable', async () => {
+    let r = await cli('jit', 'enable', 'acmeadmin', '--group', 'JIT_acmeadmin', '--minutes', '5');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^created user acmeadmin \([0-9a-f-]{36}\), without a password$/m);
+    assert.match(r.stdout, /^created group JIT_acmeadmin$/m);
+    assert.match(r.stdout, /acmeadmin is shared just in time: members of JIT_acmeadmin reserve it for 5 minutes$/m);
+    assert.match((await cli('jit', 'enable', 'acmeadmin')).stderr, /^error: missing --group/);
+    assert.match((await cli('jit', 'enable', 'acmeadmin', '--group', 'JIT_acmeadmin', '--minutes', '0')).stderr, /^error: --minutes: at least 1 minute/);
+    r = await cli('jit', 'list');
+    assert.match(r.stdout, /^acmeadmin\t[0-9a-f-]{36}\tgroup JIT_acmeadmin\t5 min\tactive\tfree$/m);
+    assert.match((await cli('user', 'list')).stdout, /^acmeadmin\t[0-9a-f-]{36}\t/m, 'user list keeps printing ids');
+    assert.equal((await cli('jit', 'reservations')).stdout.trim(), 'no reservation');
+    assert.equal((await cli('jit', 'disable', 'acmeadmin')).code, 0);
+    assert.match((await cli('jit', 'disable', 'acmeadmin')).stderr, /not a shared account/);
+    assert.equal((await cli('jit', 'list')).stdout.trim(), 'no shared account');
+  });
+
   it('audits every change with the acting OS user; reading changes nothing', async () => {
     const count = () => inDatabase((db) => db.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow());
     const before = await count();
@@ -488,7 +505,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal((await count()).n, before.n, 'list and show are not changes');
     const events = await inDatabase((db) => db.selectFrom('audit_events').selectAll().where('actor', 'like', 'cli:%').orderBy('id').execute());
     const types = new Set(events.map((e) => e.type));
-    for (const type of ['user.created', 'user.password_changed', 'user.disabled', 'user.enabled', 'group.created', 'group.member_added', 'client.created', 'client.removed', 'client.mfa_changed', 'api.created', 'api.allowed', 'api.disallowed', 'api.removed', 'settings.changed', 'policy.created', 'policy.removed', 'keys.rotated', 'portal.enabled', 'portal.disabled', 'token.imported', 'restore.approved', 'restore.deleted']) {
+    for (const type of ['user.created', 'user.password_changed', 'user.disabled', 'user.enabled', 'group.created', 'group.member_added', 'client.created', 'client.removed', 'client.mfa_changed', 'api.created', 'api.allowed', 'api.disallowed', 'api.removed', 'settings.changed', 'policy.created', 'policy.removed', 'keys.rotated', 'portal.enabled', 'portal.disabled', 'token.imported', 'restore.approved', 'restore.deleted', 'jit.enabled', 'jit.disabled']) {
       assert.ok(types.has(type as never), `${type} is audited`);
     }
     const { userInfo } = await import('node:os');

@@ -77,6 +77,10 @@ export type AuditType =
   | 'directory.unavailable'
   // The account portal and the per-application self-service portals.
   | 'portal.enabled'
+  | 'jit.enabled'
+  | 'jit.disabled'
+  | 'jit.reserved'
+  | 'jit.refused'
   | 'portal.disabled'
   | 'account.signed_in'
   | 'account.signed_out'

@@ -16,6 +16,8 @@ import { listAuditOp } from '../admin/audit-log.js';
 import { disablePortalOp, enablePortalOp, listPortalsOp } from '../admin/portals.js';
 import { importTokensOp, tokenStockOp } from '../admin/tokens.js';
 import { approveRestoreRequestOp, deleteRestoreRequestOp, listRestoreRequestsOp } from '../admin/restore.js';
+import { disableJitOp, enableJitOp, listJitOp, listReservationsOp } from '../admin/jit.js';
+import { JIT_MINUTES } from '../jit/shared-accounts.js';
 import { PORTAL_ACTIONS } from '../portal/actions.js';
 import {
   addApprovalPolicyOp, createApprovalProfileOp, listApprovalPoliciesOp, listApprovalProfilesOp, listApprovalRequestsOp, removeApprovalPolicyOp,
@@ -90,6 +92,7 @@ const FLAGS = {
   alias: { type: 'string' },
   actions: { type: 'string' },
   'token-types': { type: 'string' },
+  minutes: { type: 'string' },
 } as const;
 
 type Flag = keyof typeof FLAGS;
@@ -705,6 +708,55 @@ const COMMANDS: Record<string, Command> = {
     async run({ arg, io, service }) {
       const r = await perform(service, deleteRestoreRequestOp, { id: arg.id! });
       io.out(`deleted the request of ${r.username}`);
+    },
+  },
+  'jit enable': {
+    args: ['<shared-username>'],
+    flags: ['group', 'minutes'],
+    usage: `jit enable <shared-username> --group <group> [--minutes <n>]
+                      a just-in-time shared account: members of <group> reserve it (${JIT_MINUTES.default} minutes by default) and sign in with their own code`,
+    fields: { username: '<shared-username>', group: '--group', minutes: '--minutes' },
+    async run({ arg, flags, io, service }) {
+      if (!flags.group) throw new UsageError('missing --group <group>');
+      const minutes = intFlag(flags.minutes, '--minutes');
+      const { account, createdUser, createdGroup } = await perform(service, enableJitOp, { username: arg['shared-username']!, group: flags.group, ...(minutes !== undefined ? { minutes } : {}) });
+      if (createdUser) io.out(`created user ${account.username} (${account.userId}), without a password`);
+      if (createdGroup) io.out(`created group ${account.group}`);
+      io.out(`${account.username} is shared just in time: members of ${account.group} reserve it for ${account.minutes} minute${account.minutes === 1 ? '' : 's'}`);
+    },
+  },
+  'jit disable': {
+    args: ['<shared-username>'],
+    flags: [],
+    usage: 'jit disable <shared-username>             no longer shared (a live reservation ends; the account and group stay)',
+    fields: { username: '<shared-username>' },
+    async run({ arg, io, service }) {
+      await perform(service, disableJitOp, { username: arg['shared-username']! });
+      io.out(`${arg['shared-username']} is no longer shared`);
+    },
+  },
+  'jit list': {
+    args: [],
+    flags: [],
+    usage: 'jit list                                  shared accounts: group, reservation time, who holds each now',
+    async run({ io, service }) {
+      const accounts = await perform(service, listJitOp, {});
+      if (accounts.length === 0) io.out('no shared account');
+      for (const a of accounts) {
+        io.out([a.username, a.userId, `group ${a.group}`, `${a.minutes} min`, a.active ? 'active' : 'disabled', a.holder ? `reserved by ${a.holder.username} until ${a.holder.until.toISOString()}` : 'free'].join('\t'));
+      }
+    },
+  },
+  'jit reservations': {
+    args: [],
+    flags: ['limit'],
+    usage: 'jit reservations [--limit <n>]            current and past reservations, newest first',
+    fields: { limit: '--limit' },
+    async run({ flags, io, service }) {
+      const limit = intFlag(flags.limit, '--limit');
+      const rows = await perform(service, listReservationsOp, limit !== undefined ? { limit } : {});
+      if (rows.length === 0) io.out('no reservation');
+      for (const r of rows) io.out([r.id, r.shared, `by ${r.member}`, r.status, r.reservedAt.toISOString(), `until ${r.expiresAt.toISOString()}`].join('\t'));
     },
   },
   'ldap test': {

@@ -163,6 +163,27 @@ export interface RestoreRequestsTable {
   draft_id: string | null;
 }
 
+/** A just-in-time shared account: its sign-ins are reserved by members of its group. */
+export interface SharedAccountsTable {
+  user_id: string;
+  group_id: string;
+  minutes: Generated<number>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface JitReservationsTable {
+  id: Generated<string>;
+  shared_user_id: string;
+  member_id: string;
+  /** live: the member may sign in as the shared account; spent: by that sign-in; expired; released by the member or an administrator. */
+  status: Generated<'live' | 'spent' | 'expired' | 'released'>;
+  reserved_at: Timestamp;
+  expires_at: ColumnType<Date, Date | string, Date | string>;
+  ended_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+  ip: string | null;
+}
+
 export interface ResourceServersTable {
   identifier: string;
   name: string;
@@ -369,6 +390,8 @@ export interface Database {
   app_sessions: AppSessionsTable;
   portals: PortalsTable;
   restore_requests: RestoreRequestsTable;
+  shared_accounts: SharedAccountsTable;
+  jit_reservations: JitReservationsTable;
   approval_profiles: ApprovalProfilesTable;
   approval_policies: ApprovalPoliciesTable;
   approval_requests: ApprovalRequestsTable;

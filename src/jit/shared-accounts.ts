@@ -1,0 +1,171 @@
+import { sql } from 'kysely';
+import { isUniqueViolation, type Db } from '../db/index.js';
+import { DomainError } from '../domain-error.js';
+import { createUser, findUserByUsername, USERNAME_PATTERN } from '../directory/users.js';
+import { createGroup } from '../directory/groups.js';
+
+export class JitError extends DomainError {}
+
+/** The reservation time an administrator may give a shared account, in minutes (the seed's floor is one). */
+export const JIT_MINUTES = { min: 1, max: 1440, default: 5 } as const;
+
+export interface SharedAccount {
+  userId: string;
+  username: string;
+  group: string;
+  minutes: number;
+  active: boolean;
+  /** The member holding it now, and until when; null when nobody does. */
+  holder: { memberId: string; username: string; until: Date } | null;
+}
+
+export interface Reservation {
+  id: string;
+  sharedUserId: string;
+  shared: string;
+  memberId: string;
+  member: string;
+  status: 'live' | 'spent' | 'expired' | 'released';
+  reservedAt: Date;
+  expiresAt: Date;
+  endedAt: Date | null;
+}
+
+/**
+ * Marks an account as shared just in time: members of `group` reserve it. The account is created
+ * (without a password: the member's own code signs it in) when it does not exist, and the group
+ * when it does not exist. Enabling it again changes its group or time.
+ */
+export async function enableSharedAccount(db: Db, input: { username: string; group: string; minutes?: number }): Promise<{ account: SharedAccount; createdUser: boolean; createdGroup: boolean }> {
+  const minutes = input.minutes ?? JIT_MINUTES.default;
+  if (!Number.isInteger(minutes) || minutes < JIT_MINUTES.min || minutes > JIT_MINUTES.max) throw new JitError(`a reservation lasts ${JIT_MINUTES.min} to ${JIT_MINUTES.max} minutes`, 'minutes');
+  if (!USERNAME_PATTERN.test(input.username)) throw new JitError(`invalid username "${input.username}"`, 'username');
+  let user = await findUserByUsername(db, input.username);
+  const createdUser = !user;
+  user ??= await createUser(db, { username: input.username });
+  if (user.source !== 'local') throw new JitError(`${user.username} comes from the LDAP directory: a shared account is a local one`, 'username');
+  let group = await db.selectFrom('groups').select(['id', 'name']).where('name', '=', input.group).executeTakeFirst();
+  const createdGroup = !group;
+  if (!group) {
+    try {
+      group = await createGroup(db, input.group, `Members may reserve the shared account ${user.username}`);
+    } catch (error) {
+      group = await db.selectFrom('groups').select(['id', 'name']).where('name', '=', input.group).executeTakeFirst();
+      if (!group) throw error;
+    }
+  }
+  if (await db.selectFrom('group_members').select('user_id').where('group_id', '=', group.id).where('user_id', '=', user.id).executeTakeFirst()) {
+    throw new JitError(`${user.username} is a member of ${group.name}: a shared account cannot reserve itself`, 'group');
+  }
+  await db
+    .insertInto('shared_accounts')
+    .values({ user_id: user.id, group_id: group.id, minutes })
+    .onConflict((oc) => oc.column('user_id').doUpdateSet({ group_id: group.id, minutes, updated_at: sql`now()` }))
+    .execute();
+  const account = (await listSharedAccounts(db)).find((a) => a.userId === user.id)!;
+  return { account, createdUser, createdGroup };
+}
+
+/** The account is no longer shared: its live reservation is released; the account and the group stay. */
+export async function disableSharedAccount(db: Db, username: string): Promise<{ userId: string }> {
+  const user = await findUserByUsername(db, username);
+  if (!user) throw new JitError(`no user "${username}"`, 'username');
+  return db.transaction().execute(async (tx) => {
+    const row = await tx.deleteFrom('shared_accounts').where('user_id', '=', user.id).returning('user_id').executeTakeFirst();
+    if (!row) throw new JitError(`${user.username} is not a shared account`, 'username');
+    await tx.updateTable('jit_reservations').set({ status: 'released', ended_at: sql`now()` }).where('shared_user_id', '=', user.id).where('status', '=', 'live').execute();
+    return { userId: user.id };
+  });
+}
+
+/** Every shared account with its group, time, and who holds it now. */
+export async function listSharedAccounts(db: Db): Promise<SharedAccount[]> {
+  const rows = await db
+    .selectFrom('shared_accounts')
+    .innerJoin('users', 'users.id', 'shared_accounts.user_id')
+    .innerJoin('groups', 'groups.id', 'shared_accounts.group_id')
+    .leftJoin('jit_reservations as r', (join) => join.onRef('r.shared_user_id', '=', 'shared_accounts.user_id').on('r.status', '=', 'live').on('r.expires_at', '>', sql<Date>`now()`))
+    .leftJoin('users as m', 'm.id', 'r.member_id')
+    .select(['shared_accounts.user_id', 'users.username', 'users.status', 'groups.name as group', 'shared_accounts.minutes', 'r.member_id', 'm.username as member', 'r.expires_at'])
+    .orderBy('users.username')
+    .execute();
+  return rows.map((r) => ({
+    userId: r.user_id, username: r.username, group: r.group, minutes: r.minutes, active: r.status === 'active',
+    holder: r.member_id && r.member && r.expires_at ? { memberId: r.member_id, username: r.member, until: r.expires_at } : null,
+  }));
+}
+
+/** The shared accounts a member may reserve (those of their groups), with who holds each. */
+export async function reservableBy(db: Db, memberId: string): Promise<SharedAccount[]> {
+  const groups = await db.selectFrom('group_members').innerJoin('groups', 'groups.id', 'group_members.group_id').select('groups.name').where('group_members.user_id', '=', memberId).execute();
+  const names = new Set(groups.map((g) => g.name));
+  return (await listSharedAccounts(db)).filter((a) => names.has(a.group) && a.userId !== memberId);
+}
+
+/**
+ * Reserves a shared account for a member of its group: theirs alone until the reservation time runs
+ * out or one sign-in spends it. Of members reserving at the same moment exactly one wins: the
+ * database holds one live reservation per account; the others hear who holds it.
+ */
+export async function reserve(db: Db, input: { sharedUserId: string; memberId: string; ip: string | null }): Promise<Reservation> {
+  const account = await db
+    .selectFrom('shared_accounts')
+    .innerJoin('users', 'users.id', 'shared_accounts.user_id')
+    .select(['shared_accounts.user_id', 'shared_accounts.group_id', 'shared_accounts.minutes', 'users.status', 'users.username'])
+    .where('shared_accounts.user_id', '=', input.sharedUserId)
+    .executeTakeFirst();
+  // A forged id and an account of another group read alike.
+  const member = account && (await db.selectFrom('group_members').select('user_id').where('group_id', '=', account.group_id).where('user_id', '=', input.memberId).executeTakeFirst());
+  if (!account || !member) throw new JitError('you may not reserve this account', 'account');
+  if (account.status !== 'active') throw new JitError(`${account.username} is disabled: ask your administrator`, 'account');
+  try {
+    const id = await db.transaction().execute(async (tx) => {
+      // A reservation whose time ran out frees the account.
+      await tx.updateTable('jit_reservations').set({ status: 'expired', ended_at: sql`expires_at` }).where('shared_user_id', '=', account.user_id).where('status', '=', 'live').where('expires_at', '<=', sql<Date>`now()`).execute();
+      const row = await tx
+        .insertInto('jit_reservations')
+        .values({ shared_user_id: account.user_id, member_id: input.memberId, expires_at: sql`now() + make_interval(mins => ${account.minutes})`, ip: input.ip })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      return row.id;
+    });
+    return (await listReservations(db, { id }))[0]!;
+  } catch (error) {
+    if (!isUniqueViolation(error)) throw error;
+    const holder = (await listSharedAccounts(db)).find((a) => a.userId === account.user_id)?.holder;
+    throw new JitError(holder ? `${account.username} is reserved by ${holder.username} until ${holder.until.toISOString().slice(11, 16)} UTC` : `${account.username} was reserved a moment ago: try again`, 'account');
+  }
+}
+
+/** A member gives a reservation back before using it. */
+export async function release(db: Db, input: { sharedUserId: string; memberId: string }): Promise<boolean> {
+  const row = await db
+    .updateTable('jit_reservations')
+    .set({ status: 'released', ended_at: sql`now()` })
+    .where('shared_user_id', '=', input.sharedUserId)
+    .where('member_id', '=', input.memberId)
+    .where('status', '=', 'live')
+    .returning('id')
+    .executeTakeFirst();
+  return Boolean(row);
+}
+
+/** Reservations, newest first: for one id, one shared account, or all. */
+export async function listReservations(db: Db, options: { id?: string; sharedUserId?: string; limit?: number } = {}): Promise<Reservation[]> {
+  const rows = await db
+    .selectFrom('jit_reservations as r')
+    .innerJoin('users as s', 's.id', 'r.shared_user_id')
+    .innerJoin('users as m', 'm.id', 'r.member_id')
+    .select(['r.id', 'r.shared_user_id', 's.username as shared', 'r.member_id', 'm.username as member', 'r.status', 'r.reserved_at', 'r.expires_at', 'r.ended_at'])
+    .$if(options.id !== undefined, (q) => q.where('r.id', '=', options.id!))
+    .$if(options.sharedUserId !== undefined, (q) => q.where('r.shared_user_id', '=', options.sharedUserId!))
+    .orderBy('r.reserved_at', 'desc')
+    .limit(options.limit ?? 100)
+    .execute();
+  return rows.map((r) => ({
+    id: r.id, sharedUserId: r.shared_user_id, shared: r.shared, memberId: r.member_id, member: r.member,
+    // A live row whose time ran out is expired, whether or not a later reservation has tidied it yet.
+    status: r.status === 'live' && r.expires_at.getTime() <= Date.now() ? 'expired' : r.status,
+    reservedAt: r.reserved_at, expiresAt: r.expires_at, endedAt: r.ended_at,
+  }));
+}

@@ -37,7 +37,7 @@ async function main(): Promise<void> {
       console.log(`  Portal:     ${issuer}/selfservice/${self.portal.alias}   (the demo app's self-service portal, ${actions})`);
     }
     if (self.inStock.length) {
-      console.log(`  Tokens:     ${self.inStock.map((s) => `${s} (${s.includes('HOTP') ? 'HOTP' : 'TOTP'})`).join(' and ')} in stock, seed ${DEMO_TOKEN_SEED}: add it to an authenticator app to play the token`);
+      console.log(`  Tokens:     ${self.inStock.join(' and ')} in stock, seed ${DEMO_TOKEN_SEED}: add it to an authenticator app to play the token`);
     } else if (self.assigned.length) {
       console.log(`  Tokens:     the demo tokens (${self.assigned.join(', ')}) are assigned; their seed is ${DEMO_TOKEN_SEED}`);
     }

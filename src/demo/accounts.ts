@@ -165,10 +165,10 @@ export async function retireDemoAccounts(db: Db, log: Logger): Promise<void> {
 /** What the start banner says of the demo portal and tokens: as they are now, after any change an administrator made. */
 export async function demoSelfService(db: Db): Promise<{ portal: { alias: string; actions: number; of: number } | null; inStock: string[]; assigned: string[] }> {
   const portal = await db.selectFrom('portals').select(['alias', 'actions']).where('client_id', '=', DEMO_CLIENT_ID).executeTakeFirst();
-  const tokens = await db.selectFrom('authenticators').select(['serial', 'user_id', 'disabled_at']).where('serial', 'in', DEMO_TOKENS.map((t) => t.serial)).orderBy('serial', 'desc').execute();
+  const tokens = await db.selectFrom('authenticators').select(['serial', 'type', 'user_id', 'disabled_at']).where('serial', 'in', DEMO_TOKENS.map((t) => t.serial)).orderBy('serial', 'desc').execute();
   return {
     portal: portal ? { alias: portal.alias, actions: portal.actions.length, of: PORTAL_ACTIONS.length } : null,
-    inStock: tokens.filter((t) => !t.user_id && !t.disabled_at).map((t) => t.serial!),
+    inStock: tokens.filter((t) => !t.user_id && !t.disabled_at).map((t) => `${t.serial} (${t.type.toUpperCase()})`),
     assigned: tokens.filter((t) => t.user_id).map((t) => t.serial!),
   };
 }

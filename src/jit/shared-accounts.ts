@@ -62,8 +62,8 @@ export async function enableSharedAccount(db: Db, input: { username: string; gro
     .values({ user_id: user.id, group_id: group.id, minutes })
     .onConflict((oc) => oc.column('user_id').doUpdateSet({ group_id: group.id, minutes, updated_at: sql`now()` }))
     .execute();
-  const account = (await listSharedAccounts(db)).find((a) => a.userId === user.id)!;
-  return { account, createdUser, createdGroup };
+  const [account] = await listSharedAccounts(db, { userId: user.id });
+  return { account: account!, createdUser, createdGroup };
 }
 
 /** The account is no longer shared: its live reservation is released; the account and the group stay. */
@@ -79,7 +79,7 @@ export async function disableSharedAccount(db: Db, username: string): Promise<{ 
 }
 
 /** Every shared account with its group, time, and who holds it now. */
-export async function listSharedAccounts(db: Db): Promise<SharedAccount[]> {
+export async function listSharedAccounts(db: Db, only?: { userId: string }): Promise<SharedAccount[]> {
   const rows = await db
     .selectFrom('shared_accounts')
     .innerJoin('users', 'users.id', 'shared_accounts.user_id')
@@ -87,6 +87,7 @@ export async function listSharedAccounts(db: Db): Promise<SharedAccount[]> {
     .leftJoin('jit_reservations as r', (join) => join.onRef('r.shared_user_id', '=', 'shared_accounts.user_id').on('r.status', '=', 'live').on('r.expires_at', '>', sql<Date>`now()`))
     .leftJoin('users as m', 'm.id', 'r.member_id')
     .select(['shared_accounts.user_id', 'users.username', 'users.status', 'groups.name as group', 'shared_accounts.minutes', 'r.member_id', 'm.username as member', 'r.expires_at'])
+    .$if(only !== undefined, (q) => q.where('shared_accounts.user_id', '=', only!.userId))
     .orderBy('users.username')
     .execute();
   return rows.map((r) => ({
@@ -132,7 +133,7 @@ export async function reserve(db: Db, input: { sharedUserId: string; memberId: s
     return (await listReservations(db, { id }))[0]!;
   } catch (error) {
     if (!isUniqueViolation(error)) throw error;
-    const holder = (await listSharedAccounts(db)).find((a) => a.userId === account.user_id)?.holder;
+    const holder = (await listSharedAccounts(db, { userId: account.user_id }))[0]?.holder;
     throw new JitError(holder ? `${account.username} is reserved by ${holder.username} until ${holder.until.toISOString().slice(11, 16)} UTC` : `${account.username} was reserved a moment ago: try again`, 'account');
   }
 }

@@ -15,7 +15,7 @@ import type { AppSession } from '../web/sessions.js';
 import { text } from '../web/form.js';
 import { ACTION_LINKS, applies, type SelfTokenType } from './actions.js';
 import { ACCOUNT_CLIENT_ID } from './registration.js';
-import { mayUsePortal, portalByAlias } from './portals.js';
+import { mayUsePortal, portalByAlias, type Portal } from './portals.js';
 import { restoreRoutes } from './restore-pages.js';
 import {
   accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
@@ -152,7 +152,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   });
   selfService.use(app.requireSession);
   selfService.use(portalContext(async (ctx) => {
-    const portal = ctx.state.portalFound as NonNullable<Awaited<ReturnType<typeof portalByAlias>>>;
+    const portal = ctx.state.portalFound as Portal;
     const { session } = app.signedInOf(ctx);
     if (!(await mayUsePortal(db, portal, session.user.id))) {
       throw new HttpError(403, `This portal is for the users of ${portal.clientName} (members of the group ${portal.group}). Your own account page is at /account.`, 'No access');

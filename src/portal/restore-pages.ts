@@ -151,6 +151,13 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     return outcome.challengeId;
   }
 
+  /** The code to the verified address on record: for a name without one, the same limits and nothing sent. */
+  function sendCodeOnRecord(ctx: Context, draft: Draft, user: User | null): Promise<string | null> {
+    const verified = user?.email && user.email_verified ? user : null;
+    const to = verified?.email ?? `${draft.username.toLowerCase()}@restore.invalid`;
+    return sendRestoreCode(ctx, draft, verified, to, 'restore', 'Type it on the page where you asked to restore access.');
+  }
+
   // 1. Who, and what was lost.
   const startPage = async (ctx: Context, redisplay?: Redisplay) => {
     const portal = typeof ctx.query.portal === 'string' && ALIAS_PATTERN.test(ctx.query.portal) ? ctx.query.portal : redisplay?.values.get('portal') ?? '';
@@ -175,8 +182,7 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
       newPasswordHash: null, newEmail: null, newEmailChallenge: null, newEmailVerified: false, decoyCode: null, decoyTries: 0, lastSentAt: null, expires: Date.now() + DRAFT_MINUTES * 60 * 1000,
     };
     if (!draft.lost.includes('email')) {
-      const onRecord = user?.email && user.email_verified ? user.email : `${username.toLowerCase()}@restore.invalid`;
-      draft.emailChallenge = await sendRestoreCode(ctx, draft, user?.email && user.email_verified ? user : null, onRecord, 'restore', 'Type it on the page where you asked to restore access.').catch((error: unknown) => {
+      draft.emailChallenge = await sendCodeOnRecord(ctx, draft, user).catch((error: unknown) => {
         if (error instanceof RestoreError) return null;
         throw error;
       });
@@ -197,9 +203,8 @@ export function restoreRoutes(deps: PortalDeps, show: Show): Router {
     const draft = requireDraft(ctx);
     const user = await userOf(draft);
     if (draft.lost.includes('email')) throw new RestoreError('you said you lost access to your email', 'code');
-    const onRecord = user?.email && user.email_verified ? user.email : `${draft.username.toLowerCase()}@restore.invalid`;
     try {
-      draft.emailChallenge = await sendRestoreCode(ctx, draft, user?.email && user.email_verified ? user : null, onRecord, 'restore', 'Type it on the page where you asked to restore access.');
+      draft.emailChallenge = await sendCodeOnRecord(ctx, draft, user);
     } finally {
       writeDraft(ctx, draft);
     }

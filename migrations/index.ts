@@ -11,6 +11,7 @@ import * as m0009 from './0009_approvals.js';
 import * as m0010 from './0010_self_service.js';
 import * as m0011 from './0011_restore_drafts.js';
 import * as m0012 from './0012_shared_accounts.js';
+import * as m0013 from './0013_shared_sign_in.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -26,4 +27,5 @@ export const migrations: Record<string, Migration> = {
   '0010_self_service': m0010,
   '0011_restore_drafts': m0011,
   '0012_shared_accounts': m0012,
+  '0013_shared_sign_in': m0013,
 };

@@ -51,7 +51,7 @@ describe('just-in-time shared accounts: reservations', () => {
     assert.equal(won.length, 1, 'exactly one holder');
     const holder = (won[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof reserve>>>).value;
     for (const lost of outcomes.filter((o) => o.status === 'rejected')) {
-      assert.match(String((lost as PromiseRejectedResult).reason.message), new RegExp(`reserved by ${holder.member} until \\d\\d:\\d\\d UTC|reserved a moment ago`));
+      assert.match(String((lost as PromiseRejectedResult).reason.message), new RegExp(`held by ${holder.member} until \\d\\d:\\d\\d UTC|reserved a moment ago`));
     }
     const live = await db.selectFrom('jit_reservations').select('id').where('shared_user_id', '=', shared).where('status', '=', 'live').execute();
     assert.equal(live.length, 1);

@@ -81,6 +81,8 @@ export type AuditType =
   | 'jit.disabled'
   | 'jit.reserved'
   | 'jit.refused'
+  | 'jit.released'
+  | 'jit.sign_in_started'
   | 'portal.disabled'
   | 'account.signed_in'
   | 'account.signed_out'

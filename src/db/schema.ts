@@ -182,6 +182,8 @@ export interface JitReservationsTable {
   expires_at: ColumnType<Date, Date | string, Date | string>;
   ended_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
   ip: string | null;
+  /** The session a spent reservation signed in: its tokens name the member. */
+  session_uid: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface ResourceServersTable {
@@ -320,6 +322,8 @@ export interface InteractionProgressTable {
   factor_passed: string | null;
   requirement: ColumnType<unknown, string | null | undefined, string | null>;
   step: Generated<'login' | 'approval' | 'consent'>;
+  /** A sign-in as a shared account: the reservation it spends (and so the member signing in). */
+  reservation_id: ColumnType<string | null, string | null | undefined, string | null>;
   expires_at: ColumnType<Date, Date, Date>;
   updated_at: Timestamp;
 }

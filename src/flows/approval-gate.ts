@@ -10,7 +10,7 @@ import { createRequest, markUndeliverable } from '../approvals/requests.js';
 import { recipientFor } from '../approvals/recipients.js';
 import { merged, readLedger } from '../sessions/ledger.js';
 import { clientOf, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
-import { saveProgress, type Progress } from './progress.js';
+import { saveProgress, startsOver, type Progress } from './progress.js';
 
 /** The sign-in's moment, as managers read it. */
 export const formatTime = (at: Date) => `${at.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
@@ -44,7 +44,7 @@ export async function approvalGate(ctx: Context, deps: FlowDeps, details: Intera
   const { db, audit } = deps;
   const clientId = client.clientId;
   const meta = requestMeta(ctx);
-  const earlier = details.session?.uid && details.session.accountId === user.id && !progress.methods.some((p) => p.factor === 'password')
+  const earlier = details.session?.uid && details.session.accountId === user.id && !startsOver(progress)
     ? await readLedger(db, details.session.uid, user.id)
     : [];
   const [profiles, policies, settings, subject] = await Promise.all([listProfiles(db), listPolicies(db), loadSettings(db, deps.box), subjectOf(deps, user)]);

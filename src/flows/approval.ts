@@ -41,7 +41,7 @@ export function approvalRoutes(deps: FlowDeps): Router {
     if (request.status === 'approved') {
       const user = await findUserById(db, progress.accountId);
       if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
-      return completeLogin(ctx, deps, details, user, { ...progress, step: 'login' }, request.id);
+      return completeLogin(ctx, deps, details, user, { ...progress, step: 'login' }, { approved: request.id });
     }
     if (request.status === 'pending') {
       ctx.set('Refresh', String(RECHECK_SECONDS));

@@ -2,19 +2,21 @@ import type { Context } from 'koa';
 import type { User } from '../db/schema.js';
 import { recordSuccessfulLogin } from '../directory/users.js';
 import { withdrawOnSignIn } from '../portal/restore.js';
-import { assuranceOf, merged, readLedger, type Pass } from '../sessions/ledger.js';
+import { assuranceOf, merged, readLedger } from '../sessions/ledger.js';
 import { finishInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
-import { saveProgress, type Progress } from './progress.js';
+import { saveProgress, startsOver, type Progress } from './progress.js';
 import { approvalGate } from './approval-gate.js';
+import { reservationMember } from '../jit/shared-accounts.js';
 
 /**
  * What the session will say of itself once this interaction ends. A forced re-authentication (the
  * password asked again) says only what it proved; a step-up adds its factor to what the session
  * proved before (from the ledger).
  */
-export async function assuranceAfter(deps: FlowDeps, details: InteractionDetails, accountId: string, passes: Pass[]) {
+export async function assuranceAfter(deps: FlowDeps, details: InteractionDetails, accountId: string, progress: Pick<Progress, 'methods' | 'reservationId'>) {
   const session = details.session;
-  const earlier = !passes.some((p) => p.factor === 'password') && session?.uid && session.accountId === accountId
+  const passes = progress.methods;
+  const earlier = !startsOver(progress) && session?.uid && session.accountId === accountId
     ? await readLedger(deps.db, session.uid, accountId)
     : [];
   return assuranceOf(merged(earlier, passes));
@@ -28,18 +30,27 @@ export const APPROVAL_RESULT = 'tesseraApproval';
 /**
  * Every login ends here: after the user's own factors, the manager approval step (where it
  * applies); then the account is signed in with what it proved. The passes stay with the progress
- * until oidc-provider has the session (and its uid), then move to the ledger.
+ * until oidc-provider has the session (and its uid), then move to the ledger. A sign-in as a shared
+ * account names the reserving member as the audit's actor. `approved`: the approval request a
+ * manager granted.
  */
-export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress, approved?: string): Promise<void> {
+export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress, options: { approved?: string } = {}): Promise<void> {
+  const { approved } = options;
   if (!approved && (await approvalGate(ctx, deps, details, user, progress))) return;
-  const { amr, acr, ts } = await assuranceAfter(deps, details, user.id, progress.methods);
+  const actor = progress.reservationId ? await reservationMember(deps.db, progress.reservationId) : undefined;
+  const { amr, acr, ts } = await assuranceAfter(deps, details, user.id, progress);
   const [, , , withdrawn] = await Promise.all([
     recordSuccessfulLogin(deps.db, user),
     saveProgress(deps.db, { ...progress, challengeId: null }),
-    deps.audit.record({ type: 'login.success', actor: user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx), details: { amr } }),
+    deps.audit.record({
+      type: 'login.success', actor: actor?.username ?? user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx),
+      details: { amr, ...(actor ? { shared_account: user.username, member_id: actor.id, reservation: progress.reservationId } : {}) },
+    }),
     // Back in with the account's own credentials: a pending "restore access" request is not needed (or was not theirs).
-    withdrawOnSignIn(deps.db, user.id),
+    actor ? Promise.resolve([]) : withdrawOnSignIn(deps.db, user.id),
   ]);
   for (const request of withdrawn) await deps.audit.record({ type: 'restore.withdrawn', actor: user.username, subject: user.id, ...requestMeta(ctx), details: { request, by: 'sign-in' } });
-  await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember: true }, [LEDGER_RESULT]: details.uid, ...(approved ? { [APPROVAL_RESULT]: details.uid } : {}) }, false);
+  // A shared account's session ends with the browser: it is never kept for a later sign-in.
+  const remember = !actor;
+  await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember }, [LEDGER_RESULT]: details.uid, ...(approved ? { [APPROVAL_RESULT]: details.uid } : {}) }, false);
 }

@@ -24,6 +24,7 @@ import { recordStepUps } from '../scopes/grants.js';
 import { clientOf, finishInteraction, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { loadProgress, saveProgress, type Progress } from './progress.js';
 import { assuranceAfter, LEDGER_RESULT } from './complete-login.js';
+import { actorOfSession } from '../jit/shared-accounts.js';
 import { addChallengeRoutes, type ChallengeHost, type ChallengeState } from './second-factor.js';
 import { seeOther } from '../http/redirect.js';
 
@@ -234,15 +235,17 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   /** Consents, then hands back to the provider; a factor passed here also updates what the session says of itself. */
   async function finish(ctx: Context, s: ConsentState, chosen: Set<string>, implicit: boolean): Promise<void> {
     const result = await grant(s, chosen);
+    // A shared account's consent is given by the member who signed in as it.
+    const actor = s.details.session?.uid ? await actorOfSession(db, s.details.session.uid) : null;
     await audit.record({
-      type: 'consent.given', subject: s.accountId, clientId: s.client.clientId, ...requestMeta(ctx),
+      type: 'consent.given', actor: actor?.preferred_username ?? null, subject: s.accountId, clientId: s.client.clientId, ...requestMeta(ctx),
       details: { scopes: requestedScopes(s.details), grant_id: result.grantId, ...(implicit ? { implicit: true } : {}), ...(result.withheld.length ? { withheld: result.withheld } : {}) },
     });
     if (s.progress.methods.length === 0) {
       await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, [LEDGER_RESULT]: undefined }, true);
       return;
     }
-    const { amr, acr, ts } = await assuranceAfter(deps, s.details, s.accountId, s.progress.methods);
+    const { amr, acr, ts } = await assuranceAfter(deps, s.details, s.accountId, s.progress);
     await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, login: { accountId: s.accountId, amr, acr, ts, remember: true }, [LEDGER_RESULT]: s.details.uid }, true);
   }
 

@@ -19,7 +19,7 @@ import { codeField } from './second-factor.js';
 import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';
-import { INVALID_CREDENTIALS, showLogin, throttleSignIn } from './login.js';
+import { INVALID_CREDENTIALS, showLogin, throttleSignIn, usernameField } from './login.js';
 
 const COOKIE = 'tessera.email-sign-in';
 const PURPOSE = 'email-sign-in';
@@ -28,7 +28,6 @@ const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
 const pendingSchema = z.object({ uid: z.string(), username: z.string(), userId: z.string().nullable(), challengeId: z.string().nullable() });
 type Pending = z.infer<typeof pendingSchema>;
 
-const usernameField = z.string().trim().min(1, 'Enter your username.').max(128, INVALID_CREDENTIALS).regex(/^[^\p{Cc}]*$/u, INVALID_CREDENTIALS);
 
 /**
  * Signing in to the account portal with a code sent to the email on record, for users who have no
@@ -76,7 +75,7 @@ export function emailSignInRoutes(deps: FlowDeps): Router {
     assertCsrf(ctx, form.csrf);
     const client = await clientOf(deps, details);
     const parsed = usernameField.safeParse(form.username ?? '');
-    if (!parsed.success) return showLogin(ctx, details, client.name, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, status: 400 });
+    if (!parsed.success) return showLogin(ctx, deps, details, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, status: 400 });
     const username = parsed.data;
     const meta = requestMeta(ctx);
     const found = await findUserByUsername(db, username);
@@ -84,7 +83,7 @@ export function emailSignInRoutes(deps: FlowDeps): Router {
     const throttled = await throttleSignIn(deps, username, found?.id ?? null, meta.ip);
     if (throttled) {
       await audit.record({ type: 'login.throttled', actor: username, clientId: ACCOUNT_CLIENT_ID, ...meta, details: { scope: throttled.scope, retry_at: throttled.retryAt, with: 'email code' } });
-      return showLogin(ctx, details, client.name, { error: 'Too many sign-in attempts. Try again later.', username, status: 429 });
+      return showLogin(ctx, deps, details, { error: 'Too many sign-in attempts. Try again later.', username, status: 429 });
     }
     const user = found && found.status === 'active' && found.source === 'local' && !found.password_hash && found.email && found.email_verified ? found : null;
     let challengeId: string | null = null;

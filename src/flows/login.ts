@@ -1,6 +1,9 @@
 import type { Context } from 'koa';
 import { z } from 'zod';
 import { ACCOUNT_CLIENT_ID } from '../portal/registration.js';
+import { CONSOLE_CLIENT_ID } from '../admin/console/registration.js';
+import { anySharedAccount, isSharedAccount } from '../jit/shared-accounts.js';
+import { beginSharedSignIn } from './shared-account.js';
 import { admitAttempt, DirectoryError, findUserByUsername, passedAttempt, syncDirectoryUser } from '../directory/users.js';
 import { DirectoryUnavailable, ldapConfigured } from '../directory/ldap.js';
 import { PASSWORD_MAX_LENGTH, verifyPassword } from '../directory/passwords.js';
@@ -18,23 +21,32 @@ import { now } from '../sessions/ledger.js';
 
 const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
 
-/** One message for unknown user, wrong password, disabled and locked accounts: none of them is disclosed. */
-export const INVALID_CREDENTIALS = 'Invalid username or password.';
+import { INVALID_CREDENTIALS, usernameField } from './sign-in-fields.js';
+
+export { INVALID_CREDENTIALS, usernameField };
+
 
 const loginForm = z.object({
   csrf: z.string().max(128),
-  // Control characters can be in no username (and PostgreSQL refuses NUL): refused like a wrong name.
-  username: z.string().trim().min(1, 'Enter your username.').max(128, INVALID_CREDENTIALS).regex(/^[^\p{Cc}]*$/u, INVALID_CREDENTIALS),
+  username: usernameField,
   password: z.string().min(1, 'Enter your password.').max(PASSWORD_MAX_LENGTH, INVALID_CREDENTIALS),
 });
 
-export function showLogin(ctx: Context, details: InteractionDetails, clientName: string, options: { error?: string; username?: string; status?: number } = {}): void {
+/** The sign-in page; the way in for shared accounts is offered where there are any. */
+export async function showLogin(ctx: Context, deps: Pick<FlowDeps, 'clients' | 'db'>, details: InteractionDetails, options: { error?: string; username?: string; status?: number } = {}): Promise<void> {
   const hint = typeof details.params.login_hint === 'string' ? details.params.login_hint.slice(0, 128) : '';
+  const [client, sharedAccounts] = await Promise.all([clientOf(deps, details), anySharedAccount(deps.db)]);
+  const own = client.clientId === ACCOUNT_CLIENT_ID || client.clientId === CONSOLE_CLIENT_ID;
   renderPage(
     ctx,
     'flows/login',
-    // Tessera's own account portal offers a way back in to someone who lost a factor or the password.
-    { title: 'Sign in', uid: details.uid, clientName, username: options.username ?? hint, error: options.error ?? null, restoreAccess: details.params.client_id === ACCOUNT_CLIENT_ID, portal: portalOf(details) },
+    {
+      title: 'Sign in', uid: details.uid, clientName: client.name, username: options.username ?? hint, error: options.error ?? null,
+      // Tessera's own account portal offers a way back in to someone who lost a factor or the password.
+      restoreAccess: client.clientId === ACCOUNT_CLIENT_ID, portal: portalOf(details),
+      // Applications (not Tessera's own pages) may be signed in to as a reserved shared account.
+      sharedAccounts: sharedAccounts && !own,
+    },
     options.status ?? 200,
   );
 }
@@ -65,10 +77,9 @@ export function submitLogin(deps: FlowDeps) {
       return seeOther(ctx, `/interaction/${details.uid}`);
     }
     const client = await clientOf(deps, details);
-    const clientName = client.name;
     const parsed = loginForm.safeParse(form);
     if (!parsed.success) {
-      showLogin(ctx, details, clientName, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, username: form.username?.slice(0, 128), status: 400 });
+      await showLogin(ctx, deps, details, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, username: form.username?.slice(0, 128), status: 400 });
       return;
     }
     const { username, password } = parsed.data;
@@ -81,12 +92,12 @@ export function submitLogin(deps: FlowDeps) {
     if (throttled) {
       await audit.record({ type: 'login.throttled', actor: username, clientId, ...meta, details: { scope: throttled.scope, retry_at: throttled.retryAt } });
       const minutes = Math.max(1, Math.ceil((throttled.retryAt.getTime() - Date.now()) / 60_000));
-      showLogin(ctx, details, clientName, { error: `Too many sign-in attempts ${throttled.scope === 'ip' ? 'from your network' : 'for this username'}. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}.`, username, status: 429 });
+      await showLogin(ctx, deps, details, { error: `Too many sign-in attempts ${throttled.scope === 'ip' ? 'from your network' : 'for this username'}. Try again in ${minutes} minute${minutes === 1 ? '' : 's'}.`, username, status: 429 });
       return;
     }
     const refuse = async (reason: string) => {
       await audit.record({ type: 'login.failure', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { reason } });
-      showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
+      await showLogin(ctx, deps, details, { error: INVALID_CREDENTIALS, username, status: 401 });
     };
 
     const settings = await loadSettings(db, deps.box);
@@ -98,7 +109,7 @@ export function submitLogin(deps: FlowDeps) {
       const admission = user ? await admitAttempt(db, user.id, config.lockout) : null;
       if (admission && !admission.admitted) {
         await audit.record({ type: 'login.locked', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { locked_until: admission.lockedUntil } });
-        showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
+        await showLogin(ctx, deps, details, { error: INVALID_CREDENTIALS, username, status: 401 });
         return;
       }
       let entry;
@@ -110,7 +121,7 @@ export function submitLogin(deps: FlowDeps) {
         // The directory did not answer: no password was checked, so the attempt is given back.
         if (user && admission?.admitted) await passedAttempt(db, user.id, admission);
         await audit.record({ type: 'directory.unavailable', actor: username, subject: user?.id ?? null, clientId, ...meta, details: { reason: error.message } });
-        showLogin(ctx, details, clientName, { error: 'The user directory cannot be reached just now. Please try again in a moment.', username, status: 503 });
+        await showLogin(ctx, deps, details, { error: 'The user directory cannot be reached just now. Please try again in a moment.', username, status: 503 });
         return;
       }
       if (!entry) {
@@ -140,7 +151,7 @@ export function submitLogin(deps: FlowDeps) {
         // The same work and the same answer as a wrong password, so the lock tells nothing; the lock is not extended.
         await verifyPassword(null, password);
         await audit.record({ type: 'login.locked', actor: username, subject: user.id, clientId, ...meta, details: { locked_until: admission.lockedUntil } });
-        showLogin(ctx, details, clientName, { error: INVALID_CREDENTIALS, username, status: 401 });
+        await showLogin(ctx, deps, details, { error: INVALID_CREDENTIALS, username, status: 401 });
         return;
       }
       const valid = await verifyPassword(user.password_hash, password);
@@ -152,6 +163,8 @@ export function submitLogin(deps: FlowDeps) {
       }
       await passedAttempt(db, user.id, admission);
       if (user.status !== 'active') return refuse('disabled');
+      // A shared account an administrator gave a password: the reserving member's own code comes next.
+      if (await isSharedAccount(db, user.id)) return beginSharedSignIn(ctx, deps, details, user, [{ factor: 'password', at: now() }]);
     }
 
     const need = await loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params);

@@ -33,7 +33,8 @@ export function mfaRoutes(deps: FlowDeps): Router {
   async function load(ctx: Context): Promise<MfaState | null> {
     const details = await loadInteraction(ctx, deps.provider);
     const progress = await loadProgress(db, details.uid);
-    if (!progress || progress.step !== 'login' || !progress.requirement || details.prompt.name !== 'login') {
+    // A sign-in as a shared account is answered by the member's factors, on its own step's pages.
+    if (!progress || progress.step !== 'login' || !progress.requirement || progress.reservationId || details.prompt.name !== 'login') {
       seeOther(ctx, `/interaction/${details.uid}`);
       return null;
     }

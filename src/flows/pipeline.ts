@@ -12,6 +12,7 @@ import { consentStep } from './consent.js';
 import { mfaRoutes } from './mfa.js';
 import { emailSignInRoutes } from './email-sign-in.js';
 import { approvalRoutes } from './approval.js';
+import { sharedAccountRoutes } from './shared-account.js';
 import { completeLogin } from './complete-login.js';
 import { loadProgress, saveProgress, type Progress } from './progress.js';
 import { seeOther } from '../http/redirect.js';
@@ -64,7 +65,13 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
     {
       name: 'password',
       applies: ({ details, progress }) => details.prompt.name === 'login' && !progress && !isStepUp(details),
-      enter: async ({ ctx, details }) => showLogin(ctx, details, (await clientOf(deps, details)).name),
+      enter: ({ ctx, details }) => showLogin(ctx, deps, details),
+    },
+    {
+      // A sign-in as a shared account: the reserving member's own code, on the shared account's pages.
+      name: 'shared-account',
+      applies: ({ details, progress }) => details.prompt.name === 'login' && Boolean(progress?.reservationId),
+      enter: async ({ ctx, details }) => seeOther(ctx, `/interaction/${details.uid}/shared`),
     },
     {
       name: 'second-factor',
@@ -79,7 +86,7 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
           const fresh: Progress = { uid: details.uid, accountId: user.id, step: 'login', methods: [], requirement, challengeId: null };
           // Signed in with fresh enough factors, only the manager's approval is missing (another application, say).
           if (!details.prompt.reasons.some((r) => FACTOR_REASONS.has(r))) return completeLogin(ctx, deps, details, user, fresh);
-          if (!requirement.mfaRequired) return showLogin(ctx, details, client.name);
+          if (!requirement.mfaRequired) return showLogin(ctx, deps, details);
           await saveProgress(db, fresh);
         }
         seeOther(ctx, `/interaction/${details.uid}/mfa`);
@@ -108,5 +115,5 @@ export function interactionRoutes(deps: FlowDeps): Router[] {
     assertCsrf(ctx, form.csrf);
     await finishInteraction(ctx, details, { error: 'access_denied', error_description: SIGN_IN_CANCELLED }, false);
   });
-  return [emailSignInRoutes(deps), router, mfaRoutes(deps), approvalRoutes(deps), consent.routes];
+  return [emailSignInRoutes(deps), sharedAccountRoutes(deps), router, mfaRoutes(deps), approvalRoutes(deps), consent.routes];
 }

@@ -22,6 +22,13 @@ export interface Progress {
   enrolAfterFactor?: boolean;
   /** The second factor passed in this interaction (while it goes on to enrolment). */
   factorPassed?: FactorId | null;
+  /** A sign-in as a shared account: the reservation it spends; the reserving member answers its factors. */
+  reservationId?: string | null;
+}
+
+/** A sign-in that starts the session's proofs over: what the session proved before does not count. */
+export function startsOver(progress: Pick<Progress, 'methods' | 'reservationId'>): boolean {
+  return Boolean(progress.reservationId) || progress.methods.some((p) => p.factor === 'password');
 }
 
 const TTL_SECONDS = 3600;
@@ -37,6 +44,7 @@ export async function saveProgress(db: Db, progress: Progress, ttlSeconds = TTL_
     challenge_id: progress.challengeId,
     enrol_after_factor: progress.enrolAfterFactor ?? false,
     factor_passed: progress.factorPassed ?? null,
+    reservation_id: progress.reservationId ?? null,
     expires_at: new Date(Date.now() + ttlSeconds * 1000),
   };
   await db
@@ -61,6 +69,7 @@ export async function loadProgress(db: Db, uid: string): Promise<Progress | null
     challengeId: row.challenge_id,
     enrolAfterFactor: row.enrol_after_factor,
     factorPassed: row.factor_passed as FactorId | null,
+    reservationId: row.reservation_id,
   };
 }
 

@@ -1,10 +1,13 @@
 import { sql } from 'kysely';
 import { isUniqueViolation, type Db } from '../db/index.js';
+import type { User } from '../db/schema.js';
 import { DomainError } from '../domain-error.js';
 import { createUser, findUserByUsername, USERNAME_PATTERN } from '../directory/users.js';
 import { createGroup } from '../directory/groups.js';
 
 export class JitError extends DomainError {}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The reservation time an administrator may give a shared account, in minutes (the seed's floor is one). */
 export const JIT_MINUTES = { min: 1, max: 1440, default: 5 } as const;
@@ -109,6 +112,7 @@ export async function reservableBy(db: Db, memberId: string): Promise<SharedAcco
  * database holds one live reservation per account; the others hear who holds it.
  */
 export async function reserve(db: Db, input: { sharedUserId: string; memberId: string; ip: string | null }): Promise<Reservation> {
+  if (!UUID.test(input.sharedUserId)) throw new JitError('you may not reserve this account', 'account');
   const account = await db
     .selectFrom('shared_accounts')
     .innerJoin('users', 'users.id', 'shared_accounts.user_id')
@@ -134,12 +138,13 @@ export async function reserve(db: Db, input: { sharedUserId: string; memberId: s
   } catch (error) {
     if (!isUniqueViolation(error)) throw error;
     const holder = (await listSharedAccounts(db, { userId: account.user_id }))[0]?.holder;
-    throw new JitError(holder ? `${account.username} is reserved by ${holder.username} until ${holder.until.toISOString().slice(11, 16)} UTC` : `${account.username} was reserved a moment ago: try again`, 'account');
+    throw new JitError(holder ? `already reserved: ${account.username} is held by ${holder.username} until ${holder.until.toISOString().slice(11, 16)} UTC` : `already reserved: ${account.username} was reserved a moment ago, try again`, 'account');
   }
 }
 
 /** A member gives a reservation back before using it. */
 export async function release(db: Db, input: { sharedUserId: string; memberId: string }): Promise<boolean> {
+  if (!UUID.test(input.sharedUserId)) return false;
   const row = await db
     .updateTable('jit_reservations')
     .set({ status: 'released', ended_at: sql`now()` })
@@ -169,4 +174,90 @@ export async function listReservations(db: Db, options: { id?: string; sharedUse
     status: r.status === 'live' && r.expires_at.getTime() <= Date.now() ? 'expired' : r.status,
     reservedAt: r.reserved_at, expiresAt: r.expires_at, endedAt: r.ended_at,
   }));
+}
+
+/** Whether any account is shared: the sign-in page offers the way in for them only then. */
+export async function anySharedAccount(db: Db): Promise<boolean> {
+  return Boolean(await db.selectFrom('shared_accounts').select('user_id').limit(1).executeTakeFirst());
+}
+
+export async function isSharedAccount(db: Db, userId: string): Promise<boolean> {
+  return Boolean(await db.selectFrom('shared_accounts').select('user_id').where('user_id', '=', userId).executeTakeFirst());
+}
+
+/** A reservation a sign-in as the shared account may spend: live, in time, and its member still in the group. */
+export interface LiveReservation {
+  id: string;
+  memberId: string;
+  expiresAt: Date;
+}
+
+export async function liveReservation(db: Db, sharedUserId: string): Promise<LiveReservation | null> {
+  const row = await db
+    .selectFrom('jit_reservations as r')
+    .innerJoin('shared_accounts as s', 's.user_id', 'r.shared_user_id')
+    .innerJoin('group_members as g', (join) => join.onRef('g.group_id', '=', 's.group_id').onRef('g.user_id', '=', 'r.member_id'))
+    .select(['r.id', 'r.member_id', 'r.expires_at'])
+    .where('r.shared_user_id', '=', sharedUserId)
+    .where('r.status', '=', 'live')
+    .where('r.expires_at', '>', sql<Date>`now()`)
+    .executeTakeFirst();
+  return row ? { id: row.id, memberId: row.member_id, expiresAt: row.expires_at } : null;
+}
+
+/** The reservation a sign-in is spending, if it is still live and in time. */
+export async function stillLive(db: Db, reservationId: string): Promise<LiveReservation | null> {
+  const row = await db
+    .selectFrom('jit_reservations')
+    .select(['id', 'member_id', 'expires_at'])
+    .where('id', '=', reservationId)
+    .where('status', '=', 'live')
+    .where('expires_at', '>', sql<Date>`now()`)
+    .executeTakeFirst();
+  return row ? { id: row.id, memberId: row.member_id, expiresAt: row.expires_at } : null;
+}
+
+/**
+ * Spends a reservation with the sign-in it was for, in one statement: of two sign-ins racing with
+ * the same reservation (two tabs), one spends it; a reservation that ran out spends nothing.
+ */
+export async function spendReservation(db: Db, reservationId: string): Promise<boolean> {
+  const row = await db
+    .updateTable('jit_reservations')
+    .set({ status: 'spent', ended_at: sql`now()` })
+    .where('id', '=', reservationId)
+    .where('status', '=', 'live')
+    .where('expires_at', '>', sql<Date>`now()`)
+    .returning('id')
+    .executeTakeFirst();
+  return Boolean(row);
+}
+
+/** RFC 8693's actor claim: who really signed in as the shared account. */
+export interface Actor {
+  sub: string;
+  preferred_username: string;
+}
+
+/**
+ * The member who signed a session in as a shared account (null for any other session). A browser
+ * can sign the same shared account in again later (the session keeps its uid): the reservation
+ * spent last before `at` (a code's issue time, epoch seconds) is the one.
+ */
+export async function actorOfSession(db: Db, sessionUid: string, at?: number): Promise<Actor | null> {
+  const row = await db
+    .selectFrom('jit_reservations as r')
+    .innerJoin('users as m', 'm.id', 'r.member_id')
+    .select(['m.id', 'm.username'])
+    .where('r.session_uid', '=', sessionUid)
+    .$if(at !== undefined, (q) => q.where('r.ended_at', '<=', sql<Date>`to_timestamp(${at! + 1})`))
+    .orderBy('r.ended_at', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return row ? { sub: row.id, preferred_username: row.username } : null;
+}
+
+/** The member a reservation is for. */
+export async function reservationMember(db: Db, reservationId: string): Promise<User | undefined> {
+  return db.selectFrom('jit_reservations as r').innerJoin('users', 'users.id', 'r.member_id').selectAll('users').where('r.id', '=', reservationId).executeTakeFirst();
 }

@@ -1,4 +1,5 @@
-import type { Account, FindAccount } from 'oidc-provider';
+import type { Account, FindAccount, KoaContextWithOIDC } from 'oidc-provider';
+import type { Actor } from '../jit/shared-accounts.js';
 import type { Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { findUserById } from '../directory/users.js';
@@ -21,15 +22,20 @@ export function claimsOf(user: User): { sub: string; [claim: string]: unknown } 
 /**
  * A disabled or deleted user is no account: their tokens stop refreshing and userinfo refuses them.
  * UserInfo also says how the session signed in (acr, amr, auth_time), as the access token presented
- * carries it (from the factor ledger, through extraTokenClaims).
+ * carries it (from the factor ledger, through extraTokenClaims). A shared account's ID token names
+ * the member who signed in as it (`act`, found from the code's session), as its access tokens do.
  */
-export function accountFinder(db: Db): FindAccount {
-  return async (_ctx, sub, token): Promise<Account | undefined> => {
+export function accountFinder(db: Db, actorOf: (ctx: KoaContextWithOIDC) => Promise<Actor | null>): FindAccount {
+  return async (ctx, sub, token): Promise<Account | undefined> => {
     const user = await findUserById(db, sub);
     if (!user || user.status !== 'active') return undefined;
     const extra = (token as { extra?: Record<string, unknown> } | undefined)?.extra;
-    const assurance = extra ? Object.fromEntries(['acr', 'amr', 'auth_time'].filter((k) => extra[k] !== undefined).map((k) => [k, extra[k]])) : {};
-    return { accountId: user.id, claims: (use) => (use === 'userinfo' ? { ...claimsOf(user), ...assurance } : claimsOf(user)) };
+    const carried = extra ? Object.fromEntries(['acr', 'amr', 'auth_time', 'act'].filter((k) => extra[k] !== undefined).map((k) => [k, extra[k]])) : {};
+    const act = token?.kind === 'AuthorizationCode' ? await actorOf(ctx) : null;
+    return {
+      accountId: user.id,
+      claims: (use) => (use === 'userinfo' ? { ...claimsOf(user), ...carried } : { ...claimsOf(user), ...(act ? { act } : {}) }),
+    };
   };
 }
 
@@ -37,7 +43,8 @@ export function accountFinder(db: Db): FindAccount {
 export const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email', 'phone'] as const;
 
 export const CLAIMS_BY_SCOPE = {
-  openid: ['sub', 'acr', 'amr', 'auth_time'],
+  // act: who really signed in as a shared account (RFC 8693 §4.1).
+  openid: ['sub', 'acr', 'amr', 'auth_time', 'act'],
   profile: ['name', 'given_name', 'family_name', 'preferred_username', 'updated_at'],
   email: ['email', 'email_verified'],
   phone: ['phone_number', 'phone_number_verified'],

@@ -9,6 +9,8 @@ export interface PolicyChecks {
   needsScopeStepUp(ctx: KoaContextWithOIDC): Promise<boolean>;
   /** Sign-ins to this client (or of this user) need a manager's approval, and this session has none for it. */
   needsApproval(ctx: KoaContextWithOIDC): Promise<boolean>;
+  /** The session's account is a just-in-time shared account. */
+  isSharedAccount(ctx: KoaContextWithOIDC): Promise<boolean>;
 }
 
 /**
@@ -16,6 +18,8 @@ export interface PolicyChecks {
  * - login/account_unavailable: the session's account was disabled or deleted since it signed in;
  * - login/mfa_required: the session lacks a fresh enough second factor for this client, request or
  *   the user's policy (step-up). Once a login result is present it never asks again, so it cannot loop;
+ * - login/shared_account: the session is a shared account's: every authorization signs it in
+ *   again with a new reservation (single sign-on never reuses one);
  * - login/approval_required: the client or the user's policy needs a manager's approval and the
  *   session holds none for this client (single sign-on from elsewhere does not skip it);
  * - consent/scope_step_up: a protected scope is asked for and the session has no fresh enough
@@ -36,6 +40,13 @@ export function createInteractionPolicy(checks: PolicyChecks): interactionPolicy
       const { session, account, result } = ctx.oidc;
       if (result?.login || !session?.accountId || !account) return Check.NO_NEED_TO_PROMPT;
       return (await checks.needsMfa(ctx)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
+    }),
+  );
+  login.checks.add(
+    new Check('shared_account', 'a shared account signs in again for every authorization', 'login_required', async (ctx: KoaContextWithOIDC) => {
+      const { session, account, result } = ctx.oidc;
+      if (result?.login || !session?.accountId || !account) return Check.NO_NEED_TO_PROMPT;
+      return (await checks.isSharedAccount(ctx)) ? Check.REQUEST_PROMPT : Check.NO_NEED_TO_PROMPT;
     }),
   );
   login.checks.add(

@@ -21,6 +21,7 @@ import { hasSessionApproval, recordSessionApproval } from '../approvals/requests
 import { findUserById } from '../directory/users.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
+import { actorOfSession, isSharedAccount, type Actor } from '../jit/shared-accounts.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -71,6 +72,12 @@ export function createProvider(deps: ProviderDeps): Provider {
     return { settings, need, maxAgeSeconds: client.mfaMaxAgeSeconds ?? settings.mfa.maxAgeSeconds };
   });
 
+  // The member who signed this code's session in as a shared account (null for everyone else).
+  const actorOf = perRequest(async (ctx) => {
+    const code = ctx.oidc.entities.AuthorizationCode;
+    return code?.sessionUid ? actorOfSession(db, code.sessionUid, code.iat) : null;
+  });
+
   const checks: PolicyChecks = {
     async needsMfa(ctx) {
       const requirement = await requirementOf(ctx);
@@ -85,6 +92,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       if (!client.managerApproval && !(await requirementOf(ctx))?.need.managerApproval) return false;
       return !(await hasSessionApproval(db, ctx.oidc.session.uid, client.clientId));
     },
+    isSharedAccount: (ctx) => (ctx.oidc.session?.accountId ? isSharedAccount(db, ctx.oidc.session.accountId) : Promise.resolve(false)),
     async needsScopeStepUp(ctx) {
       const { grant } = ctx.oidc;
       const requested: RequestedScope[] = [...ctx.oidc.requestParamOIDCScopes].map((scope) => ({ resource: null, scope }));
@@ -112,7 +120,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         : undefined;
       return new KyselyAdapter(db, name, storage, config.ttl.refreshTokenReuseSeconds, guard);
     },
-    findAccount: accountFinder(db),
+    findAccount: accountFinder(db, actorOf),
     jwks: { keys: keys.signing as never },
     cookies: {
       keys: keys.cookie,
@@ -184,14 +192,17 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     interactions: { policy: createInteractionPolicy(checks), url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     // How the user signed in travels with their access tokens (RFC 9068 §2.2.1), so an API can demand MFA.
+    // A shared account's session also says who really signed in: RFC 8693's actor claim.
     extraTokenClaims: async (ctx, token) => {
       if (token.kind !== 'AccessToken') return undefined;
       const source = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
       if (!source) return undefined;
-      return { auth_time: source.authTime, acr: source.acr, amr: source.amr };
+      const act = await actorOf(ctx);
+      return { auth_time: source.authTime, acr: source.acr, amr: source.amr, ...(act ? { act } : {}) };
     },
-    // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them outlive the session.
-    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them
+    // outlive the session. A shared account gets none: each use of it is one reserved sign-in.
+    issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && !(code.accountId && (await isSharedAccount(db, code.accountId))),
     rotateRefreshToken: () => true,
     ttl: {
       // A token for an API lives as long as the API chose; one for UserInfo as configured.
@@ -232,8 +243,10 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
     const { AccessToken, ClientCredentials, Client } = ctx.oidc.entities;
+    const act = AccessToken?.extra?.act as Actor | undefined;
     void audit.record({
       type: 'token.issued',
+      actor: act?.preferred_username ?? null,
       subject: AccessToken?.accountId ?? null,
       clientId: Client?.clientId ?? null,
       ip: ctx.ip,
@@ -244,7 +257,12 @@ export function createProvider(deps: ProviderDeps): Provider {
     void audit.record({ type: 'token.revoked', clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip, details: { grant_id: grantId } });
   });
   provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
-    void audit.record({ type: 'logout', subject: ctx.oidc.session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip });
+    const session = ctx.oidc.session;
+    void (async () => {
+      // A shared account's sign-out is the member's who signed it in.
+      const actor = session?.uid && session.accountId ? await actorOfSession(db, session.uid).catch(() => null) : null;
+      await audit.record({ type: 'logout', actor: actor?.preferred_username ?? null, subject: session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip });
+    })();
   });
   provider.on('server_error', (_ctx: KoaContextWithOIDC, error: Error) => log.error({ err: error }, 'provider server_error'));
   return provider;

@@ -136,7 +136,6 @@ export function methodsAvailable(settings: Settings, mode: Mode): Record<FactorI
   };
 }
 
-/** Gathers what the pure requirement function needs for this user, client and request. */
 /**
  * A local account without a password signs in with a code sent to its email: that code is its first
  * factor, so the email cannot also be its second (a step-up by email would never count as MFA).
@@ -145,6 +144,7 @@ export function signsInByEmail(user: User): boolean {
   return user.source === 'local' && user.password_hash === null;
 }
 
+/** Gathers what the pure requirement function needs for this user, client and request. */
 export async function loginRequirement(
   db: Db,
   settings: Settings,
@@ -195,4 +195,29 @@ export async function updatePolicy(db: Db, name: string, changes: PolicyChanges)
     .where('name', '=', name)
     .execute();
   return changed;
+}
+
+/**
+ * What a sign-in as a shared account needs: the shared account's policies and the application's
+ * demands decide which factors count; the reserving member's own email, phone and authenticator
+ * app are what can answer (an email is a code here even for a member who signs in with it).
+ */
+export async function sharedSignInRequirement(
+  db: Db,
+  settings: Settings,
+  mode: Mode,
+  shared: User,
+  member: User,
+  clientRequiresMfa: boolean,
+  params: Record<string, unknown>,
+): Promise<Requirement> {
+  const [{ policies }, { hasAuthenticator }] = await Promise.all([userMfaFacts(db, shared.id), userMfaFacts(db, member.id)]);
+  return requirement({
+    policies,
+    clientRequiresMfa,
+    mfaAcrRequested: requestsMfaAcr(params),
+    methodsAvailable: methodsAvailable(settings, mode),
+    user: { emailVerified: Boolean(member.email) && member.email_verified, phoneVerified: Boolean(member.phone) && member.phone_verified, hasAuthenticator },
+    sharedSignIn: true,
+  });
 }

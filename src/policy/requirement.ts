@@ -22,9 +22,14 @@ export interface RequirementInput {
   methodsAvailable: Record<FactorId, boolean>;
   /** mustEnrol: an administrator approved an access restore for a lost token: a new one is enrolled first. */
   user: { emailVerified: boolean; phoneVerified: boolean; hasAuthenticator: boolean; mustEnrol?: boolean };
+  /**
+   * A sign-in as a shared account: always a one-time code, and `user` is the reserving member,
+   * whose own factors answer it; nothing is enrolled for anyone in it.
+   */
+  sharedSignIn?: boolean;
 }
 
-export type RequirementReason = 'policy' | 'client' | 'acr' | 'enrolled' | 'restored';
+export type RequirementReason = 'policy' | 'client' | 'acr' | 'enrolled' | 'restored' | 'shared';
 
 export interface Requirement {
   mfaRequired: boolean;
@@ -80,7 +85,8 @@ export function requirement(input: RequirementInput): Requirement {
   const policy = effectivePolicy(input.policies);
   const mode: MfaMode = policy?.mfa ?? 'optional';
   const appByPolicy = policy?.requireAuthenticatorApp ?? false;
-  const restored = input.user.mustEnrol === true && !input.user.hasAuthenticator;
+  const shared = input.sharedSignIn === true;
+  const restored = !shared && input.user.mustEnrol === true && !input.user.hasAuthenticator;
   const requireApp = appByPolicy || restored;
 
   let allowed = FACTOR_ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
@@ -98,13 +104,15 @@ export function requirement(input: RequirementInput): Requirement {
   const reasons: RequirementReason[] = [];
   if (mode === 'required' || appByPolicy) reasons.push('policy');
   if (restored) reasons.push('restored');
+  if (shared) reasons.push('shared');
   if (input.clientRequiresMfa) reasons.push('client');
   if (input.mfaAcrRequested) reasons.push('acr');
   if (mode === 'optional' && reasons.length === 0 && usable.includes('totp')) reasons.push('enrolled');
   const mfaRequired = reasons.length > 0;
 
   let enrolAuthenticator: Requirement['enrolAuthenticator'] = 'no';
-  if (codesFirst.length > 0) enrolAuthenticator = 'after-code';
+  if (shared) enrolAuthenticator = 'no';
+  else if (codesFirst.length > 0) enrolAuthenticator = 'after-code';
   else if (requireApp && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'required';
   // A first factor is enrolled with a password alone only where an administrator's policy demands
   // MFA: a request's acr_values or a client's flag must not let a password thief attach their app.

@@ -17,6 +17,7 @@ import { ACTION_LINKS, applies, type SelfTokenType } from './actions.js';
 import { ACCOUNT_CLIENT_ID } from './registration.js';
 import { mayUsePortal, portalByAlias, type Portal } from './portals.js';
 import { restoreRoutes } from './restore-pages.js';
+import { JitError, release, reservableBy, reserve } from '../jit/shared-accounts.js';
 import {
   accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
   reassignToken, registerExistingToken, removeTokenPin, resyncToken, setTokenPin, startContactChange, startTokenRegistration, unassignToken,
@@ -109,6 +110,8 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     'pin-set': 'The PIN is set: type it with the code from now on.',
     'pin-removed': 'The PIN is removed: the code alone signs you in.',
     'login-changed': 'Your login is changed: sign in with the new one from now on.',
+    'jit-reserved': 'Reserved for you: sign in to the shared account now, with its username and your own code. The reservation ends with that sign-in or when its time runs out.',
+    'jit-released': 'The reservation is released: anyone of the group may reserve the account now.',
     cancelled: 'Nothing was changed.',
   };
 
@@ -215,11 +218,46 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   }
   const field = (f: URLSearchParams, name: string) => f.get(name) ?? '';
 
+  /** The portal's first page: the account, its tokens, what can be done, and (on /account) the shared accounts to reserve. */
+  async function home(ctx: Context, redisplay?: Redisplay): Promise<void> {
+    const request = requestOf(ctx);
+    const shared = request.portal.alias === null ? await reservableBy(db, request.session.user.id) : [];
+    show(ctx, 'home', request.portal.title, { links: offered(request).map((a) => ({ action: a, ...ACTION_LINKS[a] })), shared, redisplay });
+  }
+
+  // Just-in-time shared accounts: a member reserves one here, then signs in to it with their own code.
+  app.change(accountPortal, '/jit/reserve', {
+    label: 'Reserve a shared account',
+    redisplay: home,
+    async run(ctx, f, { session }) {
+      const account = text(f, 'account');
+      const meta = { ip: ctx.ip, userAgent: ctx.get('user-agent') || null };
+      try {
+        const reservation = await reserve(db, { sharedUserId: account, memberId: session.user.id, ip: ctx.ip });
+        await audit.record({ type: 'jit.reserved', actor: session.user.username, subject: reservation.sharedUserId, clientId: ACCOUNT_CLIENT_ID, ...meta, details: { reservation: reservation.id, shared_account: reservation.shared, member_id: session.user.id, until: reservation.expiresAt } });
+      } catch (error) {
+        if (error instanceof JitError) {
+          await audit.record({ type: 'jit.refused', actor: session.user.username, subject: account.slice(0, 64), clientId: ACCOUNT_CLIENT_ID, ...meta, details: { reason: error.message, member_id: session.user.id } });
+        }
+        throw error;
+      }
+      done(ctx, 'jit-reserved');
+    },
+  });
+  app.change(accountPortal, '/jit/release', {
+    label: 'Release a shared account',
+    redisplay: home,
+    async run(ctx, f, { session }) {
+      const account = text(f, 'account');
+      if (await release(db, { sharedUserId: account, memberId: session.user.id })) {
+        await audit.record({ type: 'jit.released', actor: session.user.username, subject: account, clientId: ACCOUNT_CLIENT_ID, ip: ctx.ip, userAgent: ctx.get('user-agent') || null, details: { member_id: session.user.id } });
+      }
+      done(ctx, 'jit-released');
+    },
+  });
+
   for (const router of [accountPortal, selfService]) {
-    router.get('/', (ctx) => {
-      const request = requestOf(ctx);
-      show(ctx, 'home', request.portal.title, { links: offered(request).map((a) => ({ action: a, ...ACTION_LINKS[a] })) });
-    });
+    router.get('/', (ctx) => home(ctx));
 
     actionPage(router, 'change-name', {
       view: 'name',

@@ -41,12 +41,14 @@ export async function readLedger(db: Db, sessionUid: string, accountId: string):
 /**
  * Moves what an interaction proved (kept with its progress) into its session's ledger, in one
  * statement, once oidc-provider has signed the session in and its uid is final. A new sign-in
- * with the password (prompt=login, max_age, another account) starts the ledger over: what the
- * session proved before no longer counts.
+ * with the password (prompt=login, max_age, another account), or as a shared account, starts the
+ * ledger over: what the session proved before no longer counts.
  */
 export async function commitInteractionPasses(db: Db, interactionUid: string, sessionUid: string, sessionSeconds: number): Promise<void> {
   await sql`
-    with moved as (delete from interaction_progress where uid = ${interactionUid} returning account_id, methods),
+    with moved as (delete from interaction_progress where uid = ${interactionUid} returning account_id, methods, reservation_id),
+    -- A sign-in as a shared account: the session it made is the one whose tokens name the member.
+    signed as (update jit_reservations set session_uid = ${sessionUid} where id = (select reservation_id from moved) and status = 'spent'),
     passes as (
       select distinct on (p->>'factor') p->>'factor' as factor, to_timestamp((p->>'at')::bigint) as passed_at, moved.account_id
       from moved, jsonb_array_elements(moved.methods) p
@@ -56,7 +58,7 @@ export async function commitInteractionPasses(db: Db, interactionUid: string, se
     superseded as (
       delete from session_factors
       where session_uid = ${sessionUid}
-        and exists (select 1 from passes where factor = 'password')
+        and (exists (select 1 from passes where factor = 'password') or exists (select 1 from moved where reservation_id is not null))
         and factor not in (select factor from passes)
     )
     insert into session_factors (session_uid, factor, account_id, passed_at, expires_at)

@@ -1,0 +1,7 @@
+import { z } from 'zod';
+
+/** One message for unknown user, wrong password, disabled and locked accounts: none of them is disclosed. */
+export const INVALID_CREDENTIALS = 'Invalid username or password.';
+
+// Control characters can be in no username (and PostgreSQL refuses NUL): refused like a wrong name.
+export const usernameField = z.string().trim().min(1, 'Enter your username.').max(128, INVALID_CREDENTIALS).regex(/^[^\p{Cc}]*$/u, INVALID_CREDENTIALS);

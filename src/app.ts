@@ -30,6 +30,7 @@ import { systemPages } from './admin/console/pages/system.js';
 import { settingsPages } from './admin/console/pages/settings.js';
 import { approvalPages } from './admin/console/pages/approvals.js';
 import { selfServicePages } from './admin/console/pages/self-service.js';
+import { sharedAccountPages } from './admin/console/pages/shared-accounts.js';
 import { portalRoutes } from './portal/app.js';
 
 export interface AppDeps {
@@ -160,6 +161,7 @@ export function createApp(deps: AppDeps): Koa {
   settingsPages(admin, deps.runningKeys);
   approvalPages(admin);
   selfServicePages(admin);
+  sharedAccountPages(admin);
   admin.addFormFallbacks();
   pages.use(admin.signIn.routes(), admin.signIn.allowedMethods());
   pages.use(admin.pages.routes(), admin.pages.allowedMethods());

@@ -18,6 +18,7 @@ import { beginEnrolment, confirmEnrolment } from '../src/factors/authenticators.
 import { loadSettings } from '../src/settings/settings.js';
 import { enableSharedAccount } from '../src/jit/shared-accounts.js';
 import { INVALID_CREDENTIALS } from '../src/flows/login.js';
+import { startAppSession } from '../src/web/sessions.js';
 
 const REDIRECT = 'http://127.0.0.1:9/callback';
 const SECRET = 'rp-secret-0123456789abcdef';
@@ -275,5 +276,44 @@ describe('just-in-time shared accounts: the sign-in and who really did it', () =
     assert.equal(refused.status, 403);
     assert.match(pageText(refused), /shared account/);
     await sql`update users set password_hash = null where id = ${shared}`.execute(tessera.db);
+    await sql`update jit_reservations set status = 'released' where status = 'live'`.execute(tessera.db);
+  });
+
+  it('the console lists shared accounts, their groups and reservations; it shares, ends a reservation and stops sharing', async () => {
+    await createUser(tessera.db, { username: 'root', password: 'root-password-1' });
+    await addGroupMember(tessera.db, 'admins', 'root');
+    const user = await tessera.db.selectFrom('users').select('id').where('username', '=', 'root').executeTakeFirstOrThrow();
+    const agent = new Agent();
+    agent.cookies.set('tessera.admin', await startAppSession(tessera.db, 'admin', user.id, { idleSeconds: 900, absoluteSeconds: 3600 }, { authAt: new Date(), factorAt: new Date() }));
+    await reserveAs('mary');
+    const page = await agent.get(url('/admin/shared-accounts'));
+    assert.equal(page.status, 200);
+    const words = pageText(page);
+    assert.match(words, /acmeadmin JIT_acmeadmin 5 min active by mary until/);
+    assert.match(words, /acmeadmin jsmith signed in/, 'past reservations are listed');
+
+    const end = formsOf(page).find((f) => f.action.endsWith('/shared-accounts/release'))!;
+    const ended = await agent.follow(await agent.post(end.action, end.fields));
+    assert.match(pageText(ended), /The reservation is ended/);
+    assert.equal(await liveCount(), 0);
+
+    const share = formFor(page, '/admin/shared-accounts');
+    const bad = await agent.post(share.action, { ...share.fields, username: 'winadmin', group: 'JIT_winadmin', minutes: '0' });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body, /id="f-minutes"[^>]*aria-invalid="true"/);
+    const shared2 = await agent.follow(await agent.post(share.action, { ...share.fields, username: 'winadmin', group: 'JIT_winadmin', minutes: '15' }));
+    assert.match(pageText(shared2), /winadmin JIT_winadmin 15 min active free/);
+    // The group in use cannot be removed from under the account.
+    const group = await agent.follow(await agent.get(url('/admin/groups/JIT_winadmin')));
+    const remove = formsOf(group).find((f) => f.action.endsWith('/groups/JIT_winadmin/remove'));
+    assert.ok(remove, 'the group page offers its removal');
+    const refused = await agent.post(remove.action, remove.fields);
+    assert.equal(refused.status, 400);
+    assert.match(pageText(refused), /decides who may reserve winadmin/);
+    const stop = formsOf(shared2).filter((f) => f.action.endsWith('/shared-accounts/disable')).find((f) => f.fields.username === 'winadmin')!;
+    const stopped = await agent.follow(await agent.post(stop.action, stop.fields));
+    assert.match(pageText(stopped), /no longer shared/);
+    assert.doesNotMatch(pageText(stopped), /winadmin JIT_winadmin/);
+    assert.equal((await portal().events('jit.released')).at(-1)!.actor, 'admin:root');
   });
 });

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { operation } from './service.js';
-import { disableSharedAccount, enableSharedAccount, JIT_MINUTES, listReservations, listSharedAccounts } from '../jit/shared-accounts.js';
+import { findUserByUsername } from '../directory/users.js';
+import { disableSharedAccount, enableSharedAccount, JIT_MINUTES, JitError, listReservations, listSharedAccounts, release } from '../jit/shared-accounts.js';
 
 const username = z.string().min(1, 'name the shared account').max(128, 'no username is that long');
 
@@ -36,4 +37,18 @@ export const listReservationsOp = operation({
   kind: 'read',
   input: z.object({ limit: z.number().int().min(1).max(1000).default(100) }),
   run: async ({ db }, { limit }) => ({ result: await listReservations(db, { limit }) }),
+});
+
+/** Ends the live reservation of a shared account, whoever holds it (a member who left, a mistake). */
+export const releaseJitOp = operation({
+  kind: 'change',
+  input: z.object({ username }),
+  async run({ db }, { username }) {
+    const user = await findUserByUsername(db, username);
+    const shared = user && (await listSharedAccounts(db, { userId: user.id }))[0];
+    if (!shared) throw new JitError(`${username} is not a shared account`, 'username');
+    const ended = await release(db, { sharedUserId: shared.userId });
+    if (!ended) throw new JitError(`nobody holds ${shared.username} now`, 'username');
+    return { result: { member: shared.holder?.username ?? null }, change: { type: 'jit.released', subject: shared.userId, details: { username: shared.username, member_id: ended.memberId, by: 'administrator' } } };
+  },
 });

@@ -16,7 +16,7 @@ import { listAuditOp } from '../admin/audit-log.js';
 import { disablePortalOp, enablePortalOp, listPortalsOp } from '../admin/portals.js';
 import { importTokensOp, tokenStockOp } from '../admin/tokens.js';
 import { approveRestoreRequestOp, deleteRestoreRequestOp, listRestoreRequestsOp } from '../admin/restore.js';
-import { disableJitOp, enableJitOp, listJitOp, listReservationsOp } from '../admin/jit.js';
+import { disableJitOp, enableJitOp, listJitOp, listReservationsOp, releaseJitOp } from '../admin/jit.js';
 import { JIT_MINUTES } from '../jit/shared-accounts.js';
 import { PORTAL_ACTIONS } from '../portal/actions.js';
 import {
@@ -733,6 +733,16 @@ const COMMANDS: Record<string, Command> = {
     async run({ arg, io, service }) {
       await perform(service, disableJitOp, { username: arg['shared-username']! });
       io.out(`${arg['shared-username']} is no longer shared`);
+    },
+  },
+  'jit release': {
+    args: ['<shared-username>'],
+    flags: [],
+    usage: 'jit release <shared-username>             end the live reservation, whoever holds it',
+    fields: { username: '<shared-username>' },
+    async run({ arg, io, service }) {
+      const { member } = await perform(service, releaseJitOp, { username: arg['shared-username']! });
+      io.out(`released ${arg['shared-username']}${member ? ` (it was reserved by ${member})` : ''}`);
     },
   },
   'jit list': {

@@ -45,6 +45,8 @@ export async function removeGroup(db: Db, name: string): Promise<{ members: numb
   const group = await db.selectFrom('groups').select(['id', 'builtin']).where('name', '=', name).executeTakeFirst();
   if (!group) throw new DirectoryError(`no group "${name}"`);
   if (group.builtin) throw new DirectoryError(`"${name}" is built in: it decides who may use the admin console`);
+  const sharing = await db.selectFrom('shared_accounts').innerJoin('users', 'users.id', 'shared_accounts.user_id').select('users.username').where('shared_accounts.group_id', '=', group.id).execute();
+  if (sharing.length) throw new DirectoryError(`"${name}" decides who may reserve ${sharing.map((s) => s.username).join(', ')}: stop sharing (jit disable) or share with another group first`);
   return db.transaction().execute(async (tx) => {
     const members = await tx.deleteFrom('group_members').where('group_id', '=', group.id).executeTakeFirst();
     const policies = await tx.deleteFrom('access_policies').where('subject_type', '=', 'group').where('subject_id', '=', group.id).returning('name').execute();

@@ -142,18 +142,21 @@ export async function reserve(db: Db, input: { sharedUserId: string; memberId: s
   }
 }
 
-/** A member gives a reservation back before using it. */
-export async function release(db: Db, input: { sharedUserId: string; memberId: string }): Promise<boolean> {
-  if (!UUID.test(input.sharedUserId)) return false;
+/**
+ * A member gives a reservation back before using it; an administrator (no `memberId`) ends
+ * whoever's it is. Returns the member whose reservation ended, if one did.
+ */
+export async function release(db: Db, input: { sharedUserId: string; memberId?: string }): Promise<{ memberId: string } | null> {
+  if (!UUID.test(input.sharedUserId)) return null;
   const row = await db
     .updateTable('jit_reservations')
     .set({ status: 'released', ended_at: sql`now()` })
     .where('shared_user_id', '=', input.sharedUserId)
-    .where('member_id', '=', input.memberId)
+    .$if(input.memberId !== undefined, (q) => q.where('member_id', '=', input.memberId!))
     .where('status', '=', 'live')
-    .returning('id')
+    .returning('member_id')
     .executeTakeFirst();
-  return Boolean(row);
+  return row ? { memberId: row.member_id } : null;
 }
 
 /** Reservations, newest first: for one id, one shared account, or all. */

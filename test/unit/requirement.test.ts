@@ -124,3 +124,21 @@ describe('policy: the requirement', () => {
     assert.equal(requirement(input({ mfaAcrRequested: true, policies: [rule({})], user: NOTHING })).enrolAuthenticator, 'offered');
   });
 });
+
+describe('policy: a sign-in as a shared account', () => {
+  it('always asks a code, of the member’s own factors; never enrols anything, whatever the shared account’s policy', () => {
+    const plain = requirement(input({ sharedSignIn: true, user: { ...NOTHING, phoneVerified: true } }));
+    assert.equal(plain.mfaRequired, true);
+    assert.deepEqual(plain.reasons, ['shared']);
+    assert.deepEqual(plain.usableFactors, ['sms']);
+    assert.equal(plain.enrolAuthenticator, 'no');
+    // A policy demanding an app: only the member's app counts, and none is enrolled in this sign-in.
+    const appOnly = requirement(input({ sharedSignIn: true, policies: [rule({ requireAuthenticatorApp: true })], user: { ...EVERYTHING, hasAuthenticator: false, mustEnrol: true } }));
+    assert.deepEqual(appOnly.usableFactors, []);
+    assert.equal(appOnly.enrolAuthenticator, 'no');
+    assert.equal(appOnly.noUsableMethod, true);
+    assert.ok(!appOnly.reasons.includes('restored'), 'the member’s own restore does not apply to the shared account');
+    const narrowed = requirement(input({ sharedSignIn: true, policies: [rule({ allowedFactors: ['totp', 'email'] })], user: EVERYTHING }));
+    assert.deepEqual(narrowed.usableFactors, ['totp', 'email']);
+  });
+});

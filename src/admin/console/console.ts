@@ -45,6 +45,8 @@ const NOTICES: Record<string, string> = {
   allowed: 'The client may now obtain tokens for this API.',
   disallowed: 'The client no longer obtains tokens for this API.',
   rotated: 'New signing keys are stored. Each instance publishes them and signs with them after its next restart; until then the keys it started with keep signing.',
+  'jit-released': 'The reservation is ended: any member of the group may reserve the account now.',
+  'jit-disabled': 'The account is no longer shared; it and its group stay.',
   cancelled: 'Nothing was changed.',
 };
 

@@ -13,6 +13,7 @@ import type { SecretBox } from '../crypto/secret-box.js';
 import { createPolicy, PolicyError } from '../policy/policies.js';
 import { allowClient, createResourceServer, findResourceServer, ResourceServerError } from '../resource-servers/resource-servers.js';
 import { protectScope } from '../scopes/rules.js';
+import { enableSharedAccount, isSharedAccount, JitError } from '../jit/shared-accounts.js';
 
 /** The demo API: its write scope is protected, so the demo app shows the step-up at consent. */
 export const DEMO_API = { identifier: 'https://payments.demo.tessera', name: 'Demo payments API', read: 'payments:read', write: 'payments:write' } as const;
@@ -28,7 +29,9 @@ export const DEMO_ADMIN = { username: 'demo-admin', password: 'demo-password' } 
 /** A demo user whose sign-ins need their manager's approval (the manager's link lands in the dev outbox). */
 export const DEMO_APPROVAL_USER = { username: 'demo-approval', password: 'demo-password', manager: 'demo-manager@example.com' } as const;
 
-/** Dev mode: a demo user and the demo app's client, created once. */
+/** A demo shared account: `demo` and `demo-mfa` reserve it at /account and sign in to it with their own code. */
+export const DEMO_SHARED = { username: 'demo-shared', group: 'JIT_demo-shared', members: [DEMO_USER.username, DEMO_MFA_USER.username] } as const;
+
 /** The demo app's self-service portal: /selfservice/demo. */
 export const DEMO_PORTAL_ALIAS = 'demo';
 /** The demo tokens' seed (base32), published: anyone can compute their codes. */
@@ -94,6 +97,15 @@ export async function ensureDemoData(db: Db, box: SecretBox, issuer: string): Pr
       if (!(error instanceof DirectoryError || error instanceof PolicyError || error instanceof ApprovalError)) throw error;
     }
   }
+  // Created once; an administrator's later changes (another group, another time, no longer shared) are kept.
+  if (!(await findUserByUsername(db, DEMO_SHARED.username))) {
+    try {
+      await enableSharedAccount(db, { username: DEMO_SHARED.username, group: DEMO_SHARED.group });
+      for (const member of DEMO_SHARED.members) await addGroupMember(db, DEMO_SHARED.group, member);
+    } catch (error) {
+      if (!(error instanceof DirectoryError || error instanceof JitError)) throw error;
+    }
+  }
   // The demo app lives at this issuer: its redirect URIs follow the issuer at every start (PORT or ISSUER may have changed).
   const redirectUris = [`${issuer}/demo/callback`];
   const postLogoutRedirectUris = [`${issuer}/demo`];
@@ -156,6 +168,12 @@ export async function retireDemoAccounts(db: Db, log: Logger): Promise<void> {
     if (!user || user.status !== 'active' || !(await verifyPassword(user.password_hash, account.password))) continue;
     await setStatus(db, account.username, 'disabled');
     log.warn({ username: account.username }, 'demo is off: disabled the demo account that still had the published password');
+  }
+  // The demo shared account has no password: its members are the demo users, but it goes too.
+  const shared = await findUserByUsername(db, DEMO_SHARED.username);
+  if (shared && shared.status === 'active' && !shared.password_hash && (await isSharedAccount(db, shared.id))) {
+    await setStatus(db, DEMO_SHARED.username, 'disabled');
+    log.warn({ username: DEMO_SHARED.username }, 'demo is off: disabled the demo shared account');
   }
   // The demo tokens' seed is published: they must not sign anyone in.
   const tokens = await db.updateTable('authenticators').set({ disabled_at: new Date() }).where('serial', 'in', DEMO_TOKENS.map((t) => t.serial)).where('disabled_at', 'is', null).returning('serial').execute();

@@ -8,6 +8,7 @@ import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { TEST_SECRET } from './support/tessera.js';
 import { runCli } from './support/processes.js';
 import { openDatabase, type Db } from '../src/db/index.js';
+import { reserve } from '../src/jit/shared-accounts.js';
 import { findUserByUsername } from '../src/directory/users.js';
 import { hashPassword, verifyPassword } from '../src/directory/passwords.js';
 import { fileRestoreRequest } from '../src/portal/restore.js';
@@ -492,6 +493,19 @@ describe('CLI (npm run cli)', () => {
     assert.match(r.stdout, /^acmeadmin\t[0-9a-f-]{36}\tgroup JIT_acmeadmin\t5 min\tactive\tfree$/m);
     assert.match((await cli('user', 'list')).stdout, /^acmeadmin\t[0-9a-f-]{36}\t/m, 'user list keeps printing ids');
     assert.equal((await cli('jit', 'reservations')).stdout.trim(), 'no reservation');
+    // A member's reservation, ended by an administrator.
+    assert.equal((await cli('user', 'add', 'jan', '--password', 'jan-password-1')).code, 0);
+    assert.equal((await cli('group', 'add-member', 'JIT_acmeadmin', 'jan')).code, 0);
+    await inDatabase(async (db) => {
+      const [shared, jan] = await Promise.all(['acmeadmin', 'jan'].map((u) => db.selectFrom('users').select('id').where('username', '=', u).executeTakeFirstOrThrow()));
+      await reserve(db, { sharedUserId: shared!.id, memberId: jan!.id, ip: null });
+    });
+    assert.match((await cli('jit', 'list')).stdout, /\treserved by jan until /);
+    r = await cli('jit', 'release', 'acmeadmin');
+    assert.equal(r.stdout.trim(), 'released acmeadmin (it was reserved by jan)', r.stderr);
+    assert.match((await cli('jit', 'release', 'acmeadmin')).stderr, /nobody holds acmeadmin now/);
+    assert.match((await cli('jit', 'reservations')).stdout, /^[0-9a-f-]{36}\tacmeadmin\tby jan\treleased\t/m);
+    assert.match((await cli('group', 'remove', 'JIT_acmeadmin')).stderr, /decides who may reserve acmeadmin/);
     assert.equal((await cli('jit', 'disable', 'acmeadmin')).code, 0);
     assert.match((await cli('jit', 'disable', 'acmeadmin')).stderr, /not a shared account/);
     assert.equal((await cli('jit', 'list')).stdout.trim(), 'no shared account');
@@ -505,7 +519,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal((await count()).n, before.n, 'list and show are not changes');
     const events = await inDatabase((db) => db.selectFrom('audit_events').selectAll().where('actor', 'like', 'cli:%').orderBy('id').execute());
     const types = new Set(events.map((e) => e.type));
-    for (const type of ['user.created', 'user.password_changed', 'user.disabled', 'user.enabled', 'group.created', 'group.member_added', 'client.created', 'client.removed', 'client.mfa_changed', 'api.created', 'api.allowed', 'api.disallowed', 'api.removed', 'settings.changed', 'policy.created', 'policy.removed', 'keys.rotated', 'portal.enabled', 'portal.disabled', 'token.imported', 'restore.approved', 'restore.deleted', 'jit.enabled', 'jit.disabled']) {
+    for (const type of ['user.created', 'user.password_changed', 'user.disabled', 'user.enabled', 'group.created', 'group.member_added', 'client.created', 'client.removed', 'client.mfa_changed', 'api.created', 'api.allowed', 'api.disallowed', 'api.removed', 'settings.changed', 'policy.created', 'policy.removed', 'keys.rotated', 'portal.enabled', 'portal.disabled', 'token.imported', 'restore.approved', 'restore.deleted', 'jit.enabled', 'jit.disabled', 'jit.released']) {
       assert.ok(types.has(type as never), `${type} is audited`);
     }
     const { userInfo } = await import('node:os');

@@ -75,8 +75,8 @@ describe('just-in-time shared accounts: reservations', () => {
     assert.equal(all[0]!.id, next.id);
     assert.ok(next.expiresAt.getTime() - next.reservedAt.getTime() >= 5 * 60_000 - 1000);
 
-    assert.equal(await release(db, { sharedUserId: shared, memberId: members[6]! }), false, 'only the holder releases');
-    assert.equal(await release(db, { sharedUserId: shared, memberId: members[5]! }), true);
+    assert.equal(await release(db, { sharedUserId: shared, memberId: members[6]! }), null, 'only the holder releases');
+    assert.deepEqual(await release(db, { sharedUserId: shared, memberId: members[5]! }), { memberId: members[5] });
     await reserve(db, { sharedUserId: shared, memberId: members[7]!, ip: null });
     await disableSharedAccount(db, 'acmeadmin');
     assert.equal((await listReservations(db, { sharedUserId: shared }))[0]!.status, 'released', 'disabling ends the live reservation');

@@ -8,12 +8,11 @@ import { renderPage } from '../http/views.js';
 import { loadSettings, type FactorId } from '../settings/settings.js';
 import type { Requirement } from '../policy/requirement.js';
 import { beginEnrolment, confirmEnrolment, isWellFormedTotp } from '../factors/authenticators.js';
-import { factor as factorOf } from '../factors/index.js';
 import { now } from '../sessions/ledger.js';
 import { loadInteraction, requestMeta, type FlowDeps } from './context.js';
 import { loadProgress, saveProgress } from './progress.js';
 import { completeLogin } from './complete-login.js';
-import { addChallengeRoutes, challengeBase, codeField, showCode, type ChallengeHost, type ChallengeState } from './second-factor.js';
+import { addChallengeRoutes, challengeBase, codeField, showCode, showFactorChoice, type ChallengeHost, type ChallengeState } from './second-factor.js';
 import { seeOther } from '../http/redirect.js';
 
 interface MfaState extends ChallengeState {
@@ -64,24 +63,13 @@ export function mfaRoutes(deps: FlowDeps): Router {
   };
 
   function showChoice(ctx: Context, s: MfaState, message: string | null = null, status = 200): void {
-    if (s.need.noUsableMethod) {
-      renderPage(ctx, 'flows/mfa-none', { title: 'Cannot complete sign-in', uid: s.details.uid, allowed: s.need.allowedFactors }, 403);
-      return;
-    }
-    renderPage(
-      ctx,
-      'flows/mfa-choose',
-      {
-        title: 'Verify it’s you',
-        uid: s.details.uid,
-        methods: s.need.usableFactors.map((id) => ({ factor: id, label: factorOf(id).describe(s.user) })),
-        canEnrol: s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered',
-        // An app may be added in this sign-in once one of the other methods is passed.
-        enrolAfterFactor: s.need.enrolAuthenticator === 'after-factor' ? (s.progress.enrolAfterFactor ? 'chosen' : 'offered') : s.need.enrolAuthenticator === 'after-code' ? 'restored' : 'no',
-        message,
-      },
+    showFactorChoice(ctx, host, s, s.need, {
+      message,
       status,
-    );
+      canEnrol: s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered',
+      // An app may be added in this sign-in once one of the other methods is passed.
+      enrolAfterFactor: s.need.enrolAuthenticator === 'after-factor' ? (s.progress.enrolAfterFactor ? 'chosen' : 'offered') : s.need.enrolAuthenticator === 'after-code' ? 'restored' : 'no',
+    });
   }
 
   async function showEnrolment(ctx: Context, s: MfaState, error: string | null = null, status = 200): Promise<void> {

@@ -7,6 +7,7 @@ import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { renderPage } from '../http/views.js';
 import type { FactorId, Settings } from '../settings/settings.js';
+import type { Requirement } from '../policy/requirement.js';
 import { findChallenge } from '../factors/challenges.js';
 import { channelName, factor as factorOf, type FactorContext } from '../factors/index.js';
 import { requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
@@ -75,6 +76,38 @@ export function showCode(ctx: Context, host: ChallengeHost, s: ChallengeState, i
       error: options.error ?? null,
       notice: host.codeNote?.(s) ?? null,
       resendAt: options.resendAt ? when(options.resendAt) : null,
+    },
+    options.status ?? 200,
+  );
+}
+
+/**
+ * The page where the user picks a factor (or learns that none of the allowed ones is theirs).
+ * `lead` says what the choice is for; enrolment offers come from the login's requirement.
+ */
+export function showFactorChoice(
+  ctx: Context,
+  host: Pick<ChallengeHost, 'segment'>,
+  s: ChallengeState,
+  need: Requirement,
+  options: { message?: string | null; status?: number; lead?: string; canEnrol?: boolean; enrolAfterFactor?: 'offered' | 'chosen' | 'restored' | 'no' } = {},
+): void {
+  if (need.noUsableMethod) {
+    renderPage(ctx, 'flows/mfa-none', { title: 'Cannot complete sign-in', uid: s.details.uid, allowed: need.allowedFactors }, 403);
+    return;
+  }
+  renderPage(
+    ctx,
+    'flows/mfa-choose',
+    {
+      title: 'Verify it’s you',
+      uid: s.details.uid,
+      base: challengeBase(host, s.details.uid),
+      lead: options.lead ?? null,
+      methods: need.usableFactors.map((id) => ({ factor: id, label: factorOf(id).describe(s.user) })),
+      canEnrol: options.canEnrol ?? false,
+      enrolAfterFactor: options.enrolAfterFactor ?? 'no',
+      message: options.message ?? null,
     },
     options.status ?? 200,
   );

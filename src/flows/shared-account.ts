@@ -12,8 +12,7 @@ import { seeOther } from '../http/redirect.js';
 import { loadSettings } from '../settings/settings.js';
 import { sharedSignInRequirement } from '../policy/policies.js';
 import type { Requirement } from '../policy/requirement.js';
-import { factor as factorOf } from '../factors/index.js';
-import { isSharedAccount, liveReservation, spendReservation, stillLive } from '../jit/shared-accounts.js';
+import { isSharedAccount, liveReservation, spendReservation } from '../jit/shared-accounts.js';
 import { ACCOUNT_CLIENT_ID } from '../portal/registration.js';
 import { CONSOLE_CLIENT_ID } from '../admin/console/registration.js';
 import { now, type Pass } from '../sessions/ledger.js';
@@ -22,7 +21,7 @@ import { completeLogin } from './complete-login.js';
 import { loadProgress, saveProgress } from './progress.js';
 import { showLogin, throttleSignIn } from './login.js';
 import { INVALID_CREDENTIALS, usernameField } from './sign-in-fields.js';
-import { addChallengeRoutes, challengeBase, showCode, type ChallengeHost, type ChallengeState } from './second-factor.js';
+import { addChallengeRoutes, showCode, showFactorChoice, type ChallengeHost, type ChallengeState } from './second-factor.js';
 
 const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
 
@@ -98,7 +97,7 @@ export function sharedAccountRoutes(deps: FlowDeps): Router {
       seeOther(ctx, `/interaction/${details.uid}`);
       return null;
     }
-    const [reservation, shared] = await Promise.all([stillLive(db, progress.reservationId), findUserById(db, progress.accountId)]);
+    const [reservation, shared] = await Promise.all([liveReservation(db, { reservationId: progress.reservationId }), findUserById(db, progress.accountId)]);
     if (!shared || shared.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
     if (!reservation) {
       reservationEnded(ctx, details, shared);
@@ -135,25 +134,11 @@ export function sharedAccountRoutes(deps: FlowDeps): Router {
   };
 
   function showChoice(ctx: Context, s: SharedState, message: string | null = null, status = 200): void {
-    if (s.need.noUsableMethod) {
-      renderPage(ctx, 'flows/mfa-none', { title: 'Cannot complete sign-in', uid: s.details.uid, allowed: s.need.allowedFactors }, 403);
-      return;
-    }
-    renderPage(
-      ctx,
-      'flows/mfa-choose',
-      {
-        title: 'Verify it’s you',
-        uid: s.details.uid,
-        base: challengeBase(host, s.details.uid),
-        lead: `You are signing in as ${s.shared.username}. Confirm with your own code: the one-time code of the member who reserved it.`,
-        methods: s.need.usableFactors.map((id) => ({ factor: id, label: factorOf(id).describe(s.user) })),
-        canEnrol: false,
-        enrolAfterFactor: 'no',
-        message,
-      },
+    showFactorChoice(ctx, host, s, s.need, {
+      message,
       status,
-    );
+      lead: `You are signing in as ${s.shared.username}. Confirm with your own code: the one-time code of the member who reserved it.`,
+    });
   }
 
   router.get('/interaction/:uid/shared', async (ctx: Context) => {
@@ -180,7 +165,7 @@ export async function beginSharedSignIn(ctx: Context, deps: FlowDeps, details: I
   const { db, audit } = deps;
   const meta = requestMeta(ctx);
   const clientId = String(details.params.client_id);
-  const reservation = await liveReservation(db, shared.id);
+  const reservation = await liveReservation(db, { sharedUserId: shared.id });
   const member = reservation ? await findUserById(db, reservation.memberId) : undefined;
   if (!reservation || !member || member.status !== 'active') {
     await audit.record({ type: 'login.failure', actor: shared.username, subject: shared.id, clientId, ...meta, details: { reason: reservation ? 'member_unavailable' : 'no_reservation', with: 'shared account' } });

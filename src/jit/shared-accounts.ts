@@ -195,27 +195,20 @@ export interface LiveReservation {
   expiresAt: Date;
 }
 
-export async function liveReservation(db: Db, sharedUserId: string): Promise<LiveReservation | null> {
+/**
+ * The live reservation of a shared account (or the one a sign-in is spending, by its id): in time,
+ * and its member still in the account's group.
+ */
+export async function liveReservation(db: Db, of: { sharedUserId: string } | { reservationId: string }): Promise<LiveReservation | null> {
   const row = await db
     .selectFrom('jit_reservations as r')
     .innerJoin('shared_accounts as s', 's.user_id', 'r.shared_user_id')
     .innerJoin('group_members as g', (join) => join.onRef('g.group_id', '=', 's.group_id').onRef('g.user_id', '=', 'r.member_id'))
     .select(['r.id', 'r.member_id', 'r.expires_at'])
-    .where('r.shared_user_id', '=', sharedUserId)
+    .$if('sharedUserId' in of, (q) => q.where('r.shared_user_id', '=', (of as { sharedUserId: string }).sharedUserId))
+    .$if('reservationId' in of, (q) => q.where('r.id', '=', (of as { reservationId: string }).reservationId))
     .where('r.status', '=', 'live')
     .where('r.expires_at', '>', sql<Date>`now()`)
-    .executeTakeFirst();
-  return row ? { id: row.id, memberId: row.member_id, expiresAt: row.expires_at } : null;
-}
-
-/** The reservation a sign-in is spending, if it is still live and in time. */
-export async function stillLive(db: Db, reservationId: string): Promise<LiveReservation | null> {
-  const row = await db
-    .selectFrom('jit_reservations')
-    .select(['id', 'member_id', 'expires_at'])
-    .where('id', '=', reservationId)
-    .where('status', '=', 'live')
-    .where('expires_at', '>', sql<Date>`now()`)
     .executeTakeFirst();
   return row ? { id: row.id, memberId: row.member_id, expiresAt: row.expires_at } : null;
 }

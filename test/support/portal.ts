@@ -17,9 +17,14 @@ export const pageText = (page: AgentResponse) => page.body.replace(/<[^>]+>/g, '
 export function portalDriver(tessera: TestTessera, admin: ServiceContext) {
   const url = (path: string) => `${tessera.issuer}${path}`;
 
+  /** The newest code sent to `to`; a code queued for delivery may land a moment after the page answered. */
   async function lastCode(to: string): Promise<string> {
-    const row = await tessera.db.selectFrom('dev_outbox').select('body').where('recipient', '=', to).orderBy('id', 'desc').executeTakeFirstOrThrow();
-    return /\b(\d{6})\b/.exec(row.body)![1]!;
+    for (let waited = 0; ; waited += 50) {
+      const row = await tessera.db.selectFrom('dev_outbox').select('body').where('recipient', '=', to).orderBy('id', 'desc').executeTakeFirst();
+      if (row) return /\b(\d{6})\b/.exec(row.body)![1]!;
+      if (waited >= 5000) throw new Error(`no code was sent to ${to}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /**

@@ -182,8 +182,10 @@ export interface JitReservationsTable {
   expires_at: ColumnType<Date, Date | string, Date | string>;
   ended_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
   ip: string | null;
-  /** The session a spent reservation signed in: its tokens name the member. */
+  /** The session a spent reservation signed in. */
   session_uid: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The authorization code issued for the sign-in (its stored id): that code's tokens name the member. */
+  code_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface ResourceServersTable {

@@ -62,14 +62,14 @@ export async function createChallenge(
         const cooldown = await take(tx, cooldownKey(request), { max: 1, seconds: otp.resendCooldownSeconds });
         if (!cooldown.allowed) throw new Refused({ kind: 'cooldown', retryAt: cooldown.retryAt });
       }
-      // Codes to restore access count apart: asking for them (which needs no sign-in) must not use up
-      // the codes the user needs to sign in.
-      const quota = request.purpose.startsWith('restore') ? 'restore-' : '';
+      // Codes to restore access, and a member's codes for a shared account, count apart: asking for
+      // them (which needs no sign-in of the user's own) must not use up the codes the user needs to sign in.
+      const quota = request.purpose.startsWith('restore') ? 'restore-' : request.purpose === 'shared-sign-in' ? 'shared-' : '';
       const limits: ['user' | 'destination' | 'ip', string | null, number][] = [
         ['user', `${quota}otp-user:${request.userId}`, otp.perUserPerHour],
         ['destination', `${quota}otp-destination:${request.destination.toLowerCase()}`, otp.perDestinationPerHour],
         // A restore code's address limit is taken by its page, alike for names with and without an account.
-        ['ip', request.ip && !quota ? `otp-ip:${addressKey(request.ip)}` : null, otp.perIpPerHour],
+        ['ip', request.ip && quota !== 'restore-' ? `otp-ip:${addressKey(request.ip)}` : null, otp.perIpPerHour],
       ];
       for (const [scope, limitKey, max] of limits) {
         if (!limitKey) continue;

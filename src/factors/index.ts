@@ -44,10 +44,13 @@ export interface Factor {
   amr: AuthenticationMethod;
   /** Whether the user can use it now (a verified address or number, a confirmed app). */
   usableBy(user: User, facts: { hasAuthenticator: boolean }): boolean;
-  /** The choice shown on the "verify it's you" page. */
-  describe(user: User): string;
+  /**
+   * The choice shown on the "verify it's you" page. Discreet: without the (masked) address, for a
+   * page someone other than the user may reach (a shared account's sign-in).
+   */
+  describe(user: User, discreet?: boolean): string;
   /** What the code page says the code is and where it went. */
-  prompt(user: User, settings: Settings): string;
+  prompt(user: User, settings: Settings, discreet?: boolean): string;
   codeLength(settings: Settings): number;
   start(ctx: FactorContext): Promise<StartOutcome>;
   /** Checks an answer. A sent code is checked against its challenge, which says which channel it was. */
@@ -113,8 +116,8 @@ function sentCode(id: 'email' | 'sms', amr: AuthenticationMethod, channel: { des
     id,
     amr,
     usableBy: (user) => Boolean(channel.destination(user)) && channel.verified(user),
-    describe: (user) => `${id === 'email' ? 'Email' : 'Text'} a code to ${channel.masked(user)}`,
-    prompt: (user, settings) => `We sent a ${settings.mfa.otp.length}-digit code to ${channel.masked(user)}.`,
+    describe: (user, discreet) => `${id === 'email' ? 'Email' : 'Text'} a code to ${discreet ? `your own ${id === 'email' ? 'email address' : 'phone'}` : channel.masked(user)}`,
+    prompt: (user, settings, discreet) => `We sent a ${settings.mfa.otp.length}-digit code to ${discreet ? `your own ${id === 'email' ? 'email address' : 'phone'}` : channel.masked(user)}.`,
     codeLength: (settings) => settings.mfa.otp.length,
     async start(ctx) {
       const { templates } = ctx.settings.mfa;

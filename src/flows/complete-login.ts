@@ -26,6 +26,18 @@ export async function assuranceAfter(deps: FlowDeps, details: InteractionDetails
 export const LEDGER_RESULT = 'tesseraLedger';
 /** The interaction result key saying a manager approved this sign-in: the session holds the approval for the client. */
 export const APPROVAL_RESULT = 'tesseraApproval';
+/**
+ * The interaction result key naming the reservation a shared account's sign-in spent: the code
+ * issued for it is bound to that reservation (so its tokens name the member), and the consent that
+ * follows (which carries the login's result on) knows the member too.
+ */
+export const RESERVATION_RESULT = 'tesseraReservation';
+
+/** The reservation a login result (or the one a later interaction carries on) spent, if it is a shared account's. */
+export function reservationOfResult(result: unknown): string | null {
+  const value = (result as Record<string, unknown> | undefined)?.[RESERVATION_RESULT];
+  return typeof value === 'string' ? value : null;
+}
 
 /**
  * Every login ends here: after the user's own factors, the manager approval step (where it
@@ -52,5 +64,10 @@ export async function completeLogin(ctx: Context, deps: FlowDeps, details: Inter
   for (const request of withdrawn) await deps.audit.record({ type: 'restore.withdrawn', actor: user.username, subject: user.id, ...requestMeta(ctx), details: { request, by: 'sign-in' } });
   // A shared account's session ends with the browser: it is never kept for a later sign-in.
   const remember = !actor;
-  await finishInteraction(ctx, details, { login: { accountId: user.id, acr, amr, ts, remember }, [LEDGER_RESULT]: details.uid, ...(approved ? { [APPROVAL_RESULT]: details.uid } : {}) }, false);
+  await finishInteraction(ctx, details, {
+    login: { accountId: user.id, acr, amr, ts, remember },
+    [LEDGER_RESULT]: details.uid,
+    ...(approved ? { [APPROVAL_RESULT]: details.uid } : {}),
+    ...(progress.reservationId ? { [RESERVATION_RESULT]: progress.reservationId } : {}),
+  }, false);
 }

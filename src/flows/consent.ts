@@ -15,7 +15,7 @@ import { readFormFields } from '../http/body.js';
 import { HttpError } from '../http/errors.js';
 import { renderPage } from '../http/views.js';
 import { loadSettings, type FactorId, type Settings } from '../settings/settings.js';
-import { loginRequirement } from '../policy/policies.js';
+import { loginRequirement, sharedSignInRequirement } from '../policy/policies.js';
 import { FACTOR_ORDER } from '../policy/requirement.js';
 import { factor as factorOf } from '../factors/index.js';
 import { now, readLedger, type Pass } from '../sessions/ledger.js';
@@ -23,8 +23,8 @@ import { scopeKey, unlockingPass, type RequestedScope, type ScopeRule, type Step
 import { recordStepUps } from '../scopes/grants.js';
 import { clientOf, finishInteraction, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { loadProgress, saveProgress, type Progress } from './progress.js';
-import { assuranceAfter, LEDGER_RESULT } from './complete-login.js';
-import { actorOfSession } from '../jit/shared-accounts.js';
+import { assuranceAfter, LEDGER_RESULT, reservationOfResult } from './complete-login.js';
+import { reservationMember } from '../jit/shared-accounts.js';
 import { addChallengeRoutes, type ChallengeHost, type ChallengeState } from './second-factor.js';
 import { seeOther } from '../http/redirect.js';
 
@@ -132,9 +132,13 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
     ]);
     if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
     const progress = stored?.step === 'consent' && stored.accountId === accountId ? stored : fresh;
+    // Signed in as a shared account: the member who did answers with their own factors here too.
+    const member = await memberOf(details);
     // What this user may use now (their policy, what is switched on; and of that, what they have set up).
     const [need, descriptionRows] = await Promise.all([
-      loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params),
+      member
+        ? sharedSignInRequirement(db, settings, config.mode, user, member, client.mfaRequired, details.params)
+        : loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params),
       describeScopes(db, rules.map((r) => r.scope)),
     ]);
     const usable = need.usableFactors;
@@ -150,7 +154,13 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
         usable: pass ? [] : FACTOR_ORDER.filter((f) => usable.includes(f) && (!rule.factors || rule.factors.includes(f))),
       };
     });
-    return { details, client, accountId, stepUp: { user, settings }, items, apis, protectedScopes, progress };
+    return { details, client, accountId, stepUp: { user: member ?? user, settings }, items, apis, protectedScopes, progress };
+  }
+
+  /** The member who signed this interaction's session in as a shared account (the login's result carries the reservation on). */
+  async function memberOf(details: InteractionDetails): Promise<User | null> {
+    const reservation = reservationOfResult(details.lastSubmission);
+    return reservation ? ((await reservationMember(db, reservation)) ?? null) : null;
   }
 
   async function show(ctx: Context, s: ConsentState, message: string | null = null, status = 200): Promise<void> {
@@ -236,9 +246,9 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   async function finish(ctx: Context, s: ConsentState, chosen: Set<string>, implicit: boolean): Promise<void> {
     const result = await grant(s, chosen);
     // A shared account's consent is given by the member who signed in as it.
-    const actor = s.details.session?.uid ? await actorOfSession(db, s.details.session.uid) : null;
+    const actor = s.stepUp && s.stepUp.user.id !== s.accountId ? s.stepUp.user : await memberOf(s.details);
     await audit.record({
-      type: 'consent.given', actor: actor?.preferred_username ?? null, subject: s.accountId, clientId: s.client.clientId, ...requestMeta(ctx),
+      type: 'consent.given', actor: actor?.username ?? null, subject: s.accountId, clientId: s.client.clientId, ...requestMeta(ctx),
       details: { scopes: requestedScopes(s.details), grant_id: result.grantId, ...(implicit ? { implicit: true } : {}), ...(result.withheld.length ? { withheld: result.withheld } : {}) },
     });
     if (s.progress.methods.length === 0) {

@@ -20,6 +20,7 @@ import { clientOf, loadInteraction, requestMeta, type FlowDeps, type Interaction
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';
 import { INVALID_CREDENTIALS, showLogin, throttleSignIn, usernameField } from './login.js';
+import { isSharedAccount } from '../jit/shared-accounts.js';
 
 const COOKIE = 'tessera.email-sign-in';
 const PURPOSE = 'email-sign-in';
@@ -85,7 +86,9 @@ export function emailSignInRoutes(deps: FlowDeps): Router {
       await audit.record({ type: 'login.throttled', actor: username, clientId: ACCOUNT_CLIENT_ID, ...meta, details: { scope: throttled.scope, retry_at: throttled.retryAt, with: 'email code' } });
       return showLogin(ctx, deps, details, { error: 'Too many sign-in attempts. Try again later.', username, status: 429 });
     }
-    const user = found && found.status === 'active' && found.source === 'local' && !found.password_hash && found.email && found.email_verified ? found : null;
+    // A shared account never signs in to the account page (it has no page of its own): nothing is sent, as for a name with a password.
+    const eligible = found && found.status === 'active' && found.source === 'local' && !found.password_hash && found.email && found.email_verified;
+    const user = eligible && !(await isSharedAccount(db, found.id)) ? found : null;
     let challengeId: string | null = null;
     if (user) {
       const settings = await loadSettings(db, box);

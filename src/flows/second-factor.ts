@@ -32,8 +32,15 @@ export interface ChallengeState {
 export interface ChallengeHost {
   /** Where the challenge pages hang under /interaction/:uid/: "mfa" or "consent/verify". */
   segment: string;
-  /** What the challenge is for, kept with each code sent. */
-  purpose: 'login' | 'step-up';
+  /** What the challenge is for, kept with each code sent (a shared account's sign-in has its own code quota). */
+  purpose: 'login' | 'step-up' | 'shared-sign-in';
+  /**
+   * The pages do not show the user's (masked) addresses: someone other than the user may reach
+   * them (anyone who types a shared account's name while it is reserved).
+   */
+  discreet?: boolean;
+  /** Whose lockout counts the guesses (the user's, unless the step says otherwise). */
+  attemptsCountFor?(s: ChallengeState): string;
   /** The state, or null after sending a browser whose interaction is elsewhere on its way. */
   load(ctx: Context): Promise<ChallengeState | null>;
   showChoice(ctx: Context, s: ChallengeState, message: string | null, status: number): Promise<void> | void;
@@ -71,7 +78,7 @@ export function showCode(ctx: Context, host: ChallengeHost, s: ChallengeState, i
       uid: s.details.uid,
       base: challengeBase(host, s.details.uid),
       factor: id,
-      prompt: f.prompt(s.user, s.settings),
+      prompt: f.prompt(s.user, s.settings, host.discreet),
       length: f.codeLength(s.settings),
       error: options.error ?? null,
       notice: host.codeNote?.(s) ?? null,
@@ -87,7 +94,7 @@ export function showCode(ctx: Context, host: ChallengeHost, s: ChallengeState, i
  */
 export function showFactorChoice(
   ctx: Context,
-  host: Pick<ChallengeHost, 'segment'>,
+  host: Pick<ChallengeHost, 'segment' | 'discreet'>,
   s: ChallengeState,
   need: Requirement,
   options: { message?: string | null; status?: number; lead?: string; canEnrol?: boolean; enrolAfterFactor?: 'offered' | 'chosen' | 'restored' | 'no' } = {},
@@ -104,7 +111,7 @@ export function showFactorChoice(
       uid: s.details.uid,
       base: challengeBase(host, s.details.uid),
       lead: options.lead ?? null,
-      methods: need.usableFactors.map((id) => ({ factor: id, label: factorOf(id).describe(s.user) })),
+      methods: need.usableFactors.map((id) => ({ factor: id, label: factorOf(id).describe(s.user, host.discreet) })),
       canEnrol: options.canEnrol ?? false,
       enrolAfterFactor: options.enrolAfterFactor ?? 'no',
       message: options.message ?? null,
@@ -198,7 +205,8 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     const clientId = String(s.details.params.client_id);
     // Every guess at any factor is admitted and counted toward the account lockout before it is checked,
     // so a burst of guesses cannot check more than the threshold, and a locked account checks nothing.
-    const admission = await admitAttempt(db, s.user.id, config.lockout);
+    const lockoutId = host.attemptsCountFor?.(s) ?? s.user.id;
+    const admission = await admitAttempt(db, lockoutId, config.lockout);
     if (!admission.admitted) {
       await audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: id.data, reason: 'locked', purpose: host.purpose } });
       return showCode(ctx, host, s, id.data, { error: 'Too many wrong codes. Try again later.', status: 429 });
@@ -208,14 +216,14 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     const verifier = factorOf(id.data === 'totp' ? 'totp' : 'email');
     const verdict = await verifier.verify(factorContext(deps, ctx, s, host.purpose), { code: code.data, challengeId: s.progress.challengeId });
     if (verdict.ok && s.usable.includes(verdict.factor)) {
-      await passedAttempt(db, s.user.id, admission);
+      await passedAttempt(db, lockoutId, admission);
       return host.passed(ctx, s, verdict.factor);
     }
     const reason = verdict.ok ? 'not_allowed' : verdict.reason;
     await Promise.all([
       audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: id.data, reason, purpose: host.purpose } }),
       admission.lockStarted
-        ? audit.record({ type: 'account.locked', subject: s.user.id, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } })
+        ? audit.record({ type: 'account.locked', subject: lockoutId, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } })
         : Promise.resolve(),
     ]);
     let error: string;

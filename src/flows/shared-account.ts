@@ -115,7 +115,11 @@ export function sharedAccountRoutes(deps: FlowDeps): Router {
 
   const host: ChallengeHost = {
     segment: 'shared',
-    purpose: 'login',
+    purpose: 'shared-sign-in',
+    // Anyone who types the shared name while it is reserved reaches these pages: they show none of
+    // the member's addresses, and their guesses count toward the shared account's lockout, not the member's.
+    discreet: true,
+    attemptsCountFor: (s) => (s as SharedState).shared.id,
     load,
     showChoice: (ctx, s, message, status) => showChoice(ctx, s as SharedState, message, status),
     codeNote: (s) => `You are signing in as ${(s as SharedState).shared.username} with your own code.`,

@@ -44,16 +44,22 @@ export async function enableSharedAccount(db: Db, input: { username: string; gro
   if (!Number.isInteger(minutes) || minutes < JIT_MINUTES.min || minutes > JIT_MINUTES.max) throw new JitError(`a reservation lasts ${JIT_MINUTES.min} to ${JIT_MINUTES.max} minutes`, 'minutes');
   if (!USERNAME_PATTERN.test(input.username)) throw new JitError(`invalid username "${input.username}"`, 'username');
   let user = await findUserByUsername(db, input.username);
+  if (user && user.source !== 'local') throw new JitError(`${user.username} comes from the LDAP directory: a shared account is a local one`, 'username');
+  // The console is for people's own accounts: an administrator's account is not shared, nor do the
+  // built-in groups decide who reserves one.
+  if (user && (await db.selectFrom('group_members').innerJoin('groups', 'groups.id', 'group_members.group_id').select('groups.name').where('group_members.user_id', '=', user.id).where('groups.builtin', '=', true).executeTakeFirst())) {
+    throw new JitError(`${user.username} is a member of a built-in group (admins or auditors): the admin console is used with people's own accounts, not a shared one`, 'username');
+  }
+  let group = await db.selectFrom('groups').select(['id', 'name', 'builtin']).where('name', '=', input.group).executeTakeFirst();
+  if (group?.builtin) throw new JitError(`${group.name} is built in (it decides who may use the admin console): choose another group`, 'group');
   const createdUser = !user;
   user ??= await createUser(db, { username: input.username });
-  if (user.source !== 'local') throw new JitError(`${user.username} comes from the LDAP directory: a shared account is a local one`, 'username');
-  let group = await db.selectFrom('groups').select(['id', 'name']).where('name', '=', input.group).executeTakeFirst();
   const createdGroup = !group;
   if (!group) {
     try {
-      group = await createGroup(db, input.group, `Members may reserve the shared account ${user.username}`);
+      group = { ...(await createGroup(db, input.group, `Members may reserve the shared account ${user.username}`)), builtin: false };
     } catch (error) {
-      group = await db.selectFrom('groups').select(['id', 'name']).where('name', '=', input.group).executeTakeFirst();
+      group = await db.selectFrom('groups').select(['id', 'name', 'builtin']).where('name', '=', input.group).executeTakeFirst();
       if (!group) throw error;
     }
   }
@@ -69,7 +75,11 @@ export async function enableSharedAccount(db: Db, input: { username: string; gro
   return { account: account!, createdUser, createdGroup };
 }
 
-/** The account is no longer shared: its live reservation is released; the account and the group stay. */
+/**
+ * The account is no longer shared: its live reservation is released and its sessions end (a shared
+ * session must not live on as an ordinary one, for single sign-on and refresh tokens); the account
+ * and the group stay.
+ */
 export async function disableSharedAccount(db: Db, username: string): Promise<{ userId: string }> {
   const user = await findUserByUsername(db, username);
   if (!user) throw new JitError(`no user "${username}"`, 'username');
@@ -77,6 +87,7 @@ export async function disableSharedAccount(db: Db, username: string): Promise<{ 
     const row = await tx.deleteFrom('shared_accounts').where('user_id', '=', user.id).returning('user_id').executeTakeFirst();
     if (!row) throw new JitError(`${user.username} is not a shared account`, 'username');
     await tx.updateTable('jit_reservations').set({ status: 'released', ended_at: sql`now()` }).where('shared_user_id', '=', user.id).where('status', '=', 'live').execute();
+    await tx.deleteFrom('oidc_models').where('model', '=', 'Session').where(sql<boolean>`payload->>'accountId' = ${user.id}`).execute();
     return { userId: user.id };
   });
 }
@@ -121,7 +132,7 @@ export async function reserve(db: Db, input: { sharedUserId: string; memberId: s
     .executeTakeFirst();
   // A forged id and an account of another group read alike.
   const member = account && (await db.selectFrom('group_members').select('user_id').where('group_id', '=', account.group_id).where('user_id', '=', input.memberId).executeTakeFirst());
-  if (!account || !member) throw new JitError('you may not reserve this account', 'account');
+  if (!account || !member || account.user_id === input.memberId) throw new JitError('you may not reserve this account', 'account');
   if (account.status !== 'active') throw new JitError(`${account.username} is disabled: ask your administrator`, 'account');
   try {
     const id = await db.transaction().execute(async (tx) => {
@@ -205,6 +216,7 @@ export async function liveReservation(db: Db, of: { sharedUserId: string } | { r
     .innerJoin('shared_accounts as s', 's.user_id', 'r.shared_user_id')
     .innerJoin('group_members as g', (join) => join.onRef('g.group_id', '=', 's.group_id').onRef('g.user_id', '=', 'r.member_id'))
     .select(['r.id', 'r.member_id', 'r.expires_at'])
+    .whereRef('r.member_id', '<>', 'r.shared_user_id')
     .$if('sharedUserId' in of, (q) => q.where('r.shared_user_id', '=', (of as { sharedUserId: string }).sharedUserId))
     .$if('reservationId' in of, (q) => q.where('r.id', '=', (of as { reservationId: string }).reservationId))
     .where('r.status', '=', 'live')
@@ -224,6 +236,8 @@ export async function spendReservation(db: Db, reservationId: string): Promise<b
     .where('id', '=', reservationId)
     .where('status', '=', 'live')
     .where('expires_at', '>', sql<Date>`now()`)
+    // The member is still in the account's group (removed since the sign-in started: nothing is spent).
+    .where(sql<boolean>`exists (select 1 from shared_accounts s join group_members g on g.group_id = s.group_id where s.user_id = jit_reservations.shared_user_id and g.user_id = jit_reservations.member_id)`)
     .returning('id')
     .executeTakeFirst();
   return Boolean(row);
@@ -236,17 +250,31 @@ export interface Actor {
 }
 
 /**
- * The member who signed a session in as a shared account (null for any other session). A browser
- * can sign the same shared account in again later (the session keeps its uid): the reservation
- * spent last before `at` (a code's issue time, epoch seconds) is the one.
+ * Binds the authorization code issued for a shared account's sign-in to the reservation it spent:
+ * one code per reservation (a replayed resume binds nothing more).
  */
-export async function actorOfSession(db: Db, sessionUid: string, at?: number): Promise<Actor | null> {
+export async function bindCode(db: Db, reservationId: string, codeId: string): Promise<void> {
+  await db.updateTable('jit_reservations').set({ code_id: codeId }).where('id', '=', reservationId).where('status', '=', 'spent').where('code_id', 'is', null).execute();
+}
+
+/** The member whose reservation an authorization code was issued for (null for any other code). */
+export async function actorOfCode(db: Db, codeId: string): Promise<Actor | null> {
+  const row = await db
+    .selectFrom('jit_reservations as r')
+    .innerJoin('users as m', 'm.id', 'r.member_id')
+    .select(['m.id', 'm.username'])
+    .where('r.code_id', '=', codeId)
+    .executeTakeFirst();
+  return row ? { sub: row.id, preferred_username: row.username } : null;
+}
+
+/** The member who last signed a session in as a shared account (for the audit of its sign-out). */
+export async function actorOfSession(db: Db, sessionUid: string): Promise<Actor | null> {
   const row = await db
     .selectFrom('jit_reservations as r')
     .innerJoin('users as m', 'm.id', 'r.member_id')
     .select(['m.id', 'm.username'])
     .where('r.session_uid', '=', sessionUid)
-    .$if(at !== undefined, (q) => q.where('r.ended_at', '<=', sql<Date>`to_timestamp(${at! + 1})`))
     .orderBy('r.ended_at', 'desc')
     .limit(1)
     .executeTakeFirst();

@@ -8,7 +8,7 @@ import type { Audit } from '../audit/audit.js';
 import type { Logger } from '../log.js';
 import { renderToString } from '../http/views.js';
 import { strictCsp } from '../http/security.js';
-import { ClientAdapter, KyselyAdapter, storageKeys } from './adapter.js';
+import { ClientAdapter, KyselyAdapter, storageKeys, storedId } from './adapter.js';
 import { accountFinder, CLAIMS_BY_SCOPE, OIDC_SCOPES } from './account.js';
 import { ACR_VALUES } from './assurance.js';
 import type { KeyMaterial } from './keys.js';
@@ -16,12 +16,12 @@ import { createInteractionPolicy, type PolicyChecks } from './interaction-policy
 import { commitInteractionPasses, freshFactor, readLedger, type Pass } from '../sessions/ledger.js';
 import { unlockingPass, type RequestedScope, type ScopeRules } from '../scopes/rules.js';
 import { guardGrant, parseStepUps } from '../scopes/grants.js';
-import { APPROVAL_RESULT, LEDGER_RESULT } from '../flows/complete-login.js';
+import { APPROVAL_RESULT, LEDGER_RESULT, reservationOfResult } from '../flows/complete-login.js';
 import { hasSessionApproval, recordSessionApproval } from '../approvals/requests.js';
 import { findUserById } from '../directory/users.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
-import { actorOfSession, isSharedAccount, type Actor } from '../jit/shared-accounts.js';
+import { actorOfCode, actorOfSession, bindCode, isSharedAccount, type Actor } from '../jit/shared-accounts.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -42,6 +42,23 @@ function page(ctx: KoaContextWithOIDC, status: number, name: string, data: { tit
   ctx.set('Content-Security-Policy', strictCsp());
   ctx.set('Cache-Control', 'no-store');
   ctx.body = renderToString(name, data);
+}
+
+/**
+ * Authorization codes, stored as every model is; a code issued by a shared account's sign-in (its
+ * login result names the reservation, carried on through consent) is bound to that reservation as
+ * it is saved, before the application can present it.
+ */
+class SharedSignInCodes extends KyselyAdapter {
+  constructor(private readonly store: Db, model: string, private readonly codeKeys: ReturnType<typeof storageKeys>, reuseSeconds: number) {
+    super(store, model, codeKeys, reuseSeconds);
+  }
+
+  override async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    await super.upsert(id, payload, expiresIn);
+    const reservation = reservationOfResult((Provider.ctx as KoaContextWithOIDC | undefined)?.oidc?.result);
+    if (reservation) await bindCode(this.store, reservation, storedId(this.codeKeys.idKey, id));
+  }
 }
 
 export function createProvider(deps: ProviderDeps): Provider {
@@ -72,10 +89,10 @@ export function createProvider(deps: ProviderDeps): Provider {
     return { settings, need, maxAgeSeconds: client.mfaMaxAgeSeconds ?? settings.mfa.maxAgeSeconds };
   });
 
-  // The member who signed this code's session in as a shared account (null for everyone else).
+  // The member whose reservation this code was issued for (null for everyone else's codes).
   const actorOf = perRequest(async (ctx) => {
     const code = ctx.oidc.entities.AuthorizationCode;
-    return code?.sessionUid ? actorOfSession(db, code.sessionUid, code.iat) : null;
+    return code ? actorOfCode(db, storedId(storage.idKey, code.jti)) : null;
   });
 
   const checks: PolicyChecks = {
@@ -118,6 +135,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       const guard = name === 'Grant'
         ? { active: () => scopeRules.any(), apply: (payload: AdapterPayload, stepUps: unknown) => guardGrant(scopeRules, payload, parseStepUps(stepUps)) }
         : undefined;
+      if (name === 'AuthorizationCode') return new SharedSignInCodes(db, name, storage, config.ttl.refreshTokenReuseSeconds);
       return new KyselyAdapter(db, name, storage, config.ttl.refreshTokenReuseSeconds, guard);
     },
     findAccount: accountFinder(db, actorOf),

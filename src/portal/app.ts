@@ -249,9 +249,8 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     redisplay: home,
     async run(ctx, f, { session }) {
       const account = text(f, 'account');
-      if (await release(db, { sharedUserId: account, memberId: session.user.id })) {
-        await audit.record({ type: 'jit.released', actor: session.user.username, subject: account, clientId: ACCOUNT_CLIENT_ID, ip: ctx.ip, userAgent: ctx.get('user-agent') || null, details: { member_id: session.user.id } });
-      }
+      if (!(await release(db, { sharedUserId: account, memberId: session.user.id }))) throw new JitError('you hold no reservation of this account', 'account');
+      await audit.record({ type: 'jit.released', actor: session.user.username, subject: account, clientId: ACCOUNT_CLIENT_ID, ip: ctx.ip, userAgent: ctx.get('user-agent') || null, details: { member_id: session.user.id } });
       done(ctx, 'jit-released');
     },
   });

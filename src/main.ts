@@ -29,7 +29,7 @@ async function main(): Promise<void> {
     console.log(`  Discovery:  ${issuer}/.well-known/openid-configuration`);
     console.log(`  Demo app:   ${issuer}/demo`);
     console.log(`  Admin:      ${issuer}/admin`);
-    const { DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_APPROVAL_USER, DEMO_API, DEMO_SHARED, DEMO_TOKEN_SEED, demoSelfService } = await import('./demo/accounts.js');
+    const { DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_APPROVAL_USER, DEMO_API, DEMO_SHARED, DEMO_TOKEN_SEED, demoSelfService, demoSharedAccountIsShared } = await import('./demo/accounts.js');
     const self = await demoSelfService(tessera.db);
     console.log(`  Account:    ${issuer}/account   (every user's own page: authenticator apps, password, email, phone, name)`);
     if (self.portal) {
@@ -45,7 +45,7 @@ async function main(): Promise<void> {
     console.log(`              ${DEMO_MFA_USER.username} / ${DEMO_MFA_USER.password}   (MFA required: email, SMS or authenticator app)`);
     console.log(`              ${DEMO_APPROVAL_USER.username} / ${DEMO_APPROVAL_USER.password}   (manager approval: ${DEMO_APPROVAL_USER.manager}'s link arrives in the dev outbox)`);
     console.log(`  Demo admin: ${DEMO_ADMIN.username} / ${DEMO_ADMIN.password}   (the admin console; the code arrives in the dev outbox)`);
-    console.log(`  Shared:     ${DEMO_SHARED.username} (no password)   (a just-in-time shared account: ${DEMO_SHARED.members.join(' or ')} presses Reserve at /account, then signs in to the demo app as ${DEMO_SHARED.username} with "Shared account?" and their own code)`);
+    if (await demoSharedAccountIsShared(tessera.db)) console.log(`  Shared:     ${DEMO_SHARED.username} (no password)   (a just-in-time shared account: ${DEMO_SHARED.members.join(' or ')} presses Reserve at /account, then signs in to the demo app as ${DEMO_SHARED.username} with "Shared account?" and their own code)`);
     if (config.mode === 'dev') console.log(`  Dev outbox: ${issuer}/dev/outbox   (codes sent by email and SMS land here)`);
     console.log(`  Step-up:    the demo app's "ask for ${DEMO_API.write}": an MFA-protected scope, unlocked on the consent screen`);
     console.log('');

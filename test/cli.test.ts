@@ -505,7 +505,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.stdout.trim(), 'released acmeadmin (it was reserved by jan)', r.stderr);
     assert.match((await cli('jit', 'release', 'acmeadmin')).stderr, /nobody holds acmeadmin now/);
     assert.match((await cli('jit', 'reservations')).stdout, /^[0-9a-f-]{36}\tacmeadmin\tby jan\treleased\t/m);
-    assert.match((await cli('group', 'remove', 'JIT_acmeadmin')).stderr, /decides who may reserve acmeadmin/);
+    assert.match((await cli('group', 'remove', 'JIT_acmeadmin')).stderr, /decides who may reserve the shared account acmeadmin/);
     assert.equal((await cli('jit', 'disable', 'acmeadmin')).code, 0);
     assert.match((await cli('jit', 'disable', 'acmeadmin')).stderr, /not a shared account/);
     assert.equal((await cli('jit', 'list')).stdout.trim(), 'no shared account');

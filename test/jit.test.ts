@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createUser, findUserByUsername } from '../src/directory/users.js';
-import { addGroupMember } from '../src/directory/groups.js';
+import { addGroupMember, createGroup, removeGroupMember } from '../src/directory/groups.js';
 import { disableSharedAccount, enableSharedAccount, listReservations, listSharedAccounts, release, reservableBy, reserve } from '../src/jit/shared-accounts.js';
 
 /** Just-in-time shared accounts: who may reserve, one holder at a time, expiry, release. */
@@ -38,9 +38,11 @@ describe('just-in-time shared accounts: reservations', () => {
     assert.deepEqual([again.createdUser, again.createdGroup, again.account.minutes], [false, false, 10]);
     await assert.rejects(enableSharedAccount(db, { username: 'acmeadmin', group: 'JIT_acmeadmin', minutes: 0 }), /1 to 1440 minutes/);
     await assert.rejects(enableSharedAccount(db, { username: 'bad name!', group: 'g' }), /invalid username/);
-    await addGroupMember(db, 'JIT_acmeadmin', 'acmeadmin').catch(() => undefined);
-    await assert.rejects(enableSharedAccount(db, { username: 'acmeadmin', group: 'JIT_acmeadmin' }), /cannot reserve itself/);
-    await sql`delete from group_members where user_id = ${shared}`.execute(db);
+    // A shared account is not a member of its own group: neither added later, nor shared with a group it is in.
+    await assert.rejects(addGroupMember(db, 'JIT_acmeadmin', 'acmeadmin'), /cannot be a member of it/);
+    await createGroup(db, 'ops');
+    await addGroupMember(db, 'ops', 'acmeadmin');
+    await assert.rejects(enableSharedAccount(db, { username: 'acmeadmin', group: 'ops' }), /cannot reserve itself/);
     await enableSharedAccount(db, { username: 'acmeadmin', group: 'JIT_acmeadmin', minutes: 5 });
   });
 
@@ -85,5 +87,19 @@ describe('just-in-time shared accounts: reservations', () => {
     await enableSharedAccount(db, { username: 'acmeadmin', group: 'JIT_acmeadmin' });
     await sql`update users set status = 'disabled' where id = ${shared}`.execute(db);
     await assert.rejects(reserve(db, { sharedUserId: shared, memberId: members[7]!, ip: null }), /is disabled/);
+  });
+
+  it('a member taken out of the group loses their reservation; sharing with another group ends an outsider’s', async () => {
+    const db = testDb.handle.db;
+    await sql`update users set status = 'active' where id = ${shared}`.execute(db);
+    const held = await reserve(db, { sharedUserId: shared, memberId: members[8]!, ip: null });
+    await removeGroupMember(db, 'JIT_acmeadmin', held.member);
+    assert.equal((await listReservations(db, { id: held.id }))[0]!.status, 'released');
+    const next = await reserve(db, { sharedUserId: shared, memberId: members[9]!, ip: null });
+    await createGroup(db, 'JIT_other');
+    await addGroupMember(db, 'JIT_other', held.member);
+    await enableSharedAccount(db, { username: 'acmeadmin', group: 'JIT_other' });
+    assert.equal((await listReservations(db, { id: next.id }))[0]!.status, 'released', 'its holder is not in the new group');
+    assert.equal((await reserve(db, { sharedUserId: shared, memberId: members[8]!, ip: null })).member, held.member);
   });
 });

@@ -26,8 +26,8 @@ export const disableJitOp = operation({
   kind: 'change',
   input: z.object({ username }),
   async run({ db }, { username }) {
-    const { userId } = await disableSharedAccount(db, username);
-    return { result: undefined, change: { type: 'jit.disabled', subject: userId, details: { username } } };
+    const { userId, releasedFrom } = await disableSharedAccount(db, username);
+    return { result: undefined, change: { type: 'jit.disabled', subject: userId, details: { username, ...(releasedFrom ? { released_member_id: releasedFrom } : {}) } } };
   },
 });
 
@@ -48,7 +48,7 @@ export const releaseJitOp = operation({
     const shared = user && (await listSharedAccounts(db, { userId: user.id }))[0];
     if (!shared) throw new JitError(`${username} is not a shared account`, 'username');
     const ended = await release(db, { sharedUserId: shared.userId });
-    if (!ended) throw new JitError(`nobody holds ${shared.username} now`, 'username');
+    if (!ended) throw new JitError(`nobody holds ${shared.username} now`);
     return { result: { member: shared.holder?.username ?? null }, change: { type: 'jit.released', subject: shared.userId, details: { username: shared.username, member_id: ended.memberId, by: 'administrator' } } };
   },
 });

@@ -191,3 +191,9 @@ export async function demoSelfService(db: Db): Promise<{ portal: { alias: string
   };
 }
 
+
+/** Whether the demo shared account is still shared (an administrator may have stopped it): the start banner says so only then. */
+export async function demoSharedAccountIsShared(db: Db): Promise<boolean> {
+  const user = await findUserByUsername(db, DEMO_SHARED.username);
+  return Boolean(user && user.status === 'active' && (await isSharedAccount(db, user.id)));
+}

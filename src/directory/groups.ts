@@ -23,6 +23,9 @@ export async function addGroupMember(db: Db, groupName: string, username: string
   const group = await db.selectFrom('groups').select('id').where('name', '=', groupName).executeTakeFirst();
   if (!group) throw new DirectoryError(`no group "${groupName}"`);
   const user = await requireUser(db, username);
+  if (await db.selectFrom('shared_accounts').select('user_id').where('user_id', '=', user.id).where('group_id', '=', group.id).executeTakeFirst()) {
+    throw new DirectoryError(`${user.username} is the shared account ${groupName} reserves: it cannot be a member of it`);
+  }
   const added = await db
     .insertInto('group_members')
     .values({ group_id: group.id, user_id: user.id })
@@ -36,8 +39,18 @@ export async function removeGroupMember(db: Db, groupName: string, username: str
   const group = await db.selectFrom('groups').select('id').where('name', '=', groupName).executeTakeFirst();
   if (!group) throw new DirectoryError(`no group "${groupName}"`);
   const user = await requireUser(db, username);
-  const removed = await db.deleteFrom('group_members').where('group_id', '=', group.id).where('user_id', '=', user.id).executeTakeFirst();
-  if (removed.numDeletedRows === 0n) throw new DirectoryError(`${user.username} is not a member of ${groupName}`);
+  await db.transaction().execute(async (tx) => {
+    const removed = await tx.deleteFrom('group_members').where('group_id', '=', group.id).where('user_id', '=', user.id).executeTakeFirst();
+    if (removed.numDeletedRows === 0n) throw new DirectoryError(`${user.username} is not a member of ${groupName}`);
+    // A reservation of an account this group decides on ends with the membership: the others may reserve it at once.
+    await tx
+      .updateTable('jit_reservations')
+      .set({ status: 'released', ended_at: sql`now()` })
+      .where('member_id', '=', user.id)
+      .where('status', '=', 'live')
+      .where('shared_user_id', 'in', tx.selectFrom('shared_accounts').select('user_id').where('group_id', '=', group.id))
+      .execute();
+  });
 }
 
 /** Removes a group, its memberships and the access policies assigned to it. The built-in groups stay. */
@@ -46,7 +59,7 @@ export async function removeGroup(db: Db, name: string): Promise<{ members: numb
   if (!group) throw new DirectoryError(`no group "${name}"`);
   if (group.builtin) throw new DirectoryError(`"${name}" is built in: it decides who may use the admin console`);
   const sharing = await db.selectFrom('shared_accounts').innerJoin('users', 'users.id', 'shared_accounts.user_id').select('users.username').where('shared_accounts.group_id', '=', group.id).execute();
-  if (sharing.length) throw new DirectoryError(`"${name}" decides who may reserve ${sharing.map((s) => s.username).join(', ')}: stop sharing (jit disable) or share with another group first`);
+  if (sharing.length) throw new DirectoryError(`"${name}" decides who may reserve the shared account ${sharing.map((s) => s.username).join(', ')}: stop sharing it or share it with another group first`);
   return db.transaction().execute(async (tx) => {
     const members = await tx.deleteFrom('group_members').where('group_id', '=', group.id).executeTakeFirst();
     const policies = await tx.deleteFrom('access_policies').where('subject_type', '=', 'group').where('subject_id', '=', group.id).returning('name').execute();

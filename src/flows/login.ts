@@ -21,7 +21,7 @@ import { now } from '../sessions/ledger.js';
 
 const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
 
-import { INVALID_CREDENTIALS, usernameField } from './sign-in-fields.js';
+import { INVALID_CREDENTIALS, typedName, usernameField } from './sign-in-fields.js';
 
 export { INVALID_CREDENTIALS, usernameField };
 
@@ -29,7 +29,7 @@ export { INVALID_CREDENTIALS, usernameField };
 const loginForm = z.object({
   csrf: z.string().max(128),
   username: usernameField,
-  password: z.string().min(1, 'Enter your password.').max(PASSWORD_MAX_LENGTH, INVALID_CREDENTIALS),
+  password: z.string({ error: 'Enter your password.' }).min(1, 'Enter your password.').max(PASSWORD_MAX_LENGTH, INVALID_CREDENTIALS),
 });
 
 /** The sign-in page; the way in for shared accounts is offered where there are any. */
@@ -79,7 +79,7 @@ export function submitLogin(deps: FlowDeps) {
     const client = await clientOf(deps, details);
     const parsed = loginForm.safeParse(form);
     if (!parsed.success) {
-      await showLogin(ctx, deps, details, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, username: form.username?.slice(0, 128), status: 400 });
+      await showLogin(ctx, deps, details, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, username: typedName(form.username), status: 400 });
       return;
     }
     const { username, password } = parsed.data;

@@ -20,7 +20,7 @@ import { clientOf, loadInteraction, requestMeta, type FlowDeps, type Interaction
 import { completeLogin } from './complete-login.js';
 import { loadProgress, saveProgress } from './progress.js';
 import { showLogin, throttleSignIn } from './login.js';
-import { INVALID_CREDENTIALS, usernameField } from './sign-in-fields.js';
+import { INVALID_CREDENTIALS, typedName, usernameField } from './sign-in-fields.js';
 import { addChallengeRoutes, showCode, showFactorChoice, type ChallengeHost, type ChallengeState } from './second-factor.js';
 
 const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
@@ -55,7 +55,7 @@ export function sharedAccountRoutes(deps: FlowDeps): Router {
     if (details.prompt.name !== 'login') return seeOther(ctx, `/interaction/${details.uid}`);
     const parsed = sharedForm.safeParse(form);
     if (!parsed.success) {
-      return showLogin(ctx, deps, details, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, username: form.username?.slice(0, 128), status: 400 });
+      return showLogin(ctx, deps, details, { error: parsed.error.issues[0]?.message ?? INVALID_CREDENTIALS, username: typedName(form.username), status: 400 });
     }
     const { username, password = '' } = parsed.data;
     const meta = requestMeta(ctx);
@@ -176,12 +176,13 @@ export async function beginSharedSignIn(ctx: Context, deps: FlowDeps, details: I
     return showLogin(ctx, deps, details, { error: INVALID_CREDENTIALS, username: shared.username, status: 401 });
   }
   if (clientId === ACCOUNT_CLIENT_ID || clientId === CONSOLE_CLIENT_ID) {
-    await audit.record({ type: 'jit.refused', actor: member.username, subject: shared.id, clientId, ...meta, details: { reason: 'own_pages', reservation: reservation.id } });
-    throw new HttpError(403, `${shared.username} is a shared account: it signs in to applications, not to Tessera’s own pages. Sign in with your own account here.`, 'Sign-in refused');
+    await audit.record({ type: 'jit.refused', actor: shared.username, subject: shared.id, clientId, ...meta, details: { reason: 'own_pages', reservation: reservation.id, member_id: member.id } });
+    return showLogin(ctx, deps, details, { error: `${shared.username} is a shared account: it signs in to applications, not to Tessera’s own pages. Sign in here with your own account.`, status: 403 });
   }
   const client = await clientOf(deps, details);
   const requirement = await sharedSignInRequirement(db, await loadSettings(db, deps.box), deps.config.mode, shared, member, client.mfaRequired, details.params);
   await saveProgress(db, { uid: details.uid, accountId: shared.id, step: 'login', methods, requirement, challengeId: null, reservationId: reservation.id });
-  await audit.record({ type: 'jit.sign_in_started', actor: member.username, subject: shared.id, clientId, ...meta, details: { reservation: reservation.id, member_id: member.id, factors: requirement.usableFactors } });
+  // Nothing is proved yet (whoever types the name gets here while it is reserved): the member is named in the details.
+  await audit.record({ type: 'jit.sign_in_started', actor: shared.username, subject: shared.id, clientId, ...meta, details: { reservation: reservation.id, member: member.username, member_id: member.id, factors: requirement.usableFactors } });
   seeOther(ctx, `/interaction/${details.uid}/shared`);
 }

@@ -7,6 +7,12 @@ import { createGroup } from '../directory/groups.js';
 
 export class JitError extends DomainError {}
 
+/** When a reservation ends, as pages say it: the time, with the date when it is not today (UTC). */
+export function untilText(until: Date, now = new Date()): string {
+  const iso = until.toISOString();
+  return iso.slice(0, 10) === now.toISOString().slice(0, 10) ? `${iso.slice(11, 16)} UTC` : `${iso.slice(0, 10)} ${iso.slice(11, 16)} UTC`;
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The reservation time an administrator may give a shared account, in minutes (the seed's floor is one). */
@@ -44,14 +50,18 @@ export async function enableSharedAccount(db: Db, input: { username: string; gro
   if (!Number.isInteger(minutes) || minutes < JIT_MINUTES.min || minutes > JIT_MINUTES.max) throw new JitError(`a reservation lasts ${JIT_MINUTES.min} to ${JIT_MINUTES.max} minutes`, 'minutes');
   if (!USERNAME_PATTERN.test(input.username)) throw new JitError(`invalid username "${input.username}"`, 'username');
   let user = await findUserByUsername(db, input.username);
-  if (user && user.source !== 'local') throw new JitError(`${user.username} comes from the LDAP directory: a shared account is a local one`, 'username');
+  if (user && user.source !== 'local') throw new JitError(`the account ${user.username} comes from the LDAP directory: a shared account is a local one`, 'username');
   // The console is for people's own accounts: an administrator's account is not shared, nor do the
   // built-in groups decide who reserves one.
   if (user && (await db.selectFrom('group_members').innerJoin('groups', 'groups.id', 'group_members.group_id').select('groups.name').where('group_members.user_id', '=', user.id).where('groups.builtin', '=', true).executeTakeFirst())) {
-    throw new JitError(`${user.username} is a member of a built-in group (admins or auditors): the admin console is used with people's own accounts, not a shared one`, 'username');
+    throw new JitError(`the account ${user.username} is a member of a built-in group (admins or auditors): the admin console is used with people's own accounts, not a shared one`, 'username');
   }
   let group = await db.selectFrom('groups').select(['id', 'name', 'builtin']).where('name', '=', input.group).executeTakeFirst();
-  if (group?.builtin) throw new JitError(`${group.name} is built in (it decides who may use the admin console): choose another group`, 'group');
+  if (group?.builtin) throw new JitError(`the group ${group.name} is built in (it decides who may use the admin console): choose another group`, 'group');
+  // A person's account (with authenticators of its own) is not turned into a shared one by a typo.
+  if (user && (await db.selectFrom('authenticators').select('id').where('user_id', '=', user.id).executeTakeFirst())) {
+    throw new JitError(`the account ${user.username} has authenticators of its own: a shared account is signed in to with its members' codes (remove them first, if this is really a shared account)`, 'username');
+  }
   const createdUser = !user;
   user ??= await createUser(db, { username: input.username });
   const createdGroup = !group;
@@ -64,13 +74,23 @@ export async function enableSharedAccount(db: Db, input: { username: string; gro
     }
   }
   if (await db.selectFrom('group_members').select('user_id').where('group_id', '=', group.id).where('user_id', '=', user.id).executeTakeFirst()) {
-    throw new JitError(`${user.username} is a member of ${group.name}: a shared account cannot reserve itself`, 'group');
+    throw new JitError(`the account ${user.username} is a member of ${group.name}: a shared account cannot reserve itself`, 'group');
   }
-  await db
-    .insertInto('shared_accounts')
-    .values({ user_id: user.id, group_id: group.id, minutes })
-    .onConflict((oc) => oc.column('user_id').doUpdateSet({ group_id: group.id, minutes, updated_at: sql`now()` }))
-    .execute();
+  await db.transaction().execute(async (tx) => {
+    await tx
+      .insertInto('shared_accounts')
+      .values({ user_id: user.id, group_id: group.id, minutes })
+      .onConflict((oc) => oc.column('user_id').doUpdateSet({ group_id: group.id, minutes, updated_at: sql`now()` }))
+      .execute();
+    // Shared with another group now: a reservation of someone outside it ends.
+    await tx
+      .updateTable('jit_reservations')
+      .set({ status: 'released', ended_at: sql`now()` })
+      .where('shared_user_id', '=', user.id)
+      .where('status', '=', 'live')
+      .where('member_id', 'not in', tx.selectFrom('group_members').select('user_id').where('group_id', '=', group.id))
+      .execute();
+  });
   const [account] = await listSharedAccounts(db, { userId: user.id });
   return { account: account!, createdUser, createdGroup };
 }
@@ -80,15 +100,15 @@ export async function enableSharedAccount(db: Db, input: { username: string; gro
  * session must not live on as an ordinary one, for single sign-on and refresh tokens); the account
  * and the group stay.
  */
-export async function disableSharedAccount(db: Db, username: string): Promise<{ userId: string }> {
+export async function disableSharedAccount(db: Db, username: string): Promise<{ userId: string; releasedFrom: string | null }> {
   const user = await findUserByUsername(db, username);
   if (!user) throw new JitError(`no user "${username}"`, 'username');
   return db.transaction().execute(async (tx) => {
     const row = await tx.deleteFrom('shared_accounts').where('user_id', '=', user.id).returning('user_id').executeTakeFirst();
     if (!row) throw new JitError(`${user.username} is not a shared account`, 'username');
-    await tx.updateTable('jit_reservations').set({ status: 'released', ended_at: sql`now()` }).where('shared_user_id', '=', user.id).where('status', '=', 'live').execute();
+    const released = await tx.updateTable('jit_reservations').set({ status: 'released', ended_at: sql`now()` }).where('shared_user_id', '=', user.id).where('status', '=', 'live').returning('member_id').executeTakeFirst();
     await tx.deleteFrom('oidc_models').where('model', '=', 'Session').where(sql<boolean>`payload->>'accountId' = ${user.id}`).execute();
-    return { userId: user.id };
+    return { userId: user.id, releasedFrom: released?.member_id ?? null };
   });
 }
 
@@ -149,7 +169,7 @@ export async function reserve(db: Db, input: { sharedUserId: string; memberId: s
   } catch (error) {
     if (!isUniqueViolation(error)) throw error;
     const holder = (await listSharedAccounts(db, { userId: account.user_id }))[0]?.holder;
-    throw new JitError(holder ? `already reserved: ${account.username} is held by ${holder.username} until ${holder.until.toISOString().slice(11, 16)} UTC` : `already reserved: ${account.username} was reserved a moment ago, try again`, 'account');
+    throw new JitError(holder ? `already reserved: ${account.username} is held by ${holder.username} until ${untilText(holder.until)}` : `already reserved: ${account.username} was reserved a moment ago, try again`, 'account');
   }
 }
 

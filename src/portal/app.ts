@@ -17,7 +17,7 @@ import { ACTION_LINKS, applies, type SelfTokenType } from './actions.js';
 import { ACCOUNT_CLIENT_ID } from './registration.js';
 import { mayUsePortal, portalByAlias, type Portal } from './portals.js';
 import { restoreRoutes } from './restore-pages.js';
-import { JitError, release, reservableBy, reserve } from '../jit/shared-accounts.js';
+import { JitError, release, reservableBy, reserve, untilText } from '../jit/shared-accounts.js';
 import {
   accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
   reassignToken, registerExistingToken, removeTokenPin, resyncToken, setTokenPin, startContactChange, startTokenRegistration, unassignToken,
@@ -110,7 +110,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     'pin-set': 'The PIN is set: type it with the code from now on.',
     'pin-removed': 'The PIN is removed: the code alone signs you in.',
     'login-changed': 'Your login is changed: sign in with the new one from now on.',
-    'jit-reserved': 'Reserved for you: sign in to the shared account now, with its username and your own code. The reservation ends with that sign-in or when its time runs out.',
+    'jit-reserved': 'Reserved for you: sign in to the application as the shared account now, with its username and your own code. The reservation ends with that sign-in or when its time runs out. In this browser you are signed in as yourself: sign out here first, or use another browser.',
     'jit-released': 'The reservation is released: anyone of the group may reserve the account now.',
     cancelled: 'Nothing was changed.',
   };
@@ -221,7 +221,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   /** The portal's first page: the account, its tokens, what can be done, and (on /account) the shared accounts to reserve. */
   async function home(ctx: Context, redisplay?: Redisplay): Promise<void> {
     const request = requestOf(ctx);
-    const shared = request.portal.alias === null ? await reservableBy(db, request.session.user.id) : [];
+    const shared = request.portal.alias === null ? (await reservableBy(db, request.session.user.id)).map((a) => ({ ...a, until: a.holder ? untilText(a.holder.until) : null })) : [];
     show(ctx, 'home', request.portal.title, { links: offered(request).map((a) => ({ action: a, ...ACTION_LINKS[a] })), shared, redisplay });
   }
 

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { isUniqueViolation, type Db } from '../db/index.js';
 import type { Group } from '../db/schema.js';
 import { DirectoryError, requireUser } from './users.js';
+import { releaseOutsiders } from '../jit/shared-accounts.js';
 
 export async function createGroup(db: Db, name: string, description: string | null = null): Promise<Group> {
   if (!/^[\p{L}\p{N} ._-]{1,128}$/u.test(name)) throw new DirectoryError(`invalid group name "${name}"`);
@@ -42,14 +43,8 @@ export async function removeGroupMember(db: Db, groupName: string, username: str
   await db.transaction().execute(async (tx) => {
     const removed = await tx.deleteFrom('group_members').where('group_id', '=', group.id).where('user_id', '=', user.id).executeTakeFirst();
     if (removed.numDeletedRows === 0n) throw new DirectoryError(`${user.username} is not a member of ${groupName}`);
-    // A reservation of an account this group decides on ends with the membership: the others may reserve it at once.
-    await tx
-      .updateTable('jit_reservations')
-      .set({ status: 'released', ended_at: sql`now()` })
-      .where('member_id', '=', user.id)
-      .where('status', '=', 'live')
-      .where('shared_user_id', 'in', tx.selectFrom('shared_accounts').select('user_id').where('group_id', '=', group.id))
-      .execute();
+    // A reservation of an account this group decides on ends with the membership.
+    await releaseOutsiders(tx);
   });
 }
 

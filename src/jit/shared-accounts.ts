@@ -83,13 +83,7 @@ export async function enableSharedAccount(db: Db, input: { username: string; gro
       .onConflict((oc) => oc.column('user_id').doUpdateSet({ group_id: group.id, minutes, updated_at: sql`now()` }))
       .execute();
     // Shared with another group now: a reservation of someone outside it ends.
-    await tx
-      .updateTable('jit_reservations')
-      .set({ status: 'released', ended_at: sql`now()` })
-      .where('shared_user_id', '=', user.id)
-      .where('status', '=', 'live')
-      .where('member_id', 'not in', tx.selectFrom('group_members').select('user_id').where('group_id', '=', group.id))
-      .execute();
+    await releaseOutsiders(tx);
   });
   const [account] = await listSharedAccounts(db, { userId: user.id });
   return { account: account!, createdUser, createdGroup };
@@ -277,28 +271,33 @@ export async function bindCode(db: Db, reservationId: string, codeId: string): P
   await db.updateTable('jit_reservations').set({ code_id: codeId }).where('id', '=', reservationId).where('status', '=', 'spent').where('code_id', 'is', null).execute();
 }
 
-/** The member whose reservation an authorization code was issued for (null for any other code). */
-export async function actorOfCode(db: Db, codeId: string): Promise<Actor | null> {
+/**
+ * The member whose reservation an authorization code was issued for, or who last signed a session
+ * in as a shared account (for the audit of its sign-out); null for any other code or session.
+ */
+export async function actorOf(db: Db, by: { codeId: string } | { sessionUid: string }): Promise<Actor | null> {
   const row = await db
     .selectFrom('jit_reservations as r')
     .innerJoin('users as m', 'm.id', 'r.member_id')
     .select(['m.id', 'm.username'])
-    .where('r.code_id', '=', codeId)
+    .$if('codeId' in by, (q) => q.where('r.code_id', '=', (by as { codeId: string }).codeId))
+    .$if('sessionUid' in by, (q) => q.where('r.session_uid', '=', (by as { sessionUid: string }).sessionUid).orderBy('r.ended_at', 'desc'))
+    .limit(1)
     .executeTakeFirst();
   return row ? { sub: row.id, preferred_username: row.username } : null;
 }
 
-/** The member who last signed a session in as a shared account (for the audit of its sign-out). */
-export async function actorOfSession(db: Db, sessionUid: string): Promise<Actor | null> {
-  const row = await db
-    .selectFrom('jit_reservations as r')
-    .innerJoin('users as m', 'm.id', 'r.member_id')
-    .select(['m.id', 'm.username'])
-    .where('r.session_uid', '=', sessionUid)
-    .orderBy('r.ended_at', 'desc')
-    .limit(1)
-    .executeTakeFirst();
-  return row ? { sub: row.id, preferred_username: row.username } : null;
+/**
+ * Ends every live reservation whose member is no longer in its account's group (taken out of it,
+ * or the account shared with another group): the others may reserve it at once.
+ */
+export async function releaseOutsiders(db: Db): Promise<void> {
+  await db
+    .updateTable('jit_reservations')
+    .set({ status: 'released', ended_at: sql`now()` })
+    .where('status', '=', 'live')
+    .where(sql<boolean>`not exists (select 1 from shared_accounts s join group_members g on g.group_id = s.group_id where s.user_id = jit_reservations.shared_user_id and g.user_id = jit_reservations.member_id)`)
+    .execute();
 }
 
 /** The member a reservation is for. */

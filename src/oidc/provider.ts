@@ -21,7 +21,7 @@ import { hasSessionApproval, recordSessionApproval } from '../approvals/requests
 import { findUserById } from '../directory/users.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
-import { actorOfCode, actorOfSession, bindCode, isSharedAccount, type Actor } from '../jit/shared-accounts.js';
+import { actorOf as actorFor, bindCode, isSharedAccount, type Actor } from '../jit/shared-accounts.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -92,7 +92,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   // The member whose reservation this code was issued for (null for everyone else's codes).
   const actorOf = perRequest(async (ctx) => {
     const code = ctx.oidc.entities.AuthorizationCode;
-    return code ? actorOfCode(db, storedId(storage.idKey, code.jti)) : null;
+    return code ? actorFor(db, { codeId: storedId(storage.idKey, code.jti) }) : null;
   });
 
   const checks: PolicyChecks = {
@@ -278,7 +278,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     const session = ctx.oidc.session;
     void (async () => {
       // A shared account's sign-out is the member's who signed it in.
-      const actor = session?.uid && session.accountId ? await actorOfSession(db, session.uid).catch(() => null) : null;
+      const actor = session?.uid && session.accountId ? await actorFor(db, { sessionUid: session.uid }).catch(() => null) : null;
       await audit.record({ type: 'logout', actor: actor?.preferred_username ?? null, subject: session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip });
     })();
   });

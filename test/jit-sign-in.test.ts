@@ -439,4 +439,44 @@ describe('just-in-time shared accounts: the sign-in and who really did it', () =
       await sql`delete from scope_rules`.execute(tessera.db);
     }
   });
+
+  it('the sign-in’s resume raced from several tabs gives one code, with act; the others are refused, never issued without the member', async () => {
+    await reserveAs('jsmith');
+    const agent = new Agent();
+    const { page, verifier, state } = await authorize(agent);
+    const pick = formFor(await sharedStep(agent, page), '/shared');
+    const codePage = await agent.follow(await agent.post(pick.action, { ...pick.fields, factor: 'email' }));
+    const held = await agent.post(formFor(codePage, '/shared/code').action, { ...formFor(codePage, '/shared/code').fields, code: await portal().lastCode('jsmith@example.test') });
+    // Eight tabs of one browser follow the same redirect at once.
+    const tabs = Array.from({ length: 8 }, () => {
+      const tab = new Agent();
+      for (const [name, value] of agent.cookies) tab.cookies.set(name, value);
+      return tab;
+    });
+    const ends = await Promise.all(tabs.map(async (tab) => {
+      const reached = await tab.follow(await tab.get(held.location!), (u) => u.startsWith(REDIRECT));
+      if (reached.location?.startsWith(REDIRECT)) return reached.location;
+      return reached.body.includes('/consent"') ? allow(tab, reached).catch(() => null) : null;
+    }));
+    const codes = ends.filter((u): u is string => Boolean(u && new URL(u).searchParams.get('code')));
+    assert.equal(codes.length, 1, `exactly one code is issued: ${JSON.stringify(ends)}`);
+    for (const refused of ends.filter((u): u is string => Boolean(u && !codes.includes(u)))) assert.equal(new URL(refused).searchParams.get('error'), 'access_denied');
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(codes[0]!), { pkceCodeVerifier: verifier, expectedState: state }, { resource: API });
+    assert.deepEqual(tokens.claims()!.act, { sub: jsmith, preferred_username: 'jsmith' });
+  });
+
+  it('an account that becomes shared loses what it signed in to before; a shared account joins no built-in group', async () => {
+    await createUser(tessera.db, { username: 'oldacct', password: 'oldacct-password-1' });
+    const agent = new Agent();
+    const { page, verifier, state } = await authorize(agent);
+    const form = formFor(page, '/login');
+    const consent = await agent.follow(await agent.post(form.action, { ...form.fields, username: 'oldacct', password: 'oldacct-password-1' }), (u) => u.startsWith(REDIRECT));
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(await allow(agent, consent)), { pkceCodeVerifier: verifier, expectedState: state }, { resource: API });
+    assert.ok(tokens.refresh_token, 'an ordinary account gets a refresh token');
+    await enableSharedAccount(tessera.db, { username: 'oldacct', group: 'JIT_oldacct' });
+    await assert.rejects(oidc.refreshTokenGrant(config, tokens.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant');
+    const silent = await authorize(agent, { prompt: 'none' });
+    assert.equal(new URL(silent.page.location!).searchParams.get('error'), 'login_required');
+    await assert.rejects(addGroupMember(tessera.db, 'auditors', 'oldacct'), /admin console is used with people's own accounts/);
+  });
 });

@@ -21,12 +21,12 @@ export async function createGroup(db: Db, name: string, description: string | nu
 
 /** Adds a member; false when they already were one (nothing changes). */
 export async function addGroupMember(db: Db, groupName: string, username: string): Promise<boolean> {
-  const group = await db.selectFrom('groups').select('id').where('name', '=', groupName).executeTakeFirst();
+  const group = await db.selectFrom('groups').select(['id', 'builtin']).where('name', '=', groupName).executeTakeFirst();
   if (!group) throw new DirectoryError(`no group "${groupName}"`);
   const user = await requireUser(db, username);
-  if (await db.selectFrom('shared_accounts').select('user_id').where('user_id', '=', user.id).where('group_id', '=', group.id).executeTakeFirst()) {
-    throw new DirectoryError(`${user.username} is the shared account ${groupName} reserves: it cannot be a member of it`);
-  }
+  const shared = await db.selectFrom('shared_accounts').select('group_id').where('user_id', '=', user.id).executeTakeFirst();
+  if (shared?.group_id === group.id) throw new DirectoryError(`${user.username} is the shared account ${groupName} reserves: it cannot be a member of it`);
+  if (shared && group.builtin) throw new DirectoryError(`${user.username} is a shared account: the admin console is used with people's own accounts`);
   const added = await db
     .insertInto('group_members')
     .values({ group_id: group.id, user_id: user.id })

@@ -256,7 +256,9 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
       return;
     }
     const { amr, acr, ts } = await assuranceAfter(deps, s.details, s.accountId, s.progress);
-    await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, login: { accountId: s.accountId, amr, acr, ts, remember: true }, [LEDGER_RESULT]: s.details.uid }, true);
+    // A shared account's session still ends with the browser.
+    const remember = !(s.stepUp && s.stepUp.user.id !== s.accountId);
+    await finishInteraction(ctx, s.details, { consent: { grantId: result.grantId }, login: { accountId: s.accountId, amr, acr, ts, remember }, [LEDGER_RESULT]: s.details.uid }, true);
   }
 
   /** Shows the consent page, or, for a first-party application with nothing locked, consents at once. */

@@ -123,7 +123,8 @@ export function emailSignInRoutes(deps: FlowDeps): Router {
     const admission = await admitAttempt(db, pending.userId ?? NO_ACCOUNT, config.lockout);
     const user = pending.userId ? await findUserByUsername(db, pending.username) : null;
     let right = false;
-    if (admission.admitted && user && user.id === pending.userId && pending.challengeId) {
+    // Shared since the code was sent: it no longer signs in here.
+    if (admission.admitted && user && user.id === pending.userId && pending.challengeId && !(await isSharedAccount(db, user.id))) {
       right = (await verifyChallenge(db, deps.otpKey, pending.challengeId, user.id, code.data)).ok;
     } else {
       await verifyPassword(null, code.data);

@@ -76,7 +76,10 @@ export async function enableSharedAccount(db: Db, input: { username: string; gro
   if (await db.selectFrom('group_members').select('user_id').where('group_id', '=', group.id).where('user_id', '=', user.id).executeTakeFirst()) {
     throw new JitError(`the account ${user.username} is a member of ${group.name}: a shared account cannot reserve itself`, 'group');
   }
+  const wasShared = await isSharedAccount(db, user.id);
   await db.transaction().execute(async (tx) => {
+    // Shared from now on: what the account signed in to before (sessions, grants, refresh tokens) ends.
+    if (!wasShared) await tx.deleteFrom('oidc_models').where(sql<boolean>`payload->>'accountId' = ${user.id}`).execute();
     await tx
       .insertInto('shared_accounts')
       .values({ user_id: user.id, group_id: group.id, minutes })
@@ -267,8 +270,9 @@ export interface Actor {
  * Binds the authorization code issued for a shared account's sign-in to the reservation it spent:
  * one code per reservation (a replayed resume binds nothing more).
  */
-export async function bindCode(db: Db, reservationId: string, codeId: string): Promise<void> {
-  await db.updateTable('jit_reservations').set({ code_id: codeId }).where('id', '=', reservationId).where('status', '=', 'spent').where('code_id', 'is', null).execute();
+export async function bindCode(db: Db, reservationId: string, codeId: string): Promise<boolean> {
+  const row = await db.updateTable('jit_reservations').set({ code_id: codeId }).where('id', '=', reservationId).where('status', '=', 'spent').where('code_id', 'is', null).returning('id').executeTakeFirst();
+  return Boolean(row);
 }
 
 /**

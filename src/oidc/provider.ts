@@ -57,7 +57,11 @@ class SharedSignInCodes extends KyselyAdapter {
   override async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
     await super.upsert(id, payload, expiresIn);
     const reservation = reservationOfResult((Provider.ctx as KoaContextWithOIDC | undefined)?.oidc?.result);
-    if (reservation) await bindCode(this.store, reservation, storedId(this.codeKeys.idKey, id));
+    // One code per reservation: a second one (the resume raced from several tabs) is refused, not issued without its member.
+    if (reservation && !(await bindCode(this.store, reservation, storedId(this.codeKeys.idKey, id)))) {
+      await this.destroy(id);
+      throw new errors.AccessDenied('this reservation was already used by another sign-in: reserve the shared account again');
+    }
   }
 }
 
@@ -220,7 +224,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them
     // outlive the session. A shared account gets none: each use of it is one reserved sign-in.
-    issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && !(code.accountId && (await isSharedAccount(db, code.accountId))),
+    issueRefreshToken: async (ctx, client, code) =>
+      client.grantTypeAllowed('refresh_token') && !(await actorOf(ctx)) && !(code.accountId && (await isSharedAccount(db, code.accountId))),
     rotateRefreshToken: () => true,
     ttl: {
       // A token for an API lives as long as the API chose; one for UserInfo as configured.

@@ -12,6 +12,7 @@ import * as m0010 from './0010_self_service.js';
 import * as m0011 from './0011_restore_drafts.js';
 import * as m0012 from './0012_shared_accounts.js';
 import * as m0013 from './0013_shared_sign_in.js';
+import * as m0014 from './0014_recovery_codes.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -28,4 +29,5 @@ export const migrations: Record<string, Migration> = {
   '0011_restore_drafts': m0011,
   '0012_shared_accounts': m0012,
   '0013_shared_sign_in': m0013,
+  '0014_recovery_codes': m0014,
 };

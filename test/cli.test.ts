@@ -255,7 +255,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.stdout.trim(), 'mona unlocked');
     assert.match((await cli('user', 'show', 'mona')).stdout, /^failed attempts\s+0$/m);
     r = await cli('user', 'reset-mfa', 'mona');
-    assert.equal(r.stdout.trim(), 'mona had no authenticator app');
+    assert.equal(r.stdout.trim(), 'mona had no authenticator app and no recovery codes');
     r = await cli('group', 'add', 'crew');
     r = await cli('group', 'add-member', 'crew', 'mona');
     r = await cli('group', 'remove-member', 'crew', 'mona');

@@ -6,6 +6,7 @@ import { addGroupMember, createGroup, listGroups, removeGroup, removeGroupMember
 import { operation, ServiceError } from './service.js';
 import { passwordProblem } from '../directory/passwords.js';
 import { takeOffTokens } from '../factors/authenticators.js';
+import { removeRecoveryCodes } from '../factors/recovery-codes.js';
 
 const username = z.string().min(1, 'name the user').max(128, 'no user has a name that long');
 const groupName = z.string().min(1, 'name the group').max(128, 'no group has a name that long');
@@ -176,8 +177,9 @@ export const unlockUserOp = operation({
 });
 
 /**
- * Takes every token off a user (a lost or replaced phone): apps are deleted, hardware tokens go back to stock. Sessions that passed one
- * no longer count it as a fresh second factor: they step up again with what the user has left.
+ * Takes every token off a user (a lost or replaced phone): apps are deleted, hardware tokens go back to stock, and the user's
+ * recovery codes go too. Sessions that passed one no longer count it as a fresh second factor: they step up again with what the
+ * user has left.
  */
 export const resetMfaOp = operation({
   kind: 'change',
@@ -185,8 +187,12 @@ export const resetMfaOp = operation({
   async run({ db }, { username }) {
     const user = await requireUser(db, username);
     const removed = await takeOffTokens(db, user.id);
+    const recoveryCodes = await removeRecoveryCodes(db, user.id);
     await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();
-    return { result: removed.length, change: { type: 'user.mfa_reset', subject: user.id, details: { username: user.username, authenticators: removed.map((r) => r.id) } } };
+    return {
+      result: { authenticators: removed.length, recoveryCodes },
+      change: { type: 'user.mfa_reset', subject: user.id, details: { username: user.username, authenticators: removed.map((r) => r.id), recovery_codes: recoveryCodes } },
+    };
   },
 });
 

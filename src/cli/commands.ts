@@ -351,10 +351,11 @@ const COMMANDS: Record<string, Command> = {
   'user reset-mfa': {
     args: ['<username>'],
     flags: [],
-    usage: 'user reset-mfa <username>                 remove the user\'s authenticator apps (a lost phone)',
+    usage: 'user reset-mfa <username>                 remove the user\'s authenticator apps and recovery codes (a lost phone)',
     async run({ arg, io, service }) {
-      const removed = await perform(service, resetMfaOp, { username: arg.username! });
-      io.out(removed === 0 ? `${arg.username} had no authenticator app` : `removed ${removed} authenticator app${removed === 1 ? '' : 's'} of ${arg.username}`);
+      const { authenticators, recoveryCodes } = await perform(service, resetMfaOp, { username: arg.username! });
+      const parts = [authenticators ? `${authenticators} authenticator app${authenticators === 1 ? '' : 's'}` : '', recoveryCodes ? 'their recovery codes' : ''].filter(Boolean);
+      io.out(parts.length === 0 ? `${arg.username} had no authenticator app and no recovery codes` : `removed ${parts.join(' and ')} of ${arg.username}`);
     },
   },
   'user remove': {

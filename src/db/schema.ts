@@ -188,6 +188,14 @@ export interface JitReservationsTable {
   code_id: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
+export interface RecoveryCodesTable {
+  user_id: string;
+  /** HMAC-SHA-256 of the normalised code under a key derived from the master secret. */
+  code_hash: string;
+  created_at: Timestamp;
+  used_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+}
+
 export interface ResourceServersTable {
   identifier: string;
   name: string;
@@ -398,6 +406,7 @@ export interface Database {
   restore_requests: RestoreRequestsTable;
   shared_accounts: SharedAccountsTable;
   jit_reservations: JitReservationsTable;
+  recovery_codes: RecoveryCodesTable;
   approval_profiles: ApprovalProfilesTable;
   approval_policies: ApprovalPoliciesTable;
   approval_requests: ApprovalRequestsTable;

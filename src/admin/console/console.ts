@@ -33,7 +33,7 @@ const NOTICES: Record<string, string> = {
   'restore-approved': 'Approved: lost tokens are disabled, the new details applied and the user’s sessions revoked.',
   unlocked: 'Unlocked: the failure count is cleared.',
   'password-set': 'Password changed.',
-  'mfa-reset': 'Every authenticator app of this user was removed.',
+  'mfa-reset': 'Every authenticator app and the recovery codes of this user were removed.',
   'authenticator-removed': 'Authenticator removed.',
   enabled: 'The account is enabled.',
   disabled: 'The account is disabled: it cannot sign in.',

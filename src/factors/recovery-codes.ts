@@ -1,0 +1,77 @@
+import { createHmac, randomInt } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Db } from '../db/index.js';
+
+/** How many codes a set holds, and what one looks like: two groups of four letters and digits (`4f7k-2m9q`). */
+export const RECOVERY_CODE_COUNT = 10;
+// No 0/o, 1/l/i: a code is read off paper and typed back.
+const ALPHABET = 'abcdefghjkmnpqrstuvwxyz23456789';
+const TYPED = /^[a-z0-9]{8}$/;
+
+export interface RecoveryCodeStatus {
+  total: number;
+  left: number;
+  createdAt: Date;
+}
+
+function newCode(): string {
+  let code = '';
+  for (let i = 0; i < 8; i++) code += ALPHABET[randomInt(ALPHABET.length)];
+  return `${code.slice(0, 4)}-${code.slice(4)}`;
+}
+
+/** A code as typed (any case, spaces and dashes anywhere) in its stored form, or null when it cannot be one. */
+export function normaliseRecoveryCode(typed: string): string | null {
+  const plain = typed.toLowerCase().replace(/[\s-]/g, '');
+  return TYPED.test(plain) ? `${plain.slice(0, 4)}-${plain.slice(4)}` : null;
+}
+
+// Keyed with the user's id: the same code of two users hashes apart, and a stolen table reveals nothing without the key.
+const hashOf = (key: Buffer, userId: string, code: string) => createHmac('sha256', key).update(`${userId}:${code}`).digest('base64url');
+
+/** A new set of codes for the user, replacing the old one (used or not). The codes are returned once: only their hashes are kept. */
+export async function generateRecoveryCodes(db: Db, key: Buffer, userId: string): Promise<string[]> {
+  const codes = new Set<string>();
+  while (codes.size < RECOVERY_CODE_COUNT) codes.add(newCode());
+  await db.transaction().execute(async (tx) => {
+    await tx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+    await tx.insertInto('recovery_codes').values([...codes].map((code) => ({ user_id: userId, code_hash: hashOf(key, userId, code) }))).execute();
+  });
+  return [...codes];
+}
+
+/**
+ * Uses a code, once: the statement that marks it used is the check, so of parallel submissions of
+ * the same code exactly one succeeds. Returns how many are left, or null when the code is not one
+ * of the user's unused codes.
+ */
+export async function useRecoveryCode(db: Db, key: Buffer, userId: string, typed: string): Promise<{ left: number } | null> {
+  const code = normaliseRecoveryCode(typed);
+  if (!code) return null;
+  const used = await db
+    .updateTable('recovery_codes')
+    .set({ used_at: sql`now()` })
+    .where('user_id', '=', userId)
+    .where('code_hash', '=', hashOf(key, userId, code))
+    .where('used_at', 'is', null)
+    .returning('user_id')
+    .executeTakeFirst();
+  if (!used) return null;
+  return { left: (await recoveryCodeStatus(db, userId))?.left ?? 0 };
+}
+
+/** Whether the user has a set, how many of its codes are left, and when it was made. */
+export async function recoveryCodeStatus(db: Db, userId: string): Promise<RecoveryCodeStatus | null> {
+  const row = await db
+    .selectFrom('recovery_codes')
+    .select([sql<number>`count(*)::int`.as('total'), sql<number>`count(*) filter (where used_at is null)::int`.as('left'), sql<Date>`min(created_at)`.as('created_at')])
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
+  return row && row.total > 0 ? { total: row.total, left: row.left, createdAt: row.created_at } : null;
+}
+
+/** Removes the user's set (an administrator's reset); returns how many codes it held. */
+export async function removeRecoveryCodes(db: Db, userId: string): Promise<number> {
+  const removed = await db.deleteFrom('recovery_codes').where('user_id', '=', userId).executeTakeFirst();
+  return Number(removed.numDeletedRows);
+}

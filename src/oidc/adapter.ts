@@ -135,7 +135,7 @@ export class KyselyAdapter implements Adapter {
   private readonly reuseMs: number;
 
   constructor(
-    private readonly db: Db,
+    protected readonly db: Db,
     private readonly model: string,
     private readonly keys: StorageKeys,
     /** How long a rotated refresh token may be presented again (REFRESH_TOKEN_REUSE_SECONDS). */
@@ -145,7 +145,8 @@ export class KyselyAdapter implements Adapter {
     this.reuseMs = model === 'RefreshToken' ? refreshTokenReuseSeconds * 1000 : 0;
   }
 
-  private hash(value: string): string {
+  /** An id as stored (see storedId). */
+  protected hash(value: string): string {
     return storedId(this.keys.idKey, value);
   }
 

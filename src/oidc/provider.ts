@@ -21,7 +21,7 @@ import { hasSessionApproval, recordSessionApproval } from '../approvals/requests
 import { findUserById } from '../directory/users.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
-import { actorOf as actorFor, bindCode, isSharedAccount, type Actor } from '../jit/shared-accounts.js';
+import { actorOf, bindCode, isSharedAccount, type Actor } from '../jit/shared-accounts.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -50,15 +50,11 @@ function page(ctx: KoaContextWithOIDC, status: number, name: string, data: { tit
  * it is saved, before the application can present it.
  */
 class SharedSignInCodes extends KyselyAdapter {
-  constructor(private readonly store: Db, model: string, private readonly codeKeys: ReturnType<typeof storageKeys>, reuseSeconds: number) {
-    super(store, model, codeKeys, reuseSeconds);
-  }
-
   override async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
     await super.upsert(id, payload, expiresIn);
     const reservation = reservationOfResult((Provider.ctx as KoaContextWithOIDC | undefined)?.oidc?.result);
     // One code per reservation: a second one (the resume raced from several tabs) is refused, not issued without its member.
-    if (reservation && !(await bindCode(this.store, reservation, storedId(this.codeKeys.idKey, id)))) {
+    if (reservation && !(await bindCode(this.db, reservation, this.hash(id)))) {
       await this.destroy(id);
       throw new errors.AccessDenied('this reservation was already used by another sign-in: reserve the shared account again');
     }
@@ -94,9 +90,9 @@ export function createProvider(deps: ProviderDeps): Provider {
   });
 
   // The member whose reservation this code was issued for (null for everyone else's codes).
-  const actorOf = perRequest(async (ctx) => {
+  const codeActor = perRequest(async (ctx) => {
     const code = ctx.oidc.entities.AuthorizationCode;
-    return code ? actorFor(db, { codeId: storedId(storage.idKey, code.jti) }) : null;
+    return code ? actorOf(db, { codeId: storedId(storage.idKey, code.jti) }) : null;
   });
 
   const checks: PolicyChecks = {
@@ -139,10 +135,10 @@ export function createProvider(deps: ProviderDeps): Provider {
       const guard = name === 'Grant'
         ? { active: () => scopeRules.any(), apply: (payload: AdapterPayload, stepUps: unknown) => guardGrant(scopeRules, payload, parseStepUps(stepUps)) }
         : undefined;
-      if (name === 'AuthorizationCode') return new SharedSignInCodes(db, name, storage, config.ttl.refreshTokenReuseSeconds);
+      if (name === 'AuthorizationCode') return new SharedSignInCodes(db, name, storage);
       return new KyselyAdapter(db, name, storage, config.ttl.refreshTokenReuseSeconds, guard);
     },
-    findAccount: accountFinder(db, actorOf),
+    findAccount: accountFinder(db, codeActor),
     jwks: { keys: keys.signing as never },
     cookies: {
       keys: keys.cookie,
@@ -219,13 +215,13 @@ export function createProvider(deps: ProviderDeps): Provider {
       if (token.kind !== 'AccessToken') return undefined;
       const source = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
       if (!source) return undefined;
-      const act = await actorOf(ctx);
+      const act = await codeActor(ctx);
       return { auth_time: source.authTime, acr: source.acr, amr: source.amr, ...(act ? { act } : {}) };
     },
     // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them
     // outlive the session. A shared account gets none: each use of it is one reserved sign-in.
     issueRefreshToken: async (ctx, client, code) =>
-      client.grantTypeAllowed('refresh_token') && !(await actorOf(ctx)) && !(code.accountId && (await isSharedAccount(db, code.accountId))),
+      client.grantTypeAllowed('refresh_token') && !(await codeActor(ctx)) && !(code.accountId && (await isSharedAccount(db, code.accountId))),
     rotateRefreshToken: () => true,
     ttl: {
       // A token for an API lives as long as the API chose; one for UserInfo as configured.
@@ -283,7 +279,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     const session = ctx.oidc.session;
     void (async () => {
       // A shared account's sign-out is the member's who signed it in.
-      const actor = session?.uid && session.accountId ? await actorFor(db, { sessionUid: session.uid }).catch(() => null) : null;
+      const actor = session?.uid && session.accountId ? await actorOf(db, { sessionUid: session.uid }).catch(() => null) : null;
       await audit.record({ type: 'logout', actor: actor?.preferred_username ?? null, subject: session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip });
     })();
   });

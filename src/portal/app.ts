@@ -18,6 +18,7 @@ import { ACCOUNT_CLIENT_ID } from './registration.js';
 import { mayUsePortal, portalByAlias, type Portal } from './portals.js';
 import { restoreRoutes } from './restore-pages.js';
 import { JitError, release, reservableBy, reserve, untilText } from '../jit/shared-accounts.js';
+import { requestMeta } from '../flows/context.js';
 import {
   accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
   reassignToken, registerExistingToken, removeTokenPin, resyncToken, setTokenPin, startContactChange, startTokenRegistration, unassignToken,
@@ -231,7 +232,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     redisplay: home,
     async run(ctx, f, { session }) {
       const account = text(f, 'account');
-      const meta = { ip: ctx.ip, userAgent: ctx.get('user-agent') || null };
+      const meta = requestMeta(ctx);
       try {
         const reservation = await reserve(db, { sharedUserId: account, memberId: session.user.id, ip: ctx.ip });
         await audit.record({ type: 'jit.reserved', actor: session.user.username, subject: reservation.sharedUserId, clientId: ACCOUNT_CLIENT_ID, ...meta, details: { reservation: reservation.id, shared_account: reservation.shared, member_id: session.user.id, until: reservation.expiresAt } });
@@ -250,7 +251,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     async run(ctx, f, { session }) {
       const account = text(f, 'account');
       if (!(await release(db, { sharedUserId: account, memberId: session.user.id }))) throw new JitError('you hold no reservation of this account', 'account');
-      await audit.record({ type: 'jit.released', actor: session.user.username, subject: account, clientId: ACCOUNT_CLIENT_ID, ip: ctx.ip, userAgent: ctx.get('user-agent') || null, details: { member_id: session.user.id } });
+      await audit.record({ type: 'jit.released', actor: session.user.username, subject: account, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { member_id: session.user.id } });
       done(ctx, 'jit-released');
     },
   });

@@ -13,6 +13,7 @@ import * as m0011 from './0011_restore_drafts.js';
 import * as m0012 from './0012_shared_accounts.js';
 import * as m0013 from './0013_shared_sign_in.js';
 import * as m0014 from './0014_recovery_codes.js';
+import * as m0015 from './0015_passkeys.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -30,4 +31,5 @@ export const migrations: Record<string, Migration> = {
   '0012_shared_accounts': m0012,
   '0013_shared_sign_in': m0013,
   '0014_recovery_codes': m0014,
+  '0015_passkeys': m0015,
 };

@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import Koa from 'koa';
@@ -57,15 +58,20 @@ export interface AppDeps {
   changed: () => void;
 }
 
-/** Stylesheets and images from public/, read once: a fixed, small set. */
+/**
+ * Stylesheets, images and the passkey pages' scripts from public/, and the WebAuthn browser library
+ * from its package (served by Tessera itself, never a CDN), read once: a fixed, small set.
+ */
 function assetRoutes(): Router {
   const router = new Router({ prefix: '/assets' });
-  const types: Record<string, string> = { '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon' };
+  const types: Record<string, string> = { '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png', '.ico': 'image/x-icon', '.js': 'text/javascript; charset=utf-8' };
   const assets = new Map<string, { type: string; body: Buffer }>();
   for (const file of readdirSync(PUBLIC_DIR)) {
     const type = types[path.extname(file)];
     if (type) assets.set(file, { type, body: readFileSync(path.join(PUBLIC_DIR, file)) });
   }
+  const webauthnBrowser = path.join(path.dirname(createRequire(import.meta.url).resolve('@simplewebauthn/browser')), '..', 'dist', 'bundle', 'index.umd.min.js');
+  assets.set('simplewebauthn-browser.js', { type: types['.js']!, body: readFileSync(webauthnBrowser) });
   router.get('/:file', (ctx) => {
     const asset = assets.get(ctx.params.file ?? '');
     if (!asset) return;

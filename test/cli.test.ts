@@ -146,7 +146,7 @@ describe('CLI (npm run cli)', () => {
       [['orders:write'], /not an OpenID scope .* add --api <identifier>/],
       [['phone', '--max-age=-5'], /--max-age.*0 to 86400/],
       [['phone', '--max-age', 'soon'], /--max-age takes a whole number/],
-      [['phone', '--factors', 'carrier'], /--factors: unknown factor "carrier" \(each factor is one of email, sms, totp\)/],
+      [['phone', '--factors', 'carrier'], /--factors: unknown factor "carrier" \(each factor is one of email, sms, totp, webauthn, recovery\)/],
       [['phone', '--bogus'], /^error: unknown option --bogus \(see/],
     ] as [string[], RegExp][]) {
       r = await cli('scope', 'protect', ...args);
@@ -255,7 +255,7 @@ describe('CLI (npm run cli)', () => {
     assert.equal(r.stdout.trim(), 'mona unlocked');
     assert.match((await cli('user', 'show', 'mona')).stdout, /^failed attempts\s+0$/m);
     r = await cli('user', 'reset-mfa', 'mona');
-    assert.equal(r.stdout.trim(), 'mona had no authenticator app and no recovery codes');
+    assert.equal(r.stdout.trim(), 'mona had no authenticator app, no passkey and no recovery codes');
     r = await cli('group', 'add', 'crew');
     r = await cli('group', 'add-member', 'crew', 'mona');
     r = await cli('group', 'remove-member', 'crew', 'mona');
@@ -302,7 +302,7 @@ describe('CLI (npm run cli)', () => {
     await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'required', '--factors', 'email', '--require-authenticator-app'], /^error: --require-authenticator-app: .*allows no other methods/);
     await refused(['policy', 'add', 'p1', '--user', 'nobody', '--mfa', 'required'], /^error: --user: no user "nobody"$/);
     await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'sometimes'], /^error: --mfa is required or optional or off \(got "sometimes"\)$/);
-    await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'required', '--factors', 'pigeon'], /^error: --factors: each method is one of email, sms, totp$/);
+    await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'required', '--factors', 'pigeon'], /^error: --factors: each method is one of email, sms, totp, webauthn, recovery$/);
     await refused(['policy', 'add', 'p1', '--user', 'hank', '--mfa', 'required', '--priority', 'high'], /^error: --priority takes a whole number/);
     await refused(['client', 'add', 'bad', '--redirect-uri', 'not-a-url'], /^error: --redirect-uri: "not-a-url" is not an absolute URL/);
     await refused(['client', 'add', 'bad', '--public', '--secret', 'x'.repeat(20), '--redirect-uri', 'https://x.example/cb'], /^error: --public clients have no --secret$/);

@@ -66,7 +66,7 @@ describe('recovery codes', () => {
     assert.equal(await useRecoveryCode(db, KEY, userId, old[0]!), null);
     assert.deepEqual(await useRecoveryCode(db, KEY, userId, fresh[0]!), { left: 9 });
     const admin: ServiceContext = { db, box: new SecretBox(TEST_SECRET), audit: createAudit(db, createLogger('silent')), mode: 'dev', actor: { label: 'cli:test', role: 'admin' } };
-    assert.deepEqual(await perform(admin, resetMfaOp, { username: 'rosa' }), { authenticators: 0, recoveryCodes: 10 });
+    assert.deepEqual(await perform(admin, resetMfaOp, { username: 'rosa' }), { authenticators: 0, passkeys: 0, recoveryCodes: 10 });
     assert.equal(await recoveryCodeStatus(db, userId), null);
     assert.equal(await useRecoveryCode(db, KEY, userId, fresh[1]!), null);
     await admin.audit.flush();

@@ -249,7 +249,9 @@ export const setSettingsOp = operation({
     await setSettings(db, box, values, (_before, after) => {
       keepsDelivery(mode)(before, after);
       // The admin console asks every administrator for a second factor: with no method left, nobody could sign in to it.
-      if (!Object.values(after.mfa.methods).some(Boolean)) {
+      // Recovery codes alone are no way in: they are made on /account, after a sign-in with another factor.
+      const { recovery: _recovery, ...enrollable } = after.mfa.methods;
+      if (!Object.values(enrollable).some(Boolean)) {
         throw new SettingsError('keep at least one method switched on: the admin console needs a second factor to sign in', 'mfa.methods.totp');
       }
     });

@@ -6,7 +6,8 @@ import { addGroupMember, createGroup, listGroups, removeGroup, removeGroupMember
 import { operation, ServiceError } from './service.js';
 import { passwordProblem } from '../directory/passwords.js';
 import { takeOffTokens } from '../factors/authenticators.js';
-import { removeRecoveryCodes } from '../factors/recovery-codes.js';
+import { recoveryCodeStatus, removeRecoveryCodes, type RecoveryCodeStatus } from '../factors/recovery-codes.js';
+import { listPasskeys, removePasskeys, type Passkey } from '../factors/passkeys.js';
 
 const username = z.string().min(1, 'name the user').max(128, 'no user has a name that long');
 const groupName = z.string().min(1, 'name the group').max(128, 'no group has a name that long');
@@ -24,6 +25,9 @@ export interface UserDetails {
   authenticators: Pick<Authenticator, 'id' | 'type' | 'kind' | 'serial' | 'label' | 'disabled_at' | 'confirmed_at' | 'last_used_at' | 'created_at'>[];
   policies: string[];
   locked: boolean;
+  passkeys: Passkey[];
+  /** Null: the user has no recovery codes. */
+  recoveryCodes: RecoveryCodeStatus | null;
 }
 
 export const createUserOp = operation({
@@ -103,10 +107,12 @@ export const showUserOp = operation({
   input: z.object({ username }),
   async run({ db }, { username }): Promise<{ result: UserDetails }> {
     const user = await requireUser(db, username);
-    const [groups, authenticators, policies] = await Promise.all([
+    const [groups, authenticators, policies, passkeys, recoveryCodes] = await Promise.all([
       db.selectFrom('group_members').innerJoin('groups', 'groups.id', 'group_members.group_id').select('groups.name').where('user_id', '=', user.id).orderBy('groups.name').execute(),
       db.selectFrom('authenticators').select(['id', 'type', 'kind', 'serial', 'label', 'disabled_at', 'confirmed_at', 'last_used_at', 'created_at']).where('user_id', '=', user.id).where('confirmed_at', 'is not', null).orderBy('created_at').execute(),
       db.selectFrom('access_policies').select('name').where('subject_type', '=', 'user').where('subject_id', '=', user.id).orderBy('name').execute(),
+      listPasskeys(db, user.id),
+      recoveryCodeStatus(db, user.id),
     ]);
     return {
       result: {
@@ -115,6 +121,8 @@ export const showUserOp = operation({
         authenticators,
         policies: policies.map((p) => p.name),
         locked: user.locked_until !== null && user.locked_until > new Date(),
+        passkeys,
+        recoveryCodes,
       },
     };
   },
@@ -187,11 +195,11 @@ export const resetMfaOp = operation({
   async run({ db }, { username }) {
     const user = await requireUser(db, username);
     const removed = await takeOffTokens(db, user.id);
-    const recoveryCodes = await removeRecoveryCodes(db, user.id);
-    await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();
+    const [recoveryCodes, passkeys] = await Promise.all([removeRecoveryCodes(db, user.id), removePasskeys(db, user.id)]);
+    await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', 'in', ['totp', 'webauthn', 'recovery']).execute();
     return {
-      result: { authenticators: removed.length, recoveryCodes },
-      change: { type: 'user.mfa_reset', subject: user.id, details: { username: user.username, authenticators: removed.map((r) => r.id), recovery_codes: recoveryCodes } },
+      result: { authenticators: removed.length, passkeys, recoveryCodes },
+      change: { type: 'user.mfa_reset', subject: user.id, details: { username: user.username, authenticators: removed.map((r) => r.id), passkeys, recovery_codes: recoveryCodes } },
     };
   },
 });
@@ -207,6 +215,31 @@ export const removeAuthenticatorOp = operation({
     const left = await db.selectFrom('authenticators').select('id').where('user_id', '=', user.id).where('confirmed_at', 'is not', null).executeTakeFirst();
     if (!left) await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();
     return { result: undefined, change: { type: 'user.authenticator_removed', subject: user.id, details: { username: user.username, authenticator: removed.id, label: removed.label } } };
+  },
+});
+
+/** Takes one passkey off a user; sessions that passed a passkey step up again when none is left. */
+export const removePasskeyOp = operation({
+  kind: 'change',
+  input: z.object({ username, passkeyId: z.string().min(1).max(1400) }),
+  async run({ db }, { username, passkeyId }) {
+    const user = await requireUser(db, username);
+    const passkey = (await listPasskeys(db, user.id)).find((p) => p.id === passkeyId);
+    if (!passkey || (await removePasskeys(db, user.id, passkeyId)) === 0) throw new ServiceError(`user "${user.username}" has no such passkey`, 'passkeyId');
+    if ((await listPasskeys(db, user.id)).length === 0) await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'webauthn').execute();
+    return { result: undefined, change: { type: 'user.passkey_removed', subject: user.id, details: { username: user.username, passkey: passkey.name } } };
+  },
+});
+
+/** Voids a user's recovery codes (they may make a new set on /account). */
+export const removeRecoveryCodesOp = operation({
+  kind: 'change',
+  input: z.object({ username }),
+  async run({ db }, { username }) {
+    const user = await requireUser(db, username);
+    const removed = await removeRecoveryCodes(db, user.id);
+    if (removed === 0) throw new ServiceError(`user "${user.username}" has no recovery codes`, 'username');
+    return { result: removed, change: { type: 'user.recovery_codes_removed', subject: user.id, details: { username: user.username, codes: removed } } };
   },
 });
 

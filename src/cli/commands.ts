@@ -290,7 +290,7 @@ const COMMANDS: Record<string, Command> = {
     flags: [],
     usage: 'user show <username>                      the account, its groups, authenticators and lockout',
     async run({ arg, io, service }) {
-      const { user, groups, authenticators, policies, locked } = await perform(service, showUserOp, { username: arg.username! });
+      const { user, groups, authenticators, policies, locked, passkeys, recoveryCodes } = await perform(service, showUserOp, { username: arg.username! });
       const flag = (verified: boolean) => (verified ? 'verified' : 'not verified');
       const lines: [string, string][] = [
         ['username', user.username],
@@ -304,6 +304,8 @@ const COMMANDS: Record<string, Command> = {
         ['groups', groups.join(', ') || '-'],
         ['policies', policies.join(', ') || '-'],
         ['authenticators', authenticators.map((a) => `${a.label} (${a.type}, added ${a.created_at.toISOString().slice(0, 10)}${a.last_used_at ? `, last used ${a.last_used_at.toISOString().slice(0, 16)}Z` : ''})`).join('; ') || '-'],
+        ['passkeys', passkeys.map((p) => `${p.name} (${p.synced ? 'synced' : 'device-bound'}, added ${p.createdAt.toISOString().slice(0, 10)}${p.lastUsedAt ? `, last used ${p.lastUsedAt.toISOString().slice(0, 16)}Z` : ''})`).join('; ') || '-'],
+        ['recovery codes', recoveryCodes ? `${recoveryCodes.left} of ${recoveryCodes.total} left (made ${recoveryCodes.createdAt.toISOString().slice(0, 10)})` : '-'],
         ['failed attempts', String(user.failed_logins)],
         ['locked', locked ? `until ${user.locked_until!.toISOString()}` : 'no'],
         ['created', user.created_at.toISOString()],
@@ -351,11 +353,16 @@ const COMMANDS: Record<string, Command> = {
   'user reset-mfa': {
     args: ['<username>'],
     flags: [],
-    usage: 'user reset-mfa <username>                 remove the user\'s authenticator apps and recovery codes (a lost phone)',
+    usage: 'user reset-mfa <username>                 remove the user\'s authenticator apps, passkeys and recovery codes (a lost phone)',
     async run({ arg, io, service }) {
-      const { authenticators, recoveryCodes } = await perform(service, resetMfaOp, { username: arg.username! });
-      const parts = [authenticators ? `${authenticators} authenticator app${authenticators === 1 ? '' : 's'}` : '', recoveryCodes ? 'their recovery codes' : ''].filter(Boolean);
-      io.out(parts.length === 0 ? `${arg.username} had no authenticator app and no recovery codes` : `removed ${parts.join(' and ')} of ${arg.username}`);
+      const { authenticators, passkeys, recoveryCodes } = await perform(service, resetMfaOp, { username: arg.username! });
+      const parts = [
+        authenticators ? `${authenticators} authenticator app${authenticators === 1 ? '' : 's'}` : '',
+        passkeys ? `${passkeys} passkey${passkeys === 1 ? '' : 's'}` : '',
+        recoveryCodes ? 'their recovery codes' : '',
+      ].filter(Boolean);
+      const list = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}` : parts[0];
+      io.out(parts.length === 0 ? `${arg.username} had no authenticator app, no passkey and no recovery codes` : `removed ${list} of ${arg.username}`);
     },
   },
   'user remove': {
@@ -511,7 +518,7 @@ const COMMANDS: Record<string, Command> = {
     flags: PROFILE_FLAGS,
     usage: `approval profile add <name> --mode inform|approve --deliver email|sms [--link-minutes <n>]
                       [--default-recipient <email or +E164>] [--subject <text>] [--message <text>]
-                      [--base-url <url>] [--directories local,ldap] [--factors password,email,sms,totp]`,
+                      [--base-url <url>] [--directories local,ldap] [--factors password,email,sms,totp,webauthn,recovery]`,
     fields: PROFILE_FIELDS,
     async run({ arg, flags, io, service }) {
       const given = profileFlags(flags);
@@ -904,7 +911,7 @@ const COMMANDS: Record<string, Command> = {
     args: ['<name>'],
     flags: ['user', 'group', 'mfa', 'priority', 'factors', 'require-authenticator-app', 'manager-approval'],
     usage: `policy add <name> (--user <u> | --group <g>) --mfa required|optional|off [--priority <n>]
-                      [--factors email,sms,totp] [--require-authenticator-app] [--manager-approval]`,
+                      [--factors email,sms,totp,webauthn,recovery] [--require-authenticator-app] [--manager-approval]`,
     fields: { priority: '--priority', mfa: '--mfa', allowedFactors: '--factors', requireAuthenticatorApp: '--require-authenticator-app' },
     async run({ arg, flags, io, service }) {
       if ((flags.user === undefined) === (flags.group === undefined)) throw new UsageError('give exactly one of --user <username> or --group <name>');
@@ -971,7 +978,7 @@ const COMMANDS: Record<string, Command> = {
   'scope protect': {
     args: ['<scope>'],
     flags: ['api', 'max-age', 'factors'],
-    usage: `scope protect <scope> [--api <identifier>] [--max-age <seconds>] [--factors email,sms,totp]
+    usage: `scope protect <scope> [--api <identifier>] [--max-age <seconds>] [--factors email,sms,totp,webauthn,recovery]
                       grant it only after a second factor at consent (default: any factor, ${DEFAULT_SCOPE_MAX_AGE_SECONDS} s; 0 = every time)`,
     fields: { api: '--api', maxAgeSeconds: '--max-age', factors: '--factors' },
     async run({ arg, flags, io, service }) {

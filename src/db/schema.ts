@@ -196,6 +196,30 @@ export interface RecoveryCodesTable {
   used_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
 }
 
+export interface WebauthnCredentialsTable {
+  /** The credential id, base64url. */
+  id: string;
+  user_id: string;
+  name: string;
+  /** The COSE public key as registered. */
+  public_key: Buffer;
+  counter: ColumnType<string, number | string | undefined, number | string>;
+  transports: ColumnType<string[], string[] | undefined, string[]>;
+  device_type: 'singleDevice' | 'multiDevice';
+  backed_up: boolean;
+  aaguid: string;
+  created_at: Timestamp;
+  last_used_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+}
+
+export interface WebauthnChallengesTable {
+  user_id: string;
+  ceremony: 'register' | 'authenticate';
+  bound_to: string;
+  challenge: string;
+  expires_at: ColumnType<Date, Date, Date>;
+}
+
 export interface ResourceServersTable {
   identifier: string;
   name: string;
@@ -352,6 +376,8 @@ export interface SessionFactorsTable {
   account_id: string;
   passed_at: ColumnType<Date, Date | string, Date | string>;
   expires_at: ColumnType<Date, Date, Date>;
+  /** What the pass proved, where the factor alone does not say (a passkey: hwk or swk, and user). */
+  amr: ColumnType<string[] | null, string[] | null | undefined, string[] | null>;
 }
 
 export interface GrantStepUpsTable {
@@ -407,6 +433,8 @@ export interface Database {
   shared_accounts: SharedAccountsTable;
   jit_reservations: JitReservationsTable;
   recovery_codes: RecoveryCodesTable;
+  webauthn_credentials: WebauthnCredentialsTable;
+  webauthn_challenges: WebauthnChallengesTable;
   approval_profiles: ApprovalProfilesTable;
   approval_policies: ApprovalPoliciesTable;
   approval_requests: ApprovalRequestsTable;

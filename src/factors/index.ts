@@ -4,8 +4,12 @@ import type { SecretBox } from '../crypto/secret-box.js';
 import type { AuthenticationMethod } from '../oidc/assurance.js';
 import type { FactorId, Settings } from '../settings/settings.js';
 import type { Logger } from '../log.js';
+import { z } from 'zod';
+import type { PublicKeyCredentialRequestOptionsJSON } from '@simplewebauthn/server';
 import { createChallenge, isRefusal, markDelivered, markUndeliverable, verifyChallenge, type NewChallenge, type SendRefusal } from './challenges.js';
 import { verifyAuthenticatorCode } from './authenticators.js';
+import { normaliseRecoveryCode, useRecoveryCode } from './recovery-codes.js';
+import { authenticationOptions, readAssertion, relyingPartyOf, verifyPasskey } from './passkeys.js';
 import { DeliveryError, fillTemplate } from './delivery/types.js';
 import type { Delivery } from './delivery/index.js';
 
@@ -22,7 +26,12 @@ export interface FactorContext {
   ip: string;
   /** login or step-up: what the challenge is for, kept with it. */
   purpose: string;
+  /** The issuer: a passkey's signature must come from its origin, for its host. */
+  issuer: string;
 }
+
+/** What sending a code needs (a change of address sends one outside any sign-in). */
+export type SendContext = Omit<FactorContext, 'issuer'>;
 
 export type StartOutcome =
   /** A code went out; the user enters it against this challenge. */
@@ -34,16 +43,22 @@ export type StartOutcome =
 
 export type Verdict =
   /** The factor that verified: for a sent code, the channel of the challenge itself, never the form's word. */
-  | { ok: true; factor: FactorId }
+  | { ok: true; factor: FactorId; amr?: AuthenticationMethod[]; recoveryCodesLeft?: number }
   | { ok: false; reason: 'wrong'; attemptsLeft: number | null }
-  | { ok: false; reason: 'malformed' | 'exhausted' | 'expired' | 'used' | 'unknown' };
+  | { ok: false; reason: 'malformed' | 'exhausted' | 'expired' | 'used' | 'unknown' | 'replayed' };
 
 export interface Factor {
   id: FactorId;
   /** The RFC 8176 value passing this factor proves. Email codes have none of their own: "otp". */
   amr: AuthenticationMethod;
-  /** Whether the user can use it now (a verified address or number, a confirmed app). */
-  usableBy(user: User, facts: { hasAuthenticator: boolean }): boolean;
+  /** How the user answers: a typed code, or a signature their browser makes with a passkey. */
+  answer: 'code' | 'passkey';
+  /** It sends a code (by email or SMS), which is checked against its challenge. */
+  sends: boolean;
+  /** The answer as posted, in the form verify reads, or null when it cannot be one. */
+  readAnswer(posted: string): string | null;
+  /** For a passkey: the options the browser signs, kept as this sign-in's single-use challenge. */
+  ceremony?(ctx: FactorContext): Promise<PublicKeyCredentialRequestOptionsJSON>;
   /**
    * The choice shown on the "verify it's you" page. Discreet: without the (masked) address, for a
    * page someone other than the user may reach (a shared account's sign-in).
@@ -74,7 +89,7 @@ export type CodeMessage = (values: Record<'code' | 'minutes' | 'app', string>) =
  * and send limits, atomically), then delivered. Sign-in codes go to the user's address; a change of
  * address sends one to the new address with words of its own.
  */
-export async function sendCode(ctx: FactorContext, channel: 'email' | 'sms', destination: string, message: CodeMessage): Promise<StartOutcome> {
+export async function sendCode(ctx: SendContext, channel: 'email' | 'sms', destination: string, message: CodeMessage): Promise<StartOutcome> {
   const result = await createChallenge(ctx.db, ctx.otpKey, ctx.settings.mfa.otp, {
     userId: ctx.user.id, factor: channel, destination, ip: ctx.ip, interactionUid: ctx.interactionUid, purpose: ctx.purpose,
   });
@@ -86,7 +101,7 @@ export async function sendCode(ctx: FactorContext, channel: 'email' | 'sms', des
  * As sendCode, but the answer does not wait for the delivery (whose failure is logged and marks the
  * challenge): for pages that must take as long whether a code went out or not.
  */
-export async function queueCode(ctx: FactorContext, channel: 'email' | 'sms', destination: string, message: CodeMessage, log: Logger): Promise<{ kind: 'queued'; challengeId: string } | { kind: 'refused'; refusal: SendRefusal }> {
+export async function queueCode(ctx: SendContext, channel: 'email' | 'sms', destination: string, message: CodeMessage, log: Logger): Promise<{ kind: 'queued'; challengeId: string } | { kind: 'refused'; refusal: SendRefusal }> {
   const result = await createChallenge(ctx.db, ctx.otpKey, ctx.settings.mfa.otp, {
     userId: ctx.user.id, factor: channel, destination, ip: ctx.ip, interactionUid: ctx.interactionUid, purpose: ctx.purpose,
   });
@@ -98,7 +113,7 @@ export async function queueCode(ctx: FactorContext, channel: 'email' | 'sms', de
   return { kind: 'queued', challengeId: result.challenge.id };
 }
 
-async function deliverCode(ctx: FactorContext, channel: 'email' | 'sms', destination: string, message: CodeMessage, created: NewChallenge): Promise<StartOutcome> {
+async function deliverCode(ctx: SendContext, channel: 'email' | 'sms', destination: string, message: CodeMessage, created: NewChallenge): Promise<StartOutcome> {
   const words = message({ code: created.code, minutes: String(Math.round(ctx.settings.mfa.otp.lifetimeSeconds / 60)), app: ctx.settings.mfa.appName });
   try {
     const { provider } = await ctx.delivery.send(channel, ctx.settings, channel === 'email' ? { to: destination, subject: words.subject ?? words.text, text: words.text } : { to: destination, text: words.text });
@@ -110,12 +125,21 @@ async function deliverCode(ctx: FactorContext, channel: 'email' | 'sms', destina
   }
 }
 
+/** A code as typed: spaces and dashes ignored, 4 to 16 digits (a token's code with its PIN). */
+export const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, '')).pipe(z.string().regex(/^\d{4,16}$/));
+const readDigits = (posted: string) => {
+  const parsed = codeField.safeParse(posted);
+  return parsed.success ? parsed.data : null;
+};
+
 /** A factor that sends a one-time code over a channel and checks it against the stored challenge. */
-function sentCode(id: 'email' | 'sms', amr: AuthenticationMethod, channel: { destination(user: User): string | null; verified(user: User): boolean; masked(user: User): string }): Factor {
+function sentCode(id: 'email' | 'sms', amr: AuthenticationMethod, channel: { destination(user: User): string | null; masked(user: User): string }): Factor {
   return {
     id,
     amr,
-    usableBy: (user) => Boolean(channel.destination(user)) && channel.verified(user),
+    answer: 'code',
+    sends: true,
+    readAnswer: readDigits,
     describe: (user, discreet) => `${id === 'email' ? 'Email' : 'Text'} a code to ${discreet ? `your own ${id === 'email' ? 'email address' : 'phone'}` : channel.masked(user)}`,
     prompt: (user, settings, discreet) => `We sent a ${settings.mfa.otp.length}-digit code to ${discreet ? `your own ${id === 'email' ? 'email address' : 'phone'}` : channel.masked(user)}.`,
     codeLength: (settings) => settings.mfa.otp.length,
@@ -137,7 +161,9 @@ function sentCode(id: 'email' | 'sms', amr: AuthenticationMethod, channel: { des
 const totp: Factor = {
   id: 'totp',
   amr: 'otp',
-  usableBy: (_user, facts) => facts.hasAuthenticator,
+  answer: 'code',
+  sends: false,
+  readAnswer: readDigits,
   describe: () => 'Use your authenticator app or token',
   prompt: () => 'Enter the code from your authenticator app or token (and your PIN, if you set one, before or after it as you chose).',
   // Up to 8 digits of code and 8 of PIN.
@@ -148,11 +174,53 @@ const totp: Factor = {
   },
 };
 
-/** Every second factor Tessera offers, in the order they are offered. */
+/**
+ * One of the user's recovery codes, each good once: the way back in without the phone or key. It is
+ * a one-time code for amr ("otp"), but audited as a recovery, and the user is told by email.
+ */
+const recovery: Factor = {
+  id: 'recovery',
+  amr: 'otp',
+  answer: 'code',
+  sends: false,
+  readAnswer: normaliseRecoveryCode,
+  describe: () => 'Recovery code',
+  prompt: () => 'Enter one of your recovery codes (such as 4f7k-2m9q). Each code works once.',
+  codeLength: () => 9,
+  start: async () => ({ kind: 'ready' }),
+  async verify(ctx, answer) {
+    const used = await useRecoveryCode(ctx.db, ctx.box.deriveKey('recovery-codes'), ctx.user.id, answer.code);
+    return used ? { ok: true, factor: 'recovery', recoveryCodesLeft: used.left } : { ok: false, reason: 'wrong', attemptsLeft: null };
+  },
+};
+
+/** A passkey or security key (WebAuthn): phishing-resistant, the signature is bound to Tessera's origin. */
+const webauthn: Factor = {
+  id: 'webauthn',
+  amr: 'hwk',
+  answer: 'passkey',
+  sends: false,
+  readAnswer: (posted) => (readAssertion(posted) ? posted : null),
+  describe: () => 'Passkey or security key',
+  prompt: () => 'Use your passkey or security key: your browser asks for it.',
+  codeLength: () => 0,
+  start: async () => ({ kind: 'ready' }),
+  ceremony: (ctx) => authenticationOptions(ctx.db, relyingPartyOf(ctx.issuer, ctx.settings.mfa.appName), ctx.user.id, ctx.interactionUid),
+  async verify(ctx, answer) {
+    const verdict = await verifyPasskey(ctx.db, relyingPartyOf(ctx.issuer, ctx.settings.mfa.appName), ctx.user.id, ctx.interactionUid, answer.code);
+    if (verdict.ok) return { ok: true, factor: 'webauthn', amr: verdict.amr };
+    if (verdict.reason === 'wrong') return { ok: false, reason: 'wrong', attemptsLeft: null };
+    return { ok: false, reason: verdict.reason === 'replayed' ? 'replayed' : verdict.reason === 'expired' ? 'expired' : 'malformed' };
+  },
+};
+
+/** Every second factor Tessera offers. */
 export const FACTOR_REGISTRY: Record<FactorId, Factor> = {
+  webauthn,
   totp,
-  email: sentCode('email', 'otp', { destination: (u) => u.email, verified: (u) => u.email_verified, masked: (u) => maskEmail(u.email ?? '') }),
-  sms: sentCode('sms', 'sms', { destination: (u) => u.phone, verified: (u) => u.phone_verified, masked: (u) => maskPhone(u.phone ?? '') }),
+  email: sentCode('email', 'otp', { destination: (u) => u.email, masked: (u) => maskEmail(u.email ?? '') }),
+  sms: sentCode('sms', 'sms', { destination: (u) => u.phone, masked: (u) => maskPhone(u.phone ?? '') }),
+  recovery,
 };
 
 export function factor(id: FactorId): Factor {
@@ -164,9 +232,9 @@ export function factor(id: FactorId): Factor {
  * factors were passed (RFC 8176): the password and a code, or, for an account without a password,
  * the emailed sign-in code and a token.
  */
-export function amrOf(passed: readonly ('password' | FactorId)[]): AuthenticationMethod[] {
-  const amr = [...new Set(passed.map((p) => (p === 'password' ? 'pwd' : FACTOR_REGISTRY[p].amr)))] as AuthenticationMethod[];
-  if (new Set(passed).size > 1) amr.push('mfa');
+export function amrOf(passed: readonly { factor: 'password' | FactorId; amr?: readonly AuthenticationMethod[] }[]): AuthenticationMethod[] {
+  const amr = [...new Set(passed.flatMap((p) => (p.factor === 'password' ? ['pwd' as const] : p.amr?.length ? p.amr : [FACTOR_REGISTRY[p.factor].amr])))];
+  if (new Set(passed.map((p) => p.factor)).size > 1) amr.push('mfa');
   return amr;
 }
 

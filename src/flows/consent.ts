@@ -95,7 +95,7 @@ const consentForm = z.object({
   protected: z.array(z.string().max(700)).max(50),
 });
 
-const UNLOCK_NAMES: Record<FactorId, string> = { totp: 'your authenticator app', email: 'an email code', sms: 'a text message code' };
+const UNLOCK_NAMES: Record<FactorId, string> = { webauthn: 'your passkey or security key', totp: 'your authenticator app', email: 'an email code', sms: 'a text message code', recovery: 'a recovery code' };
 
 /**
  * The consent step: the client's request, with each protected scope locked until the user passes
@@ -194,7 +194,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   }
 
   function unavailableReason(rule: ScopeRule): string {
-    const names: Record<FactorId, string> = { email: 'a verified email address', sms: 'a verified phone number', totp: 'an authenticator app' };
+    const names: Record<FactorId, string> = { webauthn: 'a passkey or security key', email: 'a verified email address', sms: 'a verified phone number', totp: 'an authenticator app', recovery: 'recovery codes' };
     const wanted = (rule.factors ?? FACTOR_ORDER).map((f) => names[f]);
     return `This permission needs a verification with ${wanted.join(' or ')}, and none is set up for your account. Ask your administrator, or allow the rest without it.`;
   }
@@ -323,11 +323,11 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
       const locked = state.protectedScopes.filter((p) => !p.pass).map((p) => p.name);
       return `This lets you allow ${locked.join(', ')} for ${state.client.name}.`;
     },
-    async passed(ctx, s, id) {
-      const methods = [...s.progress.methods.filter((m) => m.factor !== id), { factor: id, at: now() }];
+    async passed(ctx, s, pass) {
+      const methods = [...s.progress.methods.filter((m) => m.factor !== pass.factor), pass];
       await Promise.all([
         saveProgress(db, { ...s.progress, methods, challengeId: null }),
-        audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: id, purpose: 'step-up' } }),
+        audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: pass.factor, ...(pass.amr ? { amr: pass.amr } : {}), purpose: 'step-up' } }),
       ]);
       seeOther(ctx, `/interaction/${s.details.uid}`);
     },

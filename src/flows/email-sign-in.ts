@@ -15,7 +15,7 @@ import { sendCode } from '../factors/index.js';
 import { verifyChallenge } from '../factors/challenges.js';
 import { fillTemplate } from '../factors/delivery/types.js';
 import { now } from '../sessions/ledger.js';
-import { codeField } from './second-factor.js';
+import { codeField } from '../factors/index.js';
 import { clientOf, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { completeLogin } from './complete-login.js';
 import { saveProgress } from './progress.js';

@@ -12,7 +12,8 @@ import { now } from '../sessions/ledger.js';
 import { loadInteraction, requestMeta, type FlowDeps } from './context.js';
 import { loadProgress, saveProgress } from './progress.js';
 import { completeLogin } from './complete-login.js';
-import { addChallengeRoutes, challengeBase, codeField, showCode, showFactorChoice, type ChallengeHost, type ChallengeState } from './second-factor.js';
+import { codeField } from '../factors/index.js';
+import { addChallengeRoutes, challengeBase, showCode, showFactorChoice, type ChallengeHost, type ChallengeState } from './second-factor.js';
 import { seeOther } from '../http/redirect.js';
 
 interface MfaState extends ChallengeState {
@@ -48,11 +49,13 @@ export function mfaRoutes(deps: FlowDeps): Router {
     purpose: 'login',
     load,
     showChoice: (ctx, s, message, status) => showChoice(ctx, s as MfaState, message, status),
-    async passed(ctx, state, id) {
+    async passed(ctx, state, pass) {
       const s = state as MfaState;
-      const success = audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: id } });
-      const methods = [...s.progress.methods, { factor: id, at: now() }];
-      if (id !== 'totp' && ((s.progress.enrolAfterFactor && s.need.enrolAuthenticator === 'after-factor') || s.need.enrolAuthenticator === 'after-code')) {
+      const id = pass.factor;
+      const success = audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: id, ...(pass.amr ? { amr: pass.amr } : {}) } });
+      const methods = [...s.progress.methods, pass];
+      // After a code (or a recovery code: the app may be what was lost) the user may add an app.
+      if (id !== 'totp' && id !== 'webauthn' && ((s.progress.enrolAfterFactor && s.need.enrolAuthenticator === 'after-factor') || s.need.enrolAuthenticator === 'after-code')) {
         // The code proved it is the user: now they may add an authenticator app, then the login completes.
         await Promise.all([success, saveProgress(db, { ...s.progress, methods, challengeId: null, factorPassed: id })]);
         return seeOther(ctx, `${challengeBase(host, s.details.uid)}/enrol`);
@@ -105,9 +108,10 @@ export function mfaRoutes(deps: FlowDeps): Router {
 
   router.get('/interaction/:uid/mfa', step(async (ctx, s) => {
     if (s.need.enrolAuthenticator === 'required' || (s.progress.factorPassed && mayEnrol(s))) return showEnrolment(ctx, s);
-    // An authenticator app as the only way: nothing to choose and nothing to send, so its code is asked for at once.
-    if (s.need.usableFactors.length === 1 && s.need.usableFactors[0] === 'totp' && s.need.enrolAuthenticator === 'no') {
-      return showCode(ctx, host, s, 'totp');
+    // An authenticator app or a passkey as the only way: nothing to choose and nothing to send, so it is asked for at once.
+    const only = s.need.usableFactors.length === 1 ? s.need.usableFactors[0]! : null;
+    if ((only === 'totp' || only === 'webauthn') && s.need.enrolAuthenticator === 'no') {
+      return showCode(ctx, deps, host, s, only);
     }
     if (s.need.noUsableMethod) {
       await audit.record({ type: 'mfa.no_method', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { allowed: s.need.allowedFactors } });
@@ -151,7 +155,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
       return showEnrolment(ctx, s, 'That code is not right. Check that your app shows the account you just added, and try the next code.', 401);
     }
     await audit.record({ type: 'mfa.enrolled', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: 'totp', authenticator: id } });
-    await host.passed(ctx, s, 'totp');
+    await host.passed(ctx, s, { factor: 'totp', at: now() });
   }));
 
   // Not now: the code already passed completes the sign-in without an app.

@@ -6,10 +6,12 @@ import { admitAttempt, passedAttempt } from '../directory/users.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { renderPage } from '../http/views.js';
-import type { FactorId, Settings } from '../settings/settings.js';
+import { FACTORS, type FactorId, type Settings } from '../settings/settings.js';
 import type { Requirement } from '../policy/requirement.js';
 import { findChallenge } from '../factors/challenges.js';
-import { channelName, factor as factorOf, type FactorContext } from '../factors/index.js';
+import { channelName, factor as factorOf, type Factor, type FactorContext, type Verdict } from '../factors/index.js';
+import { now, type Pass } from '../sessions/ledger.js';
+import { PASSKEY_CSP } from '../http/security.js';
 import { requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { saveProgress, type Progress } from './progress.js';
 import { seeOther } from '../http/redirect.js';
@@ -46,16 +48,19 @@ export interface ChallengeHost {
   showChoice(ctx: Context, s: ChallengeState, message: string | null, status: number): Promise<void> | void;
   /** A line on the code page saying what passing it leads to, if the step has one. */
   codeNote?(s: ChallengeState): string;
-  passed(ctx: Context, s: ChallengeState, factor: FactorId): Promise<void>;
+  passed(ctx: Context, s: ChallengeState, pass: FactorPass): Promise<void>;
+}
+
+/** A second factor passed now, with what it proved (a passkey's amr). */
+export interface FactorPass extends Pass {
+  factor: FactorId;
 }
 
 export function challengeBase(host: Pick<ChallengeHost, 'segment'>, uid: string): string {
   return `/interaction/${uid}/${host.segment}`;
 }
 
-const factorField = z.enum(['email', 'sms', 'totp']);
-/** A code as typed: spaces and dashes ignored, 4 to 16 digits (a token's code with its PIN). */
-export const codeField = z.string().trim().transform((c) => c.replace(/[\s-]/g, '')).pipe(z.string().regex(/^\d{4,16}$/));
+const factorField = z.enum(FACTORS);
 
 function when(date: Date): string {
   const seconds = Math.max(1, Math.ceil((date.getTime() - Date.now()) / 1000));
@@ -65,11 +70,26 @@ function when(date: Date): string {
 }
 
 function factorContext(deps: FlowDeps, ctx: Context, s: ChallengeState, purpose: string): FactorContext {
-  return { db: deps.db, box: deps.box, otpKey: deps.otpKey, delivery: deps.delivery, settings: s.settings, user: s.user, interactionUid: s.details.uid, ip: ctx.ip, purpose };
+  return { db: deps.db, box: deps.box, otpKey: deps.otpKey, delivery: deps.delivery, settings: s.settings, user: s.user, interactionUid: s.details.uid, ip: ctx.ip, purpose, issuer: deps.issuer };
 }
 
-export function showCode(ctx: Context, host: ChallengeHost, s: ChallengeState, id: FactorId, options: { error?: string | null; status?: number; resendAt?: Date | null } = {}): void {
+/**
+ * The page that takes the factor's answer: a code typed in, or (a passkey) a button that lets the
+ * browser sign this sign-in's challenge, made anew each time the page is drawn.
+ */
+export async function showCode(ctx: Context, deps: FlowDeps, host: ChallengeHost, s: ChallengeState, id: FactorId, options: { error?: string | null; status?: number; resendAt?: Date | null } = {}): Promise<void> {
   const f = factorOf(id);
+  if (f.ceremony) {
+    const ceremony = await f.ceremony(factorContext(deps, ctx, s, host.purpose));
+    renderPage(
+      ctx,
+      'flows/mfa-passkey',
+      { title: 'Use your passkey', uid: s.details.uid, base: challengeBase(host, s.details.uid), factor: id, prompt: f.prompt(s.user, s.settings), options: JSON.stringify(ceremony), error: options.error ?? null, notice: host.codeNote?.(s) ?? null },
+      options.status ?? 200,
+    );
+    ctx.set('Content-Security-Policy', PASSKEY_CSP);
+    return;
+  }
   renderPage(
     ctx,
     'flows/mfa-code',
@@ -80,6 +100,7 @@ export function showCode(ctx: Context, host: ChallengeHost, s: ChallengeState, i
       factor: id,
       prompt: f.prompt(s.user, s.settings, host.discreet),
       length: f.codeLength(s.settings),
+      digits: id !== 'recovery',
       error: options.error ?? null,
       notice: host.codeNote?.(s) ?? null,
       resendAt: options.resendAt ? when(options.resendAt) : null,
@@ -126,7 +147,31 @@ const VERDICT_MESSAGES = {
   expired: 'This code has expired. Ask for a new code.',
   used: 'This code was already used. Ask for a new code.',
   unknown: 'Ask for a new code.',
+  replayed: 'This answer was already used. Try again.',
 } as const;
+
+/** What the answer page says when the answer is not right, in the words of the factor. */
+function refusalMessage(f: Factor, verdict: Exclude<Verdict, { ok: true }>): string {
+  if (f.answer === 'passkey') {
+    if (verdict.reason === 'expired') return 'That took too long. Try your passkey again.';
+    if (verdict.reason === 'replayed') return 'This passkey’s answer was already used, or the key may have been copied. Try again, or choose another method.';
+    return 'That passkey is not one of yours, or its answer is not valid. Try again, or choose another method.';
+  }
+  if (verdict.reason === 'wrong') {
+    if (f.id === 'recovery') return 'That is not one of your unused recovery codes.';
+    return verdict.attemptsLeft === null
+      ? 'That code is not right. Check your app and try again.'
+      : `That code is not right. ${verdict.attemptsLeft} ${verdict.attemptsLeft === 1 ? 'try' : 'tries'} left.`;
+  }
+  return VERDICT_MESSAGES[verdict.reason];
+}
+
+/** What the answer page says when the answer cannot be read at all. */
+const UNREADABLE: Record<Factor['answer'] | 'recovery', string> = {
+  code: 'Enter the code: digits only.',
+  recovery: 'Enter a recovery code: 8 letters and digits, such as 4f7k-2m9q.',
+  passkey: 'Your browser did not answer with a passkey. Try again, or choose another method.',
+};
 
 /**
  * The challenge pages under a host's base: choose a factor (POST base), read or receive a code
@@ -160,7 +205,7 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
         const message = refusal.kind === 'cooldown'
           ? `A code was sent moments ago. You can ask for a new one ${when(refusal.retryAt)}.`
           : `Too many codes have been requested. Try again ${when(refusal.retryAt)}, or choose another method.`;
-        if (refusal.kind === 'cooldown' && s.progress.challengeId) return showCode(ctx, host, s, id, { error: message, status: 429, resendAt: refusal.retryAt });
+        if (refusal.kind === 'cooldown' && s.progress.challengeId) return showCode(ctx, deps, host, s, id, { error: message, status: 429, resendAt: refusal.retryAt });
         return host.showChoice(ctx, s, message, 429);
       }
       case 'undeliverable':
@@ -180,7 +225,7 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
 
   /** When another code may be sent on this channel (null: now, or an app that sends nothing). */
   async function resendAvailableAt(s: ChallengeState, id: FactorId): Promise<Date | null> {
-    if (id === 'totp' || !s.progress.challengeId) return null;
+    if (!factorOf(id).sends || !s.progress.challengeId) return null;
     const challenge = await findChallenge(db, s.progress.challengeId, s.user.id);
     if (!challenge) return null;
     const at = new Date(challenge.created_at.getTime() + s.settings.mfa.otp.resendCooldownSeconds * 1000);
@@ -189,8 +234,8 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
 
   router.get(path('/code'), step(async (ctx, s) => {
     const id = factorField.safeParse(ctx.query.factor);
-    if (!id.success || !s.usable.includes(id.data) || (id.data !== 'totp' && !s.progress.challengeId)) return seeOther(ctx, challengeBase(host, s.details.uid));
-    showCode(ctx, host, s, id.data, { resendAt: await resendAvailableAt(s, id.data) });
+    if (!id.success || !s.usable.includes(id.data) || (factorOf(id.data).sends && !s.progress.challengeId)) return seeOther(ctx, challengeBase(host, s.details.uid));
+    await showCode(ctx, deps, host, s, id.data, { resendAt: await resendAvailableAt(s, id.data) });
   }));
 
   router.post(path('/code'), step(async (ctx, s) => {
@@ -198,9 +243,10 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     assertCsrf(ctx, form.csrf);
     const id = factorField.safeParse(form.factor);
     if (!id.success || !s.usable.includes(id.data)) return host.showChoice(ctx, s, 'Choose one of the methods below.', 400);
-    const code = codeField.safeParse(form.code ?? '');
-    if (!code.success) return showCode(ctx, host, s, id.data, { error: 'Enter the code: digits only.', status: 400 });
-    if (id.data !== 'totp' && !s.progress.challengeId) return host.showChoice(ctx, s, 'Ask for a code first.', 400);
+    const f = factorOf(id.data);
+    const answer = f.readAnswer((f.answer === 'passkey' ? form.response : form.code) ?? '');
+    if (answer === null) return showCode(ctx, deps, host, s, id.data, { error: UNREADABLE[f.id === 'recovery' ? 'recovery' : f.answer], status: 400 });
+    if (f.sends && !s.progress.challengeId) return host.showChoice(ctx, s, 'Ask for a code first.', 400);
     const meta = requestMeta(ctx);
     const clientId = String(s.details.params.client_id);
     // Every guess at any factor is admitted and counted toward the account lockout before it is checked,
@@ -209,15 +255,15 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     const admission = await admitAttempt(db, lockoutId, config.lockout);
     if (!admission.admitted) {
       await audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: id.data, reason: 'locked', purpose: host.purpose } });
-      return showCode(ctx, host, s, id.data, { error: 'Too many wrong codes. Try again later.', status: 429 });
+      return showCode(ctx, deps, host, s, id.data, { error: 'Too many wrong codes. Try again later.', status: 429 });
     }
     // A sent code is checked against the challenge this interaction asked for; the factor passed is
     // the challenge's own channel, whatever the form says.
-    const verifier = factorOf(id.data === 'totp' ? 'totp' : 'email');
-    const verdict = await verifier.verify(factorContext(deps, ctx, s, host.purpose), { code: code.data, challengeId: s.progress.challengeId });
+    const verdict = await f.verify(factorContext(deps, ctx, s, host.purpose), { code: answer, challengeId: s.progress.challengeId });
     if (verdict.ok && s.usable.includes(verdict.factor)) {
       await passedAttempt(db, lockoutId, admission);
-      return host.passed(ctx, s, verdict.factor);
+      if (verdict.factor === 'recovery') await recoveryUsed(ctx, s, verdict.recoveryCodesLeft ?? 0);
+      return host.passed(ctx, s, { factor: verdict.factor, at: now(), ...(verdict.amr ? { amr: verdict.amr } : {}) });
     }
     const reason = verdict.ok ? 'not_allowed' : verdict.reason;
     await Promise.all([
@@ -226,21 +272,30 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
         ? audit.record({ type: 'account.locked', subject: lockoutId, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } })
         : Promise.resolve(),
     ]);
-    let error: string;
-    if (verdict.ok) error = 'This method cannot be used here. Choose another method.';
-    else if (verdict.reason === 'wrong') {
-      error = verdict.attemptsLeft === null
-        ? 'That code is not right. Check your app and try again.'
-        : `That code is not right. ${verdict.attemptsLeft} ${verdict.attemptsLeft === 1 ? 'try' : 'tries'} left.`;
-    } else error = VERDICT_MESSAGES[verdict.reason];
-    showCode(ctx, host, s, id.data, { error, status: 401, resendAt: await resendAvailableAt(s, id.data) });
+    const error = verdict.ok ? 'This method cannot be used here. Choose another method.' : refusalMessage(f, verdict);
+    await showCode(ctx, deps, host, s, id.data, { error, status: 401, resendAt: await resendAvailableAt(s, id.data) });
   }));
 
   router.post(path('/resend'), step(async (ctx, s) => {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.csrf);
     const id = factorField.safeParse(form.factor);
-    if (!id.success || id.data === 'totp' || !s.usable.includes(id.data)) return host.showChoice(ctx, s, 'Choose one of the methods below.', 400);
+    if (!id.success || !factorOf(id.data).sends || !s.usable.includes(id.data)) return host.showChoice(ctx, s, 'Choose one of the methods below.', 400);
     await start(ctx, s, id.data);
   }));
+
+  /**
+   * A recovery code was used: audited as a recovery (not an ordinary second factor), and the user is
+   * told by email, so a stolen code does not go unnoticed. The email does not hold up the sign-in.
+   */
+  async function recoveryUsed(ctx: Context, s: ChallengeState, left: number): Promise<void> {
+    await audit.record({ type: 'mfa.recovery_used', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { left, purpose: host.purpose } });
+    if (!s.user.email || !s.user.email_verified) return;
+    const app = s.settings.mfa.appName;
+    const text = `A recovery code of your ${app} account ${s.user.username} was just used to sign in (from ${ctx.ip}). ${left} of your recovery codes ${left === 1 ? 'is' : 'are'} left.\n\n` +
+      `If this was you, consider making a new set on your account page. If it was not, change your password and tell your administrator now.`;
+    void deps.delivery.send('email', s.settings, { to: s.user.email, subject: `A recovery code of your ${app} account was used`, text }).catch((error: unknown) => {
+      log.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not tell a user that a recovery code was used');
+    });
+  }
 }

@@ -123,7 +123,8 @@ export function sharedAccountRoutes(deps: FlowDeps): Router {
     load,
     showChoice: (ctx, s, message, status) => showChoice(ctx, s as SharedState, message, status),
     codeNote: (s) => `You are signing in as ${(s as SharedState).shared.username} with your own code.`,
-    async passed(ctx, state, id) {
+    async passed(ctx, state, pass) {
+      const id = pass.factor;
       const s = state as SharedState;
       const meta = requestMeta(ctx);
       const clientId = String(s.details.params.client_id);
@@ -133,7 +134,7 @@ export function sharedAccountRoutes(deps: FlowDeps): Router {
         await audit.record({ type: 'jit.refused', actor: s.user.username, subject: s.shared.id, clientId, ...meta, details: { reason: 'reservation_ended', reservation: s.progress.reservationId } });
         return reservationEnded(ctx, s.details, s.shared);
       }
-      await completeLogin(ctx, deps, s.details, s.shared, { ...s.progress, methods: [...s.progress.methods, { factor: id, at: now() }] });
+      await completeLogin(ctx, deps, s.details, s.shared, { ...s.progress, methods: [...s.progress.methods, pass] });
     },
   };
 
@@ -149,7 +150,7 @@ export function sharedAccountRoutes(deps: FlowDeps): Router {
     const s = await load(ctx);
     if (!s) return;
     // An authenticator app as the only way: nothing to choose and nothing to send.
-    if (s.need.usableFactors.length === 1 && s.need.usableFactors[0] === 'totp') return showCode(ctx, host, s, 'totp');
+    if (s.need.usableFactors.length === 1 && s.need.usableFactors[0] === 'totp') return showCode(ctx, deps, host, s, 'totp');
     if (s.need.noUsableMethod) {
       await audit.record({ type: 'mfa.no_method', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { allowed: s.need.allowedFactors, shared_account: s.shared.username } });
     }

@@ -22,6 +22,9 @@ export async function securityHeaders(ctx: Context, next: Next): Promise<void> {
   if (ctx.respond !== false && ctx.response.is('html') && !ctx.response.get('Content-Security-Policy')) ctx.set('Content-Security-Policy', CSP);
 }
 
+/** Pages that run a passkey ceremony load Tessera's own scripts (and fetch from Tessera), nothing else. */
+export const PASSKEY_CSP = CSP.replace("script-src 'none'", "script-src 'self'; connect-src 'self'");
+
 export function strictCsp(): string {
   return CSP;
 }

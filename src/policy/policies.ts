@@ -89,19 +89,23 @@ export function listPolicies(db: Db) {
   return policiesWithSubjects(db).orderBy('priority').orderBy('access_policies.name').execute();
 }
 
-/** The policies that apply to a user (their own and their groups') and whether they have a confirmed authenticator, in one query. */
-export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: PolicyRule[]; hasAuthenticator: boolean }> {
+/** The policies that apply to a user (their own and their groups') and which factors they hold (an app, a passkey, recovery codes), in one query. */
+export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: PolicyRule[]; hasAuthenticator: boolean; hasPasskey: boolean; hasRecoveryCodes: boolean }> {
   const row = await preparedFirst(db, db
     .selectNoFrom((eb) => [
       eb
         .exists(eb.selectFrom('authenticators').select('id').where('user_id', '=', userId).where('confirmed_at', 'is not', null).where('disabled_at', 'is', null))
         .as('has_authenticator'),
+      eb.exists(eb.selectFrom('webauthn_credentials').select('id').where('user_id', '=', userId)).as('has_passkey'),
+      eb.exists(eb.selectFrom('recovery_codes').select('user_id').where('user_id', '=', userId).where('used_at', 'is', null)).as('has_recovery_codes'),
       sql<AccessPolicy[] | null>`(select json_agg(p) from access_policies p
         where (p.subject_type = 'user' and p.subject_id = ${userId})
            or (p.subject_type = 'group' and p.subject_id in (select group_id from group_members where user_id = ${userId})))`.as('policies'),
     ]));
   return {
     hasAuthenticator: Boolean(row?.has_authenticator),
+    hasPasskey: Boolean(row?.has_passkey),
+    hasRecoveryCodes: Boolean(row?.has_recovery_codes),
     policies: (row?.policies ?? []).map((r) => ({
       name: r.name,
       source: r.subject_type,
@@ -114,18 +118,34 @@ export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: 
   };
 }
 
-/** Whether the authorization request asks for the MFA acr, by acr_values or a claims request. */
-export function requestsMfaAcr(params: Record<string, unknown>): boolean {
-  if (typeof params.acr_values === 'string' && params.acr_values.split(' ').includes(ACR.mfa)) return true;
+/** The acr values an authorization request asks for, by acr_values or a claims request for the ID token's acr. */
+function requestedAcrs(params: Record<string, unknown>): string[] {
+  const asked = typeof params.acr_values === 'string' ? params.acr_values.split(' ') : [];
   if (typeof params.claims === 'string') {
     try {
-      const acr = (JSON.parse(params.claims) as { id_token?: { acr?: { value?: string; values?: string[] } } }).id_token?.acr;
-      return acr?.value === ACR.mfa || Boolean(acr?.values?.includes(ACR.mfa));
+      const acr = (JSON.parse(params.claims) as { id_token?: { acr?: { value?: unknown; values?: unknown } } }).id_token?.acr;
+      if (typeof acr?.value === 'string') asked.push(acr.value);
+      if (Array.isArray(acr?.values)) asked.push(...acr.values.filter((v): v is string => typeof v === 'string'));
     } catch {
-      return false;
+      // A malformed claims parameter asks for nothing here (oidc-provider refuses it on its own).
     }
   }
-  return false;
+  return asked;
+}
+
+/**
+ * What assurance the request demands: "mfa" when the MFA acr is among the acceptable values, else
+ * "phr" when the phishing-resistant one is (then only a passkey or security key answers), else none.
+ */
+export function requestedAssurance(params: Record<string, unknown>): 'mfa' | 'phr' | null {
+  const asked = requestedAcrs(params);
+  if (asked.includes(ACR.mfa)) return 'mfa';
+  return asked.includes(ACR.phr) ? 'phr' : null;
+}
+
+function assuranceAsked(params: Record<string, unknown>): { mfaAcrRequested: boolean; phishingResistantRequested: boolean } {
+  const asked = requestedAssurance(params);
+  return { mfaAcrRequested: asked === 'mfa', phishingResistantRequested: asked === 'phr' };
 }
 
 export function methodsAvailable(settings: Settings, mode: Mode): Record<FactorId, boolean> {
@@ -133,6 +153,8 @@ export function methodsAvailable(settings: Settings, mode: Mode): Record<FactorI
     email: settings.mfa.methods.email && providerFor('email', settings, mode) !== null,
     sms: settings.mfa.methods.sms && providerFor('sms', settings, mode) !== null,
     totp: settings.mfa.methods.totp,
+    webauthn: settings.mfa.methods.webauthn,
+    recovery: settings.mfa.methods.recovery,
   };
 }
 
@@ -153,13 +175,13 @@ export async function loginRequirement(
   clientRequiresMfa: boolean,
   params: Record<string, unknown>,
 ): Promise<Requirement> {
-  const { policies, hasAuthenticator } = await userMfaFacts(db, user.id);
+  const { policies, hasAuthenticator, hasPasskey, hasRecoveryCodes } = await userMfaFacts(db, user.id);
   return requirement({
     policies,
     clientRequiresMfa,
-    mfaAcrRequested: requestsMfaAcr(params),
+    ...assuranceAsked(params),
     methodsAvailable: methodsAvailable(settings, mode),
-    user: { emailVerified: Boolean(user.email) && user.email_verified && !signsInByEmail(user), phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator, mustEnrol: user.must_enrol },
+    user: { emailVerified: Boolean(user.email) && user.email_verified && !signsInByEmail(user), phoneVerified: Boolean(user.phone) && user.phone_verified, hasAuthenticator, hasPasskey, hasRecoveryCodes, mustEnrol: user.must_enrol },
   });
 }
 
@@ -215,7 +237,7 @@ export async function sharedSignInRequirement(
   return requirement({
     policies,
     clientRequiresMfa,
-    mfaAcrRequested: requestsMfaAcr(params),
+    ...assuranceAsked(params),
     methodsAvailable: methodsAvailable(settings, mode),
     user: { emailVerified: Boolean(member.email) && member.email_verified, phoneVerified: Boolean(member.phone) && member.phone_verified, hasAuthenticator },
     sharedSignIn: true,

@@ -1,4 +1,4 @@
-import type { FactorId } from '../settings/settings.js';
+import { FACTORS, type FactorId } from '../settings/settings.js';
 import type { MfaMode } from '../db/schema.js';
 
 /** One access policy that applies to the user, directly or through a group. */
@@ -18,10 +18,12 @@ export interface RequirementInput {
   clientRequiresMfa: boolean;
   /** The relying party asked for the MFA acr (acr_values or an acr claim request). */
   mfaAcrRequested: boolean;
+  /** The relying party asked for the phishing-resistant acr: only a passkey or security key answers it. */
+  phishingResistantRequested?: boolean;
   /** Methods switched on system-wide and able to deliver (a code channel needs a sender). */
   methodsAvailable: Record<FactorId, boolean>;
   /** mustEnrol: an administrator approved an access restore for a lost token: a new one is enrolled first. */
-  user: { emailVerified: boolean; phoneVerified: boolean; hasAuthenticator: boolean; mustEnrol?: boolean };
+  user: { emailVerified: boolean; phoneVerified: boolean; hasAuthenticator: boolean; hasPasskey?: boolean; hasRecoveryCodes?: boolean; mustEnrol?: boolean };
   /**
    * A sign-in as a shared account: always a one-time code, and `user` is the reserving member,
    * whose own factors answer it; nothing is enrolled for anyone in it.
@@ -57,10 +59,13 @@ const STRICTNESS: Record<MfaMode, number> = { required: 2, optional: 1, off: 0 }
 
 /** Demanding an authenticator app is stricter than MFA with any method; fewer allowed methods, stricter still. */
 function strictness(rule: PolicyRule): number {
-  return STRICTNESS[rule.mfa] * 100 + (rule.requireAuthenticatorApp ? 50 : 0) + (3 - (rule.allowedFactors?.length ?? 3));
+  return STRICTNESS[rule.mfa] * 100 + (rule.requireAuthenticatorApp ? 50 : 0) + (FACTORS.length - (rule.allowedFactors?.length ?? FACTORS.length));
 }
-/** The order factors are offered in, everywhere. */
-export const FACTOR_ORDER: readonly FactorId[] = ['totp', 'email', 'sms'];
+/** The order factors are offered in, everywhere: the phishing-resistant one first, the way back from a lost device last. */
+export const FACTOR_ORDER: readonly FactorId[] = ['webauthn', 'totp', 'email', 'sms', 'recovery'];
+
+/** Factors a phishing site cannot relay: the signature is bound to the origin. */
+export const PHISHING_RESISTANT: readonly FactorId[] = ['webauthn'];
 
 /**
  * The rule that governs a user: policies assigned to the user outrank group policies; then the
@@ -90,14 +95,18 @@ export function requirement(input: RequirementInput): Requirement {
   const requireApp = appByPolicy || restored;
 
   let allowed = FACTOR_ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
+  if (input.phishingResistantRequested) allowed = allowed.filter((f) => PHISHING_RESISTANT.includes(f));
   const has: Record<FactorId, boolean> = {
     email: input.user.emailVerified,
     sms: input.user.phoneVerified,
     totp: input.user.hasAuthenticator,
+    // A shared account's sign-in is answered by a code: the member's recovery codes and passkeys are for their own account.
+    webauthn: !shared && (input.user.hasPasskey ?? false),
+    recovery: !shared && (input.user.hasRecoveryCodes ?? false),
   };
   // After a restore, whoever has the password (perhaps whoever has the lost token) must not attach
   // the new app alone: a code to the user's own address or phone comes first, where there is one.
-  const codesFirst = restored && allowed.includes('totp') ? allowed.filter((f) => f !== 'totp' && has[f]) : [];
+  const codesFirst = restored && allowed.includes('totp') ? allowed.filter((f) => (f === 'email' || f === 'sms') && has[f]) : [];
   if (requireApp) allowed = allowed.filter((f) => f === 'totp' || codesFirst.includes(f));
   const usable = allowed.filter((f) => has[f]);
 
@@ -106,8 +115,9 @@ export function requirement(input: RequirementInput): Requirement {
   if (restored) reasons.push('restored');
   if (shared) reasons.push('shared');
   if (input.clientRequiresMfa) reasons.push('client');
-  if (input.mfaAcrRequested) reasons.push('acr');
-  if (mode === 'optional' && reasons.length === 0 && usable.includes('totp')) reasons.push('enrolled');
+  if (input.mfaAcrRequested || input.phishingResistantRequested) reasons.push('acr');
+  // A user who added an app or a passkey themselves is asked for it (recovery codes alone ask nothing: they are the way back).
+  if (mode === 'optional' && reasons.length === 0 && (usable.includes('totp') || usable.includes('webauthn'))) reasons.push('enrolled');
   const mfaRequired = reasons.length > 0;
 
   let enrolAuthenticator: Requirement['enrolAuthenticator'] = 'no';

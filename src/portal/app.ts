@@ -19,6 +19,11 @@ import { mayUsePortal, portalByAlias, type Portal } from './portals.js';
 import { restoreRoutes } from './restore-pages.js';
 import { JitError, release, reservableBy, reserve, untilText } from '../jit/shared-accounts.js';
 import { requestMeta } from '../flows/context.js';
+import { readFormFields } from '../http/body.js';
+import { assertCsrf } from '../http/csrf.js';
+import { PASSKEY_CSP } from '../http/security.js';
+import { addPasskey, listPasskeys, PasskeyError, registrationOptions, relyingPartyOf, removePasskeys, renamePasskey } from '../factors/passkeys.js';
+import { generateRecoveryCodes, recoveryCodeStatus } from '../factors/recovery-codes.js';
 import {
   accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
   reassignToken, registerExistingToken, removeTokenPin, resyncToken, setTokenPin, startContactChange, startTokenRegistration, unassignToken,
@@ -68,6 +73,14 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     return need.usableFactors.length > 0;
   }
 
+  /** The session passed a second factor recently enough for a sensitive change (or, with none to pass, the password). */
+  async function fresh(session: AppSession): Promise<boolean> {
+    const window = config.account.reverifySeconds * 1000;
+    if (session.factorAt && Date.now() - session.factorAt.getTime() <= window) return true;
+    // Someone with no second factor at all proves it is them with the password, typed again.
+    return Date.now() - session.authAt.getTime() <= window && !(await hasUsableFactor(session.user));
+  }
+
   const app = createOwnApp<AppSession>(deps, {
     name: 'account',
     clientId: ACCOUNT_CLIENT_ID,
@@ -88,12 +101,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
       return alias ? { tessera_portal: alias } : {};
     },
     verifyParams: async (user): Promise<Record<string, string>> => ((await hasUsableFactor(user)) ? { acr_values: ACR.mfa } : { prompt: 'login' }),
-    async fresh(session) {
-      const window = config.account.reverifySeconds * 1000;
-      if (session.factorAt && Date.now() - session.factorAt.getTime() <= window) return true;
-      // Someone with no second factor at all proves it is them with the password, typed again.
-      return Date.now() - session.authAt.getTime() <= window && !(await hasUsableFactor(session.user));
-    },
+    fresh,
     forbidden: (ctx) => renderPage(ctx, 'account/forbidden', { title: 'No access', portal: null }, 403, 'account/layout'),
     actorOf: (user) => user.username,
   });
@@ -113,6 +121,10 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     'login-changed': 'Your login is changed: sign in with the new one from now on.',
     'jit-reserved': 'Reserved for you: sign in to the application as the shared account now, with its username and your own code. The reservation ends with that sign-in or when its time runs out. In this browser you are signed in as yourself: sign out here first, or use another browser.',
     'jit-released': 'The reservation is released: anyone of the group may reserve the account now.',
+    'passkey-added': 'The passkey is added: sign-ins can ask for it from now on.',
+    'passkey-verified': 'It’s you: now press “Add a passkey” to create it.',
+    'passkey-renamed': 'The passkey is renamed.',
+    'passkey-removed': 'The passkey is removed: it no longer signs you in.',
     cancelled: 'Nothing was changed.',
   };
 
@@ -223,8 +235,94 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   async function home(ctx: Context, redisplay?: Redisplay): Promise<void> {
     const request = requestOf(ctx);
     const shared = request.portal.alias === null ? (await reservableBy(db, request.session.user.id)).map((a) => ({ ...a, until: a.holder ? untilText(a.holder.until) : null })) : [];
-    show(ctx, 'home', request.portal.title, { links: offered(request).map((a) => ({ action: a, ...ACTION_LINKS[a] })), shared, redisplay });
+    const own = request.portal.alias === null ? await ownFactors(request.session.user.id) : null;
+    show(ctx, 'home', request.portal.title, { links: offered(request).map((a) => ({ action: a, ...ACTION_LINKS[a] })), shared, own, redisplay });
+    // The "Add a passkey" button runs the browser's ceremony with Tessera's own script.
+    if (own?.passkeysOn) ctx.set('Content-Security-Policy', PASSKEY_CSP);
   }
+
+  /** The passkeys and recovery codes /account shows, where the system offers them. */
+  async function ownFactors(userId: string) {
+    const { mfa } = await loadSettings(db, box);
+    const [passkeys, recovery] = await Promise.all([listPasskeys(db, userId), recoveryCodeStatus(db, userId)]);
+    return { passkeysOn: mfa.methods.webauthn, passkeys, recoveryOn: mfa.methods.recovery, recovery };
+  }
+
+  // Passkeys: the browser creates a key for Tessera's origin; the options come by script, the answer by the form.
+  const rpOf = async () => relyingPartyOf(deps.issuer, (await loadSettings(db, box)).mfa.appName);
+  const passkeysOn = async () => {
+    if (!(await loadSettings(db, box)).mfa.methods.webauthn) throw new HttpError(404, 'Passkeys are switched off on this system.', 'Not found');
+  };
+  accountPortal.post('/passkeys/options', async (ctx) => {
+    const fields = await readFormFields(ctx);
+    assertCsrf(ctx, fields.get('csrf'));
+    await passkeysOn();
+    const { session } = app.signedInOf(ctx);
+    ctx.set('Cache-Control', 'no-store');
+    // Not fresh: the script falls back to the form, which asks for a second factor first.
+    if (!(await fresh(session))) {
+      ctx.status = 403;
+      ctx.body = { error: 'verify_first' };
+      return;
+    }
+    ctx.body = await registrationOptions(db, await rpOf(), session.user, session.idHash);
+  });
+  app.change(accountPortal, '/passkeys', {
+    label: 'Add a passkey',
+    sensitive: true,
+    redisplay: home,
+    async run(ctx, f, { session }) {
+      await passkeysOn();
+      const response = f.get('response') ?? '';
+      // The script sent the form without an answer because a second factor had to be passed first: that is done now.
+      if (!response && f.get('script') === '1') return done(ctx, 'passkey-verified');
+      if (!response) throw new PasskeyError('your browser did not create a passkey. Adding one needs JavaScript: turn it on, then press "Add a passkey" again', 'passkey');
+      const passkey = await addPasskey(db, await rpOf(), session.user, session.idHash, response, text(f, 'name'));
+      await audit.record({ type: 'mfa.passkey_added', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { passkey: passkey.name, synced: passkey.synced, portal: 'account' } });
+      done(ctx, 'passkey-added');
+    },
+  });
+  app.change(accountPortal, '/passkeys/rename', {
+    label: 'Rename a passkey',
+    redisplay: home,
+    async run(ctx, f, { session }) {
+      if (!(await renamePasskey(db, session.user.id, text(f, 'passkey'), text(f, 'name')))) throw new PasskeyError('there is no such passkey on your account', 'passkey');
+      await audit.record({ type: 'mfa.passkey_renamed', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { passkey: text(f, 'name'), portal: 'account' } });
+      done(ctx, 'passkey-renamed');
+    },
+  });
+  app.change(accountPortal, '/passkeys/remove', {
+    label: 'Remove a passkey',
+    sensitive: true,
+    redisplay: home,
+    async run(ctx, f, { session }) {
+      if ((await removePasskeys(db, session.user.id, text(f, 'passkey'))) === 0) throw new PasskeyError('there is no such passkey on your account', 'passkey');
+      await audit.record({ type: 'mfa.passkey_removed', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { portal: 'account' } });
+      done(ctx, 'passkey-removed');
+    },
+  });
+
+  // Recovery codes: made on request, shown once (and downloadable as text), kept only as hashes.
+  const recoveryOn = async () => {
+    if (!(await loadSettings(db, box)).mfa.methods.recovery) throw new HttpError(404, 'Recovery codes are switched off on this system.', 'Not found');
+  };
+  accountPortal.get('/recovery-codes', async (ctx) => {
+    await recoveryOn();
+    const { session } = app.signedInOf(ctx);
+    show(ctx, 'recovery-codes', 'Recovery codes', { status: await recoveryCodeStatus(db, session.user.id), codes: null });
+  });
+  app.change(accountPortal, '/recovery-codes', {
+    label: 'Make new recovery codes',
+    sensitive: true,
+    async run(ctx, _f, { session }) {
+      await recoveryOn();
+      const codes = await generateRecoveryCodes(db, box.deriveKey('recovery-codes'), session.user.id);
+      await audit.record({ type: 'mfa.recovery_codes_generated', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { count: codes.length, portal: 'account' } });
+      const appName = (await loadSettings(db, box)).mfa.appName;
+      const file = `${appName} recovery codes for ${session.user.username}\nMade ${new Date().toISOString().slice(0, 10)}. Each code works once; a new set voids this one.\n\n${codes.join('\n')}\n`;
+      show(ctx, 'recovery-codes', 'Recovery codes', { status: await recoveryCodeStatus(db, session.user.id), codes, download: `data:text/plain;charset=utf-8,${encodeURIComponent(file)}` });
+    },
+  });
 
   // Just-in-time shared accounts: a member reserves one here, then signs in to it with their own code.
   app.change(accountPortal, '/jit/reserve', {

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
 import { FACTORS, type FactorId } from '../settings/settings.js';
 import { amrOf } from '../factors/index.js';
-import { acrFor, type AuthenticationMethod } from '../oidc/assurance.js';
+import { acrFor, isAuthenticationMethod, type AuthenticationMethod } from '../oidc/assurance.js';
 
 /** Something a user proved: the password, or one of the second factors. */
 export type Proof = 'password' | FactorId;
@@ -11,13 +11,16 @@ export type Proof = 'password' | FactorId;
 export interface Pass {
   factor: Proof;
   at: number;
+  /** What it proved where the factor alone does not say: a passkey's hwk or swk, and user. */
+  amr?: AuthenticationMethod[];
 }
 
 const PROOFS = new Set<string>(['password', ...FACTORS]);
 
 export function isPass(value: unknown): value is Pass {
   const v = value as Partial<Pass> | null;
-  return typeof v === 'object' && v !== null && typeof v.factor === 'string' && PROOFS.has(v.factor) && typeof v.at === 'number';
+  return typeof v === 'object' && v !== null && typeof v.factor === 'string' && PROOFS.has(v.factor) && typeof v.at === 'number' &&
+    (v.amr === undefined || (Array.isArray(v.amr) && v.amr.every((m) => isAuthenticationMethod(m))));
 }
 
 export const now = (): number => Math.floor(Date.now() / 1000);
@@ -30,12 +33,12 @@ export const now = (): number => Math.floor(Date.now() / 1000);
 export async function readLedger(db: Db, sessionUid: string, accountId: string): Promise<Pass[]> {
   const rows = await db
     .selectFrom('session_factors')
-    .select(['factor', 'passed_at'])
+    .select(['factor', 'passed_at', 'amr'])
     .where('session_uid', '=', sessionUid)
     .where('account_id', '=', accountId)
     .where('expires_at', '>', sql<Date>`now()`)
     .execute();
-  return rows.map((r) => ({ factor: r.factor as Proof, at: Math.floor(r.passed_at.getTime() / 1000) }));
+  return rows.map((r) => ({ factor: r.factor as Proof, at: Math.floor(r.passed_at.getTime() / 1000), ...(r.amr ? { amr: r.amr.filter(isAuthenticationMethod) } : {}) }));
 }
 
 /**
@@ -50,7 +53,8 @@ export async function commitInteractionPasses(db: Db, interactionUid: string, se
     -- A sign-in as a shared account: the session it made is the one whose tokens name the member.
     signed as (update jit_reservations set session_uid = ${sessionUid} where id = (select reservation_id from moved) and status = 'spent'),
     passes as (
-      select distinct on (p->>'factor') p->>'factor' as factor, to_timestamp((p->>'at')::bigint) as passed_at, moved.account_id
+      select distinct on (p->>'factor') p->>'factor' as factor, to_timestamp((p->>'at')::bigint) as passed_at, moved.account_id,
+        case when jsonb_typeof(p->'amr') = 'array' then array(select jsonb_array_elements_text(p->'amr')) end as amr
       from moved, jsonb_array_elements(moved.methods) p
       where p ? 'factor'
       order by p->>'factor', (p->>'at')::bigint desc
@@ -61,10 +65,11 @@ export async function commitInteractionPasses(db: Db, interactionUid: string, se
         and (exists (select 1 from passes where factor = 'password') or exists (select 1 from moved where reservation_id is not null))
         and factor not in (select factor from passes)
     )
-    insert into session_factors (session_uid, factor, account_id, passed_at, expires_at)
-    select ${sessionUid}, factor, account_id, passed_at, now() + make_interval(secs => ${sessionSeconds}) from passes
+    insert into session_factors (session_uid, factor, account_id, passed_at, expires_at, amr)
+    select ${sessionUid}, factor, account_id, passed_at, now() + make_interval(secs => ${sessionSeconds}), amr from passes
     on conflict (session_uid, factor) do update
-      set passed_at = greatest(session_factors.passed_at, excluded.passed_at), account_id = excluded.account_id, expires_at = excluded.expires_at`.execute(db);
+      set amr = case when excluded.passed_at >= session_factors.passed_at then excluded.amr else session_factors.amr end,
+        passed_at = greatest(session_factors.passed_at, excluded.passed_at), account_id = excluded.account_id, expires_at = excluded.expires_at`.execute(db);
 }
 
 export async function purgeExpiredLedger(db: Db): Promise<void> {
@@ -73,9 +78,12 @@ export async function purgeExpiredLedger(db: Db): Promise<void> {
 
 /** The latest pass of each proof among several lists (the ledger and this interaction's progress). */
 export function merged(...lists: Pass[][]): Pass[] {
-  const latest = new Map<Proof, number>();
-  for (const p of lists.flat()) latest.set(p.factor, Math.max(latest.get(p.factor) ?? 0, p.at));
-  return [...latest].map(([factor, at]) => ({ factor, at }));
+  const latest = new Map<Proof, Pass>();
+  for (const p of lists.flat()) {
+    const seen = latest.get(p.factor);
+    if (!seen || p.at >= seen.at) latest.set(p.factor, p);
+  }
+  return [...latest.values()];
 }
 
 /**
@@ -96,6 +104,6 @@ export function freshFactor(passes: Pass[], allowed: readonly FactorId[] | null,
 export function assuranceOf(passes: Pass[]): { amr: AuthenticationMethod[]; acr: string; ts: number } {
   // In the order they were passed (the password first at a tie), as RFC 8176 lists are read.
   const ordered = [...passes].sort((a, b) => a.at - b.at || (a.factor === 'password' ? -1 : b.factor === 'password' ? 1 : 0));
-  const amr = amrOf(ordered.map((p) => p.factor));
+  const amr = amrOf(ordered);
   return { amr, acr: acrFor(amr), ts: Math.max(0, ...passes.map((p) => p.at)) };
 }

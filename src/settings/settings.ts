@@ -10,7 +10,7 @@ import { DEFAULT_ACCOUNT_ACTIONS, PORTAL_ACTIONS, SELF_TOKEN_TYPES } from '../po
  * (changed with the CLI now, the admin console later). Each section has a schema and defaults;
  * secrets inside them are sealed at rest.
  */
-export const FACTORS = ['email', 'sms', 'totp'] as const;
+export const FACTORS = ['email', 'sms', 'totp', 'webauthn', 'recovery'] as const;
 export type FactorId = (typeof FACTORS)[number];
 
 const template = z.string().min(1).max(2000);
@@ -20,8 +20,8 @@ const codeTemplate = template.refine((t) => t.includes('{code}'), 'must contain 
 const mfaSchema = z.object({
   appName: z.string().min(1).max(100).default('Tessera'),
   methods: z
-    .object({ email: z.boolean().default(true), sms: z.boolean().default(true), totp: z.boolean().default(true) })
-    .default({ email: true, sms: true, totp: true }),
+    .object({ email: z.boolean().default(true), sms: z.boolean().default(true), totp: z.boolean().default(true), webauthn: z.boolean().default(true), recovery: z.boolean().default(true) })
+    .default({ email: true, sms: true, totp: true, webauthn: true, recovery: true }),
   /**
    * How old a second factor may be and still satisfy a client's, a policy's or acr_values' demand
    * for MFA; older, the session steps up again. Protected scopes have their own window.

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { effectivePolicy, requirement, type PolicyRule, type RequirementInput } from '../../src/policy/requirement.js';
 
-const ALL = { email: true, sms: true, totp: true };
+const ALL = { email: true, sms: true, totp: true, webauthn: true, recovery: true };
 const EVERYTHING = { emailVerified: true, phoneVerified: true, hasAuthenticator: true };
 const NOTHING = { emailVerified: false, phoneVerified: false, hasAuthenticator: false };
 
@@ -62,8 +62,8 @@ describe('policy: the requirement', () => {
     const r = requirement(input({ policies: [rule({ allowedFactors: ['email', 'sms'] })], user: EVERYTHING }));
     assert.deepEqual(r.allowedFactors, ['email', 'sms']);
     assert.deepEqual(r.usableFactors, ['email', 'sms']);
-    const switchedOff = requirement(input({ policies: [rule({})], methodsAvailable: { email: false, sms: true, totp: true }, user: EVERYTHING }));
-    assert.deepEqual(switchedOff.allowedFactors, ['totp', 'sms']);
+    const switchedOff = requirement(input({ policies: [rule({})], methodsAvailable: { ...ALL, email: false }, user: EVERYTHING }));
+    assert.deepEqual(switchedOff.allowedFactors, ['webauthn', 'totp', 'sms', 'recovery']);
     const phoneUnverified = requirement(input({ policies: [rule({})], user: { emailVerified: true, phoneVerified: false, hasAuthenticator: false } }));
     assert.deepEqual(phoneUnverified.usableFactors, ['email']);
   });
@@ -110,7 +110,7 @@ describe('policy: the requirement', () => {
     assert.equal(offered.noUsableMethod, false);
     const stuck = requirement(input({ policies: [rule({ allowedFactors: ['sms'] })], user: NOTHING }));
     assert.equal(stuck.noUsableMethod, true);
-    const appsOff = requirement(input({ policies: [rule({ requireAuthenticatorApp: true })], methodsAvailable: { email: true, sms: true, totp: false }, user: EVERYTHING }));
+    const appsOff = requirement(input({ policies: [rule({ requireAuthenticatorApp: true })], methodsAvailable: { ...ALL, totp: false }, user: EVERYTHING }));
     assert.equal(appsOff.noUsableMethod, true, 'the policy demands an app but apps are switched off');
   });
 
@@ -140,5 +140,26 @@ describe('policy: a sign-in as a shared account', () => {
     assert.ok(!appOnly.reasons.includes('restored'), 'the member’s own restore does not apply to the shared account');
     const narrowed = requirement(input({ sharedSignIn: true, policies: [rule({ allowedFactors: ['totp', 'email'] })], user: EVERYTHING }));
     assert.deepEqual(narrowed.usableFactors, ['totp', 'email']);
+  });
+
+  it('passkeys and recovery codes: offered first and last; the phishing-resistant acr allows passkeys only', () => {
+    const all = { ...EVERYTHING, hasPasskey: true, hasRecoveryCodes: true };
+    assert.deepEqual(requirement(input({ policies: [rule({})], user: all })).usableFactors, ['webauthn', 'totp', 'email', 'sms', 'recovery']);
+    const phr = requirement(input({ phishingResistantRequested: true, user: all }));
+    assert.deepEqual([phr.mfaRequired, phr.allowedFactors, phr.usableFactors], [true, ['webauthn'], ['webauthn']]);
+    const phrWithout = requirement(input({ phishingResistantRequested: true, user: EVERYTHING }));
+    assert.equal(phrWithout.noUsableMethod, true, 'no passkey: no way to the phishing-resistant acr');
+    const noRecovery = requirement(input({ policies: [rule({ allowedFactors: ['webauthn', 'totp'] })], user: all }));
+    assert.deepEqual(noRecovery.usableFactors, ['webauthn', 'totp'], 'a policy may leave recovery codes out');
+  });
+
+  it('a passkey of their own makes MFA asked of the user; recovery codes alone do not', () => {
+    assert.deepEqual(requirement(input({ user: { ...NOTHING, hasPasskey: true } })).reasons, ['enrolled']);
+    assert.equal(requirement(input({ user: { ...NOTHING, emailVerified: true, hasRecoveryCodes: true } })).mfaRequired, false);
+  });
+
+  it('a shared account is signed in to with a code: the member’s passkeys and recovery codes do not answer it', () => {
+    const r = requirement(input({ sharedSignIn: true, user: { ...EVERYTHING, hasPasskey: true, hasRecoveryCodes: true } }));
+    assert.deepEqual(r.usableFactors, ['totp', 'email', 'sms']);
   });
 });

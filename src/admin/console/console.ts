@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import type { Config } from '../../config.js';
 import { HttpError } from '../../http/errors.js';
 import { renderPage } from '../../http/views.js';
-import { ACR } from '../../oidc/assurance.js';
+import { isMultiFactorAcr } from '../../oidc/assurance.js';
 import type { Actor, ServiceContext } from '../service.js';
 import { CONSOLE_CLIENT_ID } from './registration.js';
 import { createOwnApp, type ChangeRoute, type OwnAppDeps, type SignedIn } from '../../web/own-app.js';
@@ -33,7 +33,9 @@ const NOTICES: Record<string, string> = {
   'restore-approved': 'Approved: lost tokens are disabled, the new details applied and the user’s sessions revoked.',
   unlocked: 'Unlocked: the failure count is cleared.',
   'password-set': 'Password changed.',
-  'mfa-reset': 'Every authenticator app and the recovery codes of this user were removed.',
+  'mfa-reset': 'Every authenticator app, passkey and the recovery codes of this user were removed.',
+  'passkey-removed': 'Passkey removed.',
+  'recovery-codes-removed': 'The user’s recovery codes no longer work. They can make a new set on their account page.',
   'authenticator-removed': 'Authenticator removed.',
   enabled: 'The account is enabled.',
   disabled: 'The account is disabled: it cannot sign in.',
@@ -82,7 +84,7 @@ export function createConsole(deps: ConsoleDeps) {
     refusesChange: ({ actor }) => (actor.role === 'admin' ? null : 'Auditors can see everything in the console but change nothing. Ask an administrator.'),
     // The console's client asks for a second factor at every sign-in; the token must show one, just now.
     admit: (claims) =>
-      claims.acr !== ACR.mfa || Date.now() - Number(claims.auth_time ?? 0) * 1000 > 10 * 60 * 1000
+      !isMultiFactorAcr(claims.acr) || Date.now() - Number(claims.auth_time ?? 0) * 1000 > 10 * 60 * 1000
         ? 'The admin console needs a second factor passed just now. Open the admin console again.'
         : null,
     // Window 0: every authorization of the console's client asks for the factor again.

@@ -2,7 +2,7 @@ import type { Context } from 'koa';
 import { sql } from 'kysely';
 import { perform, ServiceError } from '../../service.js';
 import {
-  addMemberOp, createGroupOp, createUserOp, listGroupsOp, removeAuthenticatorOp, removeGroupOp, removeMemberOp, removeUserOp, resetMfaOp, searchUsersOp,
+  addMemberOp, createGroupOp, createUserOp, listGroupsOp, removeAuthenticatorOp, removeGroupOp, removePasskeyOp, removeRecoveryCodesOp, removeMemberOp, removeUserOp, resetMfaOp, searchUsersOp,
   setPasswordOp, setStatusOp, showGroupOp, showUserOp, unlockUserOp, updateUserOp,
 } from '../../users.js';
 import { listAuditOp } from '../../audit-log.js';
@@ -155,8 +155,24 @@ export function directoryPages(c: Console, idleMinutes: number): void {
       seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=authenticator-removed`);
     },
   });
+  change('/users/:username/passkeys/remove', {
+    label: 'Remove a passkey',
+    sensitive: true,
+    async run(ctx, f, { service }) {
+      await perform(service, removePasskeyOp, { username: param(ctx, 'username'), passkeyId: f.get('passkey') ?? '' });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=passkey-removed`);
+    },
+  });
+  change('/users/:username/recovery-codes/remove', {
+    label: 'Void a user’s recovery codes',
+    sensitive: true,
+    async run(ctx, _f, { service }) {
+      await perform(service, removeRecoveryCodesOp, { username: param(ctx, 'username') });
+      seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=recovery-codes-removed`);
+    },
+  });
   change('/users/:username/reset-mfa', {
-    label: 'Remove every authenticator app of a user (reset MFA)',
+    label: 'Remove every authenticator app, passkey and recovery code of a user (reset MFA)',
     sensitive: true,
     async run(ctx, _f, { service }) {
       await perform(service, resetMfaOp, { username: param(ctx, 'username') });

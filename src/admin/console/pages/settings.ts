@@ -28,6 +28,8 @@ const MFA_FORM: SettingGroup[] = [
       { path: 'mfa.methods.totp', label: 'Authenticator app (TOTP)', kind: 'bool' },
       { path: 'mfa.methods.email', label: 'Code by email', kind: 'bool' },
       { path: 'mfa.methods.sms', label: 'Code by SMS', kind: 'bool' },
+      { path: 'mfa.methods.webauthn', label: 'Passkey or security key (WebAuthn)', kind: 'bool' },
+      { path: 'mfa.methods.recovery', label: 'Recovery codes', kind: 'bool' },
       { path: 'mfa.appName', label: 'Name in messages and authenticator apps', kind: 'text' },
       { path: 'mfa.maxAgeSeconds', label: 'A second factor counts for (seconds)', kind: 'number', hint: 'Older, a client or policy that requires MFA asks again. Protected scopes have their own window.' },
     ],

@@ -6,7 +6,15 @@ import { createUser } from '../src/directory/users.js';
 import { createAudit } from '../src/audit/audit.js';
 import { createLogger } from '../src/log.js';
 import { perform, type ServiceContext } from '../src/admin/service.js';
-import { resetMfaOp } from '../src/admin/users.js';
+import { resetMfaOp, unlockUserOp } from '../src/admin/users.js';
+import { createPolicyOp, removePolicyOp } from '../src/admin/system.js';
+import { startTestTessera, type TestTessera } from './support/tessera.js';
+import { Agent, formFor, type AgentResponse } from './support/agent.js';
+import { pageText, portalDriver, type PortalDriver } from './support/portal.js';
+import { demoAuthorizationUrl, exchangeDemoCode } from './support/journey.js';
+import { beginEnrolment, confirmEnrolment } from '../src/factors/authenticators.js';
+import { loadSettings } from '../src/settings/settings.js';
+import { generate } from 'otplib';
 import { SecretBox } from '../src/crypto/secret-box.js';
 import { TEST_SECRET } from './support/tessera.js';
 import {
@@ -72,5 +80,129 @@ describe('recovery codes', () => {
     await admin.audit.flush();
     const event = await db.selectFrom('audit_events').select('details').where('type', '=', 'user.mfa_reset').executeTakeFirstOrThrow();
     assert.equal((event.details as { recovery_codes: number }).recovery_codes, 10);
+  });
+});
+
+/** Recovery codes as users meet them: made on /account, used at sign-in as "Recovery code", each once. */
+describe('recovery codes at sign-in', () => {
+  let tessera: TestTessera;
+  let admin: ServiceContext;
+  let portal: PortalDriver;
+  let secret: string;
+  let codes: string[];
+
+  before(async () => {
+    tessera = await startTestTessera({ CLIENT_CACHE_SECONDS: '0' });
+    admin = { db: tessera.db, box: tessera.box, audit: createAudit(tessera.db, createLogger('silent')), mode: 'dev', actor: { label: 'cli:test', role: 'admin' } };
+    portal = portalDriver(tessera, admin);
+    const rita = await createUser(tessera.db, { username: 'rita', password: 'rita-password-1', email: 'rita@example.test', emailVerified: true });
+    const enrolment = await beginEnrolment(tessera.db, tessera.box, rita, 'Tessera', 'test-enrolment');
+    secret = enrolment.secret;
+    const drift = (await loadSettings(tessera.db, tessera.box)).mfa.totp;
+    assert.ok(await confirmEnrolment(tessera.db, tessera.box, drift, rita.id, enrolment.authenticatorId, await generate({ secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+  });
+  after(async () => {
+    await admin.audit.flush();
+    await tessera?.stop();
+  });
+
+  /** A demo-app sign-in up to the page that takes a recovery code. */
+  async function toRecoveryPage(agent: Agent): Promise<AgentResponse> {
+    let page = await agent.follow(await agent.get(await demoAuthorizationUrl(tessera.issuer)));
+    const login = formFor(page, '/login');
+    page = await agent.follow(await agent.post(login.action, { ...login.fields, username: 'rita', password: 'rita-password-1' }));
+    assert.ok(page.body.includes('>Recovery code</button>'), pageText(page).slice(0, 300));
+    const choice = formFor(page, '/mfa');
+    page = await agent.follow(await agent.post(choice.action, { ...choice.fields, factor: 'recovery' }));
+    assert.equal(page.status, 200);
+    assert.ok(!page.body.includes('inputmode="numeric"'), 'letters and digits can be typed');
+    return page;
+  }
+  async function submit(agent: Agent, page: AgentResponse, code: string): Promise<AgentResponse> {
+    const form = formFor(page, '/mfa/code');
+    return agent.post(form.action, { ...form.fields, code });
+  }
+
+  it('made on /account (shown once, downloadable as text), used once at sign-in: the user is told by email', async () => {
+    const { agent, page } = await portal.signIn('rita', { factor: 'totp', secret });
+    assert.match(pageText(page), /No recovery codes yet/);
+    const intro = await agent.get(portal.url('/account/recovery-codes'));
+    assert.match(pageText(intro), /You have no recovery codes yet/);
+    const made = await agent.follow(await agent.post(formFor(intro, '/account/recovery-codes').action, formFor(intro, '/account/recovery-codes').fields));
+    assert.equal(made.status, 200);
+    codes = [...made.body.matchAll(/<li><code>([a-z0-9]{4}-[a-z0-9]{4})<\/code><\/li>/g)].map((m) => m[1]!);
+    assert.equal(codes.length, 10);
+    const download = decodeURIComponent(/href="data:text\/plain;charset=utf-8,([^"]+)" download="recovery-codes.txt"/.exec(made.body)![1]!.replace(/&amp;/g, '&'));
+    assert.ok(codes.every((c) => download.includes(c)));
+    assert.equal(made.headers.get('cache-control'), 'no-store');
+    const again = await agent.get(portal.url('/account/recovery-codes'));
+    assert.ok(!codes.some((c) => again.body.includes(c)), 'never shown again');
+    assert.match(pageText(again), /10 of 10 codes of your set are left/);
+
+    const signIn = new Agent();
+    const codePage = await toRecoveryPage(signIn);
+    const done = await signIn.follow(await submit(signIn, codePage, ` ${codes[0]!.toUpperCase()} `), (u) => u.includes('/demo/callback'));
+    const consented = /Allow access\?/.test(done.body) ? await signIn.follow(await signIn.post(formFor(done, '/consent').action, { ...formFor(done, '/consent').fields, decision: 'allow' }), (u) => u.includes('/demo/callback')) : done;
+    const claims = await exchangeDemoCode(tessera.issuer, consented.location!);
+    assert.deepEqual(claims.amr, ['pwd', 'otp', 'mfa']);
+    const used = (await portal.events('mfa.recovery_used')).at(-1);
+    assert.equal((used?.details as { left: number }).left, 9);
+    const mail = await tessera.db.selectFrom('dev_outbox').select(['subject', 'body']).where('recipient', '=', 'rita@example.test').orderBy('id', 'desc').executeTakeFirstOrThrow();
+    assert.match(mail.subject ?? '', /recovery code .* was used/);
+    assert.match(mail.body, /9 of your recovery codes are left/);
+
+    const second = new Agent();
+    const refused = await submit(second, await toRecoveryPage(second), codes[0]!);
+    assert.equal(refused.status, 401);
+    assert.match(pageText(refused), /not one of your unused recovery codes/);
+    const malformed = await submit(second, refused, 'not-a-code!');
+    assert.equal(malformed.status, 400);
+    assert.match(pageText(malformed), /8 letters and digits/);
+  });
+
+  it('20 parallel sign-ins with one code: exactly one gets in', async () => {
+    const agents = Array.from({ length: 20 }, () => new Agent());
+    // The sign-ins one after another (parallel passwords meet the lockout first), then the code from all at once.
+    const pages: AgentResponse[] = [];
+    for (const agent of agents) pages.push(await toRecoveryPage(agent));
+    const answers = await Promise.all(agents.map((a, i) => submit(a, pages[i]!, codes[1]!)));
+    assert.equal(answers.filter((r) => r.status === 303).length, 1, answers.map((r) => r.status).join(','));
+    assert.ok(answers.every((r) => [303, 401, 429].includes(r.status)));
+    const rita = await tessera.db.selectFrom('users').select('id').where('username', '=', 'rita').executeTakeFirstOrThrow();
+    assert.equal((await recoveryCodeStatus(tessera.db, rita.id))?.left, 8);
+    await perform(admin, unlockUserOp, { username: 'rita' });
+  });
+
+  it('50 parallel guesses with a right code last: counted in the lockout, the right one is not even checked', async () => {
+    const agent = new Agent();
+    const page = await toRecoveryPage(agent);
+    const wrong = await Promise.all(Array.from({ length: 49 }, (_, i) => submit(agent, page, `zzzz-${String(i).padStart(4, 'a').replace(/[01]/g, 'x')}`)));
+    const right = await submit(agent, page, codes[2]!);
+    assert.ok(wrong.every((r) => r.status === 401 || r.status === 429));
+    assert.equal(right.status, 429);
+    const rita = await tessera.db.selectFrom('users').select(['id', 'locked_until']).where('username', '=', 'rita').executeTakeFirstOrThrow();
+    assert.ok(rita.locked_until && rita.locked_until > new Date());
+    assert.equal((await recoveryCodeStatus(tessera.db, rita.id))?.left, 8, 'the right code was not spent');
+    await perform(admin, unlockUserOp, { username: 'rita' });
+  });
+
+  it('a policy may leave recovery codes out: not offered, and a forged choice is refused', async () => {
+    await perform(admin, createPolicyOp, { name: 'no-recovery', subjectType: 'user', subject: 'rita', mfa: 'required', allowedFactors: ['totp', 'email'] });
+    try {
+      const agent = new Agent();
+      let page = await agent.follow(await agent.get(await demoAuthorizationUrl(tessera.issuer)));
+      const login = formFor(page, '/login');
+      page = await agent.follow(await agent.post(login.action, { ...login.fields, username: 'rita', password: 'rita-password-1' }));
+      assert.ok(!page.body.includes('value="recovery"'));
+      const choice = formFor(page, '/mfa');
+      const forged = await agent.post(choice.action, { ...choice.fields, factor: 'recovery' });
+      assert.equal(forged.status, 400);
+      const typed = await agent.post(`${choice.action}/code`, { ...choice.fields, factor: 'recovery', code: codes[3]! });
+      assert.equal(typed.status, 400);
+      const rita = await tessera.db.selectFrom('users').select('id').where('username', '=', 'rita').executeTakeFirstOrThrow();
+      assert.equal((await recoveryCodeStatus(tessera.db, rita.id))?.left, 8);
+    } finally {
+      await perform(admin, removePolicyOp, { name: 'no-recovery' });
+    }
   });
 });

@@ -48,6 +48,18 @@
       event.preventDefault();
       if (busy || unsupported(form)) return;
       busy = true;
+      var inline = form.getAttribute('data-options');
+      if (inline) {
+        // The options came with the page (a sign-in's enrolment step).
+        lib.startRegistration({ optionsJSON: JSON.parse(inline) }).then(function (answer) {
+          form.querySelector('input[name=response]').value = JSON.stringify(answer);
+          form.submit();
+        }, function (error) {
+          busy = false;
+          refused(form, error);
+        });
+        return;
+      }
       var body = new URLSearchParams({ csrf: form.querySelector('input[name=csrf]').value });
       fetch(form.getAttribute('data-options-url'), { method: 'POST', body: body, credentials: 'same-origin', headers: { Accept: 'application/json' } })
         .then(function (response) {

@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     console.log(`  Admin:      ${issuer}/admin`);
     const { DEMO_USER, DEMO_MFA_USER, DEMO_ADMIN, DEMO_APPROVAL_USER, DEMO_API, DEMO_SHARED, DEMO_TOKEN_SEED, demoSelfService, demoSharedAccountIsShared } = await import('./demo/accounts.js');
     const self = await demoSelfService(tessera.db);
-    console.log(`  Account:    ${issuer}/account   (every user's own page: authenticator apps, password, email, phone, name)`);
+    console.log(`  Account:    ${issuer}/account   (every user's own page: authenticator apps, passkeys, recovery codes, password, email, phone, name)`);
     if (self.portal) {
       const actions = self.portal.actions === self.portal.of ? 'every action on' : `${self.portal.actions} of ${self.portal.of} actions on`;
       console.log(`  Portal:     ${issuer}/selfservice/${self.portal.alias}   (the demo app's self-service portal, ${actions})`);

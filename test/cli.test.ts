@@ -12,6 +12,8 @@ import { reserve } from '../src/jit/shared-accounts.js';
 import { findUserByUsername } from '../src/directory/users.js';
 import { hashPassword, verifyPassword } from '../src/directory/passwords.js';
 import { fileRestoreRequest } from '../src/portal/restore.js';
+import { generateRecoveryCodes } from '../src/factors/recovery-codes.js';
+import { SecretBox } from '../src/crypto/secret-box.js';
 
 describe('CLI (npm run cli)', () => {
   let testDb: TestDatabase | null = null;
@@ -254,6 +256,25 @@ describe('CLI (npm run cli)', () => {
     r = await cli('user', 'unlock', 'mona');
     assert.equal(r.stdout.trim(), 'mona unlocked');
     assert.match((await cli('user', 'show', 'mona')).stdout, /^failed attempts\s+0$/m);
+    // A passkey and a set of recovery codes: shown, then taken off one by one.
+    await inDatabase(async (db) => {
+      const mona = (await findUserByUsername(db, 'mona'))!;
+      await db.insertInto('webauthn_credentials').values({ id: 'cred-mona-1', user_id: mona.id, name: 'Work key', public_key: Buffer.from('not a real key'), device_type: 'singleDevice', aaguid: '00000000-0000-0000-0000-000000000000' }).execute();
+      await generateRecoveryCodes(db, new SecretBox(TEST_SECRET).deriveKey('recovery-codes'), mona.id);
+    });
+    const shown = (await cli('user', 'show', 'mona')).stdout;
+    assert.match(shown, /^passkeys\s+Work key \(device-bound, id cred-mona-1, added \d{4}-\d\d-\d\d\)$/m);
+    assert.match(shown, /^recovery codes\s+10 of 10 left \(made \d{4}-\d\d-\d\d\)$/m);
+    r = await cli('user', 'remove-passkey', 'mona', 'Home key');
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, 'error: <passkey>: user "mona" has no passkey "Home key"');
+    r = await cli('user', 'remove-passkey', 'mona', 'Work key');
+    assert.equal(r.stdout.trim(), 'removed the passkey "Work key" of mona');
+    r = await cli('user', 'remove-recovery-codes', 'mona');
+    assert.equal(r.stdout.trim(), 'voided the 10 recovery codes of mona');
+    r = await cli('user', 'remove-recovery-codes', 'mona');
+    assert.match(r.stderr, /has no recovery codes/);
+    assert.match((await cli('user', 'show', 'mona')).stdout, /^passkeys\s+-\n^recovery codes\s+-$/m);
     r = await cli('user', 'reset-mfa', 'mona');
     assert.equal(r.stdout.trim(), 'mona had no authenticator app, no passkey and no recovery codes');
     r = await cli('group', 'add', 'crew');

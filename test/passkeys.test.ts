@@ -252,4 +252,40 @@ describe('passkeys (WebAuthn) as a second factor', () => {
     const page = await toPasskeyPage(agent, 'pol');
     assert.ok(!page.body.includes('value="email"'));
   });
+
+  it('at first sign-in, a policy that requires passkeys lets the user add one there, and only then', async () => {
+    await createUser(tessera.db, { username: 'kai', password: 'kai-password-1' });
+    const agent = new Agent();
+    // Without a policy nothing is required: the sign-in ends after the password, with no passkey step.
+    let page = await agent.follow(await agent.get(await demoAuthorizationUrl(tessera.issuer)));
+    const login = formFor(page, '/login');
+    page = await agent.follow(await agent.post(login.action, { ...login.fields, username: 'kai', password: 'kai-password-1' }), (u) => u.includes('/demo/callback'));
+    assert.ok(page.body.includes('Allow access?') || page.location?.includes('/demo/callback'));
+
+    await perform(admin, createPolicyOp, { name: 'kai-keys', subjectType: 'user', subject: 'kai', mfa: 'required', allowedFactors: ['webauthn'] });
+    const second = new Agent();
+    page = await second.follow(await second.get(await demoAuthorizationUrl(tessera.issuer)));
+    const form = formFor(page, '/login');
+    page = await second.follow(await second.post(form.action, { ...form.fields, username: 'kai', password: 'kai-password-1' }));
+    assert.match(page.body, /<h1>Add a passkey<\/h1>/);
+    assert.match(page.headers.get('content-security-policy') ?? '', /script-src 'self'/);
+    const enrol = formFor(page, '/mfa/passkey');
+    const options = passkeyOptions(page) as unknown as { challenge: string; rp: { id: string } };
+    assert.equal(options.rp.id, '127.0.0.1');
+    const none = await second.post(enrol.action, { ...enrol.fields, response: '' });
+    assert.equal(none.status, 400);
+    assert.match(pageText(none), /needs JavaScript/);
+    const key = new SoftwareAuthenticator();
+    // The page drawn again holds a new challenge: the answer is made for it.
+    const done = await second.follow(await second.post(enrol.action, { ...enrol.fields, name: 'Kai key', response: key.register(passkeyOptions(none) as never, origin) }), (u) => u.includes('/demo/callback'));
+    const consented = /Allow access\?/.test(done.body) ? await second.follow(await second.post(formFor(done, '/consent').action, { ...formFor(done, '/consent').fields, decision: 'allow' }), (u) => u.includes('/demo/callback')) : done;
+    const claims = await exchangeDemoCode(tessera.issuer, consented.location!);
+    assert.deepEqual(claims.amr, ['pwd', 'hwk', 'user', 'mfa']);
+    assert.deepEqual((await perform(admin, showUserOp, { username: 'kai' })).passkeys.map((p) => p.name), ['Kai key']);
+    // The next sign-in asks for it.
+    const third = new Agent();
+    const passkeyPage = await toPasskeyPage(third, 'kai');
+    const signedIn = await answerPasskey(third, passkeyPage, key.assert(passkeyOptions(passkeyPage), origin));
+    assert.ok(signedIn.location?.includes('/demo/callback'));
+  });
 });

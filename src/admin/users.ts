@@ -218,16 +218,20 @@ export const removeAuthenticatorOp = operation({
   },
 });
 
-/** Takes one passkey off a user; sessions that passed a passkey step up again when none is left. */
+/** Takes one passkey off a user (named by its id, or by its name where that is unique); sessions that passed a passkey step up again when none is left. */
 export const removePasskeyOp = operation({
   kind: 'change',
-  input: z.object({ username, passkeyId: z.string().min(1).max(1400) }),
-  async run({ db }, { username, passkeyId }) {
+  input: z.object({ username, passkey: z.string().min(1, 'name the passkey').max(1400) }),
+  async run({ db }, { username, passkey: named }) {
     const user = await requireUser(db, username);
-    const passkey = (await listPasskeys(db, user.id)).find((p) => p.id === passkeyId);
-    if (!passkey || (await removePasskeys(db, user.id, passkeyId)) === 0) throw new ServiceError(`user "${user.username}" has no such passkey`, 'passkeyId');
-    if ((await listPasskeys(db, user.id)).length === 0) await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'webauthn').execute();
-    return { result: undefined, change: { type: 'user.passkey_removed', subject: user.id, details: { username: user.username, passkey: passkey.name } } };
+    const passkeys = await listPasskeys(db, user.id);
+    const byId = passkeys.find((p) => p.id === named);
+    const byName = passkeys.filter((p) => p.name === named);
+    if (!byId && byName.length > 1) throw new ServiceError(`user "${user.username}" has ${byName.length} passkeys named "${named}": name it by its id (user show)`, 'passkey');
+    const passkey = byId ?? byName[0];
+    if (!passkey || (await removePasskeys(db, user.id, passkey.id)) === 0) throw new ServiceError(`user "${user.username}" has no passkey "${named.slice(0, 80)}"`, 'passkey');
+    if (passkeys.length === 1) await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'webauthn').execute();
+    return { result: passkey, change: { type: 'user.passkey_removed', subject: user.id, details: { username: user.username, passkey: passkey.name } } };
   },
 });
 

@@ -9,7 +9,7 @@ import type { RemoteIo, SecretRequest } from '../db/data-dir-owner.js';
 import { DomainError } from '../domain-error.js';
 import { perform, type ServiceContext } from '../admin/service.js';
 import {
-  addMemberOp, createGroupOp, createUserOp, listGroupsOp, listUsersOp, removeGroupOp, removeMemberOp, removeUserOp, resetMfaOp,
+  addMemberOp, createGroupOp, createUserOp, listGroupsOp, listUsersOp, removeGroupOp, removeMemberOp, removePasskeyOp, removeRecoveryCodesOp, removeUserOp, resetMfaOp,
   setPasswordOp, setStatusOp, showUserOp, unlockUserOp, updateUserOp,
 } from '../admin/users.js';
 import { listAuditOp } from '../admin/audit-log.js';
@@ -304,7 +304,7 @@ const COMMANDS: Record<string, Command> = {
         ['groups', groups.join(', ') || '-'],
         ['policies', policies.join(', ') || '-'],
         ['authenticators', authenticators.map((a) => `${a.label} (${a.type}, added ${a.created_at.toISOString().slice(0, 10)}${a.last_used_at ? `, last used ${a.last_used_at.toISOString().slice(0, 16)}Z` : ''})`).join('; ') || '-'],
-        ['passkeys', passkeys.map((p) => `${p.name} (${p.synced ? 'synced' : 'device-bound'}, added ${p.createdAt.toISOString().slice(0, 10)}${p.lastUsedAt ? `, last used ${p.lastUsedAt.toISOString().slice(0, 16)}Z` : ''})`).join('; ') || '-'],
+        ['passkeys', passkeys.map((p) => `${p.name} (${p.synced ? 'synced' : 'device-bound'}, id ${p.id}, added ${p.createdAt.toISOString().slice(0, 10)}${p.lastUsedAt ? `, last used ${p.lastUsedAt.toISOString().slice(0, 16)}Z` : ''})`).join('; ') || '-'],
         ['recovery codes', recoveryCodes ? `${recoveryCodes.left} of ${recoveryCodes.total} left (made ${recoveryCodes.createdAt.toISOString().slice(0, 10)})` : '-'],
         ['failed attempts', String(user.failed_logins)],
         ['locked', locked ? `until ${user.locked_until!.toISOString()}` : 'no'],
@@ -363,6 +363,24 @@ const COMMANDS: Record<string, Command> = {
       ].filter(Boolean);
       const list = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}` : parts[0];
       io.out(parts.length === 0 ? `${arg.username} had no authenticator app, no passkey and no recovery codes` : `removed ${list} of ${arg.username}`);
+    },
+  },
+  'user remove-passkey': {
+    args: ['<username>', '<passkey>'],
+    flags: [],
+    usage: 'user remove-passkey <username> <passkey>  take one passkey off the user (its name, or its id from user show)',
+    async run({ arg, io, service }) {
+      const passkey = await perform(service, removePasskeyOp, { username: arg.username!, passkey: arg.passkey! });
+      io.out(`removed the passkey "${passkey.name}" of ${arg.username}`);
+    },
+  },
+  'user remove-recovery-codes': {
+    args: ['<username>'],
+    flags: [],
+    usage: 'user remove-recovery-codes <username>     void the user\'s recovery codes (they may make a new set on /account)',
+    async run({ arg, io, service }) {
+      const removed = await perform(service, removeRecoveryCodesOp, { username: arg.username! });
+      io.out(`voided the ${removed} recovery codes of ${arg.username}`);
     },
   },
   'user remove': {

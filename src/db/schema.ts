@@ -206,7 +206,7 @@ export interface WebauthnCredentialsTable {
   counter: ColumnType<string, number | string | undefined, number | string>;
   transports: ColumnType<string[], string[] | undefined, string[]>;
   device_type: 'singleDevice' | 'multiDevice';
-  backed_up: boolean;
+  backed_up: ColumnType<boolean, boolean | undefined, boolean>;
   aaguid: string;
   created_at: Timestamp;
   last_used_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;

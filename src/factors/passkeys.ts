@@ -128,8 +128,8 @@ export async function registrationOptions(db: Db, rp: RelyingParty, user: User, 
   return options;
 }
 
-/** Checks the browser's answer to the registration options and keeps the new passkey. */
-export async function addPasskey(db: Db, rp: RelyingParty, user: User, boundTo: string, posted: string, name: string): Promise<Passkey> {
+/** Checks the browser's answer to the registration options and keeps the new passkey; `amr` is what making it proved. */
+export async function addPasskey(db: Db, rp: RelyingParty, user: User, boundTo: string, posted: string, name: string): Promise<Passkey & { amr: AuthenticationMethod[] }> {
   const response = readRegistration(posted);
   if (!response) throw new PasskeyError('your browser did not create a passkey: try again', 'passkey');
   const expectedChallenge = await takeChallenge(db, user.id, 'register', boundTo);
@@ -160,7 +160,7 @@ export async function addPasskey(db: Db, rp: RelyingParty, user: User, boundTo: 
     .returning(['id', 'name', 'device_type', 'created_at', 'last_used_at'])
     .executeTakeFirst();
   if (!inserted) throw new PasskeyError('this passkey is already registered', 'passkey');
-  return { id: inserted.id, name: inserted.name, synced: inserted.device_type === 'multiDevice', createdAt: inserted.created_at, lastUsedAt: null };
+  return { id: inserted.id, name: inserted.name, synced: inserted.device_type === 'multiDevice', createdAt: inserted.created_at, lastUsedAt: null, amr: amrOf(info.credentialDeviceType, info.userVerified) };
 }
 
 /** The options for signing in with one of the user's passkeys, bound to this sign-in. */
@@ -216,9 +216,12 @@ export async function verifyPasskey(db: Db, rp: RelyingParty, userId: string, bo
     .returning('id')
     .executeTakeFirst();
   if (!moved) return { ok: false, reason: 'replayed' };
-  const amr: AuthenticationMethod[] = [credential.device_type === 'singleDevice' ? 'hwk' : 'swk'];
-  if (info.userVerified) amr.push('user');
-  return { ok: true, amr, credentialId: credential.id };
+  return { ok: true, amr: amrOf(credential.device_type, info.userVerified), credentialId: credential.id };
+}
+
+/** RFC 8176: hwk for a key bound to one authenticator, swk for a synced (software) passkey; user when the user was verified. */
+function amrOf(deviceType: 'singleDevice' | 'multiDevice', userVerified: boolean): AuthenticationMethod[] {
+  return [deviceType === 'singleDevice' ? 'hwk' : 'swk', ...(userVerified ? ['user' as const] : [])];
 }
 
 export async function renamePasskey(db: Db, userId: string, id: string, name: string): Promise<boolean> {

@@ -15,6 +15,8 @@ import { completeLogin } from './complete-login.js';
 import { codeField } from '../factors/index.js';
 import { addChallengeRoutes, challengeBase, showCode, showFactorChoice, type ChallengeHost, type ChallengeState } from './second-factor.js';
 import { seeOther } from '../http/redirect.js';
+import { PASSKEY_CSP } from '../http/security.js';
+import { addPasskey, PasskeyError, registrationOptions, relyingPartyOf } from '../factors/passkeys.js';
 
 interface MfaState extends ChallengeState {
   need: Requirement;
@@ -70,6 +72,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
       message,
       status,
       canEnrol: s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered',
+      canEnrolPasskey: s.need.enrolPasskey ?? false,
       // An app may be added in this sign-in once one of the other methods is passed.
       enrolAfterFactor: s.need.enrolAuthenticator === 'after-factor' ? (s.progress.enrolAfterFactor ? 'chosen' : 'offered') : s.need.enrolAuthenticator === 'after-code' ? 'restored' : 'no',
     });
@@ -113,6 +116,8 @@ export function mfaRoutes(deps: FlowDeps): Router {
     if ((only === 'totp' || only === 'webauthn') && s.need.enrolAuthenticator === 'no') {
       return showCode(ctx, deps, host, s, only);
     }
+    // A passkey is the only way forward (a policy allows nothing else and the user has none yet): straight to adding one.
+    if (s.need.enrolPasskey && s.need.enrolAuthenticator === 'no' && s.need.usableFactors.length === 0) return showPasskeyEnrolment(ctx, s);
     if (s.need.noUsableMethod) {
       await audit.record({ type: 'mfa.no_method', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { allowed: s.need.allowedFactors } });
     }
@@ -156,6 +161,35 @@ export function mfaRoutes(deps: FlowDeps): Router {
     }
     await audit.record({ type: 'mfa.enrolled', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: 'totp', authenticator: id } });
     await host.passed(ctx, s, { factor: 'totp', at: now() });
+  }));
+
+  // A first passkey at sign-in, where a policy demands MFA and the user has nothing yet (as an app may be set up there).
+  const passkeyBinding = (s: MfaState) => `sign-in:${s.details.uid}`;
+  async function showPasskeyEnrolment(ctx: Context, s: MfaState, error: string | null = null, status = 200): Promise<void> {
+    const options = await registrationOptions(db, relyingPartyOf(deps.issuer, s.settings.mfa.appName), s.user, passkeyBinding(s));
+    renderPage(ctx, 'flows/mfa-passkey-enrol', { title: 'Add a passkey', uid: s.details.uid, options: JSON.stringify(options), others: s.need.enrolAuthenticator === 'offered', error }, status);
+    ctx.set('Content-Security-Policy', PASSKEY_CSP);
+  }
+  router.get('/interaction/:uid/mfa/passkey', step(async (ctx, s) => {
+    if (!s.need.enrolPasskey) return seeOther(ctx, challengeBase(host, s.details.uid));
+    await showPasskeyEnrolment(ctx, s);
+  }));
+  router.post('/interaction/:uid/mfa/passkey', step(async (ctx, s) => {
+    const form = await readForm(ctx);
+    assertCsrf(ctx, form.csrf);
+    // A password alone adds a passkey only where the policy's first-logon enrolment allows it.
+    if (!s.need.enrolPasskey) return showChoice(ctx, s, null, 400);
+    let passkey;
+    try {
+      passkey = await addPasskey(db, relyingPartyOf(deps.issuer, s.settings.mfa.appName), s.user, passkeyBinding(s), form.response ?? '', form.name ?? '');
+    } catch (error) {
+      if (!(error instanceof PasskeyError)) throw error;
+      const message = error.message.charAt(0).toUpperCase() + error.message.slice(1);
+      return showPasskeyEnrolment(ctx, s, form.response ? `${message}.` : 'Your browser did not create a passkey. Adding one needs JavaScript: turn it on and try again.', 400);
+    }
+    const meta = requestMeta(ctx);
+    await audit.record({ type: 'mfa.enrolled', subject: s.user.id, clientId: String(s.details.params.client_id), ...meta, details: { factor: 'webauthn', passkey: passkey.name, synced: passkey.synced } });
+    await host.passed(ctx, s, { factor: 'webauthn', at: now(), amr: passkey.amr });
   }));
 
   // Not now: the code already passed completes the sign-in without an app.

@@ -118,7 +118,7 @@ export function showFactorChoice(
   host: Pick<ChallengeHost, 'segment' | 'discreet'>,
   s: ChallengeState,
   need: Requirement,
-  options: { message?: string | null; status?: number; lead?: string; canEnrol?: boolean; enrolAfterFactor?: 'offered' | 'chosen' | 'restored' | 'no' } = {},
+  options: { message?: string | null; status?: number; lead?: string; canEnrol?: boolean; canEnrolPasskey?: boolean; enrolAfterFactor?: 'offered' | 'chosen' | 'restored' | 'no' } = {},
 ): void {
   if (need.noUsableMethod) {
     renderPage(ctx, 'flows/mfa-none', { title: 'Cannot complete sign-in', uid: s.details.uid, allowed: need.allowedFactors }, 403);
@@ -134,6 +134,7 @@ export function showFactorChoice(
       lead: options.lead ?? null,
       methods: need.usableFactors.map((id) => ({ factor: id, label: factorOf(id).describe(s.user, host.discreet) })),
       canEnrol: options.canEnrol ?? false,
+      canEnrolPasskey: options.canEnrolPasskey ?? false,
       enrolAfterFactor: options.enrolAfterFactor ?? 'no',
       message: options.message ?? null,
     },

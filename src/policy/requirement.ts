@@ -49,6 +49,8 @@ export interface Requirement {
    * "after-code": access was restored after a lost token: a code by email or SMS first, then a new app, not skippable.
    */
   enrolAuthenticator: 'required' | 'offered' | 'after-factor' | 'after-code' | 'no';
+  /** A policy requires MFA, passkeys are allowed and the user has nothing usable: they may add a passkey now (first logon). */
+  enrolPasskey?: boolean;
   /** MFA is required and there is no way forward: the "no usable method" page. */
   noUsableMethod: boolean;
   /** An access policy that applies to the user (theirs or a group's) sends their sign-ins through manager approval. */
@@ -130,6 +132,9 @@ export function requirement(input: RequirementInput): Requirement {
   // After a code: only where the user has a code method to pass first.
   else if (mfaRequired && usable.length > 0 && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'after-factor';
 
+  // As for an app: only where an administrator's policy demands MFA, and never for a shared account or after a restore.
+  const enrolPasskey = !shared && !restored && !requireApp && mfaRequired && usable.length === 0 && allowed.includes('webauthn') && reasons.includes('policy');
+
   return {
     mfaRequired,
     reasons,
@@ -137,7 +142,8 @@ export function requirement(input: RequirementInput): Requirement {
     allowedFactors: allowed,
     usableFactors: usable,
     enrolAuthenticator,
-    noUsableMethod: mfaRequired && usable.length === 0 && enrolAuthenticator === 'no',
+    enrolPasskey,
+    noUsableMethod: mfaRequired && usable.length === 0 && enrolAuthenticator === 'no' && !enrolPasskey,
     // Approval is a control, not a setting to outrank: any policy that applies and asks for it, requires it.
     managerApproval: input.policies.some((p) => p.managerApproval),
   };

@@ -153,6 +153,16 @@ describe('policy: a sign-in as a shared account', () => {
     assert.deepEqual(noRecovery.usableFactors, ['webauthn', 'totp'], 'a policy may leave recovery codes out');
   });
 
+  it('a first passkey is added at sign-in only where a policy demands MFA and the user has nothing usable', () => {
+    const keysOnly = requirement(input({ policies: [rule({ allowedFactors: ['webauthn'] })], user: NOTHING }));
+    assert.deepEqual([keysOnly.enrolPasskey, keysOnly.enrolAuthenticator, keysOnly.noUsableMethod], [true, 'no', false]);
+    assert.equal(requirement(input({ policies: [rule({})], user: NOTHING })).enrolPasskey, true, 'beside the app');
+    assert.equal(requirement(input({ phishingResistantRequested: true, user: NOTHING })).enrolPasskey, false, 'a request alone never lets a password add one');
+    assert.equal(requirement(input({ clientRequiresMfa: true, user: NOTHING })).enrolPasskey, false);
+    assert.equal(requirement(input({ policies: [rule({})], user: EVERYTHING })).enrolPasskey, false, 'something usable: sign in with it first');
+    assert.equal(requirement(input({ policies: [rule({ requireAuthenticatorApp: true, allowedFactors: ['totp'] })], user: NOTHING })).enrolPasskey, false);
+  });
+
   it('a passkey of their own makes MFA asked of the user; recovery codes alone do not', () => {
     assert.deepEqual(requirement(input({ user: { ...NOTHING, hasPasskey: true } })).reasons, ['enrolled']);
     assert.equal(requirement(input({ user: { ...NOTHING, emailVerified: true, hasRecoveryCodes: true } })).mfaRequired, false);

@@ -159,7 +159,7 @@ export function directoryPages(c: Console, idleMinutes: number): void {
     label: 'Remove a passkey',
     sensitive: true,
     async run(ctx, f, { service }) {
-      await perform(service, removePasskeyOp, { username: param(ctx, 'username'), passkeyId: f.get('passkey') ?? '' });
+      await perform(service, removePasskeyOp, { username: param(ctx, 'username'), passkey: f.get('passkey') ?? '' });
       seeOther(ctx, `${userPath(param(ctx, 'username'))}?done=passkey-removed`);
     },
   });

@@ -25,65 +25,58 @@
     else say(form, 'Your browser could not use a passkey: ' + ((error && error.message) || 'unknown error') + '.');
   }
 
-  document.querySelectorAll('form[data-passkey-sign-in]').forEach(function (form) {
-    var busy = false;
-    form.addEventListener('submit', function (event) {
-      event.preventDefault();
-      if (busy || unsupported(form)) return;
-      busy = true;
-      lib.startAuthentication({ optionsJSON: JSON.parse(form.getAttribute('data-options')) })
-        .then(function (answer) {
-          form.querySelector('input[name=response]').value = JSON.stringify(answer);
-          form.submit();
-        }, function (error) {
-          busy = false;
-          refused(form, error);
-        });
+  // Sends the browser's answer with the form; a refusal leaves the form as it was, to try again.
+  function answerWith(form, ceremony, release) {
+    return ceremony.then(function (answer) {
+      form.querySelector('input[name=response]').value = JSON.stringify(answer);
+      form.submit();
+    }).catch(function (error) {
+      release();
+      refused(form, error);
     });
+  }
+
+  // Where the options come from: the page itself (signing in, or adding one at sign-in), or Tessera on
+  // request (/account, where a second factor may have to be passed first: then the plain form asks for it).
+  function optionsOf(form) {
+    var inline = form.getAttribute('data-options');
+    if (inline) return Promise.resolve(JSON.parse(inline));
+    var body = new URLSearchParams({ csrf: form.querySelector('input[name=csrf]').value });
+    return fetch(form.getAttribute('data-options-url'), { method: 'POST', body: body, credentials: 'same-origin', headers: { Accept: 'application/json' } })
+      .then(function (response) {
+        if (response.ok && /json/.test(response.headers.get('content-type') || '')) return response.json();
+        var flag = document.createElement('input');
+        flag.type = 'hidden';
+        flag.name = 'script';
+        flag.value = '1';
+        form.appendChild(flag);
+        form.submit();
+        return null;
+      });
+  }
+
+  function onSubmit(selector, run) {
+    document.querySelectorAll(selector).forEach(function (form) {
+      var busy = false;
+      form.addEventListener('submit', function (event) {
+        event.preventDefault();
+        if (busy || unsupported(form)) return;
+        busy = true;
+        run(form, function () { busy = false; });
+      });
+    });
+  }
+
+  onSubmit('form[data-passkey-sign-in]', function (form, release) {
+    answerWith(form, lib.startAuthentication({ optionsJSON: JSON.parse(form.getAttribute('data-options')) }), release);
   });
 
-  document.querySelectorAll('form[data-passkey-register]').forEach(function (form) {
-    var busy = false;
-    form.addEventListener('submit', function (event) {
-      event.preventDefault();
-      if (busy || unsupported(form)) return;
-      busy = true;
-      var inline = form.getAttribute('data-options');
-      if (inline) {
-        // The options came with the page (a sign-in's enrolment step).
-        lib.startRegistration({ optionsJSON: JSON.parse(inline) }).then(function (answer) {
-          form.querySelector('input[name=response]').value = JSON.stringify(answer);
-          form.submit();
-        }, function (error) {
-          busy = false;
-          refused(form, error);
-        });
-        return;
-      }
-      var body = new URLSearchParams({ csrf: form.querySelector('input[name=csrf]').value });
-      fetch(form.getAttribute('data-options-url'), { method: 'POST', body: body, credentials: 'same-origin', headers: { Accept: 'application/json' } })
-        .then(function (response) {
-          // Not JSON: the server wants something first (a fresh verification); the plain form asks for it.
-          if (!response.ok || !/json/.test(response.headers.get('content-type') || '')) {
-            var flag = document.createElement('input');
-            flag.type = 'hidden';
-            flag.name = 'script';
-            flag.value = '1';
-            form.appendChild(flag);
-            form.submit();
-            return null;
-          }
-          return response.json().then(function (options) {
-            return lib.startRegistration({ optionsJSON: options }).then(function (answer) {
-              form.querySelector('input[name=response]').value = JSON.stringify(answer);
-              form.submit();
-            });
-          });
-        })
-        .catch(function (error) {
-          busy = false;
-          refused(form, error);
-        });
+  onSubmit('form[data-passkey-register]', function (form, release) {
+    optionsOf(form).then(function (options) {
+      if (options) answerWith(form, lib.startRegistration({ optionsJSON: options }), release);
+    }, function (error) {
+      release();
+      refused(form, error);
     });
   });
 })();

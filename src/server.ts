@@ -16,6 +16,7 @@ import { RegisteredClients } from './clients/registered.js';
 import { ScopeRules } from './scopes/rules.js';
 import { purgeExpiredStepUps } from './scopes/grants.js';
 import { purgeExpiredLedger } from './sessions/ledger.js';
+import { purgeExpiredCeremonies } from './factors/passkeys.js';
 import { ResourceServers } from './resource-servers/resource-servers.js';
 import { runCommand } from './cli/commands.js';
 import { ensureDemoData, retireDemoAccounts } from './demo/accounts.js';
@@ -131,7 +132,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   database.owner?.describe(issuer);
 
   const purge = setInterval(() => {
-    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredStepUps(db), purgeAppSessions(db, { admin: config.admin.idleSeconds, account: config.account.idleSeconds }), sweepApprovals(db)])
+    Promise.all([purgeExpired(db), purgeExpiredProgress(db), purgeRateLimits(db), purgeExpiredLedger(db), purgeExpiredCeremonies(db), purgeExpiredStepUps(db), purgeAppSessions(db, { admin: config.admin.idleSeconds, account: config.account.idleSeconds }), sweepApprovals(db)])
       .then(([n]) => n > 0 && log.info({ purged: n }, 'purged expired protocol records'))
       .catch((error: unknown) => log.warn({ err: error }, 'purge failed'));
   }, config.purgeIntervalSeconds * 1000);

@@ -85,7 +85,7 @@ describe('admin service layer', () => {
     const enrolment = await beginEnrolment(admin.db, admin.box, user, 'Tessera', 'svc-test');
     await confirmEnrolment(admin.db, admin.box, { driftStepsBefore: 1, driftStepsAfter: 1 }, user.id, enrolment.authenticatorId, await generate({ secret: enrolment.secret }));
     assert.equal((await perform(admin, showUserOp, { username: 'jo' })).authenticators.length, 1);
-    assert.deepEqual(await perform(admin, resetMfaOp, { username: 'jo' }), { authenticators: 1, recoveryCodes: 0 });
+    assert.deepEqual(await perform(admin, resetMfaOp, { username: 'jo' }), { authenticators: 1, passkeys: 0, recoveryCodes: 0 });
     assert.equal((await perform(admin, showUserOp, { username: 'jo' })).authenticators.length, 0);
     await perform(admin, createGroupOp, { name: 'crew' });
     await perform(admin, addMemberOp, { group: 'crew', username: 'jo' });

@@ -99,6 +99,11 @@ async function takeChallenge(db: Db, userId: string, ceremony: 'register' | 'aut
   return row && row.expires_at > new Date() ? row.challenge : null;
 }
 
+/** Drops the challenges of ceremonies nobody finished. */
+export async function purgeExpiredCeremonies(db: Db): Promise<void> {
+  await db.deleteFrom('webauthn_challenges').where('expires_at', '<', sql<Date>`now()`).execute();
+}
+
 export async function listPasskeys(db: Db, userId: string): Promise<Passkey[]> {
   const rows = await db
     .selectFrom('webauthn_credentials')

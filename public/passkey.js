@@ -22,6 +22,7 @@
     var name = error && error.name;
     if (name === 'NotAllowedError' || name === 'AbortError') say(form, 'No passkey was used. Try again, or choose another method.');
     else if (name === 'InvalidStateError') say(form, 'This passkey is already registered to your account.');
+    else if (name === 'TesseraError') say(form, error.message);
     else say(form, 'Your browser could not use a passkey: ' + ((error && error.message) || 'unknown error') + '.');
   }
 
@@ -45,6 +46,12 @@
     return fetch(form.getAttribute('data-options-url'), { method: 'POST', body: body, credentials: 'same-origin', headers: { Accept: 'application/json' } })
       .then(function (response) {
         if (response.ok && /json/.test(response.headers.get('content-type') || '')) return response.json();
+        if (response.status !== 403) {
+          var failure = new Error('Tessera could not start adding a passkey just now (' + response.status + '). Try again in a moment.');
+          failure.name = 'TesseraError';
+          throw failure;
+        }
+        // A second factor must be passed first: the plain form asks for it, then comes back here.
         var flag = document.createElement('input');
         flag.type = 'hidden';
         flag.name = 'script';

@@ -267,7 +267,7 @@ describe('CLI (npm run cli)', () => {
     assert.match(shown, /^recovery codes\s+10 of 10 left \(made \d{4}-\d\d-\d\d\)$/m);
     r = await cli('user', 'remove-passkey', 'mona', 'Home key');
     assert.equal(r.code, 1);
-    assert.equal(r.stderr, 'error: <passkey>: user "mona" has no passkey "Home key"');
+    assert.equal(r.stderr, 'error: user "mona" has no passkey "Home key"');
     r = await cli('user', 'remove-passkey', 'mona', 'Work key');
     assert.equal(r.stdout.trim(), 'removed the passkey "Work key" of mona');
     r = await cli('user', 'remove-recovery-codes', 'mona');

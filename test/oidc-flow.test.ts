@@ -48,7 +48,7 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
     const m = config.serverMetadata();
     assert.equal(m.issuer, tessera.issuer);
     assert.deepEqual(m.code_challenge_methods_supported, ['S256']);
-    assert.deepEqual(m.acr_values_supported, [ACR.password, ACR.mfa]);
+    assert.deepEqual(m.acr_values_supported, [ACR.password, ACR.mfa, ACR.phr]);
     for (const endpoint of ['introspection_endpoint', 'revocation_endpoint', 'userinfo_endpoint', 'end_session_endpoint', 'jwks_uri', 'pushed_authorization_request_endpoint'] as const) {
       assert.ok(m[endpoint], `${endpoint} is advertised`);
     }

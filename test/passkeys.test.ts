@@ -277,7 +277,14 @@ describe('passkeys (WebAuthn) as a second factor', () => {
     assert.match(pageText(none), /needs JavaScript/);
     const key = new SoftwareAuthenticator();
     // The page drawn again holds a new challenge: the answer is made for it.
-    const done = await second.follow(await second.post(enrol.action, { ...enrol.fields, name: 'Kai key', response: key.register(passkeyOptions(none) as never, origin) }), (u) => u.includes('/demo/callback'));
+    const noneOptions = passkeyOptions(none);
+    const finished = await second.post(enrol.action, { ...enrol.fields, name: 'Kai key', response: key.register(noneOptions as never, origin) });
+    assert.equal(finished.status, 303);
+    // The same sign-in again before it is followed: the user holds a passkey now, so the password alone adds no second one.
+    assert.equal((await second.get(portal.url(`${new URL(enrol.action).pathname}`))).status, 303);
+    const another = await second.post(enrol.action, { ...enrol.fields, name: 'Second', response: new SoftwareAuthenticator().register(noneOptions as never, origin) });
+    assert.equal(another.status, 400);
+    const done = await second.follow(finished, (u) => u.includes('/demo/callback'));
     const consented = /Allow access\?/.test(done.body) ? await second.follow(await second.post(formFor(done, '/consent').action, { ...formFor(done, '/consent').fields, decision: 'allow' }), (u) => u.includes('/demo/callback')) : done;
     const claims = await exchangeDemoCode(tessera.issuer, consented.location!);
     assert.deepEqual(claims.amr, ['pwd', 'hwk', 'user', 'mfa']);
@@ -287,5 +294,51 @@ describe('passkeys (WebAuthn) as a second factor', () => {
     const passkeyPage = await toPasskeyPage(third, 'kai');
     const signedIn = await answerPasskey(third, passkeyPage, key.assert(passkeyOptions(passkeyPage), origin));
     assert.ok(signedIn.location?.includes('/demo/callback'));
+  });
+
+  it('asking for the phishing-resistant acr never lets a password add a passkey beside the factor the user has', async () => {
+    await createUser(tessera.db, { username: 'ted', password: 'ted-password-1', email: 'ted@example.test', emailVerified: true });
+    await perform(admin, createPolicyOp, { name: 'ted-mfa', subjectType: 'user', subject: 'ted', mfa: 'required' });
+    const agent = new Agent();
+    const url = new URL(await demoAuthorizationUrl(tessera.issuer));
+    url.searchParams.set('acr_values', 'urn:tessera:acr:phr');
+    let page = await agent.follow(await agent.get(url.href));
+    const login = formFor(page, '/login');
+    page = await agent.follow(await agent.post(login.action, { ...login.fields, username: 'ted', password: 'ted-password-1' }));
+    assert.equal(page.status, 403);
+    assert.match(pageText(page), /Cannot complete sign-in/);
+    const uid = /\/interaction\/([^/]+)\//.exec(login.action)![1]!;
+    const forged = await agent.post(portal.url(`/interaction/${uid}/mfa/passkey`), { csrf: login.fields.csrf!, response: '{}' });
+    assert.ok(forged.status === 400 || forged.status === 403, String(forged.status));
+    assert.equal((await perform(admin, showUserOp, { username: 'ted' })).passkeys.length, 0);
+  });
+
+  it('passkey names are plain text; a new passkey is told to its owner by email', async () => {
+    const { agent, page } = await portal.signIn('pia', { factor: 'email' });
+    const [passkey] = (await perform(admin, showUserOp, { username: 'pia' })).passkeys;
+    const rename = formFor(page, '/account/passkeys/rename');
+    const forged = await agent.post(rename.action, { ...rename.fields, passkey: passkey!.id, name: 'x\r\nfailed attempts 0\u001b[31m' });
+    assert.equal(forged.status, 400);
+    assert.match(pageText(forged), /plain text/);
+    const renamed = await agent.follow(await agent.post(rename.action, { ...rename.fields, passkey: passkey!.id, name: 'Desk key' }));
+    assert.match(pageText(renamed), /The passkey is renamed/);
+    const mail = await tessera.db.selectFrom('dev_outbox').select(['subject', 'body']).where('recipient', '=', 'pia@example.test').where('subject', 'like', 'A passkey was added%').executeTakeFirst();
+    assert.match(mail?.body ?? '', /The passkey "Laptop" was just added/);
+  });
+
+  it('a removed passkey no longer counts in sessions that passed it: they step up again', async () => {
+    const agent = new Agent();
+    const phr = new URL(await demoAuthorizationUrl(tessera.issuer));
+    phr.searchParams.set('acr_values', 'urn:tessera:acr:phr');
+    const page = await toPasskeyPage(agent, 'pia', phr.href);
+    const done = await answerPasskey(agent, page, pia.assert(passkeyOptions(page), origin));
+    assert.equal((await exchangeDemoCode(tessera.issuer, done.location!)).acr, 'urn:tessera:acr:phr');
+    const { agent: own, page: account } = await portal.signIn('pia', { factor: 'email' });
+    const remove = formFor(account, '/account/passkeys/remove');
+    const removed = await own.follow(await own.post(remove.action, remove.fields));
+    assert.match(pageText(removed), /The passkey is removed/);
+    // The same browser asks for the phishing-resistant acr again: no passkey left, so no way to it.
+    const again = await agent.follow(await agent.get(phr.href), (u) => u.includes('/demo/callback'));
+    assert.ok(!again.location?.includes('/demo/callback'), 'not signed in on the strength of a removed passkey');
   });
 });

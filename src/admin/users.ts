@@ -196,7 +196,7 @@ export const resetMfaOp = operation({
     const user = await requireUser(db, username);
     const removed = await takeOffTokens(db, user.id);
     const [recoveryCodes, passkeys] = await Promise.all([removeRecoveryCodes(db, user.id), removePasskeys(db, user.id)]);
-    await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', 'in', ['totp', 'webauthn', 'recovery']).execute();
+    await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'totp').execute();
     return {
       result: { authenticators: removed.length, passkeys, recoveryCodes },
       change: { type: 'user.mfa_reset', subject: user.id, details: { username: user.username, authenticators: removed.map((r) => r.id), passkeys, recovery_codes: recoveryCodes } },
@@ -218,7 +218,7 @@ export const removeAuthenticatorOp = operation({
   },
 });
 
-/** Takes one passkey off a user (named by its id, or by its name where that is unique); sessions that passed a passkey step up again when none is left. */
+/** Takes one passkey off a user (named by its id, or by its name where that is unique); sessions that passed a passkey step up again. */
 export const removePasskeyOp = operation({
   kind: 'change',
   input: z.object({ username, passkey: z.string().min(1, 'name the passkey').max(1400) }),
@@ -230,7 +230,6 @@ export const removePasskeyOp = operation({
     if (!byId && byName.length > 1) throw new ServiceError(`user "${user.username}" has ${byName.length} passkeys named "${named}": name it by its id (user show)`, 'passkey');
     const passkey = byId ?? byName[0];
     if (!passkey || (await removePasskeys(db, user.id, passkey.id)) === 0) throw new ServiceError(`user "${user.username}" has no passkey "${named.slice(0, 80)}"`, 'passkey');
-    if (passkeys.length === 1) await db.deleteFrom('session_factors').where('account_id', '=', user.id).where('factor', '=', 'webauthn').execute();
     return { result: passkey, change: { type: 'user.passkey_removed', subject: user.id, details: { username: user.username, passkey: passkey.name } } };
   },
 });

@@ -147,7 +147,7 @@ export async function addPasskey(db: Db, rp: RelyingParty, user: User, boundTo: 
   }
   if (!verified?.verified) throw new PasskeyError('the passkey could not be verified: try again', 'passkey');
   const info = verified.registrationInfo;
-  const label = name.trim().slice(0, PASSKEY_NAME_MAX) || (info.credentialDeviceType === 'multiDevice' ? 'Passkey' : 'Security key');
+  const label = passkeyName(name, info.credentialDeviceType === 'multiDevice' ? 'Passkey' : 'Security key');
   const inserted = await db
     .insertInto('webauthn_credentials')
     .values({
@@ -166,6 +166,15 @@ export async function addPasskey(db: Db, rp: RelyingParty, user: User, boundTo: 
     .executeTakeFirst();
   if (!inserted) throw new PasskeyError('this passkey is already registered', 'passkey');
   return { id: inserted.id, name: inserted.name, synced: inserted.device_type === 'multiDevice', createdAt: inserted.created_at, lastUsedAt: null, amr: amrOf(info.credentialDeviceType, info.userVerified) };
+}
+
+/** What the account's owner is told when a passkey is added: a key they did not add is theirs to report. */
+export function passkeyAddedNotice(app: string, username: string, passkey: string): { subject: string; text: string } {
+  return {
+    subject: `A passkey was added to your ${app} account`,
+    text: `The passkey "${passkey}" was just added to your ${app} account ${username}: sign-ins can use it from now on.\n\n` +
+      'If this was you, there is nothing to do. If it was not, remove it on your account page, change your password and tell your administrator now.',
+  };
 }
 
 /** The options for signing in with one of the user's passkeys, bound to this sign-in. */
@@ -229,17 +238,29 @@ function amrOf(deviceType: 'singleDevice' | 'multiDevice', userVerified: boolean
   return [deviceType === 'singleDevice' ? 'hwk' : 'swk', ...(userVerified ? ['user' as const] : [])];
 }
 
+/** A passkey's name as typed: plain text of at most 64 characters (it is shown in lists and the CLI's output). */
+function passkeyName(typed: string, fallback: string): string {
+  const name = typed.trim() || fallback;
+  if (name.length > PASSKEY_NAME_MAX || /\p{Cc}/u.test(name)) throw new PasskeyError(`a passkey's name is at most ${PASSKEY_NAME_MAX} characters of plain text`, 'name');
+  return name;
+}
+
 export async function renamePasskey(db: Db, userId: string, id: string, name: string): Promise<boolean> {
-  const label = name.trim().slice(0, PASSKEY_NAME_MAX);
-  if (!label) throw new PasskeyError('give the passkey a name', 'name');
+  if (!name.trim()) throw new PasskeyError('give the passkey a name', 'name');
+  const label = passkeyName(name, '');
   const result = await db.updateTable('webauthn_credentials').set({ name: label }).where('id', '=', id).where('user_id', '=', userId).executeTakeFirst();
   return Number(result.numUpdatedRows) > 0;
 }
 
-/** Removes one passkey of the user, or all of them (id null: an administrator's reset); returns how many. */
+/**
+ * Removes one passkey of the user, or all of them (id null: an administrator's reset); returns how
+ * many. Sessions that passed a passkey no longer count it (which one was used is not kept): they step
+ * up again, so a removed stolen key leaves no session behind.
+ */
 export async function removePasskeys(db: Db, userId: string, id: string | null = null): Promise<number> {
   let query = db.deleteFrom('webauthn_credentials').where('user_id', '=', userId);
   if (id !== null) query = query.where('id', '=', id);
-  const removed = await query.executeTakeFirst();
-  return Number(removed.numDeletedRows);
+  const removed = Number((await query.executeTakeFirst()).numDeletedRows);
+  if (removed > 0) await db.deleteFrom('session_factors').where('account_id', '=', userId).where('factor', '=', 'webauthn').execute();
+  return removed;
 }

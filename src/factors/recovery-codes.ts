@@ -29,13 +29,19 @@ export function normaliseRecoveryCode(typed: string): string | null {
 // Keyed with the user's id: the same code of two users hashes apart, and a stolen table reveals nothing without the key.
 const hashOf = (key: Buffer, userId: string, code: string) => createHmac('sha256', key).update(`${userId}:${code}`).digest('base64url');
 
-/** A new set of codes for the user, replacing the old one (used or not). The codes are returned once: only their hashes are kept. */
+/**
+ * A new set of codes for the user, replacing the old one (used or not). The codes are returned once:
+ * only their hashes are kept. Sets made at the same moment take turns on the user's row, so one set
+ * is left. Sessions that passed an old code no longer count it.
+ */
 export async function generateRecoveryCodes(db: Db, key: Buffer, userId: string): Promise<string[]> {
   const codes = new Set<string>();
   while (codes.size < RECOVERY_CODE_COUNT) codes.add(newCode());
   await db.transaction().execute(async (tx) => {
+    await tx.selectFrom('users').select('id').where('id', '=', userId).forUpdate().execute();
     await tx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
     await tx.insertInto('recovery_codes').values([...codes].map((code) => ({ user_id: userId, code_hash: hashOf(key, userId, code) }))).execute();
+    await tx.deleteFrom('session_factors').where('account_id', '=', userId).where('factor', '=', 'recovery').execute();
   });
   return [...codes];
 }
@@ -70,8 +76,9 @@ export async function recoveryCodeStatus(db: Db, userId: string): Promise<Recove
   return row && row.total > 0 ? { total: row.total, left: row.left, createdAt: row.created_at } : null;
 }
 
-/** Removes the user's set (an administrator's reset); returns how many codes it held. */
+/** Removes the user's set (an administrator's reset); returns how many codes it held. Sessions that passed one step up again. */
 export async function removeRecoveryCodes(db: Db, userId: string): Promise<number> {
-  const removed = await db.deleteFrom('recovery_codes').where('user_id', '=', userId).executeTakeFirst();
-  return Number(removed.numDeletedRows);
+  const removed = Number((await db.deleteFrom('recovery_codes').where('user_id', '=', userId).executeTakeFirst()).numDeletedRows);
+  if (removed > 0) await db.deleteFrom('session_factors').where('account_id', '=', userId).where('factor', '=', 'recovery').execute();
+  return removed;
 }

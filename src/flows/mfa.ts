@@ -9,14 +9,16 @@ import { loadSettings, type FactorId } from '../settings/settings.js';
 import type { Requirement } from '../policy/requirement.js';
 import { beginEnrolment, confirmEnrolment, isWellFormedTotp } from '../factors/authenticators.js';
 import { now } from '../sessions/ledger.js';
-import { loadInteraction, requestMeta, type FlowDeps } from './context.js';
+import { clientOf, loadInteraction, requestMeta, type FlowDeps } from './context.js';
+import { loginRequirement } from '../policy/policies.js';
 import { loadProgress, saveProgress } from './progress.js';
 import { completeLogin } from './complete-login.js';
 import { codeField } from '../factors/index.js';
 import { addChallengeRoutes, challengeBase, showCode, showFactorChoice, type ChallengeHost, type ChallengeState } from './second-factor.js';
 import { seeOther } from '../http/redirect.js';
 import { PASSKEY_CSP } from '../http/security.js';
-import { addPasskey, PasskeyError, registrationOptions, relyingPartyOf } from '../factors/passkeys.js';
+import { addPasskey, passkeyAddedNotice, PasskeyError, registrationOptions, relyingPartyOf } from '../factors/passkeys.js';
+import { tellOwner } from '../factors/delivery/index.js';
 
 interface MfaState extends ChallengeState {
   need: Requirement;
@@ -99,6 +101,16 @@ export function mfaRoutes(deps: FlowDeps): Router {
     );
   }
 
+  /**
+   * A first factor added with the password alone (a policy's first-logon enrolment) is judged on what
+   * the user holds now, not when the password was typed: a tab left open must not add an app or a
+   * passkey beside one set up since (or a second one after the first).
+   */
+  async function needNow(s: MfaState): Promise<Requirement> {
+    const client = await clientOf(deps, s.details);
+    return loginRequirement(db, s.settings, deps.config.mode, s.user, client.mfaRequired, s.details.params);
+  }
+
   /** Enrolment is open when a policy asks for it, or after a code was passed in this sign-in. */
   const mayEnrol = (s: MfaState) =>
     s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered' ||
@@ -151,6 +163,9 @@ export function mfaRoutes(deps: FlowDeps): Router {
     assertCsrf(ctx, form.csrf);
     // A password alone must not add authenticators to an account.
     if (!mayEnrol(s)) return showChoice(ctx, s, null, 400);
+    if ((s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered') && (await needNow(s)).enrolAuthenticator !== s.need.enrolAuthenticator) {
+      return showChoice(ctx, s, 'Your account has a second factor now: use it to sign in.', 400);
+    }
     const code = codeField.safeParse(form.code ?? '');
     const enrolment = await beginEnrolment(db, box, s.user, s.settings.mfa.appName, s.details.uid);
     if (!code.success || !isWellFormedTotp(code.data)) return showEnrolment(ctx, s, 'Enter the 6-digit code your app shows.', 400);
@@ -165,30 +180,32 @@ export function mfaRoutes(deps: FlowDeps): Router {
 
   // A first passkey at sign-in, where a policy demands MFA and the user has nothing yet (as an app may be set up there).
   const passkeyBinding = (s: MfaState) => `sign-in:${s.details.uid}`;
-  async function showPasskeyEnrolment(ctx: Context, s: MfaState, error: string | null = null, status = 200): Promise<void> {
+  async function showPasskeyEnrolment(ctx: Context, s: MfaState, error: string | null = null, status = 200, name = ''): Promise<void> {
     const options = await registrationOptions(db, relyingPartyOf(deps.issuer, s.settings.mfa.appName), s.user, passkeyBinding(s));
-    renderPage(ctx, 'flows/mfa-passkey-enrol', { title: 'Add a passkey', uid: s.details.uid, options: JSON.stringify(options), others: s.need.enrolAuthenticator === 'offered', error }, status);
+    renderPage(ctx, 'flows/mfa-passkey-enrol', { title: 'Add a passkey', uid: s.details.uid, options: JSON.stringify(options), others: s.need.enrolAuthenticator === 'offered', error, name: name.slice(0, 64) }, status);
     ctx.set('Content-Security-Policy', PASSKEY_CSP);
   }
   router.get('/interaction/:uid/mfa/passkey', step(async (ctx, s) => {
-    if (!s.need.enrolPasskey) return seeOther(ctx, challengeBase(host, s.details.uid));
+    if (!s.need.enrolPasskey || !(await needNow(s)).enrolPasskey) return seeOther(ctx, challengeBase(host, s.details.uid));
     await showPasskeyEnrolment(ctx, s);
   }));
   router.post('/interaction/:uid/mfa/passkey', step(async (ctx, s) => {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.csrf);
-    // A password alone adds a passkey only where the policy's first-logon enrolment allows it.
+    // A password alone adds a passkey only where the policy's first-logon enrolment allows it, and only while the user has nothing.
     if (!s.need.enrolPasskey) return showChoice(ctx, s, null, 400);
+    if (!(await needNow(s)).enrolPasskey) return showChoice(ctx, s, 'Your account has a second factor now: use it to sign in.', 400);
     let passkey;
     try {
       passkey = await addPasskey(db, relyingPartyOf(deps.issuer, s.settings.mfa.appName), s.user, passkeyBinding(s), form.response ?? '', form.name ?? '');
     } catch (error) {
       if (!(error instanceof PasskeyError)) throw error;
       const message = error.message.charAt(0).toUpperCase() + error.message.slice(1);
-      return showPasskeyEnrolment(ctx, s, form.response ? `${message}.` : 'Your browser did not create a passkey. Adding one needs JavaScript: turn it on and try again.', 400);
+      return showPasskeyEnrolment(ctx, s, form.response ? `${message}.` : 'Your browser did not create a passkey. Adding one needs JavaScript: turn it on and try again.', 400, form.name ?? '');
     }
     const meta = requestMeta(ctx);
     await audit.record({ type: 'mfa.enrolled', subject: s.user.id, clientId: String(s.details.params.client_id), ...meta, details: { factor: 'webauthn', passkey: passkey.name, synced: passkey.synced } });
+    void tellOwner(deps.delivery, s.settings, deps.log, s.user, passkeyAddedNotice(s.settings.mfa.appName, s.user.username, passkey.name));
     await host.passed(ctx, s, { factor: 'webauthn', at: now(), amr: passkey.amr });
   }));
 

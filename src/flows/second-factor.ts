@@ -11,6 +11,7 @@ import type { Requirement } from '../policy/requirement.js';
 import { findChallenge } from '../factors/challenges.js';
 import { channelName, factor as factorOf, type Factor, type FactorContext, type Verdict } from '../factors/index.js';
 import { now, type Pass } from '../sessions/ledger.js';
+import { tellOwner } from '../factors/delivery/index.js';
 import { PASSKEY_CSP } from '../http/security.js';
 import { requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { saveProgress, type Progress } from './progress.js';
@@ -291,12 +292,12 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
    */
   async function recoveryUsed(ctx: Context, s: ChallengeState, left: number): Promise<void> {
     await audit.record({ type: 'mfa.recovery_used', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { left, purpose: host.purpose } });
-    if (!s.user.email || !s.user.email_verified) return;
     const app = s.settings.mfa.appName;
-    const text = `A recovery code of your ${app} account ${s.user.username} was just used to sign in (from ${ctx.ip}). ${left} of your recovery codes ${left === 1 ? 'is' : 'are'} left.\n\n` +
-      `If this was you, consider making a new set on your account page. If it was not, change your password and tell your administrator now.`;
-    void deps.delivery.send('email', s.settings, { to: s.user.email, subject: `A recovery code of your ${app} account was used`, text }).catch((error: unknown) => {
-      log.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not tell a user that a recovery code was used');
+    // Not awaited: the sign-in does not wait for the mail.
+    void tellOwner(deps.delivery, s.settings, log, s.user, {
+      subject: `A recovery code of your ${app} account was used`,
+      text: `A recovery code of your ${app} account ${s.user.username} was just used to sign in (from ${ctx.ip}). ${left} of your recovery codes ${left === 1 ? 'is' : 'are'} left.\n\n` +
+        `If this was you, consider making a new set on your account page. If it was not, change your password and tell your administrator now.`,
     });
   }
 }

@@ -135,12 +135,14 @@ function requestedAcrs(params: Record<string, unknown>): string[] {
 
 /**
  * What assurance the request demands: "mfa" when the MFA acr is among the acceptable values, else
- * "phr" when the phishing-resistant one is (then only a passkey or security key answers), else none.
+ * "phr" when the phishing-resistant one is and the password one is not (then only a passkey or
+ * security key answers), else none.
  */
 export function requestedAssurance(params: Record<string, unknown>): 'mfa' | 'phr' | null {
   const asked = requestedAcrs(params);
   if (asked.includes(ACR.mfa)) return 'mfa';
-  return asked.includes(ACR.phr) ? 'phr' : null;
+  // A client that would take a password-only sign-in too demands nothing more.
+  return asked.includes(ACR.phr) && !asked.includes(ACR.password) ? 'phr' : null;
 }
 
 function assuranceAsked(params: Record<string, unknown>): { mfaAcrRequested: boolean; phishingResistantRequested: boolean } {

@@ -96,8 +96,8 @@ export function requirement(input: RequirementInput): Requirement {
   const restored = !shared && input.user.mustEnrol === true && !input.user.hasAuthenticator;
   const requireApp = appByPolicy || restored;
 
-  let allowed = FACTOR_ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
-  if (input.phishingResistantRequested) allowed = allowed.filter((f) => PHISHING_RESISTANT.includes(f));
+  const byPolicy = FACTOR_ORDER.filter((f) => input.methodsAvailable[f] && (!policy?.allowedFactors || policy.allowedFactors.includes(f)));
+  let allowed = input.phishingResistantRequested ? byPolicy.filter((f) => PHISHING_RESISTANT.includes(f)) : byPolicy;
   const has: Record<FactorId, boolean> = {
     email: input.user.emailVerified,
     sms: input.user.phoneVerified,
@@ -132,8 +132,11 @@ export function requirement(input: RequirementInput): Requirement {
   // After a code: only where the user has a code method to pass first.
   else if (mfaRequired && usable.length > 0 && !input.user.hasAuthenticator && allowed.includes('totp')) enrolAuthenticator = 'after-factor';
 
-  // As for an app: only where an administrator's policy demands MFA, and never for a shared account or after a restore.
-  const enrolPasskey = !shared && !restored && !requireApp && mfaRequired && usable.length === 0 && allowed.includes('webauthn') && reasons.includes('policy');
+  // As for an app: only where an administrator's policy demands MFA and the user holds none of the factors
+  // it allows (a request for the phishing-resistant acr narrows what counts, never what the user holds);
+  // never for a shared account or after a restore.
+  const holdsNone = !byPolicy.some((f) => has[f]);
+  const enrolPasskey = !shared && !restored && !requireApp && mfaRequired && holdsNone && allowed.includes('webauthn') && reasons.includes('policy');
 
   return {
     mfaRequired,

@@ -22,7 +22,8 @@ import { requestMeta } from '../flows/context.js';
 import { readFormFields } from '../http/body.js';
 import { assertCsrf } from '../http/csrf.js';
 import { PASSKEY_CSP } from '../http/security.js';
-import { addPasskey, listPasskeys, PasskeyError, registrationOptions, relyingPartyOf, removePasskeys, renamePasskey } from '../factors/passkeys.js';
+import { tellOwner } from '../factors/delivery/index.js';
+import { addPasskey, listPasskeys, passkeyAddedNotice, PasskeyError, registrationOptions, relyingPartyOf, removePasskeys, renamePasskey } from '../factors/passkeys.js';
 import { generateRecoveryCodes, recoveryCodeStatus } from '../factors/recovery-codes.js';
 import {
   accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
@@ -279,6 +280,8 @@ export function portalRoutes(deps: PortalDeps): Router[] {
       if (!response) throw new PasskeyError('your browser did not create a passkey. Adding one needs JavaScript: turn it on, then press "Add a passkey" again', 'passkey');
       const passkey = await addPasskey(db, await rpOf(), session.user, session.idHash, response, text(f, 'name'));
       await audit.record({ type: 'mfa.passkey_added', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { passkey: passkey.name, synced: passkey.synced, portal: 'account' } });
+      const settings = await loadSettings(db, box);
+      void tellOwner(deps.delivery, settings, deps.log, session.user, passkeyAddedNotice(settings.mfa.appName, session.user.username, passkey.name));
       done(ctx, 'passkey-added');
     },
   });

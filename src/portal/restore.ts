@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
 import type { RestoreLoss, User } from '../db/schema.js';
 import type { Settings } from '../settings/settings.js';
-import type { Delivery } from '../factors/delivery/index.js';
+import { tellOwner, type Delivery } from '../factors/delivery/index.js';
 import type { Logger } from '../log.js';
 import { DomainError } from '../domain-error.js';
 
@@ -214,16 +214,8 @@ export async function notifyAdministrators(db: Db, delivery: Delivery, settings:
  * access to it: a request they did not make is then theirs to report before anyone approves it.
  */
 export async function tellAccountOwner(delivery: Delivery, settings: Settings, log: Logger, user: User, lost: RestoreLoss[]): Promise<boolean> {
-  if (!user.email || !user.email_verified) return false;
-  try {
-    await delivery.send('email', settings, {
-      to: user.email,
-      subject: `${settings.mfa.appName}: someone asked to restore access to your account`,
-      text: `Someone asked your administrator to restore access to your account ${user.username} (lost: ${lost.join(', ')}).\n\nIf it was you, your administrator will check who you are before anything changes. If it was not you, tell your administrator now; signing in as usual also withdraws the request.\n`,
-    });
-    return true;
-  } catch (error) {
-    log.warn({ err: error instanceof Error ? error.message : String(error) }, 'the account owner could not be told of a restore request');
-    return false;
-  }
+  return tellOwner(delivery, settings, log, user, {
+    subject: `${settings.mfa.appName}: someone asked to restore access to your account`,
+    text: `Someone asked your administrator to restore access to your account ${user.username} (lost: ${lost.join(', ')}).\n\nIf it was you, your administrator will check who you are before anything changes. If it was not you, tell your administrator now; signing in as usual also withdraws the request.\n`,
+  });
 }

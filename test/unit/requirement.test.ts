@@ -160,6 +160,8 @@ describe('policy: a sign-in as a shared account', () => {
     assert.equal(requirement(input({ phishingResistantRequested: true, user: NOTHING })).enrolPasskey, false, 'a request alone never lets a password add one');
     assert.equal(requirement(input({ clientRequiresMfa: true, user: NOTHING })).enrolPasskey, false);
     assert.equal(requirement(input({ policies: [rule({})], user: EVERYTHING })).enrolPasskey, false, 'something usable: sign in with it first');
+    const phrWithApp = requirement(input({ policies: [rule({})], phishingResistantRequested: true, user: { ...NOTHING, hasAuthenticator: true } }));
+    assert.deepEqual([phrWithApp.enrolPasskey, phrWithApp.noUsableMethod], [false, true], 'asking for phr never lets a password add a passkey beside the app');
     assert.equal(requirement(input({ policies: [rule({ requireAuthenticatorApp: true, allowedFactors: ['totp'] })], user: NOTHING })).enrolPasskey, false);
   });
 

@@ -22,6 +22,22 @@ export interface Delivery {
 }
 
 /**
+ * Tells an account's owner, at their verified email address, of something done with their factors
+ * (a passkey added, a recovery code used, a restore asked for): a change they did not make is then
+ * theirs to report. Returns whether it went out; a failure is logged, never the caller's error.
+ */
+export async function tellOwner(delivery: Delivery, settings: Settings, log: Logger, user: { email: string | null; email_verified: boolean }, message: { subject: string; text: string }): Promise<boolean> {
+  if (!user.email || !user.email_verified) return false;
+  try {
+    await delivery.send('email', settings, { to: user.email, subject: message.subject, text: message.text });
+    return true;
+  } catch (error) {
+    log.warn({ err: error instanceof Error ? error.message : String(error), subject: message.subject }, 'the account owner could not be told');
+    return false;
+  }
+}
+
+/**
  * Sends codes through the configured SMTP server and SMS provider. In dev mode, a channel with
  * nothing configured writes to the dev outbox (shown at /dev/outbox) so every method works with
  * nothing installed.

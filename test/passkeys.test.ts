@@ -341,4 +341,31 @@ describe('passkeys (WebAuthn) as a second factor', () => {
     const again = await agent.follow(await agent.get(phr.href), (u) => u.includes('/demo/callback'));
     assert.ok(!again.location?.includes('/demo/callback'), 'not signed in on the strength of a removed passkey');
   });
+
+  it('a user with a verified email passes a code to it before the password can add their first passkey', async () => {
+    await createUser(tessera.db, { username: 'liv', password: 'liv-password-1', email: 'liv@example.test', emailVerified: true });
+    await perform(admin, createPolicyOp, { name: 'liv-keys', subjectType: 'user', subject: 'liv', mfa: 'required', allowedFactors: ['webauthn'] });
+    const agent = new Agent();
+    let page = await agent.follow(await agent.get(await demoAuthorizationUrl(tessera.issuer)));
+    const login = formFor(page, '/login');
+    page = await agent.follow(await agent.post(login.action, { ...login.fields, username: 'liv', password: 'liv-password-1' }));
+    assert.match(pageText(page), /First confirm it’s you with a code, then add one/);
+    assert.ok(!page.body.includes('/mfa/passkey"'), 'no passkey before the code');
+    const uid = /\/interaction\/([^/]+)\//.exec(formFor(page, '/mfa').action)![1]!;
+    assert.equal((await agent.get(portal.url(`/interaction/${uid}/mfa/passkey`))).status, 303);
+    const early = await agent.post(portal.url(`/interaction/${uid}/mfa/passkey`), { csrf: formFor(page, '/mfa').fields.csrf!, response: '{}' });
+    assert.equal(early.status, 400);
+    const choice = formFor(page, '/mfa');
+    page = await agent.follow(await agent.post(choice.action, { ...choice.fields, factor: 'email' }));
+    const code = formFor(page, '/mfa/code');
+    page = await agent.follow(await agent.post(code.action, { ...code.fields, code: await portal.lastCode('liv@example.test') }));
+    assert.match(page.body, /<h1>Add a passkey<\/h1>/);
+    const key = new SoftwareAuthenticator();
+    const enrol = formFor(page, '/mfa/passkey');
+    const done = await agent.follow(await agent.post(enrol.action, { ...enrol.fields, response: key.register(passkeyOptions(page) as never, origin) }), (u) => u.includes('/demo/callback'));
+    const consented = /Allow access\?/.test(done.body) ? await agent.follow(await agent.post(formFor(done, '/consent').action, { ...formFor(done, '/consent').fields, decision: 'allow' }), (u) => u.includes('/demo/callback')) : done;
+    const claims = await exchangeDemoCode(tessera.issuer, consented.location!);
+    assert.equal(claims.acr, 'urn:tessera:acr:phr');
+    assert.deepEqual(claims.amr, ['pwd', 'otp', 'hwk', 'user', 'mfa']);
+  });
 });

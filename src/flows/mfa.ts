@@ -45,8 +45,14 @@ export function mfaRoutes(deps: FlowDeps): Router {
     const user = await findUserById(db, progress.accountId);
     if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
     const need = progress.requirement;
-    return { details, progress, user, settings: await loadSettings(db, box), usable: need.usableFactors, need };
+    // Before a first passkey, a code to the user's own address or phone proves the password's typist is the user.
+    const proof = need.enrolPasskey && !progress.factorPassed ? need.passkeyProof ?? [] : [];
+    return { details, progress, user, settings: await loadSettings(db, box), usable: [...need.usableFactors, ...proof], need };
   }
+
+  /** A first passkey may be added now: the policy's first-logon enrolment, with the proof code passed where one is asked. */
+  const passkeyOpen = (s: MfaState) =>
+    Boolean(s.need.enrolPasskey) && ((s.need.passkeyProof ?? []).length === 0 || (s.need.passkeyProof ?? []).includes(s.progress.factorPassed as FactorId));
 
   const host: ChallengeHost = {
     segment: 'mfa',
@@ -58,6 +64,11 @@ export function mfaRoutes(deps: FlowDeps): Router {
       const id = pass.factor;
       const success = audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: id, ...(pass.amr ? { amr: pass.amr } : {}) } });
       const methods = [...s.progress.methods, pass];
+      if (s.need.enrolPasskey && (s.need.passkeyProof ?? []).includes(id)) {
+        // The code proved it is the user; it is not the policy's second factor: the passkey is.
+        await Promise.all([success, saveProgress(db, { ...s.progress, methods, challengeId: null, factorPassed: id })]);
+        return seeOther(ctx, `/interaction/${s.details.uid}/mfa/passkey`);
+      }
       // After a code (or a recovery code: the app may be what was lost) the user may add an app.
       if (id !== 'totp' && id !== 'webauthn' && ((s.progress.enrolAfterFactor && s.need.enrolAuthenticator === 'after-factor') || s.need.enrolAuthenticator === 'after-code')) {
         // The code proved it is the user: now they may add an authenticator app, then the login completes.
@@ -70,11 +81,12 @@ export function mfaRoutes(deps: FlowDeps): Router {
   };
 
   function showChoice(ctx: Context, s: MfaState, message: string | null = null, status = 200): void {
-    showFactorChoice(ctx, host, s, s.need, {
+    showFactorChoice(ctx, host, s, { ...s.need, usableFactors: s.usable }, {
       message,
       status,
       canEnrol: s.need.enrolAuthenticator === 'required' || s.need.enrolAuthenticator === 'offered',
-      canEnrolPasskey: s.need.enrolPasskey ?? false,
+      canEnrolPasskey: passkeyOpen(s),
+      ...(s.need.enrolPasskey && !passkeyOpen(s) ? { lead: 'Your account needs a passkey. First confirm it’s you with a code, then add one.' } : {}),
       // An app may be added in this sign-in once one of the other methods is passed.
       enrolAfterFactor: s.need.enrolAuthenticator === 'after-factor' ? (s.progress.enrolAfterFactor ? 'chosen' : 'offered') : s.need.enrolAuthenticator === 'after-code' ? 'restored' : 'no',
     });
@@ -129,7 +141,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
       return showCode(ctx, deps, host, s, only);
     }
     // A passkey is the only way forward (a policy allows nothing else and the user has none yet): straight to adding one.
-    if (s.need.enrolPasskey && s.need.enrolAuthenticator === 'no' && s.need.usableFactors.length === 0) return showPasskeyEnrolment(ctx, s);
+    if (passkeyOpen(s) && s.need.enrolAuthenticator === 'no' && s.need.usableFactors.length === 0) return showPasskeyEnrolment(ctx, s);
     if (s.need.noUsableMethod) {
       await audit.record({ type: 'mfa.no_method', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { allowed: s.need.allowedFactors } });
     }
@@ -186,14 +198,14 @@ export function mfaRoutes(deps: FlowDeps): Router {
     ctx.set('Content-Security-Policy', PASSKEY_CSP);
   }
   router.get('/interaction/:uid/mfa/passkey', step(async (ctx, s) => {
-    if (!s.need.enrolPasskey || !(await needNow(s)).enrolPasskey) return seeOther(ctx, challengeBase(host, s.details.uid));
+    if (!passkeyOpen(s) || !(await needNow(s)).enrolPasskey) return seeOther(ctx, challengeBase(host, s.details.uid));
     await showPasskeyEnrolment(ctx, s);
   }));
   router.post('/interaction/:uid/mfa/passkey', step(async (ctx, s) => {
     const form = await readForm(ctx);
     assertCsrf(ctx, form.csrf);
     // A password alone adds a passkey only where the policy's first-logon enrolment allows it, and only while the user has nothing.
-    if (!s.need.enrolPasskey) return showChoice(ctx, s, null, 400);
+    if (!passkeyOpen(s)) return showChoice(ctx, s, null, 400);
     if (!(await needNow(s)).enrolPasskey) return showChoice(ctx, s, 'Your account has a second factor now: use it to sign in.', 400);
     let passkey;
     try {

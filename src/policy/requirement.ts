@@ -51,6 +51,11 @@ export interface Requirement {
   enrolAuthenticator: 'required' | 'offered' | 'after-factor' | 'after-code' | 'no';
   /** A policy requires MFA, passkeys are allowed and the user has nothing usable: they may add a passkey now (first logon). */
   enrolPasskey?: boolean;
+  /**
+   * Codes the user must pass before adding that passkey: their verified email or phone, where they
+   * have one (the policy may not count it as a second factor, but it proves the password's typist is the user).
+   */
+  passkeyProof?: FactorId[];
   /** MFA is required and there is no way forward: the "no usable method" page. */
   noUsableMethod: boolean;
   /** An access policy that applies to the user (theirs or a group's) sends their sign-ins through manager approval. */
@@ -137,6 +142,7 @@ export function requirement(input: RequirementInput): Requirement {
   // never for a shared account or after a restore.
   const holdsNone = !byPolicy.some((f) => has[f]);
   const enrolPasskey = !shared && !restored && !requireApp && mfaRequired && holdsNone && allowed.includes('webauthn') && reasons.includes('policy');
+  const passkeyProof = enrolPasskey ? (['email', 'sms'] as const).filter((f) => input.methodsAvailable[f] && has[f]) : [];
 
   return {
     mfaRequired,
@@ -146,6 +152,7 @@ export function requirement(input: RequirementInput): Requirement {
     usableFactors: usable,
     enrolAuthenticator,
     enrolPasskey,
+    passkeyProof,
     noUsableMethod: mfaRequired && usable.length === 0 && enrolAuthenticator === 'no' && !enrolPasskey,
     // Approval is a control, not a setting to outrank: any policy that applies and asks for it, requires it.
     managerApproval: input.policies.some((p) => p.managerApproval),

@@ -155,7 +155,9 @@ describe('policy: a sign-in as a shared account', () => {
 
   it('a first passkey is added at sign-in only where a policy demands MFA and the user has nothing usable', () => {
     const keysOnly = requirement(input({ policies: [rule({ allowedFactors: ['webauthn'] })], user: NOTHING }));
-    assert.deepEqual([keysOnly.enrolPasskey, keysOnly.enrolAuthenticator, keysOnly.noUsableMethod], [true, 'no', false]);
+    assert.deepEqual([keysOnly.enrolPasskey, keysOnly.enrolAuthenticator, keysOnly.noUsableMethod, keysOnly.passkeyProof], [true, 'no', false, []]);
+    const withEmail = requirement(input({ policies: [rule({ allowedFactors: ['webauthn'] })], user: { ...NOTHING, emailVerified: true } }));
+    assert.deepEqual([withEmail.enrolPasskey, withEmail.usableFactors, withEmail.passkeyProof], [true, [], ['email']], 'a code to the user’s own address first');
     assert.equal(requirement(input({ policies: [rule({})], user: NOTHING })).enrolPasskey, true, 'beside the app');
     assert.equal(requirement(input({ phishingResistantRequested: true, user: NOTHING })).enrolPasskey, false, 'a request alone never lets a password add one');
     assert.equal(requirement(input({ clientRequiresMfa: true, user: NOTHING })).enrolPasskey, false);

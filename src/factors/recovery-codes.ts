@@ -29,21 +29,31 @@ export function normaliseRecoveryCode(typed: string): string | null {
 // Keyed with the user's id: the same code of two users hashes apart, and a stolen table reveals nothing without the key.
 const hashOf = (key: Buffer, userId: string, code: string) => createHmac('sha256', key).update(`${userId}:${code}`).digest('base64url');
 
+/** Names the set a user holds (when it was made), or "none": a page that offers a new set says which one it replaces. */
+export function setKey(status: RecoveryCodeStatus | null): string {
+  return status ? status.createdAt.toISOString() : 'none';
+}
+
 /**
  * A new set of codes for the user, replacing the old one (used or not). The codes are returned once:
  * only their hashes are kept. Sets made at the same moment take turns on the user's row, so one set
- * is left. Sessions that passed an old code no longer count it.
+ * is left. With `replaces` (a setKey), the set is made only if the user still holds that set: a form
+ * sent again (a reload) or twice at once makes one set, not one per copy; null is returned then.
+ * Sessions that passed an old code no longer count it.
  */
-export async function generateRecoveryCodes(db: Db, key: Buffer, userId: string): Promise<string[]> {
+export async function generateRecoveryCodes(db: Db, key: Buffer, userId: string): Promise<string[]>;
+export async function generateRecoveryCodes(db: Db, key: Buffer, userId: string, replaces: string): Promise<string[] | null>;
+export async function generateRecoveryCodes(db: Db, key: Buffer, userId: string, replaces?: string): Promise<string[] | null> {
   const codes = new Set<string>();
   while (codes.size < RECOVERY_CODE_COUNT) codes.add(newCode());
-  await db.transaction().execute(async (tx) => {
+  return db.transaction().execute(async (tx) => {
     await tx.selectFrom('users').select('id').where('id', '=', userId).forUpdate().execute();
+    if (replaces !== undefined && setKey(await recoveryCodeStatus(tx, userId)) !== replaces) return null;
     await tx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
     await tx.insertInto('recovery_codes').values([...codes].map((code) => ({ user_id: userId, code_hash: hashOf(key, userId, code) }))).execute();
     await tx.deleteFrom('session_factors').where('account_id', '=', userId).where('factor', '=', 'recovery').execute();
+    return [...codes];
   });
-  return [...codes];
 }
 
 /**

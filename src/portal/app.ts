@@ -24,9 +24,9 @@ import { assertCsrf } from '../http/csrf.js';
 import { PASSKEY_CSP } from '../http/security.js';
 import { tellOwner } from '../factors/delivery/index.js';
 import { addPasskey, listPasskeys, passkeyAddedNotice, PasskeyError, registrationOptions, relyingPartyOf, removePasskeys, renamePasskey } from '../factors/passkeys.js';
-import { generateRecoveryCodes, recoveryCodeStatus } from '../factors/recovery-codes.js';
+import { generateRecoveryCodes, recoveryCodeStatus, setKey } from '../factors/recovery-codes.js';
 import {
-  accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
+  AccountError, accountFacts, changeLogin, changeName, changePassword, confirmContactChange, confirmTokenRegistration, createPassword, ownTokens, pendingContactChange,
   reassignToken, registerExistingToken, removeTokenPin, resyncToken, setTokenPin, startContactChange, startTokenRegistration, unassignToken,
   type ContactChannel, type OwnToken, type SelfContext,
 } from './account.js';
@@ -309,17 +309,22 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   const recoveryOn = async () => {
     if (!(await loadSettings(db, box)).mfa.methods.recovery) throw new HttpError(404, 'Recovery codes are switched off on this system.', 'Not found');
   };
-  accountPortal.get('/recovery-codes', async (ctx) => {
+  const recoveryPage = async (ctx: Context, redisplay?: Redisplay) => {
     await recoveryOn();
     const { session } = app.signedInOf(ctx);
-    show(ctx, 'recovery-codes', 'Recovery codes', { status: await recoveryCodeStatus(db, session.user.id), codes: null });
-  });
+    const status = await recoveryCodeStatus(db, session.user.id);
+    show(ctx, 'recovery-codes', 'Recovery codes', { status, replaces: setKey(status), codes: null, redisplay });
+  };
+  accountPortal.get('/recovery-codes', (ctx) => recoveryPage(ctx));
   app.change(accountPortal, '/recovery-codes', {
     label: 'Make new recovery codes',
     sensitive: true,
-    async run(ctx, _f, { session }) {
+    redisplay: recoveryPage,
+    async run(ctx, f, { session }) {
       await recoveryOn();
-      const codes = await generateRecoveryCodes(db, box.deriveKey('recovery-codes'), session.user.id);
+      const codes = await generateRecoveryCodes(db, box.deriveKey('recovery-codes'), session.user.id, text(f, 'replaces'));
+      // The form was sent again (a reload, a second press): the set it made stands, and is not shown again.
+      if (!codes) throw new AccountError('your new set was already made, and its codes are shown only once. If you did not save them, make a new set', 'replaces');
       await audit.record({ type: 'mfa.recovery_codes_generated', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { count: codes.length, portal: 'account' } });
       const appName = (await loadSettings(db, box)).mfa.appName;
       const file = `${appName} recovery codes for ${session.user.username}\nMade ${new Date().toISOString().slice(0, 10)}. Each code works once; a new set voids this one.\n\n${codes.join('\n')}\n`;

@@ -65,11 +65,11 @@ describe('passkeys, in Chromium with a virtual authenticator', () => {
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('button', { name: 'Confirm' }).click();
     assert.match(await page.getByRole('status').textContent() ?? '', /now press “Add a passkey”/);
-    await page.getByLabel('Name (optional)').fill('Test laptop');
+    assert.equal(await page.getByLabel('Name (optional)').inputValue(), 'Test laptop', 'the name typed before the verification is kept');
     await page.getByRole('button', { name: 'Add a passkey' }).click();
     await page.waitForURL(/done=passkey-added/);
     assert.match(await page.getByRole('status').textContent() ?? '', /The passkey is added/);
-    assert.match(await page.locator('.passkeys').textContent() ?? '', /Test laptop\s+bound to one device or key/);
+    assert.match(await page.locator('.passkeys').textContent() ?? '', /Test laptop\s+\(bound to one device or key\)/);
     const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
     assert.equal(credentials.length, 1);
     assert.equal(credentials[0]!.rpId, 'localhost');

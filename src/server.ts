@@ -17,6 +17,7 @@ import { ScopeRules } from './scopes/rules.js';
 import { purgeExpiredStepUps } from './scopes/grants.js';
 import { purgeExpiredLedger } from './sessions/ledger.js';
 import { purgeExpiredCeremonies } from './factors/passkeys.js';
+import { isIP } from 'node:net';
 import { ResourceServers } from './resource-servers/resource-servers.js';
 import { runCommand } from './cli/commands.js';
 import { ensureDemoData, retireDemoAccounts } from './demo/accounts.js';
@@ -98,6 +99,8 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   });
   const port = (server.address() as AddressInfo).port;
   const issuer = config.issuer ?? `http://127.0.0.1:${port}`;
+  // Browsers refuse WebAuthn on an IP address: passkeys need the issuer to be a host name.
+  if (isIP(new URL(issuer).hostname) && config.mode === 'production') log.warn({ issuer }, 'the issuer is an IP address: browsers refuse passkeys there (WebAuthn needs a host name); set ISSUER to a name');
   if (issuer.startsWith('https://') && !config.trustProxy) {
     log.warn({ issuer }, 'the issuer is https but TRUST_PROXY is false: Tessera speaks plain HTTP, so requests will be refused until a TLS-terminating proxy sends X-Forwarded-Proto and TRUST_PROXY=true');
   }

@@ -240,9 +240,11 @@ export const removeRecoveryCodesOp = operation({
   input: z.object({ username }),
   async run({ db }, { username }) {
     const user = await requireUser(db, username);
+    const status = await recoveryCodeStatus(db, user.id);
     const removed = await removeRecoveryCodes(db, user.id);
     if (removed === 0) throw new ServiceError(`user "${user.username}" has no recovery codes`, 'username');
-    return { result: removed, change: { type: 'user.recovery_codes_removed', subject: user.id, details: { username: user.username, codes: removed } } };
+    const unused = Math.min(status?.left ?? 0, removed);
+    return { result: { removed, unused }, change: { type: 'user.recovery_codes_removed', subject: user.id, details: { username: user.username, codes: removed, unused } } };
   },
 });
 

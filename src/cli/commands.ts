@@ -288,7 +288,7 @@ const COMMANDS: Record<string, Command> = {
   'user show': {
     args: ['<username>'],
     flags: [],
-    usage: 'user show <username>                      the account, its groups, authenticators and lockout',
+    usage: 'user show <username>                      the account, its groups, authenticators, passkeys, recovery codes and lockout',
     async run({ arg, io, service }) {
       const { user, groups, authenticators, policies, locked, passkeys, recoveryCodes } = await perform(service, showUserOp, { username: arg.username! });
       const flag = (verified: boolean) => (verified ? 'verified' : 'not verified');
@@ -379,8 +379,8 @@ const COMMANDS: Record<string, Command> = {
     flags: [],
     usage: 'user remove-recovery-codes <username>     void the user\'s recovery codes (they may make a new set on /account)',
     async run({ arg, io, service }) {
-      const removed = await perform(service, removeRecoveryCodesOp, { username: arg.username! });
-      io.out(`voided the ${removed} recovery codes of ${arg.username}`);
+      const { removed, unused } = await perform(service, removeRecoveryCodesOp, { username: arg.username! });
+      io.out(`voided the recovery codes of ${arg.username} (${unused} of ${removed} were unused)`);
     },
   },
   'user remove': {

@@ -196,7 +196,8 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
   function unavailableReason(rule: ScopeRule): string {
     const names: Record<FactorId, string> = { webauthn: 'a passkey or security key', email: 'a verified email address', sms: 'a verified phone number', totp: 'an authenticator app', recovery: 'recovery codes' };
     const wanted = (rule.factors ?? FACTOR_ORDER).map((f) => names[f]);
-    return `This permission needs a verification with ${wanted.join(' or ')}, and none is set up for your account. Ask your administrator, or allow the rest without it.`;
+    const own = (rule.factors ?? FACTOR_ORDER).includes('webauthn') ? 'Add a passkey on your account page (/account)' : 'Ask your administrator';
+    return `This permission needs a verification with ${wanted.join(' or ')}, and none is set up for your account. ${own}, or allow the rest without it.`;
   }
 
   /**

@@ -59,6 +59,10 @@ export function mfaRoutes(deps: FlowDeps): Router {
     purpose: 'login',
     load,
     showChoice: (ctx, s, message, status) => showChoice(ctx, s as MfaState, message, status),
+    hasOtherWays: (state) => {
+      const s = state as MfaState;
+      return s.need.enrolAuthenticator !== 'no' || passkeyOpen(s);
+    },
     async passed(ctx, state, pass) {
       const s = state as MfaState;
       const id = pass.factor;
@@ -194,7 +198,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
   const passkeyBinding = (s: MfaState) => `sign-in:${s.details.uid}`;
   async function showPasskeyEnrolment(ctx: Context, s: MfaState, error: string | null = null, status = 200, name = ''): Promise<void> {
     const options = await registrationOptions(db, relyingPartyOf(deps.issuer, s.settings.mfa.appName), s.user, passkeyBinding(s));
-    renderPage(ctx, 'flows/mfa-passkey-enrol', { title: 'Add a passkey', uid: s.details.uid, options: JSON.stringify(options), others: s.need.enrolAuthenticator === 'offered', error, name: name.slice(0, 64) }, status);
+    renderPage(ctx, 'flows/mfa-passkey-enrol', { title: 'Add a passkey', uid: s.details.uid, options: JSON.stringify(options), app: s.need.enrolAuthenticator === 'offered', others: s.need.enrolAuthenticator === 'offered' || s.usable.length > 0, error, name: name.slice(0, 64) }, status);
     ctx.set('Content-Security-Policy', PASSKEY_CSP);
   }
   router.get('/interaction/:uid/mfa/passkey', step(async (ctx, s) => {

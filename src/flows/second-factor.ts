@@ -47,6 +47,8 @@ export interface ChallengeHost {
   /** The state, or null after sending a browser whose interaction is elsewhere on its way. */
   load(ctx: Context): Promise<ChallengeState | null>;
   showChoice(ctx: Context, s: ChallengeState, message: string | null, status: number): Promise<void> | void;
+  /** The choice page offers something besides the usable factors (setting up an app or a passkey). */
+  hasOtherWays?(s: ChallengeState): boolean;
   /** A line on the code page saying what passing it leads to, if the step has one. */
   codeNote?(s: ChallengeState): string;
   passed(ctx: Context, s: ChallengeState, pass: FactorPass): Promise<void>;
@@ -85,7 +87,7 @@ export async function showCode(ctx: Context, deps: FlowDeps, host: ChallengeHost
     renderPage(
       ctx,
       'flows/mfa-passkey',
-      { title: 'Use your passkey', uid: s.details.uid, base: challengeBase(host, s.details.uid), factor: id, prompt: f.prompt(s.user, s.settings), options: JSON.stringify(ceremony), error: options.error ?? null, notice: host.codeNote?.(s) ?? null },
+      { title: 'Use your passkey', uid: s.details.uid, base: challengeBase(host, s.details.uid), factor: id, prompt: f.prompt(s.user, s.settings), options: JSON.stringify(ceremony), error: options.error ?? null, notice: host.codeNote?.(s) ?? null, others: s.usable.length > 1 || Boolean(host.hasOtherWays?.(s)) },
       options.status ?? 200,
     );
     ctx.set('Content-Security-Policy', PASSKEY_CSP);
@@ -102,6 +104,8 @@ export async function showCode(ctx: Context, deps: FlowDeps, host: ChallengeHost
       prompt: f.prompt(s.user, s.settings, host.discreet),
       length: f.codeLength(s.settings),
       digits: id !== 'recovery',
+      // Where the only way is this factor, "another method" would lead back here.
+      others: s.usable.length > 1 || Boolean(host.hasOtherWays?.(s)),
       error: options.error ?? null,
       notice: host.codeNote?.(s) ?? null,
       resendAt: options.resendAt ? when(options.resendAt) : null,

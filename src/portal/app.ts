@@ -8,7 +8,8 @@ import { HttpError } from '../http/errors.js';
 import { seeOther } from '../http/redirect.js';
 import { renderPage } from '../http/views.js';
 import { loadSettings } from '../settings/settings.js';
-import { loginRequirement } from '../policy/policies.js';
+import { loginRequirement, userMfaFacts } from '../policy/policies.js';
+import { effectivePolicy } from '../policy/requirement.js';
 import { ACR } from '../oidc/assurance.js';
 import { createOwnApp, type OwnAppDeps, type Redisplay, type SignedIn } from '../web/own-app.js';
 import type { AppSession } from '../web/sessions.js';
@@ -236,17 +237,21 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   async function home(ctx: Context, redisplay?: Redisplay): Promise<void> {
     const request = requestOf(ctx);
     const shared = request.portal.alias === null ? (await reservableBy(db, request.session.user.id)).map((a) => ({ ...a, until: a.holder ? untilText(a.holder.until) : null })) : [];
-    const own = request.portal.alias === null ? await ownFactors(request.session.user.id) : null;
+    // A passkey's name typed before a verification came in between is offered again.
+    const typedName = typeof ctx.query.name === 'string' && ctx.query.name.length <= 64 && !/\p{Cc}/u.test(ctx.query.name) ? ctx.query.name : '';
+    const own = request.portal.alias === null ? await ownFactors(request.session.user.id, typedName) : null;
     show(ctx, 'home', request.portal.title, { links: offered(request).map((a) => ({ action: a, ...ACTION_LINKS[a] })), shared, own, redisplay });
     // The "Add a passkey" button runs the browser's ceremony with Tessera's own script.
     if (own?.passkeysOn) ctx.set('Content-Security-Policy', PASSKEY_CSP);
   }
 
   /** The passkeys and recovery codes /account shows, where the system offers them. */
-  async function ownFactors(userId: string) {
+  async function ownFactors(userId: string, typedName: string) {
     const { mfa } = await loadSettings(db, box);
-    const [passkeys, recovery] = await Promise.all([listPasskeys(db, userId), recoveryCodeStatus(db, userId)]);
-    return { passkeysOn: mfa.methods.webauthn, passkeys, recoveryOn: mfa.methods.recovery, recovery };
+    const [passkeys, recovery, { policies }] = await Promise.all([listPasskeys(db, userId), recoveryCodeStatus(db, userId), userMfaFacts(db, userId)]);
+    // Recovery codes are offered only where the user's policy accepts them at sign-in.
+    const allowed = effectivePolicy(policies)?.allowedFactors ?? null;
+    return { passkeysOn: mfa.methods.webauthn, passkeys, typedName, recoveryOn: mfa.methods.recovery && (!allowed || allowed.includes('recovery')), recovery };
   }
 
   // Passkeys: the browser creates a key for Tessera's origin; the options come by script, the answer by the form.
@@ -276,7 +281,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
       await passkeysOn();
       const response = f.get('response') ?? '';
       // The script sent the form without an answer because a second factor had to be passed first: that is done now.
-      if (!response && f.get('script') === '1') return done(ctx, 'passkey-verified');
+      if (!response && f.get('script') === '1') return seeOther(ctx, `/account?done=passkey-verified&name=${encodeURIComponent(text(f, 'name').slice(0, 64))}#passkeys`);
       if (!response) throw new PasskeyError('your browser did not create a passkey. Adding one needs JavaScript: turn it on, then press "Add a passkey" again', 'passkey');
       const passkey = await addPasskey(db, await rpOf(), session.user, session.idHash, response, text(f, 'name'));
       await audit.record({ type: 'mfa.passkey_added', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { passkey: passkey.name, synced: passkey.synced, portal: 'account' } });
@@ -299,19 +304,21 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     sensitive: true,
     redisplay: home,
     async run(ctx, f, { session }) {
-      if ((await removePasskeys(db, session.user.id, text(f, 'passkey'))) === 0) throw new PasskeyError('there is no such passkey on your account', 'passkey');
-      await audit.record({ type: 'mfa.passkey_removed', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { portal: 'account' } });
+      const passkey = (await listPasskeys(db, session.user.id)).find((p) => p.id === text(f, 'passkey'));
+      if (!passkey || (await removePasskeys(db, session.user.id, passkey.id)) === 0) throw new PasskeyError('there is no such passkey on your account', 'passkey');
+      await audit.record({ type: 'mfa.passkey_removed', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { passkey: passkey.name, portal: 'account' } });
       done(ctx, 'passkey-removed');
     },
   });
 
   // Recovery codes: made on request, shown once (and downloadable as text), kept only as hashes.
-  const recoveryOn = async () => {
+  const recoveryOn = async (userId: string) => {
     if (!(await loadSettings(db, box)).mfa.methods.recovery) throw new HttpError(404, 'Recovery codes are switched off on this system.', 'Not found');
+    if (!(await ownFactors(userId, '')).recoveryOn) throw new HttpError(404, 'Your access policy does not accept recovery codes at sign-in: there is nothing to make here.', 'Not found');
   };
   const recoveryPage = async (ctx: Context, redisplay?: Redisplay) => {
-    await recoveryOn();
     const { session } = app.signedInOf(ctx);
+    await recoveryOn(session.user.id);
     const status = await recoveryCodeStatus(db, session.user.id);
     show(ctx, 'recovery-codes', 'Recovery codes', { status, replaces: setKey(status), codes: null, redisplay });
   };
@@ -321,7 +328,7 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     sensitive: true,
     redisplay: recoveryPage,
     async run(ctx, f, { session }) {
-      await recoveryOn();
+      await recoveryOn(session.user.id);
       const codes = await generateRecoveryCodes(db, box.deriveKey('recovery-codes'), session.user.id, text(f, 'replaces'));
       // The form was sent again (a reload, a second press): the set it made stands, and is not shown again.
       if (!codes) throw new AccountError('your new set was already made, and its codes are shown only once. If you did not save them, make a new set', 'replaces');

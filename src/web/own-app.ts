@@ -156,7 +156,7 @@ export function createOwnApp<A>(deps: OwnAppDeps, spec: OwnAppSpec<A>) {
     });
     const url = oidc.buildAuthorizationUrl(configuration, {
       redirect_uri: `${issuer}${callbackPath}`,
-      scope: 'openid profile email',
+      scope: 'openid',
       code_challenge: await oidc.calculatePKCECodeChallenge(pending.verifier),
       code_challenge_method: 'S256',
       state: pending.state,

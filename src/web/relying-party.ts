@@ -67,7 +67,8 @@ export async function ensureOwnClient(db: Db, issuer: string, client: OwnClient)
     post_logout_redirect_uris: [`${issuer}${client.base}/signed-out`],
     grant_types: ['authorization_code'],
     response_types: ['code'],
-    scope: 'openid profile email',
+    // Only who signed in: Tessera's own apps read the rest from the directory, and no scope rule can reach them.
+    scope: 'openid',
     token_endpoint_auth_method: 'none',
     id_token_signed_response_alg: 'ES256',
   };

@@ -233,6 +233,9 @@ describe('passkeys (WebAuthn) as a second factor', () => {
       assert.ok(done.location?.includes('/demo/callback'), pageText(done).slice(0, 300));
       const claims = await exchangeDemoCode(tessera.issuer, done.location!);
       assert.equal(claims.acr, 'urn:tessera:acr:phr', 'the step-up passed a passkey');
+      // Tessera's own account page asks for openid only: the protected scope puts no consent step before it.
+      const own = await portal.signIn('pia', { factor: 'email' });
+      assert.equal(new URL(own.page.url).pathname, '/account');
     } finally {
       await perform(admin, unprotectScopeOp, { scope: 'profile' });
     }

@@ -51,8 +51,10 @@ export function mfaRoutes(deps: FlowDeps): Router {
   }
 
   /** A first passkey may be added now: the policy's first-logon enrolment, with the proof code passed where one is asked. */
-  const passkeyOpen = (s: MfaState) =>
-    Boolean(s.need.enrolPasskey) && ((s.need.passkeyProof ?? []).length === 0 || (s.need.passkeyProof ?? []).includes(s.progress.factorPassed as FactorId));
+  function passkeyOpen(s: MfaState): boolean {
+    const proof = s.need.passkeyProof ?? [];
+    return Boolean(s.need.enrolPasskey) && (proof.length === 0 || proof.includes(s.progress.factorPassed as FactorId));
+  }
 
   const host: ChallengeHost = {
     segment: 'mfa',

@@ -82,12 +82,14 @@ function factorContext(deps: FlowDeps, ctx: Context, s: ChallengeState, purpose:
  */
 export async function showCode(ctx: Context, deps: FlowDeps, host: ChallengeHost, s: ChallengeState, id: FactorId, options: { error?: string | null; status?: number; resendAt?: Date | null } = {}): Promise<void> {
   const f = factorOf(id);
+  // Where the only way is this factor, "another method" would lead back here.
+  const others = s.usable.length > 1 || Boolean(host.hasOtherWays?.(s));
   if (f.ceremony) {
     const ceremony = await f.ceremony(factorContext(deps, ctx, s, host.purpose));
     renderPage(
       ctx,
       'flows/mfa-passkey',
-      { title: 'Use your passkey', uid: s.details.uid, base: challengeBase(host, s.details.uid), factor: id, prompt: f.prompt(s.user, s.settings), options: JSON.stringify(ceremony), error: options.error ?? null, notice: host.codeNote?.(s) ?? null, others: s.usable.length > 1 || Boolean(host.hasOtherWays?.(s)) },
+      { title: 'Use your passkey', uid: s.details.uid, base: challengeBase(host, s.details.uid), factor: id, prompt: f.prompt(s.user, s.settings), options: JSON.stringify(ceremony), error: options.error ?? null, notice: host.codeNote?.(s) ?? null, others },
       options.status ?? 200,
     );
     ctx.set('Content-Security-Policy', PASSKEY_CSP);
@@ -104,8 +106,7 @@ export async function showCode(ctx: Context, deps: FlowDeps, host: ChallengeHost
       prompt: f.prompt(s.user, s.settings, host.discreet),
       length: f.codeLength(s.settings),
       digits: id !== 'recovery',
-      // Where the only way is this factor, "another method" would lead back here.
-      others: s.usable.length > 1 || Boolean(host.hasOtherWays?.(s)),
+      others,
       error: options.error ?? null,
       notice: host.codeNote?.(s) ?? null,
       resendAt: options.resendAt ? when(options.resendAt) : null,

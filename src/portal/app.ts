@@ -7,7 +7,7 @@ import type { PortalAction, User } from '../db/schema.js';
 import { HttpError } from '../http/errors.js';
 import { seeOther } from '../http/redirect.js';
 import { renderPage } from '../http/views.js';
-import { loadSettings } from '../settings/settings.js';
+import { loadSettings, type Settings } from '../settings/settings.js';
 import { loginRequirement, userMfaFacts } from '../policy/policies.js';
 import { effectivePolicy } from '../policy/requirement.js';
 import { ACR } from '../oidc/assurance.js';
@@ -239,30 +239,34 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     const shared = request.portal.alias === null ? (await reservableBy(db, request.session.user.id)).map((a) => ({ ...a, until: a.holder ? untilText(a.holder.until) : null })) : [];
     // A passkey's name typed before a verification came in between is offered again.
     const typedName = typeof ctx.query.name === 'string' && ctx.query.name.length <= 64 && !/\p{Cc}/u.test(ctx.query.name) ? ctx.query.name : '';
-    const own = request.portal.alias === null ? await ownFactors(request.session.user.id, typedName) : null;
+    const own = request.portal.alias === null ? await ownFactors(request.self.settings, request.session.user.id, typedName) : null;
     show(ctx, 'home', request.portal.title, { links: offered(request).map((a) => ({ action: a, ...ACTION_LINKS[a] })), shared, own, redisplay });
     // The "Add a passkey" button runs the browser's ceremony with Tessera's own script.
     if (own?.passkeysOn) ctx.set('Content-Security-Policy', PASSKEY_CSP);
   }
 
+  /** Recovery codes are offered where the system has them on and the user's policy accepts them at sign-in. */
+  async function recoveryAccepted(settings: Settings, userId: string): Promise<boolean> {
+    if (!settings.mfa.methods.recovery) return false;
+    const allowed = effectivePolicy((await userMfaFacts(db, userId)).policies)?.allowedFactors ?? null;
+    return !allowed || allowed.includes('recovery');
+  }
+
   /** The passkeys and recovery codes /account shows, where the system offers them. */
-  async function ownFactors(userId: string, typedName: string) {
-    const { mfa } = await loadSettings(db, box);
-    const [passkeys, recovery, { policies }] = await Promise.all([listPasskeys(db, userId), recoveryCodeStatus(db, userId), userMfaFacts(db, userId)]);
-    // Recovery codes are offered only where the user's policy accepts them at sign-in.
-    const allowed = effectivePolicy(policies)?.allowedFactors ?? null;
-    return { passkeysOn: mfa.methods.webauthn, passkeys, typedName, recoveryOn: mfa.methods.recovery && (!allowed || allowed.includes('recovery')), recovery };
+  async function ownFactors(settings: Settings, userId: string, typedName: string) {
+    const [passkeys, recovery, recoveryOn] = await Promise.all([listPasskeys(db, userId), recoveryCodeStatus(db, userId), recoveryAccepted(settings, userId)]);
+    return { passkeysOn: settings.mfa.methods.webauthn, passkeys, typedName, recoveryOn, recovery };
   }
 
   // Passkeys: the browser creates a key for Tessera's origin; the options come by script, the answer by the form.
-  const rpOf = async () => relyingPartyOf(deps.issuer, (await loadSettings(db, box)).mfa.appName);
-  const passkeysOn = async () => {
-    if (!(await loadSettings(db, box)).mfa.methods.webauthn) throw new HttpError(404, 'Passkeys are switched off on this system.', 'Not found');
+  const rpOf = (ctx: Context) => relyingPartyOf(deps.issuer, requestOf(ctx).self.settings.mfa.appName);
+  const passkeysOn = (ctx: Context) => {
+    if (!requestOf(ctx).self.settings.mfa.methods.webauthn) throw new HttpError(404, 'Passkeys are switched off on this system.', 'Not found');
   };
   accountPortal.post('/passkeys/options', async (ctx) => {
     const fields = await readFormFields(ctx);
     assertCsrf(ctx, fields.get('csrf'));
-    await passkeysOn();
+    passkeysOn(ctx);
     const { session } = app.signedInOf(ctx);
     ctx.set('Cache-Control', 'no-store');
     // Not fresh: the script falls back to the form, which asks for a second factor first.
@@ -271,21 +275,21 @@ export function portalRoutes(deps: PortalDeps): Router[] {
       ctx.body = { error: 'verify_first' };
       return;
     }
-    ctx.body = await registrationOptions(db, await rpOf(), session.user, session.idHash);
+    ctx.body = await registrationOptions(db, rpOf(ctx), session.user, session.idHash);
   });
   app.change(accountPortal, '/passkeys', {
     label: 'Add a passkey',
     sensitive: true,
     redisplay: home,
     async run(ctx, f, { session }) {
-      await passkeysOn();
+      passkeysOn(ctx);
       const response = f.get('response') ?? '';
       // The script sent the form without an answer because a second factor had to be passed first: that is done now.
       if (!response && f.get('script') === '1') return seeOther(ctx, `/account?done=passkey-verified&name=${encodeURIComponent(text(f, 'name').slice(0, 64))}#passkeys`);
       if (!response) throw new PasskeyError('your browser did not create a passkey. Adding one needs JavaScript: turn it on, then press "Add a passkey" again', 'passkey');
-      const passkey = await addPasskey(db, await rpOf(), session.user, session.idHash, response, text(f, 'name'));
+      const passkey = await addPasskey(db, rpOf(ctx), session.user, session.idHash, response, text(f, 'name'));
       await audit.record({ type: 'mfa.passkey_added', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { passkey: passkey.name, synced: passkey.synced, portal: 'account' } });
-      const settings = await loadSettings(db, box);
+      const { settings } = requestOf(ctx).self;
       void tellOwner(deps.delivery, settings, deps.log, session.user, passkeyAddedNotice(settings.mfa.appName, session.user.username, passkey.name));
       done(ctx, 'passkey-added');
     },
@@ -312,13 +316,14 @@ export function portalRoutes(deps: PortalDeps): Router[] {
   });
 
   // Recovery codes: made on request, shown once (and downloadable as text), kept only as hashes.
-  const recoveryOn = async (userId: string) => {
-    if (!(await loadSettings(db, box)).mfa.methods.recovery) throw new HttpError(404, 'Recovery codes are switched off on this system.', 'Not found');
-    if (!(await ownFactors(userId, '')).recoveryOn) throw new HttpError(404, 'Your access policy does not accept recovery codes at sign-in: there is nothing to make here.', 'Not found');
+  const recoveryOn = async (ctx: Context) => {
+    const { settings, user } = requestOf(ctx).self;
+    if (!settings.mfa.methods.recovery) throw new HttpError(404, 'Recovery codes are switched off on this system.', 'Not found');
+    if (!(await recoveryAccepted(settings, user.id))) throw new HttpError(404, 'Your access policy does not accept recovery codes at sign-in: there is nothing to make here.', 'Not found');
   };
   const recoveryPage = async (ctx: Context, redisplay?: Redisplay) => {
     const { session } = app.signedInOf(ctx);
-    await recoveryOn(session.user.id);
+    await recoveryOn(ctx);
     const status = await recoveryCodeStatus(db, session.user.id);
     show(ctx, 'recovery-codes', 'Recovery codes', { status, replaces: setKey(status), codes: null, redisplay });
   };
@@ -328,12 +333,12 @@ export function portalRoutes(deps: PortalDeps): Router[] {
     sensitive: true,
     redisplay: recoveryPage,
     async run(ctx, f, { session }) {
-      await recoveryOn(session.user.id);
+      await recoveryOn(ctx);
       const codes = await generateRecoveryCodes(db, box.deriveKey('recovery-codes'), session.user.id, text(f, 'replaces'));
       // The form was sent again (a reload, a second press): the set it made stands, and is not shown again.
       if (!codes) throw new AccountError('your new set was already made, and its codes are shown only once. If you did not save them, make a new set', 'replaces');
       await audit.record({ type: 'mfa.recovery_codes_generated', actor: session.user.username, subject: session.user.id, clientId: ACCOUNT_CLIENT_ID, ...requestMeta(ctx), details: { count: codes.length, portal: 'account' } });
-      const appName = (await loadSettings(db, box)).mfa.appName;
+      const { appName } = requestOf(ctx).self.settings.mfa;
       const file = `${appName} recovery codes for ${session.user.username}\nMade ${new Date().toISOString().slice(0, 10)}. Each code works once; a new set voids this one.\n\n${codes.join('\n')}\n`;
       show(ctx, 'recovery-codes', 'Recovery codes', { status: await recoveryCodeStatus(db, session.user.id), codes, download: `data:text/plain;charset=utf-8,${encodeURIComponent(file)}` });
     },

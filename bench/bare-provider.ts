@@ -1,11 +1,11 @@
 // The reference: oidc-provider alone, with its in-memory adapter and none of Tessera's code, configured
 // for the same protocol work as Tessera (the bench client's ES256 ID tokens, ES256 JWT access tokens for
-// the bench API, rotating refresh tokens, client_credentials, introspection). Prints the refresh tokens it
-// seeded, then serves.
+// the bench API, RS256 JWTs and opaque tokens for the others, rotating refresh tokens, client_credentials,
+// introspection). Prints the refresh tokens it seeded, then serves.
 import { generateKeyPairSync } from 'node:crypto';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 import { CLAIMS_BY_SCOPE } from '../src/oidc/account.js';
-import { API, CLIENT } from './lib/fixtures.js';
+import { API, APIS, CLIENT } from './lib/fixtures.js';
 
 const port = Number(process.env.PORT ?? 4000);
 const issuer = `http://127.0.0.1:${port}`;
@@ -29,7 +29,13 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false }, clientCredentials: { enabled: true }, introspection: { enabled: true }, revocation: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      getResourceServerInfo: async () => ({ scope: API.scope, audience: API.identifier, accessTokenTTL: API.ttlSeconds, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'ES256' } } }),
+      getResourceServerInfo: async (_ctx, identifier) => {
+        const api = Object.values(APIS).find((a) => a.identifier === identifier);
+        if (!api) throw new errors.InvalidTarget();
+        return api.alg
+          ? { scope: api.scope, audience: api.identifier, accessTokenTTL: api.ttlSeconds, accessTokenFormat: 'jwt', jwt: { sign: { alg: api.alg } } }
+          : { scope: api.scope, audience: api.identifier, accessTokenTTL: api.ttlSeconds, accessTokenFormat: 'opaque' };
+      },
     },
   },
   findAccount: async (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub, email: `${sub}@bench.test`, email_verified: true }) }),

@@ -1,6 +1,9 @@
 // `npm run bench`: Tessera (compiled, production mode, PostgreSQL) under load over loopback, beside
-// two references measured in the same run on the same cores: the argon2id limit and a bare oidc-provider.
-// Flags: --duration <s> --concurrency <n> --users <n> --scale <rows> --label <name> --out <dir> --smoke --cpu-prof
+// references measured in the same run on the same cores: the argon2id limit and a bare oidc-provider.
+// Each scenario runs in rounds, Tessera's and its reference's alternating (ABBA…), so that a noisy
+// neighbour weighs on both sides alike; the report gives each round's ratio and the medians.
+// Flags: --duration <s> --rounds <n> --concurrency <n> --users <n> --scale <rows> --label <name> --out <dir>
+// --port <n> (Tessera; the bare provider takes the next, the SMTP sink the one after) --smoke --cpu-prof
 // --scenarios a,b (a subset of SCENARIOS, for profiling one at a time)
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { availableParallelism, cpus, totalmem } from 'node:os';
@@ -12,32 +15,54 @@ import pg from 'pg';
 import { hashPassword, PASSWORD_HASH_PARAMETERS } from '../src/directory/passwords.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { Recorder, percentiles, type Percentiles } from './lib/stats.js';
-import { cpuSeconds, peakRssMiB, postgresCpu, postgresCpuSince, rssMiB } from './lib/proc.js';
-import { clientCredentials, introspect, mfaLogin, refresh, UserPool } from './lib/scenarios.js';
-import { createBenchDatabase, seed, seedStoredState, startBareProvider, startTessera, type RunningProcess } from './lib/tessera.js';
+import { cpuBetween, cpuOf, cpuSeconds, peakRssMiB, rssMiB } from './lib/proc.js';
+import { clientCredentials, EmailUserPool, introspect, mfaLogin, refresh, UserPool, type SecondFactor } from './lib/scenarios.js';
+import { createBenchDatabase, emailOf, seed, seedStoredState, startBareProvider, startTessera, type RunningProcess } from './lib/tessera.js';
+import { startCodeMailbox } from './lib/mailbox.js';
+import { APIS } from './lib/fixtures.js';
 import { dispatcher } from './lib/http.js';
 
 export interface BenchOptions {
   databaseUrl: string;
   duration: number;
+  /** Rounds per scenario, each side measured once per round, in alternating order. */
+  rounds: number;
   concurrency: number;
   users: number;
   scale: number;
   label: string;
   out: string | null;
   cpuProf: boolean;
+  /** Tessera's port (the bare provider takes the next one, the SMTP sink the one after); random when omitted. */
+  port?: number;
   /** Scenarios to measure (all when omitted); logins always run, briefly, to mint the tokens the others use. */
   scenarios?: readonly Scenario[];
   log: (line: string) => void;
 }
 
-export const SCENARIOS = ['mfa_login', 'mfa_login_half_rate', 'client_credentials', 'refresh_token', 'introspection'] as const;
+export const SCENARIOS = ['mfa_login', 'mfa_login_email', 'mfa_login_half_rate', 'refresh_token', 'client_credentials', 'client_credentials_rs256', 'client_credentials_opaque', 'introspection'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
+
+export type Target = 'tessera' | 'bare-oidc-provider' | 'argon2id-limit';
+
+/** What each scenario is compared with, and the ratio Tessera aims for (Tessera's rate ÷ the reference's). */
+const REFERENCE: Record<Scenario, { target: Exclude<Target, 'tessera'>; goal: number } | null> = {
+  mfa_login: { target: 'argon2id-limit', goal: 0.5 },
+  mfa_login_email: { target: 'argon2id-limit', goal: 0.5 },
+  mfa_login_half_rate: null,
+  refresh_token: { target: 'bare-oidc-provider', goal: 0.8 },
+  client_credentials: { target: 'bare-oidc-provider', goal: 0.8 },
+  client_credentials_rs256: { target: 'bare-oidc-provider', goal: 0.8 },
+  // Durable (PostgreSQL) against the bare provider's in-memory store.
+  client_credentials_opaque: { target: 'bare-oidc-provider', goal: 0.4 },
+  introspection: { target: 'bare-oidc-provider', goal: 0.8 },
+};
 
 export interface ScenarioResult {
   scenario: string;
-  target: 'tessera' | 'bare-oidc-provider';
+  target: Target;
   phase: 'base' | 'scaled';
+  round: number;
   concurrency: number;
   seconds: number;
   completed: number;
@@ -46,39 +71,35 @@ export interface ScenarioResult {
   perSecond: number;
   steps: Record<string, Percentiles>;
   cpuSecondsPerFlow: number;
+  /** CPU of the PostgreSQL backends serving the bench's database, per flow (null where no database is used). */
   postgresCpuSecondsPerFlow: number | null;
   dbQueriesPerFlow: number | null;
   rssMiB: number;
+}
+
+/** One scenario's rounds side by side: the medians, and each round's ratio. */
+export interface Comparison {
+  scenario: Scenario;
+  reference: Exclude<Target, 'tessera'>;
+  tessera: number[];
+  referenceRates: number[];
+  ratios: number[];
+  medianTessera: number;
+  medianReference: number;
+  medianRatio: number;
+  goal: number;
 }
 
 export interface BenchReport {
   label: string;
   at: string;
   machine: { cores: number; cpu: string; memoryGiB: number; node: string; postgres: string; platform: string };
-  settings: { duration: number; concurrency: number; users: number; scale: number; argon2: typeof PASSWORD_HASH_PARAMETERS };
-  argon2: { verificationsPerSecond: number; msPerVerification: number; concurrency: number };
+  settings: { duration: number; rounds: number; concurrency: number; users: number; scale: number; argon2: typeof PASSWORD_HASH_PARAMETERS };
   /** Signatures per second on one core: what an RS256 or ES256 token costs to sign, whoever signs it. */
   signing: { rs256PerSecond: number; es256PerSecond: number };
   results: ScenarioResult[];
+  comparisons: Comparison[];
   peakRssMiB: { tessera: number; bare: number };
-  ratios: Record<string, number | null>;
-}
-
-async function argon2Limit(seconds: number, concurrency: number): Promise<{ verificationsPerSecond: number; msPerVerification: number; concurrency: number }> {
-  const hash = await hashPassword('bench-password-1');
-  let count = 0;
-  const deadline = performance.now() + seconds * 1000;
-  const start = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (performance.now() < deadline) {
-        if (!(await verify(hash, 'bench-password-1'))) throw new Error('argon2 reference: verification failed');
-        count++;
-      }
-    }),
-  );
-  const elapsed = (performance.now() - start) / 1000;
-  return { verificationsPerSecond: round(count / elapsed), msPerVerification: round((elapsed * 1000 * concurrency) / count), concurrency };
 }
 
 function signaturesPerSecond(seconds: number): { rs256PerSecond: number; es256PerSecond: number } {
@@ -103,21 +124,47 @@ function round(v: number, digits = 2): number {
   return Math.round(v * f) / f;
 }
 
+export function median(values: number[]): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
 /** Tessera's own count of the queries it sent (GET /metrics): exact, unlike PostgreSQL's lazily flushed statistics. */
 async function queriesSent(baseUrl: string): Promise<number> {
   const text = await (await fetch(`${baseUrl}/metrics`)).text();
   return Number(/^tessera_db_queries_total (\d+)$/m.exec(text)?.[1] ?? NaN);
 }
 
-/** Runs one scenario with `concurrency` virtual users for `seconds`, measuring the target process and PostgreSQL. */
-async function measure(
-  o: { scenario: string; target: ScenarioResult['target']; phase: ScenarioResult['phase']; concurrency: number; seconds: number; pid: number; metricsUrl: string | null },
-  iteration: (vu: number, rec: Recorder) => Promise<void>,
-): Promise<ScenarioResult> {
+/** The PostgreSQL backends connected to one database: whose CPU is that database's share of the work. */
+type Backends = () => Promise<number[]>;
+
+function errorKind(error: unknown): string {
+  // Identifiers (uids, tokens) are elided so that errors of one kind are counted together.
+  return error instanceof Error ? error.message.replace(/[A-Za-z0-9_-]{20,}/g, '…').slice(0, 120) : 'error';
+}
+
+interface MeasureOptions {
+  scenario: string;
+  target: Target;
+  phase: ScenarioResult['phase'];
+  round: number;
+  concurrency: number;
+  seconds: number;
+  /** The process serving the load (CPU and RSS are read from /proc). */
+  pid: number;
+  /** Tessera's base URL, for its query count; null for the references. */
+  metricsUrl: string | null;
+  backends: Backends | null;
+}
+
+/** Runs one scenario with `concurrency` virtual users for `seconds`, measuring the target process and its PostgreSQL backends. */
+async function measure(o: MeasureOptions, iteration: (vu: number, rec: Recorder) => Promise<void>): Promise<ScenarioResult> {
   const rec = new Recorder();
   const stats = async () => (o.metricsUrl ? queriesSent(o.metricsUrl) : 0);
   const cpu0 = cpuSeconds(o.pid);
-  const pg0 = postgresCpu();
+  const pg0 = o.backends ? cpuOf(await o.backends()) : null;
   const tx0 = await stats();
   let completed = 0;
   const start = performance.now();
@@ -129,15 +176,14 @@ async function measure(
           await iteration(vu, rec);
           completed++;
         } catch (error) {
-          // Identifiers (uids, tokens) are elided so that errors of one kind are counted together.
-          rec.error(error instanceof Error ? error.message.replace(/[A-Za-z0-9_-]{20,}/g, '…').slice(0, 120) : 'error');
+          rec.error(errorKind(error));
         }
       }
     }),
   );
   const elapsed = (performance.now() - start) / 1000;
   const cpu = cpuSeconds(o.pid) - cpu0;
-  const pgCpu = postgresCpuSince(pg0);
+  const pgCpu = pg0 && o.backends ? cpuBetween(pg0, cpuOf(await o.backends())) : null;
   const tx = (await stats()) - tx0;
   const steps: Record<string, Percentiles> = {};
   for (const [step, values] of rec.samples) steps[step] = percentiles(values);
@@ -145,6 +191,7 @@ async function measure(
     scenario: o.scenario,
     target: o.target,
     phase: o.phase,
+    round: o.round,
     concurrency: o.concurrency,
     seconds: round(elapsed),
     completed,
@@ -153,18 +200,14 @@ async function measure(
     perSecond: round(completed / elapsed),
     steps,
     cpuSecondsPerFlow: completed ? round(cpu / completed, 5) : 0,
-    postgresCpuSecondsPerFlow: o.metricsUrl && completed ? round(pgCpu / completed, 5) : null,
+    postgresCpuSecondsPerFlow: pgCpu !== null && completed ? round(pgCpu / completed, 5) : null,
     dbQueriesPerFlow: o.metricsUrl && completed ? round(tx / completed, 2) : null,
     rssMiB: rssMiB(o.pid),
   };
 }
 
 /** Starts `rate` iterations a second for the duration, however long each takes; reports like measure(). */
-async function measurePaced(
-  o: Parameters<typeof measure>[0],
-  rate: number,
-  iteration: (vu: number, rec: Recorder) => Promise<void>,
-): Promise<ScenarioResult> {
+async function measurePaced(o: MeasureOptions, rate: number, iteration: (vu: number, rec: Recorder) => Promise<void>): Promise<ScenarioResult> {
   const started: Promise<void>[] = [];
   let inFlight = 0;
   let peak = 0;
@@ -177,60 +220,176 @@ async function measurePaced(
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       inFlight++;
       peak = Math.max(peak, inFlight);
-      started.push(
-        iteration(i, rec)
-          .catch((error: unknown) => rec.error(error instanceof Error ? error.message.replace(/[A-Za-z0-9_-]{20,}/g, '…').slice(0, 120) : 'error'))
-          .finally(() => inFlight--),
-      );
+      started.push(iteration(i, rec).catch((error: unknown) => rec.error(errorKind(error))).finally(() => inFlight--));
     }
     await Promise.all(started);
   });
   const flows = result.steps.userinfo?.count ?? 0;
-  return { ...result, concurrency: peak, completed: flows, perSecond: round(flows / result.seconds), cpuSecondsPerFlow: flows ? round((result.cpuSecondsPerFlow * result.completed) / flows, 5) : 0, postgresCpuSecondsPerFlow: result.postgresCpuSecondsPerFlow !== null && flows ? round((result.postgresCpuSecondsPerFlow * result.completed) / flows, 5) : null, dbQueriesPerFlow: result.dbQueriesPerFlow !== null && flows ? round((result.dbQueriesPerFlow * result.completed) / flows, 2) : null };
+  const perFlow = (v: number) => (flows ? (v * result.completed) / flows : 0);
+  return {
+    ...result, concurrency: peak, completed: flows, perSecond: round(flows / result.seconds), cpuSecondsPerFlow: round(perFlow(result.cpuSecondsPerFlow), 5),
+    postgresCpuSecondsPerFlow: result.postgresCpuSecondsPerFlow !== null && flows ? round(perFlow(result.postgresCpuSecondsPerFlow), 5) : null,
+    dbQueriesPerFlow: result.dbQueriesPerFlow !== null && flows ? round(perFlow(result.dbQueriesPerFlow), 2) : null,
+  };
 }
 
-async function tesseraScenarios(t: RunningProcess, users: UserPool, o: BenchOptions, phase: ScenarioResult['phase']): Promise<ScenarioResult[]> {
-  const pid = t.child.pid!;
-  const common = { target: 'tessera' as const, phase, pid, metricsUrl: t.url, seconds: o.duration };
-  const wanted = (s: Scenario) => !o.scenarios || o.scenarios.includes(s);
-  const results: ScenarioResult[] = [];
-  o.log(`  ${phase}: complete MFA logins…`);
-  const tokens: { accessToken: string; refreshToken: string }[] = [];
-  const logins = await measure({ ...common, scenario: 'mfa_login', concurrency: o.concurrency, seconds: wanted('mfa_login') ? o.duration : Math.min(o.duration, 3) }, async (_vu, rec) => {
-    const t2 = await mfaLogin(t.url, users, rec);
-    if (tokens.length < o.concurrency * 4) tokens.push(t2);
+/** The argon2id limit as a scenario: `concurrency` verifications at a time in the load generator, for `seconds`. */
+async function argon2Round(hash: string, seconds: number, concurrency: number, scenario: string, roundNo: number): Promise<ScenarioResult> {
+  let count = 0;
+  const cpu0 = cpuSeconds(process.pid);
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < deadline) {
+        if (!(await verify(hash, 'bench-password-1'))) throw new Error('argon2 reference: verification failed');
+        count++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  const cpu = cpuSeconds(process.pid) - cpu0;
+  return {
+    scenario, target: 'argon2id-limit', phase: 'base', round: roundNo, concurrency, seconds: round(elapsed), completed: count, errors: 0, errorKinds: {},
+    perSecond: round(count / elapsed), steps: {}, cpuSecondsPerFlow: count ? round(cpu / count, 5) : 0, postgresCpuSecondsPerFlow: null, dbQueriesPerFlow: null, rssMiB: rssMiB(process.pid),
+  };
+}
+
+interface Sides {
+  tessera: RunningProcess;
+  bare: (RunningProcess & { refreshTokens: string[] }) | null;
+  tesseraBackends: Backends;
+  factors: { totp: SecondFactor; email: SecondFactor };
+  argon2Hash: string;
+  cores: number;
+}
+
+/**
+ * Every scenario, in rounds. In round r, Tessera goes first when r is odd and second when r is even,
+ * so drift in the machine's load (a neighbour starting, the page cache warming) falls on both sides.
+ */
+async function scenarios(sides: Sides, o: BenchOptions, phase: ScenarioResult['phase']): Promise<ScenarioResult[]> {
+  const t = sides.tessera;
+  const tesseraMeasure = (scenario: string, roundNo: number, extra: Partial<MeasureOptions> = {}): MeasureOptions => ({
+    scenario, target: 'tessera', phase, round: roundNo, concurrency: o.concurrency, seconds: o.duration, pid: t.child.pid!, metricsUrl: t.url, backends: sides.tesseraBackends, ...extra,
   });
-  if (wanted('mfa_login')) results.push(logins);
+  const bareMeasure = (scenario: string, roundNo: number): MeasureOptions => ({
+    scenario, target: 'bare-oidc-provider', phase, round: roundNo, concurrency: o.concurrency, seconds: o.duration, pid: sides.bare!.child.pid!, metricsUrl: null, backends: null,
+  });
+  const wanted = (s: Scenario) => !o.scenarios || o.scenarios.includes(s);
+  // The scaled phase measures Tessera alone, once: how it holds up with a large store.
+  const rounds = phase === 'base' ? o.rounds : 1;
+  const withReference = phase === 'base';
+  const results: ScenarioResult[] = [];
+  const inRounds = async (scenario: Scenario, tesseraRound: (r: number) => Promise<ScenarioResult>, referenceRound: ((r: number) => Promise<ScenarioResult>) | null) => {
+    o.log(`  ${phase}: ${scenario}${referenceRound ? `, alternating with ${REFERENCE[scenario]!.target}` : ''}…`);
+    for (let r = 1; r <= rounds; r++) {
+      const order = referenceRound ? (r % 2 ? [tesseraRound, referenceRound] : [referenceRound, tesseraRound]) : [tesseraRound];
+      for (const run of order) results.push(await run(r));
+    }
+  };
+  const argon2 = (scenario: Scenario) => (withReference ? (r: number) => argon2Round(sides.argon2Hash, o.duration, sides.cores, scenario, r) : null);
+
+  const tokens: { accessToken: string; refreshToken: string }[] = [];
+  const keep = (x: { accessToken: string; refreshToken: string }) => {
+    if (tokens.length < o.concurrency * 4) tokens.push(x);
+  };
+  if (wanted('mfa_login')) {
+    await inRounds('mfa_login', (r) => measure(tesseraMeasure('mfa_login', r), async (_vu, rec) => keep(await mfaLogin(t.url, sides.factors.totp, rec))), argon2('mfa_login'));
+  } else {
+    // The token scenarios need refresh tokens: a few seconds of logins mint them.
+    await measure(tesseraMeasure('mfa_login', 0, { seconds: Math.min(o.duration, 3) }), async (_vu, rec) => keep(await mfaLogin(t.url, sides.factors.totp, rec)));
+  }
+  if (wanted('mfa_login_email')) {
+    await inRounds('mfa_login_email', (r) => measure(tesseraMeasure('mfa_login_email', r), async (_vu, rec) => keep(await mfaLogin(t.url, sides.factors.email, rec))), argon2('mfa_login_email'));
+  }
+  const loginRates = results.filter((x) => x.scenario === 'mfa_login' && x.target === 'tessera').map((x) => x.perSecond);
   // The same flow at half the rate just reached, started at a steady pace (open loop): the latency a
   // user sees when the server has headroom.
-  const halfRate = logins.perSecond / 2;
+  const halfRate = median(loginRates) / 2;
   if (halfRate > 0 && wanted('mfa_login_half_rate')) {
-    o.log(`  ${phase}: complete MFA logins at half that rate (${round(halfRate)}/s)…`);
-    results.push(await measurePaced({ ...common, scenario: 'mfa_login_half_rate', concurrency: 0 }, halfRate, async (_vu, rec) => {
-      await mfaLogin(t.url, users, rec);
+    o.log(`  ${phase}: mfa_login_half_rate (${round(halfRate)}/s)…`);
+    results.push(await measurePaced(tesseraMeasure('mfa_login_half_rate', 1, { concurrency: 0 }), halfRate, async (_vu, rec) => {
+      await mfaLogin(t.url, sides.factors.totp, rec);
     }));
   }
-  if (tokens.length < o.concurrency) throw new Error(`too few logins completed to run the token scenarios (${tokens.length}); errors: ${JSON.stringify(logins.errorKinds)}`);
-  if (wanted('client_credentials')) {
-    o.log(`  ${phase}: client_credentials…`);
-    results.push(await measure({ ...common, scenario: 'client_credentials', concurrency: o.concurrency }, (_vu, rec) => clientCredentials(t.url, rec)));
-  }
+  if (tokens.length < o.concurrency) throw new Error(`too few logins completed to run the token scenarios (${tokens.length}); errors: ${JSON.stringify(results.at(-1)?.errorKinds ?? {})}`);
+
+  const bare = withReference ? sides.bare : null;
+  // Refresh first: the bare provider's in-memory adapter is an LRU of 1,000 entries, and the
+  // opaque-token scenarios would evict its seeded refresh tokens.
   if (wanted('refresh_token')) {
-    o.log(`  ${phase}: refresh_token…`);
     const chains = tokens.slice(0, o.concurrency).map((x) => x.refreshToken);
-    results.push(await measure({ ...common, scenario: 'refresh_token', concurrency: o.concurrency }, async (vu, rec) => {
-      chains[vu] = await refresh(t.url, chains[vu]!, rec);
-    }));
+    const bareChains = bare ? [...bare.refreshTokens] : [];
+    await inRounds(
+      'refresh_token',
+      (r) => measure(tesseraMeasure('refresh_token', r), async (vu, rec) => {
+        chains[vu] = await refresh(t.url, chains[vu]!, rec);
+      }),
+      bare ? (r) => measure(bareMeasure('refresh_token', r), async (vu, rec) => {
+        bareChains[vu] = await refresh(bare.url, bareChains[vu]!, rec);
+      }) : null,
+    );
+  }
+  const grants = [
+    ['client_credentials', APIS.es256],
+    ['client_credentials_rs256', APIS.rs256],
+    ['client_credentials_opaque', APIS.opaque],
+  ] as const;
+  for (const [scenario, api] of grants) {
+    if (!wanted(scenario)) continue;
+    await inRounds(
+      scenario,
+      (r) => measure(tesseraMeasure(scenario, r), async (_vu, rec) => void (await clientCredentials(t.url, rec, api))),
+      bare ? (r) => measure(bareMeasure(scenario, r), async (_vu, rec) => void (await clientCredentials(bare.url, rec, api))) : null,
+    );
   }
   if (wanted('introspection')) {
-    o.log(`  ${phase}: introspection…`);
-    results.push(await measure({ ...common, scenario: 'introspection', concurrency: o.concurrency }, (vu, rec) => introspect(t.url, tokens[vu % tokens.length]!.accessToken, rec)));
+    // Opaque access tokens, as a resource server would introspect them: minted on each side just before.
+    const mint = async (url: string) => {
+      const rec = new Recorder();
+      return Promise.all(Array.from({ length: o.concurrency * 4 }, () => clientCredentials(url, rec, APIS.opaque)));
+    };
+    const own = await mint(t.url);
+    const theirs = bare ? await mint(bare.url) : [];
+    await inRounds(
+      'introspection',
+      (r) => measure(tesseraMeasure('introspection', r), (vu, rec) => introspect(t.url, own[vu % own.length]!, rec)),
+      bare ? (r) => measure(bareMeasure('introspection', r), (vu, rec) => introspect(bare.url, theirs[vu % theirs.length]!, rec)) : null,
+    );
   }
   return results;
 }
 
-function ratio(a: number | undefined, b: number | undefined): number | null {
-  return a !== undefined && b ? round(a / b, 3) : null;
+/** Each scenario's rounds, Tessera beside its reference. */
+export function compare(results: ScenarioResult[]): Comparison[] {
+  const comparisons: Comparison[] = [];
+  for (const scenario of SCENARIOS) {
+    const reference = REFERENCE[scenario];
+    if (!reference) continue;
+    const rate = (target: Target) => results.filter((x) => x.scenario === scenario && x.target === target && x.phase === 'base' && x.round > 0).sort((a, b) => a.round - b.round).map((x) => x.perSecond);
+    const tessera = rate('tessera');
+    const referenceRates = rate(reference.target);
+    if (!tessera.length || tessera.length !== referenceRates.length) continue;
+    const ratios = tessera.map((v, i) => (referenceRates[i] ? round(v / referenceRates[i]!, 3) : 0));
+    comparisons.push({
+      scenario, reference: reference.target, tessera, referenceRates, ratios, goal: reference.goal,
+      medianTessera: round(median(tessera)), medianReference: round(median(referenceRates)), medianRatio: round(median(ratios), 3),
+    });
+  }
+  return comparisons;
+}
+
+async function unusedPort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
@@ -240,93 +399,87 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const postgres = (await admin.query<{ server_version: string }>('show server_version')).rows[0]!.server_version;
   const db = await createBenchDatabase(o.databaseUrl);
   const processes: RunningProcess[] = [];
+  const tesseraPort = o.port ?? (await unusedPort());
+  const barePort = o.port ? o.port + 1 : await unusedPort();
+  const mailbox = await startCodeMailbox(o.port ? o.port + 2 : 0);
   try {
-    o.log(`argon2id limit (${cores} concurrent verifications)…`);
-    const argon2 = await argon2Limit(Math.max(2, Math.min(o.duration, 10)), cores);
     const signing = signaturesPerSecond(o.duration >= 5 ? 2 : 0.2);
-    o.log(`seeding ${o.users} users with an authenticator app…`);
-    const usernames = await seed(db, o.users);
-    const users = new UserPool(usernames);
-    const port = 39_000 + Math.floor(Math.random() * 1000);
-    const tessera = await startTessera(db.url, port, o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.join(PROJECT_ROOT, 'bench/results/tmp')}`] : []);
+    o.log(`seeding ${o.users} users (half with an authenticator app, half with email codes)…`);
+    const users = await seed(db, o.users, mailbox.port);
+    const factors: Sides['factors'] = {
+      totp: { kind: 'totp', users: new UserPool(users.totp) },
+      email: { kind: 'email', users: new EmailUserPool(users.email), mailbox, emailOf },
+    };
+    const tessera = await startTessera(db.url, tesseraPort, o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.join(PROJECT_ROOT, 'bench/results/tmp')}`] : []);
     processes.push(tessera);
-    const results = await tesseraScenarios(tessera, users, o, 'base');
+    const needsBare = SCENARIOS.some((s) => REFERENCE[s]?.target === 'bare-oidc-provider' && (!o.scenarios || o.scenarios.includes(s)));
+    const bare = needsBare ? await startBareProvider(barePort, o.concurrency) : null;
+    if (bare) processes.push(bare);
+    const tesseraBackends: Backends = async () =>
+      (await admin.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()', [db.name])).rows.map((r) => r.pid);
+    const sides: Sides = { tessera, bare, tesseraBackends, factors, argon2Hash: await hashPassword('bench-password-1'), cores };
+    const results = await scenarios(sides, o, 'base');
     if (o.scale > 0) {
       o.log(`storing ${o.scale} sessions and ${o.scale} grants…`);
       await seedStoredState(db, o.scale);
-      results.push(...(await tesseraScenarios(tessera, users, o, 'scaled')));
+      results.push(...(await scenarios(sides, o, 'scaled')));
     }
-    const tesseraPeak = peakRssMiB(tessera.child.pid!);
-    await tessera.stop();
-
-    let barePeak = 0;
-    const bareScenarios = (['refresh_token', 'client_credentials'] as const).filter((s) => !o.scenarios || o.scenarios.includes(s));
-    if (bareScenarios.length > 0) {
-      o.log(`bare oidc-provider: ${bareScenarios.join(' and ')}…`);
-      const bare = await startBareProvider(port + 1, o.concurrency);
-      processes.push(bare);
-      const bareCommon = { target: 'bare-oidc-provider' as const, phase: 'base' as const, pid: bare.child.pid!, metricsUrl: null, seconds: o.duration, concurrency: o.concurrency };
-      const bareChains = [...bare.refreshTokens];
-      // Refresh first: the bare provider's in-memory adapter is an LRU of 1,000 entries, and a
-      // client_credentials run would evict the seeded refresh tokens.
-      if (bareScenarios.includes('refresh_token')) {
-        results.push(await measure({ ...bareCommon, scenario: 'refresh_token' }, async (vu, rec) => {
-          bareChains[vu] = await refresh(bare.url, bareChains[vu]!, rec);
-        }));
-      }
-      if (bareScenarios.includes('client_credentials')) {
-        results.push(await measure({ ...bareCommon, scenario: 'client_credentials' }, (_vu, rec) => clientCredentials(bare.url, rec)));
-      }
-      barePeak = peakRssMiB(bare.child.pid!);
-      await bare.stop();
-    }
-
-    const find = (scenario: string, target: ScenarioResult['target'] = 'tessera', phase: ScenarioResult['phase'] = 'base') =>
-      results.find((r) => r.scenario === scenario && r.target === target && r.phase === phase)?.perSecond;
     const report: BenchReport = {
       label: o.label,
       at: new Date().toISOString(),
       machine: { cores, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, postgres, platform: `${process.platform} ${process.arch}` },
-      settings: { duration: o.duration, concurrency: o.concurrency, users: o.users, scale: o.scale, argon2: PASSWORD_HASH_PARAMETERS },
-      argon2,
+      settings: { duration: o.duration, rounds: o.rounds, concurrency: o.concurrency, users: o.users, scale: o.scale, argon2: PASSWORD_HASH_PARAMETERS },
       signing,
       results,
-      peakRssMiB: { tessera: tesseraPeak, bare: barePeak },
-      ratios: {
-        mfaLoginsPerArgon2Limit: ratio(find('mfa_login'), argon2.verificationsPerSecond),
-        clientCredentialsPerBare: ratio(find('client_credentials'), find('client_credentials', 'bare-oidc-provider')),
-        refreshPerBare: ratio(find('refresh_token'), find('refresh_token', 'bare-oidc-provider')),
-        clientCredentialsPerCore: find('client_credentials') !== undefined ? round(find('client_credentials')! / cores) : null,
-        refreshPerCore: find('refresh_token') !== undefined ? round(find('refresh_token')! / cores) : null,
-      },
+      comparisons: compare(results),
+      peakRssMiB: { tessera: peakRssMiB(tessera.child.pid!), bare: bare ? peakRssMiB(bare.child.pid!) : 0 },
     };
     if (o.out) writeReport(report, o.out);
     return report;
   } finally {
     for (const p of processes) await p.stop().catch(() => undefined);
+    await mailbox.close();
     await db.drop();
     await admin.end();
   }
 }
 
+const ms = (seconds: number | null) => (seconds === null ? '–' : String(round(seconds * 1000)));
+
 export function markdown(r: BenchReport): string {
   const lines: string[] = [];
   lines.push(`# Tessera benchmark: ${r.label}`, '');
   lines.push(`${r.at} · ${r.machine.cores} cores (${r.machine.cpu}) · ${r.machine.memoryGiB} GiB · Node ${r.machine.node} · PostgreSQL ${r.machine.postgres} · load generator on the same cores`, '');
-  lines.push(`Concurrency ${r.settings.concurrency}, ${r.settings.duration} s per scenario, ${r.settings.users} users with an authenticator app. argon2id m=${r.settings.argon2.memoryCost} KiB, t=${r.settings.argon2.timeCost}, p=${r.settings.argon2.parallelism}.`, '');
-  lines.push('| scenario | target | phase | per second | errors | CPU ms/flow (Tessera) | CPU ms/flow (PostgreSQL) | DB queries/flow | RSS MiB |');
-  lines.push('|---|---|---|---:|---:|---:|---:|---:|---:|');
-  for (const s of r.results) {
-    lines.push(`| ${s.scenario} | ${s.target} | ${s.phase} | ${s.perSecond} | ${s.errors} | ${round(s.cpuSecondsPerFlow * 1000)} | ${s.postgresCpuSecondsPerFlow === null ? '–' : round(s.postgresCpuSecondsPerFlow * 1000)} | ${s.dbQueriesPerFlow ?? '–'} | ${s.rssMiB} |`);
+  lines.push(`Concurrency ${r.settings.concurrency}, ${r.settings.rounds} rounds of ${r.settings.duration} s per scenario and side, alternating; ${r.settings.users} users. argon2id m=${r.settings.argon2.memoryCost} KiB, t=${r.settings.argon2.timeCost}, p=${r.settings.argon2.parallelism}.`, '');
+  lines.push('**Tessera beside its references (medians of the rounds)**', '');
+  lines.push('| scenario | Tessera /s | reference | reference /s | ratio per round | median ratio | goal |', '|---|---:|---|---:|---|---:|---:|');
+  for (const c of r.comparisons) {
+    lines.push(`| ${c.scenario} | ${c.medianTessera} | ${c.reference} | ${c.medianReference} | ${c.ratios.join(', ')} | ${c.medianRatio} | ≥ ${c.goal} |`);
   }
-  lines.push('', '**Latency per step (ms)**', '', '| scenario | target | phase | step | p50 | p95 | p99 | max |', '|---|---|---|---|---:|---:|---:|---:|');
+  lines.push('', '**Per flow (medians of the rounds)**', '');
+  lines.push('| scenario | target | phase | per second | errors | CPU ms/flow | PostgreSQL CPU ms/flow | DB queries/flow | RSS MiB |');
+  lines.push('|---|---|---|---:|---:|---:|---:|---:|---:|');
+  const groups = new Map<string, ScenarioResult[]>();
   for (const s of r.results) {
+    const key = `${s.scenario}|${s.target}|${s.phase}`;
+    groups.set(key, [...(groups.get(key) ?? []), s]);
+  }
+  for (const list of groups.values()) {
+    const s = list[0]!;
+    const med = (f: (x: ScenarioResult) => number | null) => {
+      const v = list.map(f).filter((x): x is number => x !== null);
+      return v.length ? median(v) : null;
+    };
+    lines.push(`| ${s.scenario} | ${s.target} | ${s.phase} | ${round(med((x) => x.perSecond)!)} | ${list.reduce((n, x) => n + x.errors, 0)} | ${ms(med((x) => x.cpuSecondsPerFlow))} | ${ms(med((x) => x.postgresCpuSecondsPerFlow))} | ${med((x) => x.dbQueriesPerFlow)?.toFixed(1) ?? '–'} | ${Math.max(...list.map((x) => x.rssMiB))} |`);
+  }
+  lines.push('', '**Latency per step (ms; the median round of each)**', '', '| scenario | target | phase | step | p50 | p95 | p99 | max |', '|---|---|---|---|---:|---:|---:|---:|');
+  for (const list of groups.values()) {
+    const sorted = [...list].sort((a, b) => a.perSecond - b.perSecond);
+    const s = sorted[Math.floor((sorted.length - 1) / 2)]!;
     for (const [step, p] of Object.entries(s.steps)) lines.push(`| ${s.scenario} | ${s.target} | ${s.phase} | ${step} | ${p.p50} | ${p.p95} | ${p.p99} | ${p.max} |`);
   }
-  lines.push('', '**References and ratios**', '');
-  lines.push(`- argon2id limit: ${r.argon2.verificationsPerSecond} verifications/s on ${r.argon2.concurrency} cores (${r.argon2.msPerVerification} ms each)`);
-  lines.push(`- signatures on one core: RS256 ${r.signing.rs256PerSecond}/s, ES256 ${r.signing.es256PerSecond}/s (the bench client's ID tokens and the bench API's access tokens are ES256, in Tessera and in the bare reference)`);
-  for (const [k, v] of Object.entries(r.ratios)) lines.push(`- ${k}: ${v ?? '–'}`);
+  lines.push('', '**References**', '');
+  lines.push(`- signatures on one core: RS256 ${r.signing.rs256PerSecond}/s, ES256 ${r.signing.es256PerSecond}/s`);
   lines.push(`- peak RSS: Tessera ${r.peakRssMiB.tessera} MiB, bare oidc-provider ${r.peakRssMiB.bare} MiB`);
   return `${lines.join('\n')}\n`;
 }
@@ -338,16 +491,23 @@ function writeReport(report: BenchReport, dir: string): void {
   writeFileSync(path.join(dir, `${stem}.md`), markdown(report));
 }
 
+/** The scenarios that had errors, with what went wrong: a smoke run fails on any. */
+export function failures(report: BenchReport): string[] {
+  return report.results.filter((r) => r.errors > 0).map((r) => `${r.scenario} (${r.target}, ${r.phase}, round ${r.round}): ${r.errors} errors ${JSON.stringify(r.errorKinds)}`);
+}
+
 const invokedDirectly = process.argv[1] && /bench[\\/]run\.ts$/.test(process.argv[1]);
 if (invokedDirectly) {
   const { values } = parseArgs({
     options: {
-      duration: { type: 'string', default: '20' },
+      duration: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '3' },
       concurrency: { type: 'string', default: '8' },
       users: { type: 'string', default: '3000' },
       scale: { type: 'string', default: '100000' },
       label: { type: 'string', default: 'run' },
-      out: { type: 'string', default: path.join(PROJECT_ROOT, 'bench/results') },
+      out: { type: 'string' },
+      port: { type: 'string' },
       smoke: { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
       scenarios: { type: 'string' },
@@ -359,6 +519,20 @@ if (invokedDirectly) {
     console.error(`unknown scenario(s): ${unknown.join(', ')}; known: ${SCENARIOS.join(', ')}`);
     process.exit(2);
   }
+  const wholeNumber = (name: string, v: string | undefined, min: number): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) {
+      console.error(`--${name} must be a whole number, at least ${min}`);
+      process.exit(2);
+    }
+    return n;
+  };
+  const port = wholeNumber('port', values.port, 1);
+  if (port !== undefined && port > 65_533) {
+    console.error('--port must leave room for the next two ports (the bare provider and the SMTP sink)');
+    process.exit(2);
+  }
   const databaseUrl = process.env.DATABASE_URL;
   if (!databaseUrl) {
     console.error('npm run bench needs DATABASE_URL (a PostgreSQL server; the bench makes and drops its own database)');
@@ -367,19 +541,27 @@ if (invokedDirectly) {
   const smoke = values.smoke;
   runBench({
     databaseUrl,
-    duration: smoke ? 1 : Number(values.duration),
-    concurrency: smoke ? 2 : Number(values.concurrency),
-    users: smoke ? 300 : Number(values.users),
-    scale: smoke ? 1000 : Number(values.scale),
+    duration: smoke ? 1 : wholeNumber('duration', values.duration, 1)!,
+    rounds: smoke ? 2 : wholeNumber('rounds', values.rounds, 1)!,
+    concurrency: smoke ? 2 : wholeNumber('concurrency', values.concurrency, 1)!,
+    users: smoke ? 300 : wholeNumber('users', values.users, 2)!,
+    scale: smoke ? 1000 : wholeNumber('scale', values.scale, 0)!,
     label: values.label,
-    out: smoke ? null : values.out,
+    // A smoke run writes a report only where asked to (the smoke test reads it).
+    out: values.out ?? (smoke ? null : path.join(PROJECT_ROOT, 'bench/results')),
     cpuProf: values['cpu-prof'],
+    ...(port !== undefined ? { port } : {}),
     scenarios: scenarios as Scenario[] | undefined,
     log: (line) => console.log(line),
   })
-    .then((report) => {
+    .then(async (report) => {
       console.log(markdown(report));
-      return dispatcher.close();
+      await dispatcher.close();
+      const failed = failures(report);
+      if (failed.length) {
+        console.error(`errors in ${failed.length} measurement(s):\n${failed.join('\n')}`);
+        process.exitCode = 1;
+      }
     })
     .catch((error: unknown) => {
       console.error(error);

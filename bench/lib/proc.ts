@@ -20,13 +20,12 @@ export function rssMiB(pid: number): number {
   return Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024);
 }
 
-/** CPU seconds of each PostgreSQL server process, by pid (the database's share of the work). */
-export function postgresCpu(): Map<number, number> {
+/** CPU seconds of each of these processes so far, by pid (a process that has ended is left out). */
+export function cpuOf(pids: Iterable<number>): Map<number, number> {
   const byPid = new Map<number, number>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
+  for (const pid of pids) {
     try {
-      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() === 'postgres') byPid.set(Number(entry), cpuSeconds(Number(entry)));
+      byPid.set(pid, cpuSeconds(pid));
     } catch {
       // the process ended meanwhile
     }
@@ -34,9 +33,9 @@ export function postgresCpu(): Map<number, number> {
   return byPid;
 }
 
-/** CPU PostgreSQL spent between two samples: processes that ended in between are not subtracted, new ones count whole. */
-export function postgresCpuSince(before: Map<number, number>): number {
+/** CPU spent between two samples: processes that ended in between are not counted, new ones count whole. */
+export function cpuBetween(before: Map<number, number>, after: Map<number, number>): number {
   let total = 0;
-  for (const [pid, seconds] of postgresCpu()) total += Math.max(0, seconds - (before.get(pid) ?? 0));
+  for (const [pid, seconds] of after) total += Math.max(0, seconds - (before.get(pid) ?? 0));
   return total;
 }

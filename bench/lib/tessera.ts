@@ -11,7 +11,7 @@ import { createGroup } from '../../src/directory/groups.js';
 import { createPolicy } from '../../src/policy/policies.js';
 import { setSetting } from '../../src/settings/settings.js';
 import { PROJECT_ROOT } from '../../src/paths.js';
-import { API, BENCH_PASSWORD, BENCH_SECRET, CLIENT, TOTP_SECRET } from './fixtures.js';
+import { APIS, BENCH_PASSWORD, BENCH_SECRET, CLIENT, TOTP_SECRET } from './fixtures.js';
 
 export type BenchDatabase = ScratchDatabase;
 
@@ -20,45 +20,71 @@ export function createBenchDatabase(serverUrl: string): Promise<BenchDatabase> {
   return createScratchDatabase(serverUrl, 'tessera_bench', 4);
 }
 
+export interface BenchUsers {
+  /** Users who pass MFA with an authenticator app. */
+  totp: string[];
+  /** Users who pass MFA with a code sent to their email address. */
+  email: string[];
+}
+
+/** The email address the bench gives a user. */
+export const emailOf = (username: string) => `${username}@bench.test`;
+
 /**
- * Users who must pass MFA with an enrolled authenticator app (all share one password hash and
- * one TOTP secret: the per-user work at login is the same as with distinct ones), and a client.
+ * Users who must pass MFA, half with an enrolled authenticator app and half with email codes (all
+ * share one password hash and one TOTP secret: the per-user work at login is the same as with
+ * distinct ones), the bench client and its APIs. Email codes go to the SMTP server on `smtpPort`.
  */
-export async function seed(db: BenchDatabase, users: number): Promise<string[]> {
+export async function seed(db: BenchDatabase, users: number, smtpPort: number): Promise<BenchUsers> {
   const { db: k } = db.handle;
   const box = new SecretBox(BENCH_SECRET);
   await migrateToLatest(k);
-  // Production mode refuses code methods that cannot send; the bench uses authenticator apps.
-  await setSetting(k, box, 'mfa.methods.email', false);
   await setSetting(k, box, 'mfa.methods.sms', false);
+  await setSetting(k, box, 'smtp.host', '127.0.0.1');
+  await setSetting(k, box, 'smtp.port', smtpPort);
+  await setSetting(k, box, 'smtp.security', 'none');
+  await setSetting(k, box, 'smtp.from', 'Tessera bench <bench@bench.test>');
+  // One simulated browser address for every user: the per-address send limit would measure itself.
+  await setSetting(k, box, 'mfa.otp.perIpPerHour', 100_000);
+  await setSetting(k, box, 'mfa.otp.perUserPerHour', 1000);
+  await setSetting(k, box, 'mfa.otp.perDestinationPerHour', 1000);
   await createClient(k, box, {
     clientId: CLIENT.id, secret: CLIENT.secret, redirectUris: [CLIENT.redirectUri],
     grantTypes: ['authorization_code', 'refresh_token', 'client_credentials'], scope: 'openid profile email offline_access', idTokenAlg: 'ES256',
   });
-  await createResourceServer(k, { identifier: API.identifier, name: 'Bench API', scopes: [API.scope], accessTokenFormat: 'jwt', signingAlg: 'ES256', accessTokenTtlSeconds: API.ttlSeconds });
-  await allowClient(k, API.identifier, CLIENT.id);
-  await createGroup(k, 'bench');
-  await createPolicy(k, { name: 'bench needs MFA', subjectType: 'group', subject: 'bench', mfa: 'required', allowedFactors: ['totp'] });
-  const hash = await hashPassword(BENCH_PASSWORD);
-  const names = Array.from({ length: users }, (_, i) => `bench-${String(i).padStart(6, '0')}`);
-  const group = await k.selectFrom('groups').select('id').where('name', '=', 'bench').executeTakeFirstOrThrow();
-  for (let i = 0; i < names.length; i += 500) {
-    const batch = names.slice(i, i + 500);
-    const rows = await k
-      .insertInto('users')
-      .values(batch.map((username) => ({ username, password_hash: hash, email: `${username}@bench.test`, email_verified: true })))
-      .returning('id')
-      .execute();
-    await k.insertInto('group_members').values(rows.map((r) => ({ group_id: group.id, user_id: r.id }))).execute();
-    await k
-      .insertInto('authenticators')
-      .values(rows.map((r) => {
-        const id = crypto.randomUUID();
-        return { id, user_id: r.id, type: 'totp' as const, label: 'bench', secret: box.seal(TOTP_SECRET, `totp:${id}`), confirmed_at: new Date() };
-      }))
-      .execute();
+  for (const api of Object.values(APIS)) {
+    await createResourceServer(k, { identifier: api.identifier, name: `Bench API ${api.scope}`, scopes: [api.scope], accessTokenFormat: api.format, ...(api.alg ? { signingAlg: api.alg } : {}), accessTokenTtlSeconds: api.ttlSeconds });
+    await allowClient(k, api.identifier, CLIENT.id);
   }
-  return names;
+  const hash = await hashPassword(BENCH_PASSWORD);
+  const made: BenchUsers = { totp: [], email: [] };
+  for (const factor of ['totp', 'email'] as const) {
+    const group = `bench-${factor}`;
+    await createGroup(k, group);
+    await createPolicy(k, { name: `bench ${factor} MFA`, subjectType: 'group', subject: group, mfa: 'required', allowedFactors: [factor] });
+    const groupId = (await k.selectFrom('groups').select('id').where('name', '=', group).executeTakeFirstOrThrow()).id;
+    const names = Array.from({ length: Math.max(1, Math.ceil(users / 2)) }, (_, i) => `bench-${factor}-${String(i).padStart(6, '0')}`);
+    for (let i = 0; i < names.length; i += 500) {
+      const batch = names.slice(i, i + 500);
+      const rows = await k
+        .insertInto('users')
+        .values(batch.map((username) => ({ username, password_hash: hash, email: emailOf(username), email_verified: true })))
+        .returning('id')
+        .execute();
+      await k.insertInto('group_members').values(rows.map((r) => ({ group_id: groupId, user_id: r.id }))).execute();
+      if (factor === 'totp') {
+        await k
+          .insertInto('authenticators')
+          .values(rows.map((r) => {
+            const id = crypto.randomUUID();
+            return { id, user_id: r.id, type: 'totp' as const, label: 'bench', secret: box.seal(TOTP_SECRET, `totp:${id}`), confirmed_at: new Date() };
+          }))
+          .execute();
+      }
+    }
+    made[factor] = names;
+  }
+  return made;
 }
 
 /** Stores many live sessions and grants, as a long-running deployment would have (ids in the stored, hashed form). */

@@ -21,7 +21,7 @@ import { issuerOrigin } from './http/origin.js';
 import { selfSubmittingPages } from './http/self-submitting.js';
 import { interactionRoutes } from './flows/pipeline.js';
 import type { demoRoutes } from './demo/demo.js';
-import { createDelivery } from './factors/delivery/index.js';
+import type { Delivery } from './factors/delivery/index.js';
 import { renderPage } from './http/views.js';
 import { createConsole } from './admin/console/console.js';
 import type { LdapDirectory } from './directory/ldap.js';
@@ -56,6 +56,8 @@ export interface AppDeps {
   internalOrigin: string;
   /** After an administrative change: drop what this process keeps of clients, APIs and scope rules. */
   changed: () => void;
+  /** Sends codes and notices (its SMTP connections are pooled, and closed by the server at shutdown). */
+  delivery: Delivery;
 }
 
 /**
@@ -145,7 +147,7 @@ export function createApp(deps: AppDeps): Koa {
   // Tessera's own pages: every one gets a CSRF token; unknown methods on them get 405.
   const pages = new Router();
   pages.use(csrf(deps.box.deriveKey('csrf'), issuer.startsWith('https://')));
-  const delivery = createDelivery(db, config.mode, log);
+  const { delivery } = deps;
   const otpKey = deps.box.deriveKey('otp-code');
   const interactions = interactionRoutes({
     config, db, provider, audit: deps.audit, log, box: deps.box,

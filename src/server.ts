@@ -23,7 +23,7 @@ import { runCommand } from './cli/commands.js';
 import { ensureDemoData, retireDemoAccounts } from './demo/accounts.js';
 import { setTemplateCaching } from './http/views.js';
 import { loadSettings } from './settings/settings.js';
-import { deliveryProblem } from './factors/delivery/index.js';
+import { createDelivery, deliveryProblem } from './factors/delivery/index.js';
 import { purgeExpiredProgress } from './flows/progress.js';
 import { purgeRateLimits } from './rate-limits.js';
 import { CONSOLE_CLIENT } from './admin/console/registration.js';
@@ -111,6 +111,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   const scopeRules = new ScopeRules(db, config.clientCacheSeconds * 1000);
   const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers, scopeRules });
   const directory = new LdapDirectory();
+  const delivery = createDelivery(db, config.mode, log);
   const changed = () => {
     clients.forget();
     resourceServers.forget();
@@ -122,7 +123,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
     const demo = config.demo ? await import('./demo/demo.js') : null;
     if (demo) await ensureDemoData(db, box, issuer);
     else await retireDemoAccounts(db, log);
-    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, resourceServers, cookieKeys: keys.cookie, runningKeys: keys.signing.map((k) => ({ kid: k.kid, alg: k.alg })), demoRoutes: demo?.demoRoutes ?? null, internalOrigin: internalOriginOf(config.host, port), changed, directory }).callback();
+    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, resourceServers, cookieKeys: keys.cookie, runningKeys: keys.signing.map((k) => ({ kid: k.kid, alg: k.alg })), demoRoutes: demo?.demoRoutes ?? null, internalOrigin: internalOriginOf(config.host, port), changed, directory, delivery }).callback();
   } catch (error) {
     server.close();
     throw error;
@@ -154,6 +155,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await directory.close();
+      delivery.close();
       await audit.flush();
       if (!options.database) await database.close();
     },

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { unusedPort } from './support/ports.js';
 import { startMailbox, type Mailbox } from './support/smtp.js';
 import { startProxy, startSmsFakes, TWILIO_SID, TWILIO_TOKEN, type SmsFakes } from './support/sms-fakes.js';
-import { sendMail } from '../src/factors/delivery/mail.js';
+import { MailPool, sendMail } from '../src/factors/delivery/mail.js';
 import { sendTwilioSms } from '../src/factors/delivery/twilio.js';
 import { sendGatewaySms, renderGatewayRequest, judgeGatewayResponse } from '../src/factors/delivery/gateway.js';
 import { DeliveryError, fillTemplate } from '../src/factors/delivery/types.js';
@@ -37,6 +37,27 @@ describe('code delivery: SMTP, Twilio and a generic SMS gateway', () => {
     assert.match(mail.text ?? '', /424242/);
     assert.equal((mail.to as { text: string }).text, 'alice@example.test');
     assert.match((mail.from as { text: string }).text, /id@example.test/);
+  });
+
+  it('codes go over pooled connections: many messages, few connections; new settings, a new pool', async () => {
+    const pool = new MailPool();
+    try {
+      const settings = smtp({ host: '127.0.0.1', port: mailbox.port, user: 'mailer', password: 'mail-pass' });
+      const before = mailbox.connections;
+      const sent = mailbox.messages.length;
+      for (let i = 0; i < 5; i++) await pool.send(settings, { to: `one-${i}@example.test`, subject: 'Your code', text: `Your code is 10000${i}` });
+      await Promise.all(Array.from({ length: 10 }, (_, i) => pool.send(settings, { to: `many-${i}@example.test`, text: `Your code is 20000${i}` })));
+      assert.equal(mailbox.messages.length - sent, 15);
+      const opened = mailbox.connections - before;
+      assert.ok(opened >= 1 && opened <= 5, `15 messages over ${opened} connection(s)`);
+      // Changed settings take effect at the next message: a new pool with the new credentials.
+      await assert.rejects(pool.send({ ...settings, password: 'wrong' }, { to: 'x@example.test', text: 'x' }), DeliveryError);
+      await pool.send(settings, { to: 'again@example.test', text: 'Your code is 300000' });
+      assert.ok(mailbox.connections - before > opened, 'the settings changed twice: new connections');
+      await assert.rejects(pool.send(smtp({}), { to: 'a@example.test', text: 'x' }), /no SMTP host/);
+    } finally {
+      pool.close();
+    }
   });
 
   it('SMTP failures become delivery errors: wrong password, server down, no host', async () => {

@@ -6,6 +6,8 @@ import { simpleParser, type ParsedMail } from 'mailparser';
 export interface Mailbox {
   port: number;
   messages: ParsedMail[];
+  /** SMTP connections clients have opened so far. */
+  readonly connections: number;
   /** Resolves with the next message to arrive (or one already here that was not yet taken). */
   next(timeoutMs?: number): Promise<ParsedMail>;
   close(): Promise<void>;
@@ -15,6 +17,7 @@ export interface Mailbox {
 export async function startMailbox(options: { requireAuth?: { user: string; pass: string } } = {}): Promise<Mailbox> {
   const messages: ParsedMail[] = [];
   let taken = 0;
+  let connections = 0;
   const waiters: ((m: ParsedMail) => void)[] = [];
   const server = new SMTPServer({
     secure: false,
@@ -39,6 +42,10 @@ export async function startMailbox(options: { requireAuth?: { user: string; pass
         .catch(callback);
     },
     logger: false,
+    onConnect(_session, callback) {
+      connections++;
+      callback();
+    },
   });
   server.listen(0, '127.0.0.1');
   await once(server.server, 'listening');
@@ -46,6 +53,9 @@ export async function startMailbox(options: { requireAuth?: { user: string; pass
   return {
     port,
     messages,
+    get connections() {
+      return connections;
+    },
     next(timeoutMs = 5000) {
       if (taken < messages.length) return Promise.resolve(messages[taken++]!);
       return new Promise((resolve, reject) => {

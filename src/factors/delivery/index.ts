@@ -2,7 +2,7 @@ import type { Db } from '../../db/index.js';
 import type { Logger } from '../../log.js';
 import type { Mode } from '../../config.js';
 import type { Settings } from '../../settings/settings.js';
-import { sendMail } from './mail.js';
+import { MailPool } from './mail.js';
 import { sendTwilioSms } from './twilio.js';
 import { sendGatewaySms } from './gateway.js';
 import type { DeliveryReport, Message } from './types.js';
@@ -19,6 +19,8 @@ export function providerFor(channel: Channel, settings: Settings, mode: Mode): '
 
 export interface Delivery {
   send(channel: Channel, settings: Settings, message: Message): Promise<DeliveryReport>;
+  /** Closes the connections kept for sending (at shutdown). */
+  close(): void;
 }
 
 /**
@@ -43,12 +45,14 @@ export async function tellOwner(delivery: Delivery, settings: Settings, log: Log
  * nothing installed.
  */
 export function createDelivery(db: Db, mode: Mode, log: Logger): Delivery {
+  const mail = new MailPool();
   return {
+    close: () => mail.close(),
     async send(channel, settings, message) {
       const provider = providerFor(channel, settings, mode);
       switch (provider) {
         case 'smtp':
-          return { provider, answer: await sendMail(settings.smtp, message) };
+          return { provider, answer: await mail.send(settings.smtp, message) };
         case 'twilio':
           return { provider, answer: await sendTwilioSms(settings.twilio, message) };
         case 'gateway':

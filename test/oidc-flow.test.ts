@@ -111,6 +111,25 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
     assert.equal((await oidc.tokenIntrospection(config, again.access_token)).active, false);
   });
 
+  it('50 refreshes of one token at once: one rotates it, the others are reuse and revoke the grant; another grant is untouched', async () => {
+    const { tokens } = await login();
+    const { tokens: other } = await login();
+    const refreshWith = (token: string) => fetch(`${tessera.issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`rp:${SECRET}`).toString('base64')}` },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: token }),
+    }).then(async (r) => ({ status: r.status, body: (await r.json()) as { error?: string; refresh_token?: string } }));
+    const answers = await Promise.all(Array.from({ length: 50 }, () => refreshWith(tokens.refresh_token!)));
+    const rotated = answers.filter((a) => a.status === 200);
+    assert.ok(rotated.length <= 1, `at most one refresh rotated the token (${rotated.length})`);
+    assert.ok(answers.filter((a) => a.status === 400).every((a) => a.body.error === 'invalid_grant'));
+    assert.equal(answers.filter((a) => a.status !== 200 && a.status !== 400).length, 0, JSON.stringify(answers.find((a) => a.status !== 200 && a.status !== 400)));
+    // Presented more than once: the grant is revoked, the rotated token with it.
+    for (const a of rotated) assert.equal((await refreshWith(a.body.refresh_token!)).body.error, 'invalid_grant');
+    // The right answer last: another grant's token still refreshes.
+    assert.equal((await refreshWith(other.refresh_token!)).status, 200);
+  });
+
   it('within the reuse window a rotated refresh token may be retried (its answer was lost); after it, reuse revokes the grant', async () => {
     const windowed = await startTestTessera({ REFRESH_TOKEN_REUSE_SECONDS: '1' }, tessera.testDb);
     try {

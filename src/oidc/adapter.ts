@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { CompiledQuery, sql } from 'kysely';
-import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { prepared, type Db } from '../db/index.js';
 import type { RegisteredClients } from '../clients/registered.js';
 import type { SecretBox } from '../crypto/secret-box.js';
@@ -100,12 +100,56 @@ const FIND_GRANT = prepared(`select id, grant_id, payload, expires_at, consumed_
 // Was a refresh token issued in this grant after the given one was used? (Then presenting it again is reuse.)
 const SUCCESSOR = prepared(`select 1 from oidc_models where model = 'RefreshToken' and grant_id = $1 and id <> $2
   and (payload->>'iat')::bigint >= $3 limit 1`);
+// A token with its grant (read ahead for the grant lookup that follows in the same request, with
+// the factors its protected scopes were granted with). Several models are looked up at once when
+// oidc-provider asks for one value as either (introspection: an access token or a client's).
+const FIND_TOKEN = prepared(`select t.model, t.id, t.grant_id, t.payload, t.expires_at, t.consumed_at,
+  g.id as grant_row_id, g.payload as grant_payload, g.expires_at as grant_expires_at, g.consumed_at as grant_consumed_at,
+  case when g.id is null then null else
+    (select json_agg(json_build_object('resource', s.resource, 'scope', s.scope, 'factor', s.factor, 'age', s.factor_age_seconds, 'here', s.at_consent))
+       from grant_step_ups s where s.grant_id = g.id) end as grant_step_ups
+  from oidc_models t left join oidc_models g on g.model = 'Grant' and g.id = t.grant_id
+  where t.id = $1 and t.model = any($2::text[])`);
+// A refresh token's rotation in one statement: the used token is consumed and its successor stored,
+// or neither. Of requests presenting one token at once, one rotates it; the others store nothing.
+// Within the reuse window a used token rotates again (its first answer was lost).
+const ROTATE = prepared(`with used as (
+    update oidc_models set consumed_at = coalesce(consumed_at, now())
+    where model = 'RefreshToken' and id = $8
+      and (consumed_at is null or consumed_at > clock_timestamp() - make_interval(secs => $9::float8))
+    returning 1)
+  insert into oidc_models (model, id, payload, grant_id, user_code, uid, expires_at)
+  select $1::text, $2::text, $3::jsonb, $4::text, $5::text, $6::text, $7::timestamptz from used
+  on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id,
+    user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at
+  returning 1`);
+// A refresh token that did not rotate: is it still stored, and has it a successor in its grant? (SUCCESSOR by stored id.)
+const ROTATION_STATE = prepared(`select exists (select 1 from oidc_models s where s.model = 'RefreshToken' and s.grant_id = o.grant_id
+    and s.id <> o.id and (s.payload->>'iat')::bigint >= floor(extract(epoch from o.consumed_at))::bigint) as has_successor
+  from oidc_models o where o.model = 'RefreshToken' and o.id = $1`);
 // The first use counts: a retry within the reuse window does not move it.
 const CONSUME = prepared('update oidc_models set consumed_at = coalesce(consumed_at, now()) where model = $1 and id = $2');
 const DESTROY = prepared('delete from oidc_models where model = $1 and id = $2');
 const REVOKE = prepared('delete from oidc_models where grant_id = $1');
 
 type Row = { id: string; grant_id: string | null; payload: unknown; expires_at: Date | null; consumed_at: Date | null; step_ups?: unknown };
+type TokenRow = Row & { model: string; grant_row_id: string | null; grant_payload: unknown; grant_expires_at: Date | null; grant_consumed_at: Date | null; grant_step_ups: unknown };
+
+/**
+ * Rows read ahead within one request, by stored id: a token's grant comes with the token, so the
+ * grant lookup oidc-provider makes next costs no query (null: the token's grant does not exist).
+ * Taken once; a grant stored or removed in the request drops its entry.
+ */
+const readAhead = new WeakMap<object, Map<string, Row | null>>();
+/** A refresh token used in this request, consumed by the statement that stores its successor. */
+const pendingRotation = new WeakMap<object, string>();
+/** Token lookups waiting for the next tick, by database and stored id, so that one query serves them all. */
+const tokenLookups = new WeakMap<Db, Map<string, { models: Set<string>; rows: Promise<Map<string, TokenRow>> }>>();
+
+/** The request being served (oidc-provider's context), if any: what read-ahead and rotation are kept for. */
+function currentRequest(): object | undefined {
+  return (Provider.ctx as object | undefined) ?? undefined;
+}
 
 /** Holds a grant loaded from storage against today's scope rules (src/scopes/grants.ts). */
 export interface GrantGuard {
@@ -157,31 +201,101 @@ export class KyselyAdapter implements Adapter {
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
     refuseNul(payload);
     const grantId = GRANTABLE.has(this.model) ? payload.grantId : undefined;
-    await this.run(UPSERT, [
+    const stored = this.hash(id);
+    const values = [
       this.model,
-      this.hash(id),
+      stored,
       JSON.stringify(sealPayload(this.model, payload, this.keys.box)),
       grantId ? this.hash(grantId) : null,
       payload.userCode ? this.hash(payload.userCode) : null,
       payload.uid ? this.hash(payload.uid) : null,
       expiry(expiresIn),
-    ]);
+    ];
+    const request = currentRequest();
+    if (request && this.model === 'Grant') readAhead.get(request)?.delete(stored);
+    const used = request && this.model === 'RefreshToken' ? pendingRotation.get(request) : undefined;
+    if (request && used) {
+      pendingRotation.delete(request);
+      return this.rotate(used, values);
+    }
+    await this.run(UPSERT, values);
+  }
+
+  /**
+   * Stores a refresh token's successor as the used one is consumed. When another request rotated
+   * it first, this is reuse, as oidc-provider treats a consumed token: the grant is revoked. A token
+   * consumed long ago with no successor (its rotation never completed) rotates now; one no longer
+   * stored (its grant was revoked meanwhile) does not.
+   */
+  private async rotate(used: string, values: unknown[]): Promise<void> {
+    if ((await this.run(ROTATE, [...values, used, this.reuseMs / 1000])).length > 0) return;
+    const [state] = await this.run<{ has_successor: boolean }>(ROTATION_STATE, [used]);
+    if (!state) throw new errors.InvalidGrant('grant request is invalid');
+    if (!state.has_successor) {
+      await this.run(UPSERT, values);
+      return;
+    }
+    if (values[3]) await this.run(REVOKE, [values[3]]);
+    throw new errors.InvalidGrant('refresh token already used');
   }
 
   private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
     if (value.includes(NUL)) return undefined;
+    const stored = this.hash(value);
+    if (this.model === 'Grant' && column === 'id') {
+      const request = currentRequest();
+      const ahead = request ? readAhead.get(request) : undefined;
+      if (ahead?.has(stored)) {
+        const row = ahead.get(stored)!;
+        ahead.delete(stored);
+        const payload = live(row ?? undefined, (p) => openPayload(this.model, p, this.keys.box));
+        return payload && this.grantGuard && (await this.grantGuard.active()) ? this.grantGuard.apply(payload, row!.step_ups) : payload;
+      }
+    }
     if (this.grantGuard && column === 'id' && (await this.grantGuard.active())) {
-      const [grant] = await this.run<Row>(FIND_GRANT, [this.model, this.hash(value)]);
-      const payload = live(grant, (stored) => openPayload(this.model, stored, this.keys.box));
+      const [grant] = await this.run<Row>(FIND_GRANT, [this.model, stored]);
+      const payload = live(grant, (p) => openPayload(this.model, p, this.keys.box));
       return payload && this.grantGuard.apply(payload, grant!.step_ups);
     }
-    const [row] = await this.run<Row>(FIND[column], [this.model, this.hash(value)]);
+    const [row] = column === 'id' && GRANTABLE.has(this.model) ? [await this.findToken(stored)] : await this.run<Row>(FIND[column], [this.model, stored]);
     if (row?.consumed_at && this.model === 'RefreshToken' && row.grant_id && !(await this.hasSuccessor(row))) {
       // Used, but its rotation never completed (the database went away between the two writes):
       // the client's retry is not reuse, whenever it comes.
       return live({ ...row, consumed_at: null }, (stored) => openPayload(this.model, stored, this.keys.box));
     }
     return live(row, (stored) => openPayload(this.model, stored, this.keys.box), this.reuseMs);
+  }
+
+  /**
+   * A token row, its grant read ahead for this request. Lookups of one value made in the same tick
+   * (as several models) share one query.
+   */
+  private async findToken(stored: string): Promise<Row | undefined> {
+    let pending = tokenLookups.get(this.db);
+    if (!pending) tokenLookups.set(this.db, (pending = new Map()));
+    let lookup = pending.get(stored);
+    if (!lookup) {
+      const models = new Set<string>();
+      const queue = pending;
+      const rows = new Promise<void>((resolve) => process.nextTick(resolve)).then(async () => {
+        queue.delete(stored);
+        const found = await this.run<TokenRow>(FIND_TOKEN, [stored, [...models]]);
+        return new Map(found.map((r) => [r.model, r]));
+      });
+      lookup = { models, rows };
+      pending.set(stored, lookup);
+    }
+    lookup.models.add(this.model);
+    const row = (await lookup.rows).get(this.model);
+    const request = currentRequest();
+    if (row?.grant_id && request) {
+      let ahead = readAhead.get(request);
+      if (!ahead) readAhead.set(request, (ahead = new Map()));
+      ahead.set(row.grant_id, row.grant_row_id === null ? null : {
+        id: row.grant_row_id, grant_id: null, payload: row.grant_payload, expires_at: row.grant_expires_at, consumed_at: row.grant_consumed_at, step_ups: row.grant_step_ups,
+      });
+    }
+    return row;
   }
 
   private async hasSuccessor(row: Row): Promise<boolean> {
@@ -203,16 +317,27 @@ export class KyselyAdapter implements Adapter {
 
   async consume(id: string): Promise<void> {
     if (id.includes(NUL)) return;
+    // A refresh token is consumed by the statement that stores its successor, later in this request
+    // (oidc-provider rotates it next); should the request end before, the token was not used.
+    const request = currentRequest();
+    if (request && this.model === 'RefreshToken') {
+      pendingRotation.set(request, this.hash(id));
+      return;
+    }
     await this.run(CONSUME, [this.model, this.hash(id)]);
   }
 
   async destroy(id: string): Promise<void> {
     if (id.includes(NUL)) return;
+    const request = currentRequest();
+    if (request && this.model === 'Grant') readAhead.get(request)?.delete(this.hash(id));
     await this.run(DESTROY, [this.model, this.hash(id)]);
   }
 
   async revokeByGrantId(grantId: string): Promise<void> {
     if (grantId.includes(NUL)) return;
+    const request = currentRequest();
+    if (request) readAhead.get(request)?.delete(this.hash(grantId));
     await this.run(REVOKE, [this.hash(grantId)]);
   }
 }

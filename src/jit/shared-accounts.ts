@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { isUniqueViolation, type Db } from '../db/index.js';
+import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { DomainError } from '../domain-error.js';
 import { createUser, findUserByUsername, USERNAME_PATTERN } from '../directory/users.js';
@@ -210,6 +210,12 @@ export async function listReservations(db: Db, options: { id?: string; sharedUse
 /** Whether any account is shared: the sign-in page offers the way in for them only then. */
 export async function anySharedAccount(db: Db): Promise<boolean> {
   return Boolean(await db.selectFrom('shared_accounts').select('user_id').limit(1).executeTakeFirst());
+}
+
+/** A user and whether it is a shared account, in one query: what a token request needs of its account. */
+export function findAccountUser(db: Db, id: string): Promise<(User & { shared: boolean }) | undefined> {
+  if (!UUID.test(id)) return Promise.resolve(undefined);
+  return preparedFirst(db, db.selectFrom('users').selectAll().select(sql<boolean>`exists (select 1 from shared_accounts where shared_accounts.user_id = users.id)`.as('shared')).where('id', '=', id));
 }
 
 export async function isSharedAccount(db: Db, userId: string): Promise<boolean> {

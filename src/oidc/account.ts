@@ -1,8 +1,6 @@
 import type { Account, FindAccount, KoaContextWithOIDC } from 'oidc-provider';
 import type { Actor } from '../jit/shared-accounts.js';
-import type { Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
-import { findUserById } from '../directory/users.js';
 
 /** The claims a user can release, by the standard claim names; the provider filters them by granted scope. */
 export function claimsOf(user: User): { sub: string; [claim: string]: unknown } {
@@ -25,9 +23,9 @@ export function claimsOf(user: User): { sub: string; [claim: string]: unknown } 
  * carries it (from the factor ledger, through extraTokenClaims). A shared account's ID token names
  * the member who signed in as it (`act`, found from the code's session), as its access tokens do.
  */
-export function accountFinder(db: Db, actorOf: (ctx: KoaContextWithOIDC) => Promise<Actor | null>): FindAccount {
+export function accountFinder(userOf: (ctx: KoaContextWithOIDC, sub: string) => Promise<User | undefined>, actorOf: (ctx: KoaContextWithOIDC) => Promise<Actor | null>): FindAccount {
   return async (ctx, sub, token): Promise<Account | undefined> => {
-    const user = await findUserById(db, sub);
+    const user = await userOf(ctx, sub);
     if (!user || user.status !== 'active') return undefined;
     const extra = (token as { extra?: Record<string, unknown> } | undefined)?.extra;
     const carried = extra ? Object.fromEntries(['acr', 'amr', 'auth_time', 'act'].filter((k) => extra[k] !== undefined).map((k) => [k, extra[k]])) : {};

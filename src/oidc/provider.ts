@@ -18,10 +18,9 @@ import { unlockingPass, type RequestedScope, type ScopeRules } from '../scopes/r
 import { guardGrant, parseStepUps } from '../scopes/grants.js';
 import { APPROVAL_RESULT, LEDGER_RESULT, reservationOfResult } from '../flows/complete-login.js';
 import { hasSessionApproval, recordSessionApproval } from '../approvals/requests.js';
-import { findUserById } from '../directory/users.js';
 import { loadSettings } from '../settings/settings.js';
 import { loginRequirement } from '../policy/policies.js';
-import { actorOf, bindCode, isSharedAccount, type Actor } from '../jit/shared-accounts.js';
+import { actorOf, bindCode, findAccountUser, type Actor } from '../jit/shared-accounts.js';
 
 export interface ProviderDeps {
   config: Config;
@@ -75,13 +74,23 @@ export function createProvider(deps: ProviderDeps): Provider {
       return value;
     };
   };
+  // The account a request is about, with whether it is a shared one: loaded once per request, however many hooks ask.
+  const accountKept = new WeakMap<KoaContextWithOIDC, Map<string, ReturnType<typeof findAccountUser>>>();
+  const accountOf = (ctx: KoaContextWithOIDC, sub: string): ReturnType<typeof findAccountUser> => {
+    let kept = accountKept.get(ctx);
+    if (!kept) accountKept.set(ctx, (kept = new Map()));
+    let user = kept.get(sub);
+    if (!user) kept.set(sub, (user = findAccountUser(db, sub)));
+    return user;
+  };
+  const isShared = async (ctx: KoaContextWithOIDC, sub: string | undefined) => Boolean(sub && (await accountOf(ctx, sub))?.shared);
   // The session's factor ledger.
   const ledgerOf = perRequest(({ oidc: { session } }) =>
     session?.uid && session.accountId ? readLedger(db, session.uid, session.accountId) : Promise.resolve([] as Pass[]),
   );
   // What the signed-in user needs for this client and request, and the settings it was worked out with.
   const requirementOf = perRequest(async (ctx) => {
-    const user = ctx.oidc.session?.accountId ? await findUserById(db, ctx.oidc.session.accountId) : undefined;
+    const user = ctx.oidc.session?.accountId ? await accountOf(ctx, ctx.oidc.session.accountId) : undefined;
     const client = ctx.oidc.client && (await clients.get(ctx.oidc.client.clientId));
     if (!user || !client) return null;
     const settings = await loadSettings(db, box);
@@ -92,7 +101,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   // The member whose reservation this code was issued for (null for everyone else's codes).
   const codeActor = perRequest(async (ctx) => {
     const code = ctx.oidc.entities.AuthorizationCode;
-    return code ? actorOf(db, { codeId: storedId(storage.idKey, code.jti) }) : null;
+    // Only a shared account's codes are bound to a reservation.
+    return code && (await isShared(ctx, code.accountId)) ? actorOf(db, { codeId: storedId(storage.idKey, code.jti) }) : null;
   });
 
   const checks: PolicyChecks = {
@@ -109,7 +119,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       if (!client.managerApproval && !(await requirementOf(ctx))?.need.managerApproval) return false;
       return !(await hasSessionApproval(db, ctx.oidc.session.uid, client.clientId));
     },
-    isSharedAccount: (ctx) => (ctx.oidc.session?.accountId ? isSharedAccount(db, ctx.oidc.session.accountId) : Promise.resolve(false)),
+    isSharedAccount: (ctx) => isShared(ctx, ctx.oidc.session?.accountId),
     async needsScopeStepUp(ctx) {
       const { grant } = ctx.oidc;
       const requested: RequestedScope[] = [...ctx.oidc.requestParamOIDCScopes].map((scope) => ({ resource: null, scope }));
@@ -138,7 +148,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       if (name === 'AuthorizationCode') return new SharedSignInCodes(db, name, storage);
       return new KyselyAdapter(db, name, storage, config.ttl.refreshTokenReuseSeconds, guard);
     },
-    findAccount: accountFinder(db, codeActor),
+    findAccount: accountFinder(accountOf, codeActor),
     jwks: { keys: keys.signing as never },
     cookies: {
       keys: keys.cookie,
@@ -221,7 +231,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them
     // outlive the session. A shared account gets none: each use of it is one reserved sign-in.
     issueRefreshToken: async (ctx, client, code) =>
-      client.grantTypeAllowed('refresh_token') && !(await codeActor(ctx)) && !(code.accountId && (await isSharedAccount(db, code.accountId))),
+      client.grantTypeAllowed('refresh_token') && !(await isShared(ctx, code.accountId)) && !(await codeActor(ctx)),
     rotateRefreshToken: () => true,
     ttl: {
       // A token for an API lives as long as the API chose; one for UserInfo as configured.

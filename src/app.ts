@@ -22,6 +22,7 @@ import { selfSubmittingPages } from './http/self-submitting.js';
 import { interactionRoutes } from './flows/pipeline.js';
 import type { demoRoutes } from './demo/demo.js';
 import type { Delivery } from './factors/delivery/index.js';
+import type { SharedAccountPresence } from './jit/shared-accounts.js';
 import { renderPage } from './http/views.js';
 import { createConsole } from './admin/console/console.js';
 import type { LdapDirectory } from './directory/ldap.js';
@@ -58,6 +59,8 @@ export interface AppDeps {
   changed: () => void;
   /** Sends codes and notices (its SMTP connections are pooled, and closed by the server at shutdown). */
   delivery: Delivery;
+  /** Whether there are shared accounts (kept for a while, forgotten by `changed`). */
+  sharedAccounts: SharedAccountPresence;
 }
 
 /**
@@ -152,6 +155,7 @@ export function createApp(deps: AppDeps): Koa {
   const interactions = interactionRoutes({
     config, db, provider, audit: deps.audit, log, box: deps.box,
     delivery,
+    sharedAccounts: deps.sharedAccounts,
     otpKey,
     clients: deps.clients,
     scopeRules: deps.scopeRules,

@@ -29,6 +29,33 @@ export async function take(db: Db, key: string, limit: Limit): Promise<Allowance
   return { allowed: false, retryAt: new Date((row?.window_started.getTime() ?? Date.now()) + limit.seconds * 1000) };
 }
 
+/**
+ * Takes one unit of each limit, in order, in one statement: a limit is taken only when every one
+ * before it allowed, so a refusal leaves the later ones untouched (inside a transaction, rolling it
+ * back returns the earlier ones too). Returns the first refusal, by its index in `limits`.
+ */
+export async function takeInOrder(db: Db, limits: (Limit & { key: string })[]): Promise<{ allowed: true } | { allowed: false; index: number; retryAt: Date }> {
+  if (limits.length === 0) return { allowed: true };
+  const steps = limits.map((limit, i) => {
+    const after = i === 0 ? sql`` : sql`where exists (select 1 from ${sql.ref(`taken${i - 1}`)})`;
+    const expired = sql`rate_limits.window_started <= now() - make_interval(secs => ${limit.seconds})`;
+    return sql`${sql.ref(`taken${i}`)} as (
+      insert into rate_limits (key, window_started, count) select ${limit.key}, now(), 1 ${after}
+      on conflict (key) do update set
+        count = case when ${expired} then 1 else rate_limits.count + 1 end,
+        window_started = case when ${expired} then now() else rate_limits.window_started end
+      where ${expired} or rate_limits.count < ${limit.max}
+      returning 1)`;
+  });
+  const counts = limits.map((_, i) => sql`(select count(*) from ${sql.ref(`taken${i}`)})::int`);
+  const { rows } = await sql<{ taken: number[] }>`with ${sql.join(steps)} select array[${sql.join(counts)}] as taken`.execute(db);
+  const index = rows[0]!.taken.findIndex((n) => n === 0);
+  if (index === -1) return { allowed: true };
+  const refused = limits[index]!;
+  const row = await db.selectFrom('rate_limits').select('window_started').where('key', '=', refused.key).executeTakeFirst();
+  return { allowed: false, index, retryAt: new Date((row?.window_started.getTime() ?? Date.now()) + refused.seconds * 1000) };
+}
+
 /** Gives a window back (a code that could not be sent may be asked for again at once). */
 export async function release(db: Db, key: string): Promise<void> {
   await db.deleteFrom('rate_limits').where('key', '=', key).execute();

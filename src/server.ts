@@ -24,6 +24,7 @@ import { ensureDemoData, retireDemoAccounts } from './demo/accounts.js';
 import { setTemplateCaching } from './http/views.js';
 import { loadSettings } from './settings/settings.js';
 import { createDelivery, deliveryProblem } from './factors/delivery/index.js';
+import { SharedAccountPresence } from './jit/shared-accounts.js';
 import { purgeExpiredProgress } from './flows/progress.js';
 import { purgeRateLimits } from './rate-limits.js';
 import { CONSOLE_CLIENT } from './admin/console/registration.js';
@@ -112,7 +113,9 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
   const provider = createProvider({ config, issuer, db, box, keys, audit, log, clients, resourceServers, scopeRules });
   const directory = new LdapDirectory();
   const delivery = createDelivery(db, config.mode, log);
+  const sharedAccounts = new SharedAccountPresence(db, config.clientCacheSeconds * 1000);
   const changed = () => {
+    sharedAccounts.forget();
     clients.forget();
     resourceServers.forget();
     scopeRules.forget();
@@ -123,7 +126,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
     const demo = config.demo ? await import('./demo/demo.js') : null;
     if (demo) await ensureDemoData(db, box, issuer);
     else await retireDemoAccounts(db, log);
-    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, resourceServers, cookieKeys: keys.cookie, runningKeys: keys.signing.map((k) => ({ kid: k.kid, alg: k.alg })), demoRoutes: demo?.demoRoutes ?? null, internalOrigin: internalOriginOf(config.host, port), changed, directory, delivery }).callback();
+    handle = createApp({ config, issuer, db, box, provider, audit, log, clients, scopeRules, resourceServers, cookieKeys: keys.cookie, runningKeys: keys.signing.map((k) => ({ kid: k.kid, alg: k.alg })), demoRoutes: demo?.demoRoutes ?? null, internalOrigin: internalOriginOf(config.host, port), changed, directory, delivery, sharedAccounts }).callback();
   } catch (error) {
     server.close();
     throw error;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { Kysely, PostgresDialect, sql, type Compilable, type LogEvent } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect, sql, type Compilable, type LogEvent } from 'kysely';
 import pg from 'pg';
 import { errors as oidcErrors } from 'oidc-provider';
 import type { Database } from './schema.js';
@@ -36,6 +36,26 @@ export async function preparedFirst<R>(db: Kysely<Database>, query: Compilable<R
   const compiled = query.compile();
   prepared(compiled.sql);
   return (await db.executeQuery(compiled)).rows[0];
+}
+
+/**
+ * Runs independent writes (of different rows) as one statement, one round trip instead of one each:
+ * each becomes a data-modifying CTE. They see the same snapshot and not each other's effects, so
+ * two that touch one row do not belong together. Returns each one's rows (for those that return any).
+ */
+export async function together(db: Kysely<Database>, queries: Compilable<unknown>[]): Promise<unknown[][]> {
+  const compiled = queries.map((q) => q.compile());
+  if (compiled.length === 1) return [(await db.executeQuery(compiled[0]!)).rows];
+  const parameters: unknown[] = [];
+  const parts = compiled.map((c, i) => {
+    const offset = parameters.length;
+    parameters.push(...c.parameters);
+    return `w${i} as (${c.sql.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + offset}`)})`;
+  });
+  // Rows come back as JSON: dates as ISO strings.
+  const rowsOf = compiled.map((c, i) => (/\breturning\b/i.test(c.sql) ? `(select coalesce(json_agg(w${i}), '[]') from w${i})` : `'[]'::json`));
+  const { rows } = await db.executeQuery<{ r: unknown[][] }>(CompiledQuery.raw(`with ${parts.join(', ')} select json_build_array(${rowsOf.join(', ')}) as r`, parameters));
+  return rows[0]!.r;
 }
 
 type QueryFn = (config: unknown, values?: unknown, callback?: unknown) => unknown;

@@ -120,7 +120,7 @@ export type Admission =
  * lock twice as long as the last). So however many arrive at once, no more than the threshold are
  * ever checked while the account is unlocked, and attempts refused during a lock do not extend it
  * (ZITADEL's GHSA-7h8m-vrxx-vr4m is the cautionary tale). A right answer gives its count back
- * (passedAttempt); a completed login clears the count (recordSuccessfulLogin).
+ * (passedAttempt); a completed login clears the count (successfulLoginStatement).
  */
 export async function admitAttempt(
   db: Db,
@@ -148,25 +148,27 @@ export async function admitAttempt(
 }
 
 /** The admitted attempt was right: its count is given back, and a lock it started is lifted. */
-export async function passedAttempt(db: Db, userId: string, admission: Admission & { admitted: true }): Promise<void> {
-  await db
+export function passedAttemptStatement(db: Db, userId: string, admission: Admission & { admitted: true }) {
+  return db
     .updateTable('users')
     .set({
       failed_logins: sql`greatest(failed_logins - 1, 0)`,
       ...(admission.lockStarted ? { locked_until: null } : {}),
     })
-    .where('id', '=', userId)
-    .execute();
+    .where('id', '=', userId);
+}
+
+export async function passedAttempt(db: Db, userId: string, admission: Admission & { admitted: true }): Promise<void> {
+  await passedAttemptStatement(db, userId, admission).execute();
 }
 
 /** A completed login clears the account's failure count and any lock. */
-export async function recordSuccessfulLogin(db: Db, user: Pick<User, 'id'>): Promise<void> {
-  await db
+export function successfulLoginStatement(db: Db, user: Pick<User, 'id'>) {
+  return db
     .updateTable('users')
     .set({ failed_logins: 0, locked_until: null })
     .where('id', '=', user.id)
-    .where((eb) => eb.or([eb('failed_logins', '>', 0), eb('locked_until', 'is not', null)]))
-    .execute();
+    .where((eb) => eb.or([eb('failed_logins', '>', 0), eb('locked_until', 'is not', null)]));
 }
 
 /**

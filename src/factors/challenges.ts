@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import type { Db } from '../db/index.js';
 import type { ChallengeFactor, OtpChallenge } from '../db/schema.js';
 import type { MfaSettings } from '../settings/settings.js';
-import { addressKey, release, take } from '../rate-limits.js';
+import { addressKey, release, takeInOrder, type Limit } from '../rate-limits.js';
 
 /**
  * One-time codes sent by email or SMS. A code is stored only as an HMAC (keyed from the master
@@ -58,23 +58,22 @@ export async function createChallenge(
 ): Promise<NewChallenge | SendRefusal> {
   try {
     return await db.transaction().execute(async (tx) => {
-      if (otp.resendCooldownSeconds > 0) {
-        const cooldown = await take(tx, cooldownKey(request), { max: 1, seconds: otp.resendCooldownSeconds });
-        if (!cooldown.allowed) throw new Refused({ kind: 'cooldown', retryAt: cooldown.retryAt });
-      }
       // Codes to restore access, and a member's codes for a shared account, count apart: asking for
       // them (which needs no sign-in of the user's own) must not use up the codes the user needs to sign in.
       const quota = request.purpose.startsWith('restore') ? 'restore-' : request.purpose === 'shared-sign-in' ? 'shared-' : '';
-      const limits: ['user' | 'destination' | 'ip', string | null, number][] = [
-        ['user', `${quota}otp-user:${request.userId}`, otp.perUserPerHour],
-        ['destination', `${quota}otp-destination:${request.destination.toLowerCase()}`, otp.perDestinationPerHour],
+      const limits: ['cooldown' | 'user' | 'destination' | 'ip', string | null, Limit][] = [
+        ['cooldown', otp.resendCooldownSeconds > 0 ? cooldownKey(request) : null, { max: 1, seconds: otp.resendCooldownSeconds }],
+        ['user', `${quota}otp-user:${request.userId}`, { max: otp.perUserPerHour, seconds: HOUR }],
+        ['destination', `${quota}otp-destination:${request.destination.toLowerCase()}`, { max: otp.perDestinationPerHour, seconds: HOUR }],
         // A restore code's address limit is taken by its page, alike for names with and without an account.
-        ['ip', request.ip && quota !== 'restore-' ? `otp-ip:${addressKey(request.ip)}` : null, otp.perIpPerHour],
+        ['ip', request.ip && quota !== 'restore-' ? `otp-ip:${addressKey(request.ip)}` : null, { max: otp.perIpPerHour, seconds: HOUR }],
       ];
-      for (const [scope, limitKey, max] of limits) {
-        if (!limitKey) continue;
-        const allowance = await take(tx, limitKey, { max, seconds: HOUR });
-        if (!allowance.allowed) throw new Refused({ kind: 'limit', scope, retryAt: allowance.retryAt });
+      const taking = limits.filter((l): l is [typeof l[0], string, Limit] => l[1] !== null);
+      // All in one statement, in order; a refusal rolls back the units taken before it.
+      const taken = await takeInOrder(tx, taking.map(([, key, limit]) => ({ key, ...limit })));
+      if (!taken.allowed) {
+        const scope = taking[taken.index]![0];
+        throw new Refused(scope === 'cooldown' ? { kind: 'cooldown', retryAt: taken.retryAt } : { kind: 'limit', scope, retryAt: taken.retryAt });
       }
       const id = randomUUID();
       const code = generateCode(otp.length);

@@ -1,11 +1,13 @@
 import type { Context } from 'koa';
 import type { User } from '../db/schema.js';
-import { recordSuccessfulLogin } from '../directory/users.js';
-import { withdrawOnSignIn } from '../portal/restore.js';
+import { successfulLoginStatement } from '../directory/users.js';
+import { withdrawOnSignInStatement } from '../portal/restore.js';
+import { together } from '../db/index.js';
 import { assuranceOf, merged, readLedger } from '../sessions/ledger.js';
 import { finishInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
-import { saveProgress, startsOver, type Progress } from './progress.js';
+import { saveProgressStatement, startsOver, type Progress } from './progress.js';
 import { approvalGate } from './approval-gate.js';
+import type { AttemptGiveBack } from './second-factor.js';
 import { reservationMember } from '../jit/shared-accounts.js';
 
 /**
@@ -46,22 +48,29 @@ export function reservationOfResult(result: unknown): string | null {
  * account names the reserving member as the audit's actor. `approved`: the approval request a
  * manager granted.
  */
-export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress, options: { approved?: string } = {}): Promise<void> {
-  const { approved } = options;
-  if (!approved && (await approvalGate(ctx, deps, details, user, progress))) return;
+export async function completeLogin(ctx: Context, deps: FlowDeps, details: InteractionDetails, user: User, progress: Progress, options: { approved?: string; giveBack?: AttemptGiveBack | null } = {}): Promise<void> {
+  const { approved, giveBack } = options;
+  if (!approved && (await approvalGate(ctx, deps, details, user, progress))) {
+    // Held for a manager: the sign-in is not complete, so the admitted guess is given back on its own.
+    await giveBack?.execute();
+    return;
+  }
   const actor = progress.reservationId ? await reservationMember(deps.db, progress.reservationId) : undefined;
   const { amr, acr, ts } = await assuranceAfter(deps, details, user.id, progress);
-  const [, , , withdrawn] = await Promise.all([
-    recordSuccessfulLogin(deps.db, user),
-    saveProgress(deps.db, { ...progress, challengeId: null }),
+  const [[, , withdrawn = []]] = await Promise.all([
+    // What a completed sign-in writes, in one statement: the failure count cleared, the progress kept for the ledger, and
+    // (back in with the account's own credentials) a pending "restore access" request withdrawn: not needed, or not theirs.
+    together(deps.db, [
+      successfulLoginStatement(deps.db, user),
+      saveProgressStatement(deps.db, { ...progress, challengeId: null }),
+      ...(actor ? [] : [withdrawOnSignInStatement(deps.db, user.id)]),
+    ]),
     deps.audit.record({
       type: 'login.success', actor: actor?.username ?? user.username, subject: user.id, clientId: String(details.params.client_id), ...requestMeta(ctx),
       details: { amr, ...(actor ? { shared_account: user.username, member_id: actor.id, reservation: progress.reservationId } : {}) },
     }),
-    // Back in with the account's own credentials: a pending "restore access" request is not needed (or was not theirs).
-    actor ? Promise.resolve([]) : withdrawOnSignIn(deps.db, user.id),
   ]);
-  for (const request of withdrawn) await deps.audit.record({ type: 'restore.withdrawn', actor: user.username, subject: user.id, ...requestMeta(ctx), details: { request, by: 'sign-in' } });
+  for (const { id: request } of withdrawn as { id: string }[]) await deps.audit.record({ type: 'restore.withdrawn', actor: user.username, subject: user.id, ...requestMeta(ctx), details: { request, by: 'sign-in' } });
   // A shared account's session ends with the browser: it is never kept for a later sign-in.
   const remember = !actor;
   await finishInteraction(ctx, details, {

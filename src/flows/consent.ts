@@ -3,7 +3,7 @@ import Router from '@koa/router';
 import type Provider from 'oidc-provider';
 import type { Context } from 'koa';
 import { z } from 'zod';
-import type { Db } from '../db/index.js';
+import { together, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import type { RegisteredClient } from '../clients/registered.js';
 import { OIDC_SCOPES } from '../oidc/account.js';
@@ -19,10 +19,10 @@ import { loginRequirement, sharedSignInRequirement } from '../policy/policies.js
 import { FACTOR_ORDER } from '../policy/requirement.js';
 import { factor as factorOf } from '../factors/index.js';
 import { now, readLedger, type Pass } from '../sessions/ledger.js';
-import { scopeKey, unlockingPass, type RequestedScope, type ScopeRule, type StepUpRecord } from '../scopes/rules.js';
+import { scopeKey, unlockingPass, type RequestedScope, type ScopeRule, type ScopeRules, type StepUpRecord } from '../scopes/rules.js';
 import { recordStepUps } from '../scopes/grants.js';
 import { clientOf, finishInteraction, loadInteraction, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
-import { loadProgress, saveProgress, type Progress } from './progress.js';
+import { loadProgress, saveProgressStatement, type Progress } from './progress.js';
 import { assuranceAfter, LEDGER_RESULT, reservationOfResult } from './complete-login.js';
 import { reservationMember } from '../jit/shared-accounts.js';
 import { addChallengeRoutes, type ChallengeHost, type ChallengeState } from './second-factor.js';
@@ -44,10 +44,9 @@ export interface ProtectedScope extends ScopeLine {
 }
 
 /** The requested scopes with the descriptions the administrator gave them; unknown ones are shown by name. */
-export async function describeScopes(db: Db, scopes: string[]): Promise<ScopeLine[]> {
+export async function describeScopes(scopeRules: ScopeRules, scopes: string[]): Promise<ScopeLine[]> {
   if (scopes.length === 0) return [];
-  const rows = await db.selectFrom('scopes').select(['name', 'description']).where('name', 'in', scopes).execute();
-  const byName = new Map(rows.map((r) => [r.name, r.description]));
+  const byName = await scopeRules.descriptions();
   return scopes.map((name) => ({ name, description: byName.get(name) ?? name }));
 }
 
@@ -139,7 +138,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
       member
         ? sharedSignInRequirement(db, settings, config.mode, user, member, client.mfaRequired, details.params)
         : loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params),
-      describeScopes(db, rules.map((r) => r.scope)),
+      describeScopes(deps.scopeRules, rules.map((r) => r.scope)),
     ]);
     const usable = need.usableFactors;
     const descriptions = new Map(descriptionRows.map((d) => [d.name, d.description]));
@@ -175,7 +174,7 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
         title: 'Allow access?',
         uid: s.details.uid,
         clientName: s.client.name,
-        scopes: await describeScopes(db, plain),
+        scopes: await describeScopes(deps.scopeRules, plain),
         apis: s.apis,
         protectedScopes: s.protectedScopes.map((p) => ({
           key: p.key,
@@ -324,10 +323,10 @@ export function consentStep(deps: FlowDeps): { routes: Router; enter(ctx: Contex
       const locked = state.protectedScopes.filter((p) => !p.pass).map((p) => p.name);
       return `This lets you allow ${locked.join(', ')} for ${state.client.name}.`;
     },
-    async passed(ctx, s, pass) {
+    async passed(ctx, s, pass, giveBack) {
       const methods = [...s.progress.methods.filter((m) => m.factor !== pass.factor), pass];
       await Promise.all([
-        saveProgress(db, { ...s.progress, methods, challengeId: null }),
+        together(db, [...(giveBack ? [giveBack] : []), saveProgressStatement(db, { ...s.progress, methods, challengeId: null })]),
         audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: pass.factor, ...(pass.amr ? { amr: pass.amr } : {}), purpose: 'step-up' } }),
       ]);
       seeOther(ctx, `/interaction/${s.details.uid}`);

@@ -18,6 +18,7 @@ export const SIGN_IN_CANCELLED = 'The user cancelled the sign-in.';
 import { seeOther } from '../http/redirect.js';
 import type { ManagerLookup } from '../approvals/recipients.js';
 import type { LdapDirectory } from '../directory/ldap.js';
+import type { SharedAccountPresence } from '../jit/shared-accounts.js';
 
 export interface FlowDeps {
   config: Config;
@@ -40,6 +41,8 @@ export interface FlowDeps {
   ldapManager: ManagerLookup | null;
   /** The LDAP directory (used when its settings are complete). */
   directory: LdapDirectory;
+  /** Whether there are shared accounts (kept for a while). */
+  sharedAccounts: SharedAccountPresence;
 }
 
 export type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>;

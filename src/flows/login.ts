@@ -2,9 +2,8 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import { ACCOUNT_CLIENT_ID } from '../portal/registration.js';
 import { CONSOLE_CLIENT_ID } from '../admin/console/registration.js';
-import { anySharedAccount, isSharedAccount } from '../jit/shared-accounts.js';
 import { beginSharedSignIn } from './shared-account.js';
-import { admitAttempt, DirectoryError, findUserByUsername, passedAttempt, syncDirectoryUser } from '../directory/users.js';
+import { admitAttempt, DirectoryError, findUserByUsername, passedAttempt, passedAttemptStatement, syncDirectoryUser, type Admission } from '../directory/users.js';
 import { DirectoryUnavailable, ldapConfigured } from '../directory/ldap.js';
 import { PASSWORD_MAX_LENGTH, verifyPassword } from '../directory/passwords.js';
 import { assertCsrf } from '../http/csrf.js';
@@ -12,11 +11,12 @@ import { readForm } from '../http/body.js';
 import { renderPage } from '../http/views.js';
 import { seeOther } from '../http/redirect.js';
 import { loadSettings } from '../settings/settings.js';
-import { loginRequirement } from '../policy/policies.js';
+import { loginRequirement, userMfaFacts } from '../policy/policies.js';
 import { clientOf, loadInteraction, portalOf, requestMeta, type FlowDeps, type InteractionDetails } from './context.js';
 import { completeLogin } from './complete-login.js';
-import { saveProgress } from './progress.js';
-import { addressKey, take } from '../rate-limits.js';
+import { saveProgressStatement } from './progress.js';
+import { together } from '../db/index.js';
+import { addressKey, takeInOrder } from '../rate-limits.js';
 import { now } from '../sessions/ledger.js';
 
 const NO_ACCOUNT = '00000000-0000-0000-0000-000000000000';
@@ -33,9 +33,9 @@ const loginForm = z.object({
 });
 
 /** The sign-in page; the way in for shared accounts is offered where there are any. */
-export async function showLogin(ctx: Context, deps: Pick<FlowDeps, 'clients' | 'db'>, details: InteractionDetails, options: { error?: string; username?: string; status?: number } = {}): Promise<void> {
+export async function showLogin(ctx: Context, deps: Pick<FlowDeps, 'clients' | 'db' | 'sharedAccounts'>, details: InteractionDetails, options: { error?: string; username?: string; status?: number } = {}): Promise<void> {
   const hint = typeof details.params.login_hint === 'string' ? details.params.login_hint.slice(0, 128) : '';
-  const [client, sharedAccounts] = await Promise.all([clientOf(deps, details), anySharedAccount(deps.db)]);
+  const [client, sharedAccounts] = await Promise.all([clientOf(deps, details), deps.sharedAccounts.any()]);
   const own = client.clientId === ACCOUNT_CLIENT_ID || client.clientId === CONSOLE_CLIENT_ID;
   renderPage(
     ctx,
@@ -59,11 +59,12 @@ export async function throttleSignIn(deps: Pick<FlowDeps, 'db' | 'config'>, user
   const { db, config } = deps;
   const window = config.loginAttempts.windowSeconds;
   const nameKey = userId ? `login-account:${userId}` : `login-username:${username.normalize('NFC').toLowerCase()}`;
-  for (const [scope, key, max] of [['ip', `login-ip:${addressKey(ip)}`, config.loginAttempts.perIp], ['username', nameKey, config.loginAttempts.perUsername]] as const) {
-    const allowance = await take(db, key, { max, seconds: window });
-    if (!allowance.allowed) return { scope, retryAt: allowance.retryAt };
-  }
-  return null;
+  const scopes = ['ip', 'username'] as const;
+  const taken = await takeInOrder(db, [
+    { key: `login-ip:${addressKey(ip)}`, max: config.loginAttempts.perIp, seconds: window },
+    { key: nameKey, max: config.loginAttempts.perUsername, seconds: window },
+  ]);
+  return taken.allowed ? null : { scope: scopes[taken.index]!, retryAt: taken.retryAt };
 }
 
 export function submitLogin(deps: FlowDeps) {
@@ -101,9 +102,12 @@ export function submitLogin(deps: FlowDeps) {
     };
 
     const settings = await loadSettings(db, deps.box);
+    // A local account's attempt, admitted before its hash: given back below once the password proved right.
+    let passed: (Admission & { admitted: true }) | null = null;
     // Users the directory knows sign in with its password: any name with no local account, and the
     // local records of directory users. Local accounts keep their own password.
-    if (ldapConfigured(settings.ldap) && (!user || user.source === 'ldap')) {
+    const viaDirectory = ldapConfigured(settings.ldap) && (!user || user.source === 'ldap');
+    if (viaDirectory) {
       // A directory user seen before counts toward the lockout like a local one; a first sign-in has
       // no record yet, and the per-name and per-address limits above are what hold it.
       const admission = user ? await admitAttempt(db, user.id, config.lockout) : null;
@@ -161,19 +165,27 @@ export function submitLogin(deps: FlowDeps) {
         }
         return refuse('wrong_password');
       }
-      await passedAttempt(db, user.id, admission);
-      if (user.status !== 'active') return refuse('disabled');
-      // A shared account an administrator gave a password: the reserving member's own code comes next.
-      if (await isSharedAccount(db, user.id)) return beginSharedSignIn(ctx, deps, details, user, [{ factor: 'password', at: now() }]);
+      if (user.status !== 'active') {
+        await passedAttempt(db, user.id, admission);
+        return refuse('disabled');
+      }
+      passed = admission;
     }
 
-    const need = await loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params);
+    const facts = await userMfaFacts(db, user.id);
+    // A shared account an administrator gave a password: the reserving member's own code comes next.
+    if (facts.shared && !viaDirectory) {
+      if (passed) await passedAttempt(db, user.id, passed);
+      return beginSharedSignIn(ctx, deps, details, user, [{ factor: 'password', at: now() }]);
+    }
+    const need = await loginRequirement(db, settings, config.mode, user, client.mfaRequired, details.params, facts);
     const progress = { uid: details.uid, accountId: user.id, step: 'login' as const, methods: [{ factor: 'password' as const, at: now() }], requirement: need, challengeId: null };
+    // A completed sign-in clears the failure count, this attempt's with it.
     if (!need.mfaRequired) return completeLogin(ctx, deps, details, user, progress);
     // The password is right, but this login needs a second factor: remember the first, and what the
-    // login needs, and go on to it. The failure count stays until the whole login succeeds, so
-    // guessing the second factor still locks.
-    await saveProgress(db, progress);
+    // login needs, and go on to it. The attempt is given back, but the failure count stays until the
+    // whole login succeeds, so guessing the second factor still locks.
+    await together(db, [...(passed ? [passedAttemptStatement(db, user.id, passed)] : []), saveProgressStatement(db, progress)]);
     await audit.record({ type: 'login.password_verified', actor: username, subject: user.id, clientId, ...meta, details: { mfa: need.reasons, policy: need.policy } });
     seeOther(ctx, `/interaction/${details.uid}/mfa`);
   };

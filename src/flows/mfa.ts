@@ -1,6 +1,5 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { findUserById } from '../directory/users.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { HttpError } from '../http/errors.js';
@@ -11,7 +10,8 @@ import { beginEnrolment, confirmEnrolment, isWellFormedTotp } from '../factors/a
 import { now } from '../sessions/ledger.js';
 import { clientOf, loadInteraction, requestMeta, type FlowDeps } from './context.js';
 import { loginRequirement } from '../policy/policies.js';
-import { loadProgress, saveProgress } from './progress.js';
+import { loadProgressAndUser, saveProgress, saveProgressStatement, type Progress } from './progress.js';
+import { together } from '../db/index.js';
 import { completeLogin } from './complete-login.js';
 import { codeField } from '../factors/index.js';
 import { addChallengeRoutes, challengeBase, showCode, showFactorChoice, type ChallengeHost, type ChallengeState } from './second-factor.js';
@@ -36,13 +36,14 @@ export function mfaRoutes(deps: FlowDeps): Router {
 
   async function load(ctx: Context): Promise<MfaState | null> {
     const details = await loadInteraction(ctx, deps.provider);
-    const progress = await loadProgress(db, details.uid);
+    const loaded = await loadProgressAndUser(db, details.uid);
+    const progress = loaded?.progress;
     // A sign-in as a shared account is answered by the member's factors, on its own step's pages.
     if (!progress || progress.step !== 'login' || !progress.requirement || progress.reservationId || details.prompt.name !== 'login') {
       seeOther(ctx, `/interaction/${details.uid}`);
       return null;
     }
-    const user = await findUserById(db, progress.accountId);
+    const user = loaded.user;
     if (!user || user.status !== 'active') throw new HttpError(403, 'This account cannot sign in. Contact your administrator.', 'Sign-in refused');
     const need = progress.requirement;
     // Before a first passkey, a code to the user's own address or phone proves the password's typist is the user.
@@ -65,24 +66,25 @@ export function mfaRoutes(deps: FlowDeps): Router {
       const s = state as MfaState;
       return s.need.enrolAuthenticator !== 'no' || passkeyOpen(s);
     },
-    async passed(ctx, state, pass) {
+    async passed(ctx, state, pass, giveBack) {
       const s = state as MfaState;
       const id = pass.factor;
       const success = audit.record({ type: 'mfa.success', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: id, ...(pass.amr ? { amr: pass.amr } : {}) } });
       const methods = [...s.progress.methods, pass];
+      const goOn = (progress: Progress) => together(db, [...(giveBack ? [giveBack] : []), saveProgressStatement(db, progress)]);
       if (s.need.enrolPasskey && (s.need.passkeyProof ?? []).includes(id)) {
         // The code proved it is the user; it is not the policy's second factor: the passkey is.
-        await Promise.all([success, saveProgress(db, { ...s.progress, methods, challengeId: null, factorPassed: id })]);
+        await Promise.all([success, goOn({ ...s.progress, methods, challengeId: null, factorPassed: id })]);
         return seeOther(ctx, `/interaction/${s.details.uid}/mfa/passkey`);
       }
       // After a code (or a recovery code: the app may be what was lost) the user may add an app.
       if (id !== 'totp' && id !== 'webauthn' && ((s.progress.enrolAfterFactor && s.need.enrolAuthenticator === 'after-factor') || s.need.enrolAuthenticator === 'after-code')) {
         // The code proved it is the user: now they may add an authenticator app, then the login completes.
-        await Promise.all([success, saveProgress(db, { ...s.progress, methods, challengeId: null, factorPassed: id })]);
+        await Promise.all([success, goOn({ ...s.progress, methods, challengeId: null, factorPassed: id })]);
         return seeOther(ctx, `${challengeBase(host, s.details.uid)}/enrol`);
       }
-      // Together, so both audit events go out in one write.
-      await Promise.all([success, completeLogin(ctx, deps, s.details, s.user, { ...s.progress, methods })]);
+      // Together, so both audit events go out in one write. The completed sign-in clears the failure count.
+      await Promise.all([success, completeLogin(ctx, deps, s.details, s.user, { ...s.progress, methods }, { giveBack })]);
     },
   };
 
@@ -193,7 +195,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
       return showEnrolment(ctx, s, 'That code is not right. Check that your app shows the account you just added, and try the next code.', 401);
     }
     await audit.record({ type: 'mfa.enrolled', subject: s.user.id, clientId: String(s.details.params.client_id), ...requestMeta(ctx), details: { factor: 'totp', authenticator: id } });
-    await host.passed(ctx, s, { factor: 'totp', at: now() });
+    await host.passed(ctx, s, { factor: 'totp', at: now() }, null);
   }));
 
   // A first passkey at sign-in, where a policy demands MFA and the user has nothing yet (as an app may be set up there).
@@ -224,7 +226,7 @@ export function mfaRoutes(deps: FlowDeps): Router {
     const meta = requestMeta(ctx);
     await audit.record({ type: 'mfa.enrolled', subject: s.user.id, clientId: String(s.details.params.client_id), ...meta, details: { factor: 'webauthn', passkey: passkey.name, synced: passkey.synced } });
     void tellOwner(deps.delivery, s.settings, deps.log, s.user, passkeyAddedNotice(s.settings.mfa.appName, s.user.username, passkey.name));
-    await host.passed(ctx, s, { factor: 'webauthn', at: now(), amr: passkey.amr });
+    await host.passed(ctx, s, { factor: 'webauthn', at: now(), amr: passkey.amr }, null);
   }));
 
   // Not now: the code already passed completes the sign-in without an app.

@@ -1,5 +1,6 @@
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import { preparedFirst, type Db } from '../db/index.js';
+import type { InteractionProgressTable, User } from '../db/schema.js';
 import type { FactorId } from '../settings/settings.js';
 import type { Requirement } from '../policy/requirement.js';
 import { isPass, type Pass } from '../sessions/ledger.js';
@@ -35,6 +36,10 @@ const TTL_SECONDS = 3600;
 
 /** Saves the progress; it lives an hour, or `ttlSeconds` (while a manager's link is open). */
 export async function saveProgress(db: Db, progress: Progress, ttlSeconds = TTL_SECONDS): Promise<void> {
+  await saveProgressStatement(db, progress, ttlSeconds).execute();
+}
+
+export function saveProgressStatement(db: Db, progress: Progress, ttlSeconds = TTL_SECONDS) {
   const values = {
     uid: progress.uid,
     account_id: progress.accountId,
@@ -47,16 +52,15 @@ export async function saveProgress(db: Db, progress: Progress, ttlSeconds = TTL_
     reservation_id: progress.reservationId ?? null,
     expires_at: new Date(Date.now() + ttlSeconds * 1000),
   };
-  await db
+  return db
     .insertInto('interaction_progress')
     .values(values)
-    .onConflict((oc) => oc.column('uid').doUpdateSet({ ...values, updated_at: sql`now()` }))
-    .execute();
+    .onConflict((oc) => oc.column('uid').doUpdateSet({ ...values, updated_at: sql`now()` }));
 }
 
-export async function loadProgress(db: Db, uid: string): Promise<Progress | null> {
-  const row = await preparedFirst(db, db.selectFrom('interaction_progress').selectAll().where('uid', '=', uid).where('expires_at', '>', sql<Date>`now()`));
-  if (!row) return null;
+type ProgressRow = Selectable<InteractionProgressTable>;
+
+function progressOf(row: Pick<ProgressRow, 'uid' | 'account_id' | 'step' | 'methods' | 'requirement' | 'challenge_id' | 'enrol_after_factor' | 'factor_passed' | 'reservation_id'>): Progress | null {
   const methods = row.methods as unknown[];
   // A row written before the ledger (or tampered with) is not trusted: the sign-in starts over.
   if (!Array.isArray(methods) || !methods.every(isPass)) return null;
@@ -71,6 +75,26 @@ export async function loadProgress(db: Db, uid: string): Promise<Progress | null
     factorPassed: row.factor_passed as FactorId | null,
     reservationId: row.reservation_id,
   };
+}
+
+export async function loadProgress(db: Db, uid: string): Promise<Progress | null> {
+  const row = await preparedFirst(db, db.selectFrom('interaction_progress').selectAll().where('uid', '=', uid).where('expires_at', '>', sql<Date>`now()`));
+  return row ? progressOf(row) : null;
+}
+
+/** The progress and the user it is about, in one query (every step of a login reads both). */
+export async function loadProgressAndUser(db: Db, uid: string): Promise<{ progress: Progress; user: User | undefined } | null> {
+  const row = await preparedFirst(db, db
+    .selectFrom('interaction_progress as p')
+    .leftJoin('users as u', 'u.id', 'p.account_id')
+    .selectAll('u')
+    .select(['p.uid', 'p.account_id', 'p.step', 'p.methods', 'p.requirement', 'p.challenge_id', 'p.enrol_after_factor', 'p.factor_passed', 'p.reservation_id'])
+    .where('p.uid', '=', uid)
+    .where('p.expires_at', '>', sql<Date>`now()`));
+  const progress = row && progressOf(row);
+  if (!row || !progress) return null;
+  const { uid: _uid, account_id: _account, step: _step, methods: _methods, requirement: _requirement, challenge_id: _challenge, enrol_after_factor: _enrol, factor_passed: _factor, reservation_id: _reservation, ...user } = row;
+  return { progress, user: user.id === null ? undefined : (user as User) };
 }
 
 export async function clearProgress(db: Db, uid: string): Promise<void> {

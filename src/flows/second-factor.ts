@@ -2,7 +2,7 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { User } from '../db/schema.js';
-import { admitAttempt, passedAttempt } from '../directory/users.js';
+import { admitAttempt, passedAttemptStatement } from '../directory/users.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { renderPage } from '../http/views.js';
@@ -51,8 +51,15 @@ export interface ChallengeHost {
   hasOtherWays?(s: ChallengeState): boolean;
   /** A line on the code page saying what passing it leads to, if the step has one. */
   codeNote?(s: ChallengeState): string;
-  passed(ctx: Context, s: ChallengeState, pass: FactorPass): Promise<void>;
+  /**
+   * The factor was passed. `giveBack` returns the admitted guess to the lockout count: the step runs
+   * it with its own writes, or leaves it to a completed sign-in, which clears the count anyway.
+   */
+  passed(ctx: Context, s: ChallengeState, pass: FactorPass, giveBack: AttemptGiveBack | null): Promise<void>;
 }
+
+/** The statement that gives an admitted attempt back (see passedAttemptStatement). */
+export type AttemptGiveBack = ReturnType<typeof passedAttemptStatement>;
 
 /** A second factor passed now, with what it proved (a passkey's amr). */
 export interface FactorPass extends Pass {
@@ -268,9 +275,8 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     // the challenge's own channel, whatever the form says.
     const verdict = await f.verify(factorContext(deps, ctx, s, host.purpose), { code: answer, challengeId: s.progress.challengeId });
     if (verdict.ok && s.usable.includes(verdict.factor)) {
-      await passedAttempt(db, lockoutId, admission);
       if (verdict.factor === 'recovery') await recoveryUsed(ctx, s, verdict.recoveryCodesLeft ?? 0);
-      return host.passed(ctx, s, { factor: verdict.factor, at: now(), ...(verdict.amr ? { amr: verdict.amr } : {}) });
+      return host.passed(ctx, s, { factor: verdict.factor, at: now(), ...(verdict.amr ? { amr: verdict.amr } : {}) }, passedAttemptStatement(db, lockoutId, admission));
     }
     const reason = verdict.ok ? 'not_allowed' : verdict.reason;
     await Promise.all([

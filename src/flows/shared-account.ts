@@ -123,9 +123,11 @@ export function sharedAccountRoutes(deps: FlowDeps): Router {
     load,
     showChoice: (ctx, s, message, status) => showChoice(ctx, s as SharedState, message, status),
     codeNote: (s) => `You are signing in as ${(s as SharedState).shared.username} with your own code.`,
-    async passed(ctx, state, pass) {
+    async passed(ctx, state, pass, giveBack) {
       const id = pass.factor;
       const s = state as SharedState;
+      // The guesses count toward the shared account's lockout, which this sign-in's completion does not clear.
+      await giveBack?.execute();
       const meta = requestMeta(ctx);
       const clientId = String(s.details.params.client_id);
       await audit.record({ type: 'mfa.success', actor: s.user.username, subject: s.user.id, clientId, ...meta, details: { factor: id, shared_account: s.shared.username } });

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { DomainError } from '../domain-error.js';
+import { ExpiringCache } from '../cache.js';
 import { createUser, findUserByUsername, USERNAME_PATTERN } from '../directory/users.js';
 import { createGroup } from '../directory/groups.js';
 
@@ -208,6 +209,28 @@ export async function listReservations(db: Db, options: { id?: string; sharedUse
 }
 
 /** Whether any account is shared: the sign-in page offers the way in for them only then. */
+/**
+ * Whether any shared account exists: the sign-in page offers their way in only then. Kept for the
+ * client cache's time (every sign-in page asks), forgotten at once after a change in this process.
+ */
+export class SharedAccountPresence {
+  private readonly kept: ExpiringCache<boolean>;
+  constructor(
+    private readonly db: Db,
+    ttlMs: number,
+  ) {
+    this.kept = new ExpiringCache(ttlMs, 1);
+  }
+
+  async any(): Promise<boolean> {
+    return (await this.kept.get('any', () => anySharedAccount(this.db))) ?? false;
+  }
+
+  forget(): void {
+    this.kept.clear();
+  }
+}
+
 export async function anySharedAccount(db: Db): Promise<boolean> {
   return Boolean(await db.selectFrom('shared_accounts').select('user_id').limit(1).executeTakeFirst());
 }

@@ -89,8 +89,19 @@ export function listPolicies(db: Db) {
   return policiesWithSubjects(db).orderBy('priority').orderBy('access_policies.name').execute();
 }
 
-/** The policies that apply to a user (their own and their groups') and which factors they hold (an app, a passkey, recovery codes), in one query. */
-export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: PolicyRule[]; hasAuthenticator: boolean; hasPasskey: boolean; hasRecoveryCodes: boolean }> {
+/** What a sign-in needs to know of a user beyond their record, worked out in one query. */
+export interface UserMfaFacts {
+  /** The policies that apply (the user's own and their groups'). */
+  policies: PolicyRule[];
+  hasAuthenticator: boolean;
+  hasPasskey: boolean;
+  hasRecoveryCodes: boolean;
+  /** A shared account (signed in to by a member's reservation). */
+  shared: boolean;
+}
+
+/** The policies that apply to a user, which factors they hold (an app, a passkey, recovery codes) and whether the account is shared, in one query. */
+export async function userMfaFacts(db: Db, userId: string): Promise<UserMfaFacts> {
   const row = await preparedFirst(db, db
     .selectNoFrom((eb) => [
       eb
@@ -98,6 +109,7 @@ export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: 
         .as('has_authenticator'),
       eb.exists(eb.selectFrom('webauthn_credentials').select('id').where('user_id', '=', userId)).as('has_passkey'),
       eb.exists(eb.selectFrom('recovery_codes').select('user_id').where('user_id', '=', userId).where('used_at', 'is', null)).as('has_recovery_codes'),
+      eb.exists(eb.selectFrom('shared_accounts').select('user_id').where('user_id', '=', userId)).as('shared'),
       sql<AccessPolicy[] | null>`(select json_agg(p) from access_policies p
         where (p.subject_type = 'user' and p.subject_id = ${userId})
            or (p.subject_type = 'group' and p.subject_id in (select group_id from group_members where user_id = ${userId})))`.as('policies'),
@@ -106,6 +118,7 @@ export async function userMfaFacts(db: Db, userId: string): Promise<{ policies: 
     hasAuthenticator: Boolean(row?.has_authenticator),
     hasPasskey: Boolean(row?.has_passkey),
     hasRecoveryCodes: Boolean(row?.has_recovery_codes),
+    shared: Boolean(row?.shared),
     policies: (row?.policies ?? []).map((r) => ({
       name: r.name,
       source: r.subject_type,
@@ -176,8 +189,10 @@ export async function loginRequirement(
   user: User,
   clientRequiresMfa: boolean,
   params: Record<string, unknown>,
+  /** The user's facts when the caller has them already. */
+  known?: UserMfaFacts,
 ): Promise<Requirement> {
-  const { policies, hasAuthenticator, hasPasskey, hasRecoveryCodes } = await userMfaFacts(db, user.id);
+  const { policies, hasAuthenticator, hasPasskey, hasRecoveryCodes } = known ?? (await userMfaFacts(db, user.id));
   return requirement({
     policies,
     clientRequiresMfa,

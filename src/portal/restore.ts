@@ -169,15 +169,13 @@ export async function deleteRestoreRequest(db: Db, id: string, decidedBy: string
  * A completed sign-in with the account's own credentials withdraws its open request: the user got
  * back in, or the request was not theirs. Returns the withdrawn requests' ids.
  */
-export async function withdrawOnSignIn(db: Db, userId: string): Promise<string[]> {
-  const rows = await db
+export function withdrawOnSignInStatement(db: Db, userId: string) {
+  return db
     .updateTable('restore_requests')
     .set({ status: 'withdrawn', decided_at: sql`now()`, decided_by: 'sign-in', new_password_hash: null })
     .where('user_id', '=', userId)
     .where('status', '=', 'open')
-    .returning('id')
-    .execute();
-  return rows.map((r) => r.id);
+    .returning('id');
 }
 
 /** Tells the administrators (members of "admins" with a verified email) of a new request, when the setting asks for it. */

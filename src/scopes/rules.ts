@@ -96,12 +96,19 @@ const keyOf = (s: RequestedScope) => `${s.resource ?? ''} ${s.scope}`;
  */
 export class ScopeRules {
   private readonly cache: ExpiringCache<Map<string, ScopeRule>>;
+  private readonly described: ExpiringCache<Map<string, string>>;
 
   constructor(
     private readonly db: Db,
     ttlMs: number,
   ) {
     this.cache = new ExpiringCache(ttlMs, 1);
+    this.described = new ExpiringCache(ttlMs, 1);
+  }
+
+  /** The descriptions administrators gave scopes, by name (the consent screen shows them). */
+  async descriptions(): Promise<Map<string, string>> {
+    return (await this.described.get('all', async () => new Map((await this.db.selectFrom('scopes').select(['name', 'description']).execute()).map((r) => [r.name, r.description]))))!;
   }
 
   private async all(): Promise<Map<string, ScopeRule>> {
@@ -122,6 +129,7 @@ export class ScopeRules {
 
   forget(): void {
     this.cache.clear();
+    this.described.clear();
   }
 }
 

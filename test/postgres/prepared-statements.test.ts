@@ -45,7 +45,7 @@ describe('hot queries are named prepared statements on PostgreSQL', () => {
     const user = await createUser(db, { username: `u${randomBytes(3).toString('hex')}`, password: 'a-long-password-1' });
     assert.equal((await findUserById(db, user.id))?.id, user.id);
     assert.equal((await findUserByUsername(db, user.username.toUpperCase()))?.id, user.id);
-    assert.deepEqual(await userMfaFacts(db, user.id), { hasAuthenticator: false, hasPasskey: false, hasRecoveryCodes: false, policies: [] });
+    assert.deepEqual(await userMfaFacts(db, user.id), { hasAuthenticator: false, hasPasskey: false, hasRecoveryCodes: false, shared: false, policies: [] });
     await adapter.revokeByGrantId('g-1');
     assert.equal(await adapter.find('at-1'), undefined);
     const rows = await sql<{ name: string; statement: string }>`select name, statement from pg_prepared_statements`.execute(db);

@@ -1,0 +1,70 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { queryStats, together, type Db } from '../src/db/index.js';
+import { takeInOrder } from '../src/rate-limits.js';
+import { KyselyAdapter, storageKeys } from '../src/oidc/adapter.js';
+import { SecretBox } from '../src/crypto/secret-box.js';
+
+const KEYS = storageKeys(new SecretBox('statements-test-secret-0123456789-abcdefgh'));
+
+describe('statements that spare round trips', () => {
+  let testDb: TestDatabase;
+  let db: Db;
+  before(async () => {
+    testDb = await createTestDatabase();
+    db = testDb.handle.db;
+    await migrateToLatest(db);
+  });
+  after(async () => testDb.drop());
+
+  it('together: independent writes in one statement, each one’s returned rows', async () => {
+    await db.insertInto('rate_limits').values([{ key: 'a', window_started: new Date(), count: 1 }, { key: 'b', window_started: new Date(), count: 1 }]).execute();
+    const before = queryStats.queries;
+    const [first, second, third] = await together(db, [
+      db.updateTable('rate_limits').set({ count: 5 }).where('key', '=', 'a'),
+      db.updateTable('rate_limits').set({ count: 7 }).where('key', '=', 'b').returning(['key', 'count']),
+      db.deleteFrom('rate_limits').where('key', '=', 'nothing').returning('key'),
+    ]);
+    assert.equal(queryStats.queries - before, 1, 'one statement');
+    assert.deepEqual(first, []);
+    assert.deepEqual(second, [{ key: 'b', count: 7 }]);
+    assert.deepEqual(third, []);
+    const rows = await db.selectFrom('rate_limits').select(['key', 'count']).where('key', 'in', ['a', 'b']).orderBy('key').execute();
+    assert.deepEqual(rows, [{ key: 'a', count: 5 }, { key: 'b', count: 7 }]);
+  });
+
+  it('takeInOrder: 50 at once against two limits take exactly the first limit’s allowance; a refusal leaves later limits untouched; the right answer last', async () => {
+    const limits = [{ key: 'order-ip', max: 10, seconds: 60 }, { key: 'order-name', max: 100, seconds: 60 }];
+    const answers = await Promise.all(Array.from({ length: 50 }, () => takeInOrder(db, limits)));
+    assert.equal(answers.filter((a) => a.allowed).length, 10);
+    for (const a of answers) if (!a.allowed) {
+      assert.equal(a.index, 0);
+      assert.ok(a.retryAt.getTime() > Date.now());
+    }
+    const counts = Object.fromEntries((await db.selectFrom('rate_limits').select(['key', 'count']).where('key', 'like', 'order-%').execute()).map((r) => [r.key, r.count]));
+    assert.deepEqual(counts, { 'order-ip': 10, 'order-name': 10 }, 'the refused ones took nothing from the second limit');
+    // Refused by the second: the first still counts it (as separate takes in that order would).
+    const tight = [{ key: 'order-ip-2', max: 100, seconds: 60 }, { key: 'order-name', max: 10, seconds: 60 }];
+    const refused = await takeInOrder(db, tight);
+    assert.equal(refused.allowed, false);
+    assert.equal(!refused.allowed && refused.index, 1);
+    assert.equal((await db.selectFrom('rate_limits').select('count').where('key', '=', 'order-ip-2').executeTakeFirstOrThrow()).count, 1);
+    // The right answer last: a new window allows again.
+    await db.updateTable('rate_limits').set({ window_started: new Date(Date.now() - 120_000) }).where('key', 'like', 'order-%').execute();
+    assert.deepEqual(await takeInOrder(db, limits), { allowed: true });
+  });
+
+  it('token lookups of one value as several models (introspection) share one query; the grant comes with the token', async () => {
+    const access = new KyselyAdapter(db, 'AccessToken', KEYS);
+    const credentials = new KyselyAdapter(db, 'ClientCredentials', KEYS);
+    await credentials.upsert('cc-token-1', { jti: 'cc-token-1', kind: 'ClientCredentials', clientId: 'c' } as never, 300);
+    const before = queryStats.queries;
+    const [asAccess, asCredentials] = await Promise.all([access.find('cc-token-1'), credentials.find('cc-token-1')]);
+    assert.equal(queryStats.queries - before, 1, 'one query for both models');
+    assert.equal(asAccess, undefined);
+    assert.equal(asCredentials?.jti, 'cc-token-1');
+    assert.equal(await access.find('cc-token-1'), undefined, 'later lookups query again');
+  });
+});

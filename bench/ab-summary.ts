@@ -29,6 +29,7 @@ for (const scenario of scenarios) {
   };
   row('per second', (x) => x.perSecond);
   row('CPU ms/flow', (x) => x.cpuSecondsPerFlow * 1000);
+  row('of it, kernel ms/flow', (x) => (x.systemCpuSecondsPerFlow === undefined ? null : x.systemCpuSecondsPerFlow * 1000));
   row('PostgreSQL CPU ms/flow', (x) => (x.postgresCpuSecondsPerFlow === null ? null : x.postgresCpuSecondsPerFlow * 1000));
   row('queries/flow', (x) => x.dbQueriesPerFlow);
   const ratioA = sides.a.flatMap((r) => r.comparisons.filter((c) => c.scenario === scenario).flatMap((c) => c.ratios));

@@ -15,7 +15,7 @@ import pg from 'pg';
 import { hashPassword, PASSWORD_HASH_PARAMETERS } from '../src/directory/passwords.js';
 import { PROJECT_ROOT } from '../src/paths.js';
 import { Recorder, percentiles, type Percentiles } from './lib/stats.js';
-import { cpuBetween, cpuOf, cpuSeconds, peakRssMiB, rssMiB } from './lib/proc.js';
+import { cpuBetween, cpuOf, cpuSeconds, cpuTimes, peakRssMiB, rssMiB } from './lib/proc.js';
 import { clientCredentials, EmailUserPool, introspect, mfaLogin, refresh, UserPool, type SecondFactor } from './lib/scenarios.js';
 import { createBenchDatabase, emailOf, seed, seedStoredState, startBareProvider, startTessera, type RunningProcess } from './lib/tessera.js';
 import { startCodeMailbox } from './lib/mailbox.js';
@@ -71,6 +71,8 @@ export interface ScenarioResult {
   perSecond: number;
   steps: Record<string, Percentiles>;
   cpuSecondsPerFlow: number;
+  /** Of that CPU, the kernel's (system calls: sockets, the database's and the client's). */
+  systemCpuSecondsPerFlow: number;
   /** CPU of the PostgreSQL backends serving the bench's database, per flow (null where no database is used). */
   postgresCpuSecondsPerFlow: number | null;
   dbQueriesPerFlow: number | null;
@@ -163,7 +165,7 @@ interface MeasureOptions {
 async function measure(o: MeasureOptions, iteration: (vu: number, rec: Recorder) => Promise<void>): Promise<ScenarioResult> {
   const rec = new Recorder();
   const stats = async () => (o.metricsUrl ? queriesSent(o.metricsUrl) : 0);
-  const cpu0 = cpuSeconds(o.pid);
+  const cpu0 = cpuTimes(o.pid);
   const pg0 = o.backends ? cpuOf(await o.backends()) : null;
   const tx0 = await stats();
   let completed = 0;
@@ -182,7 +184,9 @@ async function measure(o: MeasureOptions, iteration: (vu: number, rec: Recorder)
     }),
   );
   const elapsed = (performance.now() - start) / 1000;
-  const cpu = cpuSeconds(o.pid) - cpu0;
+  const cpu1 = cpuTimes(o.pid);
+  const cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system;
+  const systemCpu = cpu1.system - cpu0.system;
   const pgCpu = pg0 && o.backends ? cpuBetween(pg0, cpuOf(await o.backends())) : null;
   const tx = (await stats()) - tx0;
   const steps: Record<string, Percentiles> = {};
@@ -200,6 +204,7 @@ async function measure(o: MeasureOptions, iteration: (vu: number, rec: Recorder)
     perSecond: round(completed / elapsed),
     steps,
     cpuSecondsPerFlow: completed ? round(cpu / completed, 5) : 0,
+    systemCpuSecondsPerFlow: completed ? round(systemCpu / completed, 5) : 0,
     postgresCpuSecondsPerFlow: pgCpu !== null && completed ? round(pgCpu / completed, 5) : null,
     dbQueriesPerFlow: o.metricsUrl && completed ? round(tx / completed, 2) : null,
     rssMiB: rssMiB(o.pid),
@@ -227,7 +232,7 @@ async function measurePaced(o: MeasureOptions, rate: number, iteration: (vu: num
   const flows = result.steps.userinfo?.count ?? 0;
   const perFlow = (v: number) => (flows ? (v * result.completed) / flows : 0);
   return {
-    ...result, concurrency: peak, completed: flows, perSecond: round(flows / result.seconds), cpuSecondsPerFlow: round(perFlow(result.cpuSecondsPerFlow), 5),
+    ...result, concurrency: peak, completed: flows, perSecond: round(flows / result.seconds), cpuSecondsPerFlow: round(perFlow(result.cpuSecondsPerFlow), 5), systemCpuSecondsPerFlow: round(perFlow(result.systemCpuSecondsPerFlow), 5),
     postgresCpuSecondsPerFlow: result.postgresCpuSecondsPerFlow !== null && flows ? round(perFlow(result.postgresCpuSecondsPerFlow), 5) : null,
     dbQueriesPerFlow: result.dbQueriesPerFlow !== null && flows ? round(perFlow(result.dbQueriesPerFlow), 2) : null,
   };
@@ -251,7 +256,7 @@ async function argon2Round(hash: string, seconds: number, concurrency: number, s
   const cpu = cpuSeconds(process.pid) - cpu0;
   return {
     scenario, target: 'argon2id-limit', phase: 'base', round: roundNo, concurrency, seconds: round(elapsed), completed: count, errors: 0, errorKinds: {},
-    perSecond: round(count / elapsed), steps: {}, cpuSecondsPerFlow: count ? round(cpu / count, 5) : 0, postgresCpuSecondsPerFlow: null, dbQueriesPerFlow: null, rssMiB: rssMiB(process.pid),
+    perSecond: round(count / elapsed), steps: {}, cpuSecondsPerFlow: count ? round(cpu / count, 5) : 0, systemCpuSecondsPerFlow: 0, postgresCpuSecondsPerFlow: null, dbQueriesPerFlow: null, rssMiB: rssMiB(process.pid),
   };
 }
 
@@ -457,8 +462,8 @@ export function markdown(r: BenchReport): string {
     lines.push(`| ${c.scenario} | ${c.medianTessera} | ${c.reference} | ${c.medianReference} | ${c.ratios.join(', ')} | ${c.medianRatio} | ≥ ${c.goal} |`);
   }
   lines.push('', '**Per flow (medians of the rounds)**', '');
-  lines.push('| scenario | target | phase | per second | errors | CPU ms/flow | PostgreSQL CPU ms/flow | DB queries/flow | RSS MiB |');
-  lines.push('|---|---|---|---:|---:|---:|---:|---:|---:|');
+  lines.push('| scenario | target | phase | per second | errors | CPU ms/flow | of it, kernel | PostgreSQL CPU ms/flow | DB queries/flow | RSS MiB |');
+  lines.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
   const groups = new Map<string, ScenarioResult[]>();
   for (const s of r.results) {
     const key = `${s.scenario}|${s.target}|${s.phase}`;
@@ -470,7 +475,7 @@ export function markdown(r: BenchReport): string {
       const v = list.map(f).filter((x): x is number => x !== null);
       return v.length ? median(v) : null;
     };
-    lines.push(`| ${s.scenario} | ${s.target} | ${s.phase} | ${round(med((x) => x.perSecond)!)} | ${list.reduce((n, x) => n + x.errors, 0)} | ${ms(med((x) => x.cpuSecondsPerFlow))} | ${ms(med((x) => x.postgresCpuSecondsPerFlow))} | ${med((x) => x.dbQueriesPerFlow)?.toFixed(1) ?? '–'} | ${Math.max(...list.map((x) => x.rssMiB))} |`);
+    lines.push(`| ${s.scenario} | ${s.target} | ${s.phase} | ${round(med((x) => x.perSecond)!)} | ${list.reduce((n, x) => n + x.errors, 0)} | ${ms(med((x) => x.cpuSecondsPerFlow))} | ${ms(med((x) => x.systemCpuSecondsPerFlow ?? null))} | ${ms(med((x) => x.postgresCpuSecondsPerFlow))} | ${med((x) => x.dbQueriesPerFlow)?.toFixed(1) ?? '–'} | ${Math.max(...list.map((x) => x.rssMiB))} |`);
   }
   lines.push('', '**Latency per step (ms; the median round of each)**', '', '| scenario | target | phase | step | p50 | p95 | p99 | max |', '|---|---|---|---|---:|---:|---:|---:|');
   for (const list of groups.values()) {

@@ -1,6 +1,6 @@
 import { isIPv6 } from 'node:net';
 import { sql } from 'kysely';
-import type { Db } from './db/index.js';
+import { prepared, type Db } from './db/index.js';
 
 /** A limit: at most `max` in each window of `seconds`. */
 export interface Limit {
@@ -48,7 +48,10 @@ export async function takeInOrder(db: Db, limits: (Limit & { key: string })[]): 
       returning 1)`;
   });
   const counts = limits.map((_, i) => sql`(select count(*) from ${sql.ref(`taken${i}`)})::int`);
-  const { rows } = await sql<{ taken: number[] }>`with ${sql.join(steps)} select array[${sql.join(counts)}] as taken`.execute(db);
+  // One text per number of limits: prepared.
+  const statement = sql<{ taken: number[] }>`with ${sql.join(steps)} select array[${sql.join(counts)}] as taken`.compile(db);
+  prepared(statement.sql);
+  const { rows } = await db.executeQuery(statement);
   const index = rows[0]!.taken.findIndex((n) => n === 0);
   if (index === -1) return { allowed: true };
   const refused = limits[index]!;

@@ -1,5 +1,5 @@
-import type { Insertable } from 'kysely';
-import { isDatabaseUnavailable, type Db } from '../db/index.js';
+import { CompiledQuery, type Insertable } from 'kysely';
+import { isDatabaseUnavailable, prepared, type Db } from '../db/index.js';
 import type { AuditEventsTable } from '../db/schema.js';
 import type { Logger } from '../log.js';
 
@@ -141,6 +141,16 @@ const MAX_BATCH = 500;
 const MAX_WAITING = 20_000;
 const RETRY_MS = 1000;
 
+// Any number of events in one prepared statement (a column per array): the same text for every
+// batch, so PostgreSQL plans it once per connection and the query is not built for each batch.
+const INSERT_EVENTS = prepared(`insert into audit_events (type, actor, subject, client_id, ip, user_agent, details)
+  select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])`);
+
+async function insertEvents(db: Db, rows: Row[]): Promise<void> {
+  const column = <K extends keyof Row>(key: K) => rows.map((r) => r[key] ?? null);
+  await db.executeQuery(CompiledQuery.raw(INSERT_EVENTS, [column('type'), column('actor'), column('subject'), column('client_id'), column('ip'), column('user_agent'), column('details')]));
+}
+
 /**
  * Append-only: events are inserted, never updated. Events recorded in the same turn of the event
  * loop are written together in one multi-row INSERT, so a busy server does not spend a query per
@@ -167,7 +177,7 @@ export function createAudit(db: Db, log: Logger): Audit {
       const batch = queue.slice(0, MAX_BATCH);
       queue = queue.slice(MAX_BATCH);
       try {
-        await db.insertInto('audit_events').values(batch.map((b) => b.row)).execute();
+        await insertEvents(db, batch.map((b) => b.row));
       } catch (error) {
         if (isDatabaseUnavailable(error)) {
           // Kept, not lost: written again once the database is back. The requests that recorded them go on.

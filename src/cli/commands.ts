@@ -817,7 +817,7 @@ const COMMANDS: Record<string, Command> = {
   'api add': {
     args: ['<identifier>'],
     flags: ['name', 'scope', 'format', 'signing-alg', 'ttl'],
-    usage: `api add <identifier> --name <n> --scope "<scopes>" [--format jwt|opaque] [--signing-alg RS256|ES256] [--ttl <seconds>]
+    usage: `api add <identifier> --name <n> --scope "<scopes>" [--format jwt|opaque] [--signing-alg ES256|RS256] [--ttl <seconds>]
                                             register an API (resource server); clients name it as resource=<identifier>`,
     fields: { name: '--name', scopes: '--scope', accessTokenFormat: '--format', signingAlg: '--signing-alg', accessTokenTtlSeconds: '--ttl' },
     async run({ arg, flags, io, service }) {

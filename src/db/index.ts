@@ -54,7 +54,9 @@ export async function together(db: Kysely<Database>, queries: Compilable<unknown
   });
   // Rows come back as JSON: dates as ISO strings.
   const rowsOf = compiled.map((c, i) => (/\breturning\b/i.test(c.sql) ? `(select coalesce(json_agg(w${i}), '[]') from w${i})` : `'[]'::json`));
-  const { rows } = await db.executeQuery<{ r: unknown[][] }>(CompiledQuery.raw(`with ${parts.join(', ')} select json_build_array(${rowsOf.join(', ')}) as r`, parameters));
+  // The same writes make the same text: prepared, like the statements they join.
+  const text = prepared(`with ${parts.join(', ')} select json_build_array(${rowsOf.join(', ')}) as r`);
+  const { rows } = await db.executeQuery<{ r: unknown[][] }>(CompiledQuery.raw(text, parameters));
   return rows[0]!.r;
 }
 

@@ -102,14 +102,17 @@ const SUCCESSOR = prepared(`select 1 from oidc_models where model = 'RefreshToke
   and (payload->>'iat')::bigint >= $3 limit 1`);
 // A token with its grant (read ahead for the grant lookup that follows in the same request, with
 // the factors its protected scopes were granted with). Several models are looked up at once when
-// oidc-provider asks for one value as either (introspection: an access token or a client's).
-const FIND_TOKEN = prepared(`select t.model, t.id, t.grant_id, t.payload, t.expires_at, t.consumed_at,
+// oidc-provider asks for one value as either (introspection: an access token or a client's). A
+// statement per count of models, each with one parameter per model: with an array parameter
+// PostgreSQL would plan the statement again at every run.
+const TOKEN_COLUMNS = `t.model, t.id, t.grant_id, t.payload, t.expires_at, t.consumed_at,
   g.id as grant_row_id, g.payload as grant_payload, g.expires_at as grant_expires_at, g.consumed_at as grant_consumed_at,
   case when g.id is null then null else
     (select json_agg(json_build_object('resource', s.resource, 'scope', s.scope, 'factor', s.factor, 'age', s.factor_age_seconds, 'here', s.at_consent))
        from grant_step_ups s where s.grant_id = g.id) end as grant_step_ups
-  from oidc_models t left join oidc_models g on g.model = 'Grant' and g.id = t.grant_id
-  where t.id = $1 and t.model = any($2::text[])`);
+  from oidc_models t left join oidc_models g on g.model = 'Grant' and g.id = t.grant_id`;
+const FIND_TOKEN = [1, 2, 3].map((n) => prepared(`select ${TOKEN_COLUMNS}
+  where t.id = $1 and t.model in (${Array.from({ length: n }, (_, i) => `$${i + 2}`).join(', ')})`));
 // A refresh token's rotation in one statement: the used token is consumed and its successor stored,
 // or neither. Of requests presenting one token at once, one rotates it; the others store nothing.
 // Within the reuse window a used token rotates again (its first answer was lost).
@@ -279,7 +282,10 @@ export class KyselyAdapter implements Adapter {
       const queue = pending;
       const rows = new Promise<void>((resolve) => process.nextTick(resolve)).then(async () => {
         queue.delete(stored);
-        const found = await this.run<TokenRow>(FIND_TOKEN, [stored, [...models]]);
+        // oidc-provider asks for a value as at most three models at once (introspection without a hint).
+        const all = [...models];
+        const groups = Array.from({ length: Math.ceil(all.length / FIND_TOKEN.length) }, (_, i) => all.slice(i * FIND_TOKEN.length, (i + 1) * FIND_TOKEN.length));
+        const found = (await Promise.all(groups.map((group) => this.run<TokenRow>(FIND_TOKEN[group.length - 1]!, [stored, ...group])))).flat();
         return new Map(found.map((r) => [r.model, r]));
       });
       lookup = { models, rows };

@@ -57,7 +57,7 @@ describe('hot queries are named prepared statements on PostgreSQL', () => {
     try {
       const statements = await preparedAfterTraffic(handle);
       assert.ok(statements.every((s) => s.startsWith('tessera_')), statements.join('\n'));
-      for (const fragment of ['from oidc_models t left join oidc_models g on g.model = \'Grant\' and g.id = t.grant_id where t.id = $1 and t.model = any($2::text[])', 'insert into oidc_models', 'update oidc_models set consumed_at', 'delete from oidc_models where grant_id', 'from "users" where "id" = $1', 'where lower(username) = lower($1)', 'from access_policies p']) {
+      for (const fragment of ['from oidc_models t left join oidc_models g on g.model = \'Grant\' and g.id = t.grant_id where t.id = $1 and t.model in ($2)', 'insert into oidc_models', 'update oidc_models set consumed_at', 'delete from oidc_models where grant_id', 'from "users" where "id" = $1', 'where lower(username) = lower($1)', 'from access_policies p']) {
         assert.ok(statements.some((s) => s.includes(fragment)), `prepared: ${fragment}`);
       }
     } finally {

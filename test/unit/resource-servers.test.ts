@@ -22,10 +22,10 @@ describe('grantableScopes', () => {
 
 describe('resource server registration input', () => {
   const ok = { identifier: 'https://api.example.test/v1', name: 'API', scopes: ['read'] };
-  it('defaults to RS256 JWTs valid five minutes', () => {
+  it('defaults to ES256 JWTs valid five minutes', () => {
     const parsed = resourceServerInputSchema.parse(ok);
     assert.equal(parsed.accessTokenFormat, 'jwt');
-    assert.equal(parsed.signingAlg, 'RS256');
+    assert.equal(parsed.signingAlg, 'ES256');
     assert.equal(parsed.accessTokenTtlSeconds, 300);
   });
   it('wants an absolute URI without a fragment, a name, at least one well-formed scope and a sane lifetime', () => {

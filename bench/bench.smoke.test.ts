@@ -9,7 +9,7 @@ import { PROJECT_ROOT } from '../src/paths.js';
 
 const result = (over: Partial<ScenarioResult>): ScenarioResult => ({
   scenario: 'refresh_token', target: 'tessera', phase: 'base', round: 1, concurrency: 2, seconds: 1, completed: 10, errors: 0, errorKinds: {},
-  perSecond: 10, steps: {}, cpuSecondsPerFlow: 0.001, systemCpuSecondsPerFlow: 0.0004, postgresCpuSecondsPerFlow: 0.0005, dbQueriesPerFlow: 5, rssMiB: 100, ...over,
+  perSecond: 10, steps: {}, cpuSecondsPerFlow: 0.001, systemCpuSecondsPerFlow: 0.0004, loadGeneratorCpuSecondsPerFlow: 0.0005, postgresCpuSecondsPerFlow: 0.0005, dbQueriesPerFlow: 5, rssMiB: 100, ...over,
 });
 
 describe('bench report', () => {

@@ -73,6 +73,8 @@ export interface ScenarioResult {
   cpuSecondsPerFlow: number;
   /** Of that CPU, the kernel's (system calls: sockets, the database's and the client's). */
   systemCpuSecondsPerFlow: number;
+  /** The load generator's own CPU per flow (this process: it shares the cores with the target). */
+  loadGeneratorCpuSecondsPerFlow: number;
   /** CPU of the PostgreSQL backends serving the bench's database, per flow (null where no database is used). */
   postgresCpuSecondsPerFlow: number | null;
   dbQueriesPerFlow: number | null;
@@ -166,6 +168,7 @@ async function measure(o: MeasureOptions, iteration: (vu: number, rec: Recorder)
   const rec = new Recorder();
   const stats = async () => (o.metricsUrl ? queriesSent(o.metricsUrl) : 0);
   const cpu0 = cpuTimes(o.pid);
+  const own0 = process.cpuUsage();
   const pg0 = o.backends ? cpuOf(await o.backends()) : null;
   const tx0 = await stats();
   let completed = 0;
@@ -187,6 +190,8 @@ async function measure(o: MeasureOptions, iteration: (vu: number, rec: Recorder)
   const cpu1 = cpuTimes(o.pid);
   const cpu = cpu1.user + cpu1.system - cpu0.user - cpu0.system;
   const systemCpu = cpu1.system - cpu0.system;
+  const own = process.cpuUsage(own0);
+  const ownCpu = (own.user + own.system) / 1e6;
   const pgCpu = pg0 && o.backends ? cpuBetween(pg0, cpuOf(await o.backends())) : null;
   const tx = (await stats()) - tx0;
   const steps: Record<string, Percentiles> = {};
@@ -205,6 +210,7 @@ async function measure(o: MeasureOptions, iteration: (vu: number, rec: Recorder)
     steps,
     cpuSecondsPerFlow: completed ? round(cpu / completed, 5) : 0,
     systemCpuSecondsPerFlow: completed ? round(systemCpu / completed, 5) : 0,
+    loadGeneratorCpuSecondsPerFlow: completed ? round(ownCpu / completed, 5) : 0,
     postgresCpuSecondsPerFlow: pgCpu !== null && completed ? round(pgCpu / completed, 5) : null,
     dbQueriesPerFlow: o.metricsUrl && completed ? round(tx / completed, 2) : null,
     rssMiB: rssMiB(o.pid),
@@ -232,7 +238,7 @@ async function measurePaced(o: MeasureOptions, rate: number, iteration: (vu: num
   const flows = result.steps.userinfo?.count ?? 0;
   const perFlow = (v: number) => (flows ? (v * result.completed) / flows : 0);
   return {
-    ...result, concurrency: peak, completed: flows, perSecond: round(flows / result.seconds), cpuSecondsPerFlow: round(perFlow(result.cpuSecondsPerFlow), 5), systemCpuSecondsPerFlow: round(perFlow(result.systemCpuSecondsPerFlow), 5),
+    ...result, concurrency: peak, completed: flows, perSecond: round(flows / result.seconds), cpuSecondsPerFlow: round(perFlow(result.cpuSecondsPerFlow), 5), systemCpuSecondsPerFlow: round(perFlow(result.systemCpuSecondsPerFlow), 5), loadGeneratorCpuSecondsPerFlow: round(perFlow(result.loadGeneratorCpuSecondsPerFlow), 5),
     postgresCpuSecondsPerFlow: result.postgresCpuSecondsPerFlow !== null && flows ? round(perFlow(result.postgresCpuSecondsPerFlow), 5) : null,
     dbQueriesPerFlow: result.dbQueriesPerFlow !== null && flows ? round(perFlow(result.dbQueriesPerFlow), 2) : null,
   };
@@ -256,7 +262,7 @@ async function argon2Round(hash: string, seconds: number, concurrency: number, s
   const cpu = cpuSeconds(process.pid) - cpu0;
   return {
     scenario, target: 'argon2id-limit', phase: 'base', round: roundNo, concurrency, seconds: round(elapsed), completed: count, errors: 0, errorKinds: {},
-    perSecond: round(count / elapsed), steps: {}, cpuSecondsPerFlow: count ? round(cpu / count, 5) : 0, systemCpuSecondsPerFlow: 0, postgresCpuSecondsPerFlow: null, dbQueriesPerFlow: null, rssMiB: rssMiB(process.pid),
+    perSecond: round(count / elapsed), steps: {}, cpuSecondsPerFlow: count ? round(cpu / count, 5) : 0, systemCpuSecondsPerFlow: 0, loadGeneratorCpuSecondsPerFlow: 0, postgresCpuSecondsPerFlow: null, dbQueriesPerFlow: null, rssMiB: rssMiB(process.pid),
   };
 }
 
@@ -462,8 +468,8 @@ export function markdown(r: BenchReport): string {
     lines.push(`| ${c.scenario} | ${c.medianTessera} | ${c.reference} | ${c.medianReference} | ${c.ratios.join(', ')} | ${c.medianRatio} | ≥ ${c.goal} |`);
   }
   lines.push('', '**Per flow (medians of the rounds)**', '');
-  lines.push('| scenario | target | phase | per second | errors | CPU ms/flow | of it, kernel | PostgreSQL CPU ms/flow | DB queries/flow | RSS MiB |');
-  lines.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| scenario | target | phase | per second | errors | CPU ms/flow | of it, kernel | PostgreSQL CPU ms/flow | load generator CPU ms/flow | DB queries/flow | RSS MiB |');
+  lines.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   const groups = new Map<string, ScenarioResult[]>();
   for (const s of r.results) {
     const key = `${s.scenario}|${s.target}|${s.phase}`;
@@ -475,7 +481,7 @@ export function markdown(r: BenchReport): string {
       const v = list.map(f).filter((x): x is number => x !== null);
       return v.length ? median(v) : null;
     };
-    lines.push(`| ${s.scenario} | ${s.target} | ${s.phase} | ${round(med((x) => x.perSecond)!)} | ${list.reduce((n, x) => n + x.errors, 0)} | ${ms(med((x) => x.cpuSecondsPerFlow))} | ${ms(med((x) => x.systemCpuSecondsPerFlow ?? null))} | ${ms(med((x) => x.postgresCpuSecondsPerFlow))} | ${med((x) => x.dbQueriesPerFlow)?.toFixed(1) ?? '–'} | ${Math.max(...list.map((x) => x.rssMiB))} |`);
+    lines.push(`| ${s.scenario} | ${s.target} | ${s.phase} | ${round(med((x) => x.perSecond)!)} | ${list.reduce((n, x) => n + x.errors, 0)} | ${ms(med((x) => x.cpuSecondsPerFlow))} | ${ms(med((x) => x.systemCpuSecondsPerFlow ?? null))} | ${ms(med((x) => x.postgresCpuSecondsPerFlow))} | ${ms(med((x) => x.loadGeneratorCpuSecondsPerFlow ?? null))} | ${med((x) => x.dbQueriesPerFlow)?.toFixed(1) ?? '–'} | ${Math.max(...list.map((x) => x.rssMiB))} |`);
   }
   lines.push('', '**Latency per step (ms; the median round of each)**', '', '| scenario | target | phase | step | p50 | p95 | p99 | max |', '|---|---|---|---|---:|---:|---:|---:|');
   for (const list of groups.values()) {

@@ -40,7 +40,7 @@ export interface BenchOptions {
   log: (line: string) => void;
 }
 
-export const SCENARIOS = ['mfa_login', 'mfa_login_email', 'mfa_login_half_rate', 'refresh_token', 'client_credentials', 'client_credentials_rs256', 'client_credentials_opaque', 'introspection'] as const;
+export const SCENARIOS = ['mfa_login', 'mfa_login_email', 'mfa_login_half_rate', 'mfa_login_email_half_rate', 'refresh_token', 'client_credentials', 'client_credentials_rs256', 'client_credentials_opaque', 'introspection'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export type Target = 'tessera' | 'bare-oidc-provider' | 'argon2id-limit';
@@ -50,6 +50,7 @@ const REFERENCE: Record<Scenario, { target: Exclude<Target, 'tessera'>; goal: nu
   mfa_login: { target: 'argon2id-limit', goal: 0.5 },
   mfa_login_email: { target: 'argon2id-limit', goal: 0.5 },
   mfa_login_half_rate: null,
+  mfa_login_email_half_rate: null,
   refresh_token: { target: 'bare-oidc-provider', goal: 0.8 },
   client_credentials: { target: 'bare-oidc-provider', goal: 0.8 },
   client_credentials_rs256: { target: 'bare-oidc-provider', goal: 0.8 },
@@ -314,14 +315,14 @@ async function scenarios(sides: Sides, o: BenchOptions, phase: ScenarioResult['p
   if (wanted('mfa_login_email')) {
     await inRounds('mfa_login_email', (r) => measure(tesseraMeasure('mfa_login_email', r), async (_vu, rec) => keep(await mfaLogin(t.url, sides.factors.email, rec))), argon2('mfa_login_email'));
   }
-  const loginRates = results.filter((x) => x.scenario === 'mfa_login' && x.target === 'tessera').map((x) => x.perSecond);
-  // The same flow at half the rate just reached, started at a steady pace (open loop): the latency a
+  // Each login at half the rate it just reached, started at a steady pace (open loop): the latency a
   // user sees when the server has headroom.
-  const halfRate = median(loginRates) / 2;
-  if (halfRate > 0 && wanted('mfa_login_half_rate')) {
-    o.log(`  ${phase}: mfa_login_half_rate (${round(halfRate)}/s)…`);
-    results.push(await measurePaced(tesseraMeasure('mfa_login_half_rate', 1, { concurrency: 0 }), halfRate, async (_vu, rec) => {
-      await mfaLogin(t.url, sides.factors.totp, rec);
+  for (const [scenario, measured, factor] of [['mfa_login_half_rate', 'mfa_login', sides.factors.totp], ['mfa_login_email_half_rate', 'mfa_login_email', sides.factors.email]] as const) {
+    const halfRate = median(results.filter((x) => x.scenario === measured && x.target === 'tessera').map((x) => x.perSecond)) / 2;
+    if (halfRate <= 0 || !wanted(scenario)) continue;
+    o.log(`  ${phase}: ${scenario} (${round(halfRate)}/s)…`);
+    results.push(await measurePaced(tesseraMeasure(scenario, 1, { concurrency: 0 }), halfRate, async (_vu, rec) => {
+      await mfaLogin(t.url, factor, rec);
     }));
   }
   if (tokens.length < o.concurrency) throw new Error(`too few logins completed to run the token scenarios (${tokens.length}); errors: ${JSON.stringify(results.at(-1)?.errorKinds ?? {})}`);

@@ -37,7 +37,12 @@ describe('MFA journeys in Chromium (dev outbox delivery)', () => {
   }
 
   async function finish(page: Page) {
-    await page.getByRole('button', { name: 'Allow' }).click();
+    const allow = page.getByRole('button', { name: 'Allow' });
+    // When the consent page does not come, say which page came instead.
+    await allow.waitFor({ timeout: 20_000 }).catch(async (error: unknown) => {
+      throw new Error(`no consent page at ${page.url()}: ${(await page.textContent('body').catch(() => ''))?.replace(/\s+/g, ' ').slice(0, 600)}`, { cause: error });
+    });
+    await allow.click();
     await page.waitForURL(`${tessera.issuer}/demo`);
     return page.textContent('[data-claim="amr"]');
   }

@@ -208,7 +208,6 @@ export async function listReservations(db: Db, options: { id?: string; sharedUse
   }));
 }
 
-/** Whether any account is shared: the sign-in page offers the way in for them only then. */
 /**
  * Whether any shared account exists: the sign-in page offers their way in only then. Kept for the
  * client cache's time (every sign-in page asks), forgotten at once after a change in this process.
@@ -231,6 +230,7 @@ export class SharedAccountPresence {
   }
 }
 
+/** Whether any account is shared (read through SharedAccountPresence on the sign-in page). */
 export async function anySharedAccount(db: Db): Promise<boolean> {
   return Boolean(await db.selectFrom('shared_accounts').select('user_id').limit(1).executeTakeFirst());
 }

@@ -231,7 +231,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // Refresh tokens for every client allowed the grant (as Keycloak does); offline_access makes them
     // outlive the session. A shared account gets none: each use of it is one reserved sign-in.
     issueRefreshToken: async (ctx, client, code) =>
-      client.grantTypeAllowed('refresh_token') && !(await isShared(ctx, code.accountId)) && !(await codeActor(ctx)),
+      client.grantTypeAllowed('refresh_token') && !(await isShared(ctx, code.accountId)),
     rotateRefreshToken: () => true,
     ttl: {
       // A token for an API lives as long as the API chose; one for UserInfo as configured.

@@ -119,6 +119,7 @@ export function createApp(deps: AppDeps): Koa {
   if (config.metrics) {
     ops.get('/metrics', (ctx) => {
       const cpu = process.cpuUsage();
+      const memory = process.memoryUsage();
       ctx.type = 'text/plain; version=0.0.4';
       ctx.body = [
         '# HELP tessera_db_queries_total Database queries sent by this process.',
@@ -135,7 +136,16 @@ export function createApp(deps: AppDeps): Koa {
         `process_cpu_seconds_total ${((cpu.user + cpu.system) / 1e6).toFixed(3)}`,
         '# HELP process_resident_memory_bytes Resident memory of this process.',
         '# TYPE process_resident_memory_bytes gauge',
-        `process_resident_memory_bytes ${process.memoryUsage.rss()}`,
+        `process_resident_memory_bytes ${memory.rss}`,
+        '# HELP nodejs_heap_used_bytes V8 heap in use (JavaScript objects).',
+        '# TYPE nodejs_heap_used_bytes gauge',
+        `nodejs_heap_used_bytes ${memory.heapUsed}`,
+        '# HELP nodejs_heap_total_bytes V8 heap reserved.',
+        '# TYPE nodejs_heap_total_bytes gauge',
+        `nodejs_heap_total_bytes ${memory.heapTotal}`,
+        '# HELP nodejs_external_memory_bytes Memory outside the V8 heap held by JavaScript objects (buffers).',
+        '# TYPE nodejs_external_memory_bytes gauge',
+        `nodejs_external_memory_bytes ${memory.external}`,
         '',
       ].join('\n');
     });

@@ -223,6 +223,23 @@ describe('bad input on every page and endpoint', () => {
     }
   });
 
+  it('/metrics answers only when METRICS is on, with queries, CPU, memory and the V8 heap', async () => {
+    assert.equal((await fetch(`${issuer}/metrics`)).status, 404, 'off by default');
+    const monitored = await startTestTessera({ METRICS: 'true' }, tessera.testDb);
+    try {
+      const res = await fetch(`http://127.0.0.1:${monitored.port}/metrics`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
+      const gauges = new Map((await res.text()).split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(' ') as [string, string]));
+      for (const name of ['tessera_db_queries_total', 'process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_used_bytes', 'nodejs_heap_total_bytes', 'nodejs_external_memory_bytes']) {
+        assert.ok(Number(gauges.get(name)) > 0, `${name} = ${gauges.get(name)}`);
+      }
+      assert.ok(Number(gauges.get('nodejs_heap_used_bytes')) <= Number(gauges.get('nodejs_heap_total_bytes')));
+    } finally {
+      await monitored.close();
+    }
+  });
+
   it('the demo app copes with a forged or bare callback', async () => {
     const agent = new Agent();
     const bare = await agent.get(`${issuer}/demo/callback`);

@@ -131,10 +131,13 @@ function stopper(child: ChildProcess) {
   };
 }
 
+/** The heap limit the container image sets (Dockerfile, NODE_OPTIONS). */
+const PRODUCTION_NODE_OPTIONS = ['--max-old-space-size=512'];
+
 /** Tessera in production mode, compiled, as an operator runs it. */
 export async function startTessera(databaseUrl: string, port: number, extraArgs: string[] = []): Promise<RunningProcess> {
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, [...extraArgs, path.join(PROJECT_ROOT, 'dist/src/main.js')], {
+  const child = spawn(process.execPath, [...PRODUCTION_NODE_OPTIONS, ...extraArgs, path.join(PROJECT_ROOT, 'dist/src/main.js')], {
     cwd: PROJECT_ROOT,
     env: { ...process.env, TESSERA_MODE: 'production', NODE_ENV: 'production', DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', ISSUER: url, TESSERA_SECRET: BENCH_SECRET, LOG_LEVEL: 'warn', DATABASE_POOL_SIZE: '10', METRICS: 'true',
       // Every simulated user signs in from 127.0.0.1: the per-address throttle would measure itself.

@@ -1,5 +1,5 @@
 // Summarises an interleaved A/B (bench/ab.sh): per scenario, the median rate, CPU, PostgreSQL CPU,
-// queries and p50/p99 per step of each side, and B's median relative to A's.
+// queries, RSS and p50/p99 per step of each side, B's median relative to A's, and each run's peak RSS.
 // Usage: tsx bench/ab-summary.ts <dir with a-*.json and b-*.json>
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -32,6 +32,7 @@ for (const scenario of scenarios) {
   row('of it, kernel ms/flow', (x) => (x.systemCpuSecondsPerFlow === undefined ? null : x.systemCpuSecondsPerFlow * 1000));
   row('PostgreSQL CPU ms/flow', (x) => (x.postgresCpuSecondsPerFlow === null ? null : x.postgresCpuSecondsPerFlow * 1000));
   row('queries/flow', (x) => x.dbQueriesPerFlow);
+  row('RSS MiB', (x) => x.rssMiB);
   const ratioA = sides.a.flatMap((r) => r.comparisons.filter((c) => c.scenario === scenario).flatMap((c) => c.ratios));
   const ratioB = sides.b.flatMap((r) => r.comparisons.filter((c) => c.scenario === scenario).flatMap((c) => c.ratios));
   if (ratioA.length && ratioB.length) console.log(`| ${scenario} | ratio to reference | ${r2(median(ratioA) * 1000) / 1000} | ${r2(median(ratioB) * 1000) / 1000} | ${r2(median(ratioB) / median(ratioA))} |`);
@@ -40,3 +41,5 @@ for (const scenario of scenarios) {
     row(`${step} p99 ms`, (x) => x.steps[step]?.p99);
   }
 }
+const peaks = (list: BenchReport[]) => list.map((r) => r.peakRssMiB.tessera);
+console.log(`\nTessera's peak RSS per run (MiB): A ${peaks(sides.a).join(', ')} (median ${median(peaks(sides.a))}); B ${peaks(sides.b).join(', ')} (median ${median(peaks(sides.b))})`);

@@ -1,6 +1,5 @@
 import { sql } from 'kysely';
 import { generateSecret, generateSync, generateURI } from 'otplib';
-import QRCode from 'qrcode';
 import type { Db } from '../db/index.js';
 import type { Authenticator } from '../db/schema.js';
 import type { SecretBox } from '../crypto/secret-box.js';
@@ -66,6 +65,8 @@ export async function beginEnrolment(db: Db, box: SecretBox, user: { id: string;
       .executeTakeFirstOrThrow();
   }
   const uri = generateURI({ issuer: appName, label: user.username, secret, digits: TOTP_DIGITS, period: TOTP_PERIOD });
+  // Loaded on first use: only enrolment draws a QR code.
+  const { default: QRCode } = await import('qrcode');
   const qrDataUrl = await QRCode.toDataURL(uri, { errorCorrectionLevel: 'M', margin: 2, width: 220 });
   return { authenticatorId: pending.id, secret, uri, qrDataUrl };
 }

@@ -1,6 +1,5 @@
-import {
-  generateAuthenticationOptions, generateRegistrationOptions, verifyAuthenticationResponse, verifyRegistrationResponse,
-  type AuthenticationResponseJSON, type PublicKeyCredentialCreationOptionsJSON, type PublicKeyCredentialRequestOptionsJSON, type RegistrationResponseJSON,
+import type {
+  AuthenticationResponseJSON, PublicKeyCredentialCreationOptionsJSON, PublicKeyCredentialRequestOptionsJSON, RegistrationResponseJSON,
 } from '@simplewebauthn/server';
 import { sql } from 'kysely';
 import { z } from 'zod';
@@ -26,6 +25,9 @@ export function relyingPartyOf(issuer: string, name: string): RelyingParty {
   const url = new URL(issuer);
   return { id: url.hostname, origin: url.origin, name };
 }
+
+/** The WebAuthn library, loaded at the first ceremony: it is large (about 25 MiB resident) and many deployments have no passkeys. */
+const webauthn = () => import('@simplewebauthn/server');
 
 /** A ceremony must end within this time after its options were made. */
 const CEREMONY_SECONDS = 300;
@@ -117,7 +119,7 @@ export async function listPasskeys(db: Db, userId: string): Promise<Passkey[]> {
 /** The options for adding a passkey; the user's passkeys are excluded, so one authenticator is not added twice. */
 export async function registrationOptions(db: Db, rp: RelyingParty, user: User, boundTo: string): Promise<PublicKeyCredentialCreationOptionsJSON> {
   const existing = await db.selectFrom('webauthn_credentials').select(['id', 'transports']).where('user_id', '=', user.id).execute();
-  const options = await generateRegistrationOptions({
+  const options = await (await webauthn()).generateRegistrationOptions({
     rpName: rp.name,
     rpID: rp.id,
     userName: user.username,
@@ -141,7 +143,7 @@ export async function addPasskey(db: Db, rp: RelyingParty, user: User, boundTo: 
   if (!expectedChallenge) throw new PasskeyError('that took too long, or the page was used twice: press "Add a passkey" again', 'passkey');
   let verified;
   try {
-    verified = await verifyRegistrationResponse({ response, expectedChallenge, expectedOrigin: rp.origin, expectedRPID: rp.id, requireUserVerification: false });
+    verified = await (await webauthn()).verifyRegistrationResponse({ response, expectedChallenge, expectedOrigin: rp.origin, expectedRPID: rp.id, requireUserVerification: false });
   } catch {
     verified = null;
   }
@@ -180,7 +182,7 @@ export function passkeyAddedNotice(app: string, username: string, passkey: strin
 /** The options for signing in with one of the user's passkeys, bound to this sign-in. */
 export async function authenticationOptions(db: Db, rp: RelyingParty, userId: string, boundTo: string): Promise<PublicKeyCredentialRequestOptionsJSON> {
   const credentials = await db.selectFrom('webauthn_credentials').select(['id', 'transports']).where('user_id', '=', userId).execute();
-  const options = await generateAuthenticationOptions({
+  const options = await (await webauthn()).generateAuthenticationOptions({
     rpID: rp.id,
     allowCredentials: credentials.map((c) => ({ id: c.id, transports: c.transports })),
     userVerification: 'preferred',
@@ -207,7 +209,7 @@ export async function verifyPasskey(db: Db, rp: RelyingParty, userId: string, bo
   if (!credential) return { ok: false, reason: 'wrong' };
   let info;
   try {
-    const verified = await verifyAuthenticationResponse({
+    const verified = await (await webauthn()).verifyAuthenticationResponse({
       response,
       expectedChallenge,
       expectedOrigin: rp.origin,

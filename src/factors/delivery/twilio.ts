@@ -1,12 +1,12 @@
-import twilio from 'twilio';
 import type { TwilioSettings } from '../../settings/settings.js';
 import { DeliveryError, type Message } from './types.js';
 
-/** Sends an SMS through Twilio's Messages API. */
-/** Returns what Twilio said of the accepted message (its SID and status). */
+/** Sends an SMS through Twilio's Messages API; returns what Twilio said of the accepted message (its SID and status). */
 export async function sendTwilioSms(settings: TwilioSettings, message: Message): Promise<string> {
   if (!settings.accountSid || !settings.authToken) throw new DeliveryError('sms', 'twilio', 'Twilio account SID and auth token are not configured');
   if (!settings.from && !settings.messagingServiceSid) throw new DeliveryError('sms', 'twilio', 'Twilio needs a from number or a messaging service SID');
+  // Loaded on first use: the SDK is large (about 20 MiB resident) and most deployments never send through it.
+  const { default: twilio } = await import('twilio');
   const client = twilio(settings.accountSid, settings.authToken, { timeout: settings.timeoutSeconds * 1000, autoRetry: false });
   client.api.baseUrl = settings.apiBaseUrl;
   try {

@@ -137,7 +137,7 @@ export function median(values: number[]): number {
 }
 
 /** Tessera's own count of the queries it sent (GET /metrics): exact, unlike PostgreSQL's lazily flushed statistics. */
-async function queriesSent(baseUrl: string): Promise<number> {
+export async function queriesSent(baseUrl: string): Promise<number> {
   const text = await (await fetch(`${baseUrl}/metrics`)).text();
   return Number(/^tessera_db_queries_total (\d+)$/m.exec(text)?.[1] ?? NaN);
 }
@@ -392,7 +392,7 @@ export function compare(results: ScenarioResult[]): Comparison[] {
   return comparisons;
 }
 
-async function unusedPort(): Promise<number> {
+export async function unusedPort(): Promise<number> {
   const { createServer } = await import('node:net');
   return new Promise((resolve, reject) => {
     const server = createServer();

@@ -14,6 +14,7 @@ import * as m0012 from './0012_shared_accounts.js';
 import * as m0013 from './0013_shared_sign_in.js';
 import * as m0014 from './0014_recovery_codes.js';
 import * as m0015 from './0015_passkeys.js';
+import * as m0016 from './0016_refresh_rotation.js';
 
 /** Every migration, in order. A new file is added here with the next number. */
 export const migrations: Record<string, Migration> = {
@@ -32,4 +33,5 @@ export const migrations: Record<string, Migration> = {
   '0013_shared_sign_in': m0013,
   '0014_recovery_codes': m0014,
   '0015_passkeys': m0015,
+  '0016_refresh_rotation': m0016,
 };

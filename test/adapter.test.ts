@@ -117,14 +117,73 @@ describe('storage', () => {
       assert.equal(await new KyselyAdapter(db, 'AccessToken', other).find(secret), undefined);
     });
 
-    it('a used refresh token whose rotation never completed is not reuse; once a successor exists, it is', async () => {
-      const rts = new KyselyAdapter(db, 'RefreshToken', KEYS);
-      const iat = Math.floor(Date.now() / 1000) - 100;
-      await rts.upsert('rt-interrupted', { jti: 'rt-interrupted', grantId: 'grant-interrupted', iat }, 600);
-      await rts.consume('rt-interrupted');
-      assert.equal((await rts.find('rt-interrupted'))?.consumed, undefined, 'no successor: the retry may rotate it');
-      await rts.upsert('rt-next', { jti: 'rt-next', grantId: 'grant-interrupted', iat: Math.floor(Date.now() / 1000) }, 600);
-      assert.ok((await rts.find('rt-interrupted'))?.consumed, 'with a successor, presenting it again is reuse');
+    async function grantWithToken(name: string): Promise<void> {
+      await new KyselyAdapter(db, 'Grant', KEYS).upsert(name, { jti: name, accountId: 'a', clientId: 'c' } as never, 600);
+      await new KyselyAdapter(db, 'RefreshToken', KEYS).upsert(`${name}-rt0`, { jti: `${name}-rt0`, grantId: name }, 600);
+    }
+    const rotation = (adapter: KyselyAdapter, grant: string, used: string, next: string) =>
+      adapter.rotate(`${grant}-${used}`, `${grant}-${next}`, { jti: `${grant}-${next}`, grantId: grant }, 600);
+    async function liveTokens(grant: string): Promise<number> {
+      const rows = await db.selectFrom('oidc_models').select('id').where('grant_id', '=', storedId(KEYS.idKey, grant)).where('model', '=', 'RefreshToken').where('consumed_at', 'is', null).execute();
+      return rows.length;
+    }
+    async function grantStored(grant: string): Promise<boolean> {
+      return Boolean(await new KyselyAdapter(db, 'Grant', KEYS).find(grant));
+    }
+
+    it('rotation without a reuse window: a token rotates once; presented again, its grant and every token of it go', async () => {
+      const rts = new KyselyAdapter(db, 'RefreshToken', KEYS, 0);
+      await grantWithToken('strict');
+      assert.equal(await rotation(rts, 'strict', 'rt0', 'rt1'), 'rotated');
+      assert.ok((await rts.find('strict-rt0'))?.consumed, 'the used token says so');
+      assert.equal((await rts.find('strict-rt1'))?.consumed, undefined);
+      assert.equal(await rotation(rts, 'strict', 'rt0', 'rt2'), 'reused');
+      assert.equal(await rts.find('strict-rt1'), undefined, 'the successor went with the grant');
+      assert.equal(await grantStored('strict'), false, 'the grant itself is deleted');
+      assert.equal(await rotation(rts, 'strict', 'rt1', 'rt3'), 'gone');
+      assert.equal(await rotation(rts, 'strict', 'no-such-token', 'rt4'), 'gone');
+    });
+
+    it('50 rotations of one token at once, no window: one rotates, the grant is revoked, nothing else is stored', async () => {
+      const rts = new KyselyAdapter(db, 'RefreshToken', KEYS, 0);
+      await grantWithToken('burst');
+      await grantWithToken('bystander');
+      const outcomes = await Promise.all(Array.from({ length: 50 }, (_, i) => rotation(rts, 'burst', 'rt0', `n${i}`)));
+      assert.equal(outcomes.filter((o) => o === 'rotated').length, 1, outcomes.join());
+      assert.equal(outcomes.filter((o) => o === 'reused').length, 1, outcomes.join());
+      assert.equal(outcomes.filter((o) => o === 'gone').length, 48, outcomes.join());
+      assert.equal(await grantStored('burst'), false);
+      const left = await db.selectFrom('oidc_models').select('id').where('grant_id', '=', storedId(KEYS.idKey, 'burst')).execute();
+      assert.equal(left.length, 0, 'no token of the revoked grant is left');
+      // The right answer last: another grant rotates as ever.
+      assert.equal(await rotation(rts, 'bystander', 'rt0', 'rt1'), 'rotated');
+    });
+
+    it('within the reuse window a retry replaces the earlier successor, which then counts as reuse; a used successor makes the retry reuse', async () => {
+      const rts = new KyselyAdapter(db, 'RefreshToken', KEYS, 60);
+      await grantWithToken('window');
+      assert.equal(await rotation(rts, 'window', 'rt0', 'rt1'), 'rotated');
+      assert.equal(await rotation(rts, 'window', 'rt0', 'rt2'), 'rotated', 'the answer was lost: the retry rotates');
+      assert.equal(await liveTokens('window'), 1, 'one live successor');
+      assert.equal(await rotation(rts, 'window', 'rt2', 'rt3'), 'rotated');
+      assert.equal(await rotation(rts, 'window', 'rt1', 'rt4'), 'reused', 'the replaced successor presented: a second holder');
+      assert.equal(await grantStored('window'), false);
+
+      await grantWithToken('window2');
+      assert.equal(await rotation(rts, 'window2', 'rt0', 'rt1'), 'rotated');
+      assert.equal(await rotation(rts, 'window2', 'rt1', 'rt2'), 'rotated');
+      assert.equal(await rotation(rts, 'window2', 'rt0', 'rt3'), 'reused', 'its successor was used: the answer was not lost');
+      assert.equal(await grantStored('window2'), false);
+    });
+
+    it('50 rotations of one token at once within the reuse window: each answer replaces the one before, one chain lives on', async () => {
+      const rts = new KyselyAdapter(db, 'RefreshToken', KEYS, 60);
+      await grantWithToken('window-burst');
+      const outcomes = await Promise.all(Array.from({ length: 50 }, (_, i) => rotation(rts, 'window-burst', 'rt0', `n${i}`)));
+      assert.deepEqual(new Set(outcomes), new Set(['rotated']));
+      assert.equal(await liveTokens('window-burst'), 1, 'one live successor');
+      const live = await db.selectFrom('oidc_models').select('id').where('model', '=', 'RefreshToken').where('id', '=', (await db.selectFrom('oidc_models').select('successor').where('id', '=', storedId(KEYS.idKey, 'window-burst-rt0')).executeTakeFirstOrThrow()).successor!).where('consumed_at', 'is', null).execute();
+      assert.equal(live.length, 1, 'the live one is the successor the used token names');
     });
 
     it('upgrades rows stored in the clear by an earlier version, once', async () => {

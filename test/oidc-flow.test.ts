@@ -44,6 +44,23 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
     return { tokens, agent };
   }
 
+  /** The token endpoint, asked directly (for bursts of the same request). */
+  async function tokenPost(form: Record<string, string>): Promise<{ status: number; body: { error?: string; error_description?: string; refresh_token?: string; access_token?: string } }> {
+    const r = await fetch(`${tessera.issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`rp:${SECRET}`).toString('base64')}` },
+      body: new URLSearchParams(form),
+    });
+    return { status: r.status, body: (await r.json()) as { error?: string; refresh_token?: string; access_token?: string } };
+  }
+  const refreshWith = (token: string, extra: Record<string, string> = {}) => tokenPost({ grant_type: 'refresh_token', refresh_token: token, ...extra });
+
+  /** Waits until the wall clock is `ms` before the next second: PostgreSQL's and Node's seconds then differ across a burst. */
+  async function nearSecondBoundary(ms = 15): Promise<void> {
+    const wait = (1000 - ms - (Date.now() % 1000) + 1000) % 1000;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+
   it('discovery advertises the endpoints, PKCE S256 and the acr values', () => {
     const m = config.serverMetadata();
     assert.equal(m.issuer, tessera.issuer);
@@ -111,23 +128,61 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
     assert.equal((await oidc.tokenIntrospection(config, again.access_token)).active, false);
   });
 
-  it('50 refreshes of one token at once: one rotates it, the others are reuse and revoke the grant; another grant is untouched', async () => {
-    const { tokens } = await login();
+  it('50 refreshes of one token at once, across a second boundary: one rotates it, the others are reuse and revoke the grant; another grant is untouched', async () => {
     const { tokens: other } = await login();
-    const refreshWith = (token: string) => fetch(`${tessera.issuer}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`rp:${SECRET}`).toString('base64')}` },
-      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: token }),
-    }).then(async (r) => ({ status: r.status, body: (await r.json()) as { error?: string; refresh_token?: string } }));
-    const answers = await Promise.all(Array.from({ length: 50 }, () => refreshWith(tokens.refresh_token!)));
-    const rotated = answers.filter((a) => a.status === 200);
-    assert.ok(rotated.length <= 1, `at most one refresh rotated the token (${rotated.length})`);
-    assert.ok(answers.filter((a) => a.status === 400).every((a) => a.body.error === 'invalid_grant'));
-    assert.equal(answers.filter((a) => a.status !== 200 && a.status !== 400).length, 0, JSON.stringify(answers.find((a) => a.status !== 200 && a.status !== 400)));
-    // Presented more than once: the grant is revoked, the rotated token with it.
-    for (const a of rotated) assert.equal((await refreshWith(a.body.refresh_token!)).body.error, 'invalid_grant');
+    for (let burst = 0; burst < 3; burst++) {
+      const { tokens } = await login();
+      await nearSecondBoundary();
+      const answers = await Promise.all(Array.from({ length: 50 }, () => refreshWith(tokens.refresh_token!)));
+      const rotated = answers.filter((a) => a.status === 200);
+      assert.ok(rotated.length <= 1, `at most one refresh rotated the token (${rotated.length})`);
+      assert.ok(answers.filter((a) => a.status === 400).every((a) => a.body.error === 'invalid_grant'), JSON.stringify(answers.find((a) => a.status === 400 && a.body.error !== 'invalid_grant')));
+      assert.equal(answers.filter((a) => a.status !== 200 && a.status !== 400).length, 0, JSON.stringify(answers.find((a) => a.status !== 200 && a.status !== 400)));
+      // Presented more than once: the grant is revoked, the rotated token and the access tokens with it.
+      for (const a of rotated) {
+        assert.equal((await refreshWith(a.body.refresh_token!)).body.error, 'invalid_grant');
+        assert.equal((await oidc.tokenIntrospection(config, a.body.access_token!)).active, false);
+      }
+      assert.equal((await refreshWith(tokens.refresh_token!)).body.error, 'invalid_grant', 'and a later try with the token');
+    }
     // The right answer last: another grant's token still refreshes.
     assert.equal((await refreshWith(other.refresh_token!)).status, 200);
+  });
+
+  it('50 exchanges of one authorization code at once: one gets tokens, and the grant is revoked with them', async () => {
+    const { tokens: other } = await login();
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope: 'openid offline_access', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const callback = await signIn(new Agent(), url.href, { username: 'alice', password: 'correct horse battery', redirectUri: REDIRECT });
+    const code = new URL(callback).searchParams.get('code')!;
+    const revokedBefore = await tessera.db.selectFrom('audit_events').select('id').where('type', '=', 'token.revoked').execute();
+    const answers = await Promise.all(Array.from({ length: 50 }, () => tokenPost({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT, code_verifier: verifier })));
+    const issued = answers.filter((a) => a.status === 200);
+    assert.ok(issued.length <= 1, `at most one exchange got tokens (${issued.length})`);
+    assert.ok(answers.filter((a) => a.status !== 200).every((a) => a.status === 400 && a.body.error === 'invalid_grant'), JSON.stringify(answers.find((a) => a.status !== 200 && a.body.error !== 'invalid_grant')));
+    for (const a of issued) {
+      assert.equal((await refreshWith(a.body.refresh_token!)).body.error, 'invalid_grant', 'the winner\'s refresh token went with the grant');
+      assert.equal((await oidc.tokenIntrospection(config, a.body.access_token!)).active, false, 'and its access token');
+    }
+    // Audit rows are written in batches, shortly after.
+    let revoked = 0;
+    for (let i = 0; i < 50 && revoked <= revokedBefore.length; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      revoked = (await tessera.db.selectFrom('audit_events').select('id').where('type', '=', 'token.revoked').execute()).length;
+    }
+    assert.ok(revoked > revokedBefore.length, 'the revocation is in the audit log');
+    // The right answer last: another grant's token still refreshes.
+    assert.equal((await refreshWith(other.refresh_token!)).status, 200);
+  });
+
+  it('a refresh refused after its new token was made (an unknown resource) leaves the token unused', async () => {
+    const { tokens } = await login();
+    const refused = await refreshWith(tokens.refresh_token!, { resource: 'https://unknown.example/api' });
+    assert.equal(refused.status, 400);
+    assert.equal(refused.body.error, 'invalid_target');
+    const refreshed = await refreshWith(tokens.refresh_token!);
+    assert.equal(refreshed.status, 200, JSON.stringify(refreshed.body));
+    assert.equal((await refreshWith(refreshed.body.refresh_token!)).status, 200);
   });
 
   it('within the reuse window a rotated refresh token may be retried (its answer was lost); after it, reuse revokes the grant', async () => {
@@ -141,10 +196,17 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
       const first = await oidc.refreshTokenGrant(rpConfig, tokens.refresh_token!);
       const retried = await oidc.refreshTokenGrant(rpConfig, tokens.refresh_token!);
       assert.ok(retried.refresh_token, 'the retry within the window gets tokens');
-      assert.ok((await oidc.refreshTokenGrant(rpConfig, first.refresh_token!)).access_token, 'the first answer stays good too');
+      const next = await oidc.refreshTokenGrant(rpConfig, retried.refresh_token!);
+      assert.ok(next.refresh_token, 'the retry\'s token goes on');
+      // The retry replaced the first answer: only a second holder of the token could present that one.
+      await assert.rejects(oidc.refreshTokenGrant(rpConfig, first.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant');
+      await assert.rejects(oidc.refreshTokenGrant(rpConfig, next.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant', 'which revoked the grant');
+
+      const again = await oidc.authorizationCodeGrant(rpConfig, new URL(await signIn(new Agent(), url.href.replace(/state=[^&]*/, ''), { username: 'alice', password: 'correct horse battery', redirectUri: REDIRECT })), { pkceCodeVerifier: verifier, idTokenExpected: true });
+      const rotated = await oidc.refreshTokenGrant(rpConfig, again.refresh_token!);
       await new Promise((resolve) => setTimeout(resolve, 1100));
-      await assert.rejects(oidc.refreshTokenGrant(rpConfig, tokens.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant');
-      await assert.rejects(oidc.refreshTokenGrant(rpConfig, retried.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant', 'reuse after the window revoked the whole grant');
+      await assert.rejects(oidc.refreshTokenGrant(rpConfig, again.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant');
+      await assert.rejects(oidc.refreshTokenGrant(rpConfig, rotated.refresh_token!), (e: unknown) => (e as { error?: string }).error === 'invalid_grant', 'reuse after the window revoked the whole grant');
     } finally {
       await windowed.close();
     }

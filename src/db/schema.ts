@@ -252,6 +252,8 @@ export interface OidcModelsTable {
   uid: string | null;
   expires_at: ColumnType<Date | null, Date | null, Date | null>;
   consumed_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  /** A rotated refresh token's successor (stored id). */
+  successor: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface KeysTable {

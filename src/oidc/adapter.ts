@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { CompiledQuery, sql } from 'kysely';
-import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWithOIDC } from 'oidc-provider';
 import { prepared, type Db } from '../db/index.js';
 import type { RegisteredClients } from '../clients/registered.js';
 import type { SecretBox } from '../crypto/secret-box.js';
@@ -97,9 +97,6 @@ const FIND_GRANT = prepared(`select id, grant_id, payload, expires_at, consumed_
   (select json_agg(json_build_object('resource', s.resource, 'scope', s.scope, 'factor', s.factor, 'age', s.factor_age_seconds, 'here', s.at_consent))
      from grant_step_ups s where s.grant_id = oidc_models.id) as step_ups
   from oidc_models where model = $1 and id = $2`);
-// Was a refresh token issued in this grant after the given one was used? (Then presenting it again is reuse.)
-const SUCCESSOR = prepared(`select 1 from oidc_models where model = 'RefreshToken' and grant_id = $1 and id <> $2
-  and (payload->>'iat')::bigint >= $3 limit 1`);
 // A token with its grant (read ahead for the grant lookup that follows in the same request, with
 // the factors its protected scopes were granted with). Several models are looked up at once when
 // oidc-provider asks for one value as either (introspection: an access token or a client's). A
@@ -113,27 +110,25 @@ const TOKEN_COLUMNS = `t.model, t.id, t.grant_id, t.payload, t.expires_at, t.con
   from oidc_models t left join oidc_models g on g.model = 'Grant' and g.id = t.grant_id`;
 const FIND_TOKEN = [1, 2, 3].map((n) => prepared(`select ${TOKEN_COLUMNS}
   where t.id = $1 and t.model in (${Array.from({ length: n }, (_, i) => `$${i + 2}`).join(', ')})`));
-// A refresh token's rotation in one statement: the used token is consumed and its successor stored,
-// or neither. Of requests presenting one token at once, one rotates it; the others store nothing.
-// Within the reuse window a used token rotates again (its first answer was lost).
-const ROTATE = prepared(`with used as (
-    update oidc_models set consumed_at = coalesce(consumed_at, now())
-    where model = 'RefreshToken' and id = $8
-      and (consumed_at is null or consumed_at > clock_timestamp() - make_interval(secs => $9::float8))
-    returning 1)
-  insert into oidc_models (model, id, payload, grant_id, user_code, uid, expires_at)
-  select $1::text, $2::text, $3::jsonb, $4::text, $5::text, $6::text, $7::timestamptz from used
-  on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id,
-    user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at
-  returning 1`);
-// A refresh token that did not rotate: is it still stored, and has it a successor in its grant? (SUCCESSOR by stored id.)
-const ROTATION_STATE = prepared(`select exists (select 1 from oidc_models s where s.model = 'RefreshToken' and s.grant_id = o.grant_id
-    and s.id <> o.id and (s.payload->>'iat')::bigint >= floor(extract(epoch from o.consumed_at))::bigint) as has_successor
-  from oidc_models o where o.model = 'RefreshToken' and o.id = $1`);
+// A refresh token's rotation: the used token consumed and its successor stored in one call, or
+// nothing (migration 0016 says how concurrent and repeated presentations are decided).
+const ROTATE = prepared('select rotate_refresh_token($1, $2, $3, $4::jsonb, $5, $6, $7, $8::timestamptz) as outcome');
 // The first use counts: a retry within the reuse window does not move it.
 const CONSUME = prepared('update oidc_models set consumed_at = coalesce(consumed_at, now()) where model = $1 and id = $2');
+// A code (or device code, CIBA request) is exchanged once: of requests presenting it at once, one consumes it.
+const CONSUME_ONCE = prepared('update oidc_models set consumed_at = now() where model = $1 and id = $2 and consumed_at is null returning 1');
+const GRANT_OF = prepared(`select payload->>'grantId' as grant_id from oidc_models where model = $1 and id = $2`);
 const DESTROY = prepared('delete from oidc_models where model = $1 and id = $2');
 const REVOKE = prepared('delete from oidc_models where grant_id = $1');
+// What oidc-provider's revocation of a grant does: its tokens and the grant itself go.
+const REVOKE_GRANT = prepared(`delete from oidc_models where grant_id = $1 or (model = 'Grant' and id = $1)`);
+
+/** Models whose value is exchanged for tokens once; presenting one again revokes its grant. */
+const GRANT_SOURCES: Record<string, string> = {
+  AuthorizationCode: 'authorization code',
+  DeviceCode: 'device code',
+  BackchannelAuthenticationRequest: 'backchannel authentication request',
+};
 
 type Row = { id: string; grant_id: string | null; payload: unknown; expires_at: Date | null; consumed_at: Date | null; step_ups?: unknown };
 type TokenRow = Row & { model: string; grant_row_id: string | null; grant_payload: unknown; grant_expires_at: Date | null; grant_consumed_at: Date | null; grant_step_ups: unknown };
@@ -144,14 +139,44 @@ type TokenRow = Row & { model: string; grant_row_id: string | null; grant_payloa
  * Taken once; a grant stored or removed in the request drops its entry.
  */
 const readAhead = new WeakMap<object, Map<string, Row | null>>();
-/** A refresh token used in this request, consumed by the statement that stores its successor. */
-const pendingRotation = new WeakMap<object, string>();
-/** Token lookups waiting for the next tick, by database and stored id, so that one query serves them all. */
-const tokenLookups = new WeakMap<Db, Map<string, { models: Set<string>; rows: Promise<Map<string, TokenRow>> }>>();
+/**
+ * Token lookups of one request waiting for the next tick, by stored id, so that one query serves
+ * them all. Never shared between requests: each request reads what is stored when it asks.
+ */
+const tokenLookups = new WeakMap<object, Map<string, { models: Set<string>; rows: Promise<Map<string, TokenRow>> }>>();
+
+/** How a refresh token's rotation ended (migration 0016). */
+export type RotationOutcome = 'rotated' | 'reused' | 'gone';
+
+/**
+ * A refresh token used in this request and the successor oidc-provider made for it. Both are
+ * written by finishRotation once the response is known to succeed, so a request that fails after
+ * the successor was made (an unknown `resource`, say) leaves the token unused.
+ */
+const rotations = new WeakMap<object, { adapter: KyselyAdapter; used: string; successor?: { id: string; payload: AdapterPayload; expiresIn?: number } }>();
 
 /** The request being served (oidc-provider's context), if any: what read-ahead and rotation are kept for. */
-function currentRequest(): object | undefined {
-  return (Provider.ctx as object | undefined) ?? undefined;
+function currentRequest(): KoaContextWithOIDC | undefined {
+  return Provider.ctx ?? undefined;
+}
+
+/** Whether this request used a refresh token whose rotation is still to be stored. */
+export function rotationPending(request: object): boolean {
+  return rotations.get(request)?.successor !== undefined;
+}
+
+/** Stores the rotation this request prepared (its response is about to succeed) and says how it ended, and in which grant. */
+export async function finishRotation(request: object): Promise<{ outcome: RotationOutcome; grantId: string } | undefined> {
+  const pending = rotations.get(request);
+  rotations.delete(request);
+  if (!pending?.successor) return undefined;
+  const { id, payload, expiresIn } = pending.successor;
+  return { outcome: await pending.adapter.rotate(pending.used, id, payload, expiresIn), grantId: String(payload.grantId) };
+}
+
+/** Forgets the rotation this request prepared: its response is an error, so the token stays unused. */
+export function abandonRotation(request: object): void {
+  rotations.delete(request);
 }
 
 /** Holds a grant loaded from storage against today's scope rules (src/scopes/grants.ts). */
@@ -198,48 +223,48 @@ export class KyselyAdapter implements Adapter {
   }
 
   private async run<R>(statement: string, parameters: unknown[]): Promise<R[]> {
-    return (await this.db.executeQuery<R>(CompiledQuery.raw(statement, parameters))).rows;
+    const query = CompiledQuery.raw(statement, parameters);
+    try {
+      return (await this.db.executeQuery<R>(query)).rows;
+    } catch (error) {
+      // Every statement here is a transaction of its own: one PostgreSQL chose to end as a deadlock's
+      // victim (a grant revoked while one of its tokens rotates) had no effect and runs again.
+      if ((error as { code?: unknown }).code !== '40P01') throw error;
+      return (await this.db.executeQuery<R>(query)).rows;
+    }
   }
 
-  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
-    refuseNul(payload);
+  /** A record's columns as stored: model, id, payload, grant, user code, uid, expiry. */
+  private stored(id: string, payload: AdapterPayload, expiresIn?: number): unknown[] {
     const grantId = GRANTABLE.has(this.model) ? payload.grantId : undefined;
-    const stored = this.hash(id);
-    const values = [
+    return [
       this.model,
-      stored,
+      this.hash(id),
       JSON.stringify(sealPayload(this.model, payload, this.keys.box)),
       grantId ? this.hash(grantId) : null,
       payload.userCode ? this.hash(payload.userCode) : null,
       payload.uid ? this.hash(payload.uid) : null,
       expiry(expiresIn),
     ];
-    const request = currentRequest();
-    if (request && this.model === 'Grant') readAhead.get(request)?.delete(stored);
-    const used = request && this.model === 'RefreshToken' ? pendingRotation.get(request) : undefined;
-    if (request && used) {
-      pendingRotation.delete(request);
-      return this.rotate(used, values);
-    }
-    await this.run(UPSERT, values);
   }
 
-  /**
-   * Stores a refresh token's successor as the used one is consumed. When another request rotated
-   * it first, this is reuse, as oidc-provider treats a consumed token: the grant is revoked. A token
-   * consumed long ago with no successor (its rotation never completed) rotates now; one no longer
-   * stored (its grant was revoked meanwhile) does not.
-   */
-  private async rotate(used: string, values: unknown[]): Promise<void> {
-    if ((await this.run(ROTATE, [...values, used, this.reuseMs / 1000])).length > 0) return;
-    const [state] = await this.run<{ has_successor: boolean }>(ROTATION_STATE, [used]);
-    if (!state) throw new errors.InvalidGrant('grant request is invalid');
-    if (!state.has_successor) {
-      await this.run(UPSERT, values);
+  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    refuseNul(payload);
+    const request = currentRequest();
+    if (request && this.model === 'Grant') readAhead.get(request)?.delete(this.hash(id));
+    const rotation = request && this.model === 'RefreshToken' ? rotations.get(request) : undefined;
+    if (rotation && !rotation.successor) {
+      rotation.successor = { id, payload, expiresIn };
       return;
     }
-    if (values[3]) await this.run(REVOKE, [values[3]]);
-    throw new errors.InvalidGrant('refresh token already used');
+    await this.run(UPSERT, this.stored(id, payload, expiresIn));
+  }
+
+  /** Consumes a used refresh token and stores its successor, or neither (migration 0016). */
+  async rotate(usedId: string, id: string, payload: AdapterPayload, expiresIn?: number): Promise<RotationOutcome> {
+    const [, ...successor] = this.stored(id, payload, expiresIn);
+    const [row] = await this.run<{ outcome: RotationOutcome }>(ROTATE, [this.hash(usedId), this.reuseMs / 1000, ...successor]);
+    return row!.outcome;
   }
 
   private async findBy(column: keyof typeof FIND, value: string): Promise<AdapterPayload | undefined> {
@@ -261,11 +286,6 @@ export class KyselyAdapter implements Adapter {
       return payload && this.grantGuard.apply(payload, grant!.step_ups);
     }
     const [row] = column === 'id' && GRANTABLE.has(this.model) ? [await this.findToken(stored)] : await this.run<Row>(FIND[column], [this.model, stored]);
-    if (row?.consumed_at && this.model === 'RefreshToken' && row.grant_id && !(await this.hasSuccessor(row))) {
-      // Used, but its rotation never completed (the database went away between the two writes):
-      // the client's retry is not reuse, whenever it comes.
-      return live({ ...row, consumed_at: null }, (stored) => openPayload(this.model, stored, this.keys.box));
-    }
     return live(row, (stored) => openPayload(this.model, stored, this.keys.box), this.reuseMs);
   }
 
@@ -274,8 +294,13 @@ export class KyselyAdapter implements Adapter {
    * (as several models) share one query.
    */
   private async findToken(stored: string): Promise<Row | undefined> {
-    let pending = tokenLookups.get(this.db);
-    if (!pending) tokenLookups.set(this.db, (pending = new Map()));
+    const request = currentRequest();
+    if (!request) {
+      const [row] = await this.run<TokenRow>(FIND_TOKEN[0]!, [stored, this.model]);
+      return row;
+    }
+    let pending = tokenLookups.get(request);
+    if (!pending) tokenLookups.set(request, (pending = new Map()));
     let lookup = pending.get(stored);
     if (!lookup) {
       const models = new Set<string>();
@@ -293,8 +318,7 @@ export class KyselyAdapter implements Adapter {
     }
     lookup.models.add(this.model);
     const row = (await lookup.rows).get(this.model);
-    const request = currentRequest();
-    if (row?.grant_id && request) {
+    if (row?.grant_id) {
       let ahead = readAhead.get(request);
       if (!ahead) readAhead.set(request, (ahead = new Map()));
       ahead.set(row.grant_id, row.grant_row_id === null ? null : {
@@ -302,11 +326,6 @@ export class KyselyAdapter implements Adapter {
       });
     }
     return row;
-  }
-
-  private async hasSuccessor(row: Row): Promise<boolean> {
-    const rows = await this.run(SUCCESSOR, [row.grant_id, row.id, Math.floor(row.consumed_at!.getTime() / 1000)]);
-    return rows.length > 0;
   }
 
   find(id: string): Promise<AdapterPayload | undefined> {
@@ -323,14 +342,32 @@ export class KyselyAdapter implements Adapter {
 
   async consume(id: string): Promise<void> {
     if (id.includes(NUL)) return;
-    // A refresh token is consumed by the statement that stores its successor, later in this request
-    // (oidc-provider rotates it next); should the request end before, the token was not used.
+    // A refresh token is consumed together with the storing of its successor (oidc-provider makes
+    // it next), when the response is known to succeed: see finishRotation.
     const request = currentRequest();
     if (request && this.model === 'RefreshToken') {
-      pendingRotation.set(request, this.hash(id));
+      rotations.set(request, { adapter: this, used: id });
       return;
     }
-    await this.run(CONSUME, [this.model, this.hash(id)]);
+    const label = GRANT_SOURCES[this.model];
+    if (!label) {
+      await this.run(CONSUME, [this.model, this.hash(id)]);
+      return;
+    }
+    if ((await this.run(CONSUME_ONCE, [this.model, this.hash(id)])).length > 0) return;
+    // Another request exchanged it first (oidc-provider's own check saw it unused): presented twice,
+    // it may have leaked, so its grant goes as oidc-provider revokes one.
+    const [source] = await this.run<{ grant_id: string | null }>(GRANT_OF, [this.model, this.hash(id)]);
+    if (source?.grant_id) await this.revokeGrant(source.grant_id);
+    throw new errors.InvalidGrant(`${label} already consumed`);
+  }
+
+  /** Deletes a grant and every token of it, and says so (oidc-provider's `grant.revoked`). */
+  private async revokeGrant(grantId: string): Promise<void> {
+    const request = currentRequest();
+    if (request) readAhead.get(request)?.delete(this.hash(grantId));
+    await this.run(REVOKE_GRANT, [this.hash(grantId)]);
+    if (request) request.oidc.provider.emit('grant.revoked', request, grantId);
   }
 
   async destroy(id: string): Promise<void> {

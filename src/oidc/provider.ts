@@ -1,6 +1,6 @@
 import Provider, { errors, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config.js';
-import type { Db } from '../db/index.js';
+import { DatabaseUnavailable, type Db } from '../db/index.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { RegisteredClients } from '../clients/registered.js';
 import { grantableScopes, type ResourceServers } from '../resource-servers/resource-servers.js';
@@ -8,7 +8,7 @@ import type { Audit } from '../audit/audit.js';
 import type { Logger } from '../log.js';
 import { renderToString } from '../http/views.js';
 import { strictCsp } from '../http/security.js';
-import { ClientAdapter, KyselyAdapter, storageKeys, storedId } from './adapter.js';
+import { abandonRotation, ClientAdapter, finishRotation, KyselyAdapter, rotationPending, storageKeys, storedId } from './adapter.js';
 import { accountFinder, CLAIMS_BY_SCOPE, OIDC_SCOPES } from './account.js';
 import { ACR_VALUES } from './assurance.js';
 import type { KeyMaterial } from './keys.js';
@@ -270,7 +270,38 @@ export function createProvider(deps: ProviderDeps): Provider {
     }
   });
 
-  provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+  // A refresh token's rotation is stored once its response is known to succeed (src/oidc/adapter.ts).
+  // One that lost to another use of the same token answers invalid_grant instead, and an error
+  // after the successor was made leaves the token unused.
+  provider.use(async (ctx, next) => {
+    await next();
+    if (!rotationPending(ctx)) return;
+    if (ctx.status !== 200) {
+      abandonRotation(ctx);
+      return;
+    }
+    try {
+      const rotation = (await finishRotation(ctx))!;
+      if (rotation.outcome === 'rotated') {
+        recordIssued(ctx as KoaContextWithOIDC);
+        return;
+      }
+      if (rotation.outcome === 'reused') provider.emit('grant.revoked', ctx, rotation.grantId);
+      throw new errors.InvalidGrant(rotation.outcome === 'reused' ? 'refresh token already used' : 'refresh token not found');
+    } catch (error) {
+      // The token endpoint's own error handler has run: answer as it would. Nothing was stored, so
+      // any other failure is one the client may retry with the same token.
+      const refusal = error instanceof errors.OIDCProviderError ? error : new DatabaseUnavailable(error);
+      if (refusal.statusCode >= 500) {
+        log.warn({ err: error }, 'refresh token rotation failed');
+        ctx.set('Retry-After', '5');
+      }
+      ctx.status = refusal.statusCode;
+      ctx.body = { error: refusal.error, error_description: refusal.error_description };
+    }
+  });
+
+  function recordIssued(ctx: KoaContextWithOIDC): void {
     const { AccessToken, ClientCredentials, Client } = ctx.oidc.entities;
     const act = AccessToken?.extra?.act as Actor | undefined;
     void audit.record({
@@ -281,6 +312,10 @@ export function createProvider(deps: ProviderDeps): Provider {
       ip: ctx.ip,
       details: { grant_type: ctx.oidc.params?.grant_type, client_credentials: Boolean(ClientCredentials) },
     });
+  }
+  // A rotating refresh is recorded when its rotation is stored (above).
+  provider.on('grant.success', (ctx: KoaContextWithOIDC) => {
+    if (!rotationPending(ctx)) recordIssued(ctx);
   });
   provider.on('grant.revoked', (ctx: KoaContextWithOIDC, grantId: string) => {
     void audit.record({ type: 'token.revoked', clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip, details: { grant_id: grantId } });

@@ -11,7 +11,7 @@ import { createUser, findUserByUsername } from '../src/directory/users.js';
 import { addGroupMember, createGroup } from '../src/directory/groups.js';
 import { createPolicy } from '../src/policy/policies.js';
 import { setSetting, loadSettings } from '../src/settings/settings.js';
-import { beginEnrolment, confirmEnrolment, verifyAuthenticatorCode } from '../src/factors/authenticators.js';
+import { beginEnrolment, checkAuthenticatorCode, confirmEnrolment, verifyAuthenticatorCode } from '../src/factors/authenticators.js';
 import { createChallenge, verifyChallenge } from '../src/factors/challenges.js';
 import { createClient } from '../src/clients/clients.js';
 import { loadConfig } from '../src/config.js';
@@ -219,6 +219,37 @@ describe('multi-factor login', () => {
     assert.deepEqual(await verifyChallenge(tessera.db, key, made.challenge.id, other.id, made.code), { ok: false, reason: 'unknown' }, 'a challenge answers only for its own user');
   });
 
+  it('the right code sent 10 times at once (a double click): one signs in, and afterwards nothing counts toward the lockout', async () => {
+    const user = await createUser(tessera.db, { username: 'dot', password: 'dot-password-1' });
+    const enrolment = await beginEnrolment(tessera.db, tessera.box, user, 'Tessera', 'test-enrolment');
+    const drift = (await loadSettings(tessera.db, tessera.box)).mfa.totp;
+    assert.ok(await confirmEnrolment(tessera.db, tessera.box, drift, user.id, enrolment.authenticatorId, await generate({ secret: enrolment.secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+    const agent = new Agent();
+    const codePage = await passwordStep(agent, issuer, 'dot', 'dot-password-1');
+    const form = formFor(codePage, '/mfa/code');
+    const right = await generate({ secret: enrolment.secret });
+    const answers = await Promise.all(Array.from({ length: 10 }, () => agent.post(form.action, { ...form.fields, code: right })));
+    assert.equal(answers.filter((a) => a.status === 303).length, 1, answers.map((a) => a.status).join());
+    // Each answer is admitted before it is checked, so while the burst lasts the lockout may hold some back (429).
+    const refused = answers.filter((a) => a.status !== 303);
+    assert.ok(refused.every((a) => (a.status === 401 && /just used|already used/.test(a.body)) || a.status === 429), refused.map((a) => a.status).join());
+    const dot = await findUserByUsername(tessera.db, 'dot');
+    assert.equal(dot?.failed_logins, 0);
+    assert.ok(!dot?.locked_until || dot.locked_until <= new Date(), 'no lock is left');
+    // The same for an email code.
+    const mail = await createUser(tessera.db, { username: 'dora', password: 'dora-password-1', email: 'dora@example.test', emailVerified: true });
+    await addGroupMember(tessera.db, 'staff', mail.username);
+    const mailAgent = new Agent();
+    const sent = await choose(mailAgent, await passwordStep(mailAgent, issuer, 'dora', 'dora-password-1'), 'email');
+    const code = codeIn((await mailbox.next()).text!);
+    const mailForm = formFor(sent, '/mfa/code');
+    const mailAnswers = await Promise.all(Array.from({ length: 10 }, () => mailAgent.post(mailForm.action, { ...mailForm.fields, code })));
+    assert.equal(mailAnswers.filter((a) => a.status === 303).length, 1);
+    const dora = await findUserByUsername(tessera.db, 'dora');
+    assert.equal(dora?.failed_logins, 0);
+    assert.ok(!dora?.locked_until || dora.locked_until <= new Date(), 'no lock is left');
+  });
+
   it('a code expires', async () => {
     const agent = new Agent();
     const codePage = await choose(agent, await passwordStep(agent, issuer, 'sam', 'sam-password-1'), 'email');
@@ -299,6 +330,8 @@ describe('multi-factor login', () => {
     assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(90)), false, 'three steps ahead is outside the window');
     assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(0)), true);
     assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(0)), false, 'replay refused');
+    assert.equal(await checkAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(0)), 'replayed', 'and told apart from a wrong code');
+    assert.equal(await checkAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(-30)), 'wrong', 'an older code of the window is just wrong');
     assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, drift, user.id, await at(30)), true, 'one step ahead is inside the window');
     const wide = { driftStepsBefore: 0, driftStepsAfter: 3 };
     assert.equal(await verifyAuthenticatorCode(tessera.db, tessera.box, wide, user.id, await at(90)), true, 'a wider configured window accepts it');

@@ -157,22 +157,49 @@ export async function enrolled(db: Db, userId: string): Promise<void> {
   await db.updateTable('users').set({ must_enrol: false }).where('id', '=', userId).where('must_enrol', '=', true).execute();
 }
 
+/** How a typed code fared: it passed, it is the code last used on a token (sent twice), or it is wrong. */
+export type CodeCheck = 'passed' | 'replayed' | 'wrong';
+
 /**
- * Verifies a code (with its PIN, where the token has one) against the user's confirmed tokens that
+ * Whether an OTP is the one last used on a token: its last used TOTP step, or the HOTP counter just
+ * passed. Only that exact code: a form sent twice, not an older code of the window.
+ */
+function lastUsed(authenticator: Authenticator, box: SecretBox, otp: string): boolean {
+  if (otp.length !== authenticator.digits || !/^\d+$/.test(otp)) return false;
+  const at = authenticator.type === 'hotp'
+    ? (authenticator.counter === null ? null : Number(authenticator.counter) - 1)
+    : (authenticator.last_used_step === null ? null : Number(authenticator.last_used_step));
+  return at !== null && at >= 0 && secretsEqual(otp, otpAt(authenticator, secretOf(box, authenticator), at));
+}
+
+/**
+ * Checks a code (with its PIN, where the token has one) against the user's confirmed tokens that
  * are not disabled. The PIN is checked only once the OTP part matched; a wrong PIN fails the whole
  * code, so it counts toward the account lockout like a wrong code (the caller admits every attempt).
+ * The code just used, sent again with its PIN (a double click, or a request that lost the race for
+ * it), is told apart: it was no guess.
  */
-export async function verifyAuthenticatorCode(db: Db, box: SecretBox, drift: MfaSettings['totp'], userId: string, typed: string): Promise<boolean> {
+export async function checkAuthenticatorCode(db: Db, box: SecretBox, drift: MfaSettings['totp'], userId: string, typed: string): Promise<CodeCheck> {
   const tokens = await db.selectFrom('authenticators').selectAll().where('user_id', '=', userId).where('confirmed_at', 'is not', null).where('disabled_at', 'is', null).execute();
+  let replayed = false;
   for (const token of tokens) {
     const parts = splitPin(token, typed);
     if (!parts) continue;
     const m = match(token, box, drift, parts.otp);
-    if (!m) continue;
-    if (parts.pin !== null && !(await verifyPassword(token.pin_hash, parts.pin))) return false;
-    return claim(db, token.id, m, false);
+    const pinRight = async () => parts.pin === null || verifyPassword(token.pin_hash, parts.pin);
+    if (!m) {
+      if (!replayed && lastUsed(token, box, parts.otp) && (await pinRight())) replayed = true;
+      continue;
+    }
+    if (!(await pinRight())) return 'wrong';
+    return (await claim(db, token.id, m, false)) ? 'passed' : 'replayed';
   }
-  return false;
+  return replayed ? 'replayed' : 'wrong';
+}
+
+/** Whether a code passes (checkAuthenticatorCode), for callers that need no more. */
+export async function verifyAuthenticatorCode(db: Db, box: SecretBox, drift: MfaSettings['totp'], userId: string, typed: string): Promise<boolean> {
+  return (await checkAuthenticatorCode(db, box, drift, userId, typed)) === 'passed';
 }
 
 /**

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import { z } from 'zod';
 import type { PublicKeyCredentialRequestOptionsJSON } from '@simplewebauthn/server';
 import { createChallenge, isRefusal, markDelivered, markUndeliverable, verifyChallenge, type NewChallenge, type SendRefusal } from './challenges.js';
-import { verifyAuthenticatorCode } from './authenticators.js';
+import { checkAuthenticatorCode } from './authenticators.js';
 import { normaliseRecoveryCode, useRecoveryCode } from './recovery-codes.js';
 import { authenticationOptions, readAssertion, relyingPartyOf, verifyPasskey } from './passkeys.js';
 import { DeliveryError, fillTemplate } from './delivery/types.js';
@@ -170,7 +170,9 @@ const totp: Factor = {
   codeLength: () => 16,
   start: async () => ({ kind: 'ready' }),
   async verify(ctx, answer) {
-    return (await verifyAuthenticatorCode(ctx.db, ctx.box, ctx.settings.mfa.totp, ctx.user.id, answer.code)) ? { ok: true, factor: 'totp' } : { ok: false, reason: 'wrong', attemptsLeft: null };
+    const check = await checkAuthenticatorCode(ctx.db, ctx.box, ctx.settings.mfa.totp, ctx.user.id, answer.code);
+    if (check === 'passed') return { ok: true, factor: 'totp' };
+    return check === 'replayed' ? { ok: false, reason: 'replayed' } : { ok: false, reason: 'wrong', attemptsLeft: null };
   },
 };
 

@@ -2,7 +2,7 @@ import type Router from '@koa/router';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { User } from '../db/schema.js';
-import { admitAttempt, passedAttemptStatement } from '../directory/users.js';
+import { admitAttempt, passedAttempt, passedAttemptStatement } from '../directory/users.js';
 import { assertCsrf } from '../http/csrf.js';
 import { readForm } from '../http/body.js';
 import { renderPage } from '../http/views.js';
@@ -161,7 +161,6 @@ const VERDICT_MESSAGES = {
   expired: 'This code has expired. Ask for a new code.',
   used: 'This code was already used. Ask for a new code.',
   unknown: 'Ask for a new code.',
-  replayed: 'This answer was already used. Try again.',
 } as const;
 
 /** What the answer page says when the answer is not right, in the words of the factor. */
@@ -171,6 +170,7 @@ function refusalMessage(f: Factor, verdict: Exclude<Verdict, { ok: true }>): str
     if (verdict.reason === 'replayed') return 'This passkey’s answer was already used, or the key may have been copied. Try again, or choose another method.';
     return 'That passkey is not one of yours, or its answer is not valid. Try again, or choose another method.';
   }
+  if (verdict.reason === 'replayed') return 'This code was just used. Wait for your app or token to show the next one.';
   if (verdict.reason === 'wrong') {
     if (f.id === 'recovery') return 'That is not one of your unused recovery codes.';
     return verdict.attemptsLeft === null
@@ -279,9 +279,12 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
       return host.passed(ctx, s, { factor: verdict.factor, at: now(), ...(verdict.amr ? { amr: verdict.amr } : {}) }, passedAttemptStatement(db, lockoutId, admission));
     }
     const reason = verdict.ok ? 'not_allowed' : verdict.reason;
+    // An answer already used (a double click, a form sent twice) was no guess: its count goes back.
+    const repeated = reason === 'used' || reason === 'replayed';
     await Promise.all([
       audit.record({ type: 'mfa.failure', subject: s.user.id, clientId, ...meta, details: { factor: id.data, reason, purpose: host.purpose } }),
-      admission.lockStarted
+      repeated ? passedAttempt(db, lockoutId, admission) : Promise.resolve(),
+      admission.lockStarted && !repeated
         ? audit.record({ type: 'account.locked', subject: lockoutId, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } })
         : Promise.resolve(),
     ]);

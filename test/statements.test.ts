@@ -6,6 +6,8 @@ import { queryStats, together, type Db } from '../src/db/index.js';
 import { takeInOrder } from '../src/rate-limits.js';
 import { KyselyAdapter, storageKeys } from '../src/oidc/adapter.js';
 import { SecretBox } from '../src/crypto/secret-box.js';
+// The store oidc-provider keeps its request context in (Provider.ctx): lookups are coalesced per request.
+import requestContext from 'oidc-provider/lib/helpers/als.js';
 
 const KEYS = storageKeys(new SecretBox('statements-test-secret-0123456789-abcdefgh'));
 
@@ -56,15 +58,26 @@ describe('statements that spare round trips', () => {
     assert.deepEqual(await takeInOrder(db, limits), { allowed: true });
   });
 
-  it('token lookups of one value as several models (introspection) share one query; the grant comes with the token', async () => {
+  it('token lookups of one value as several models in one request (introspection) share one query; other requests ask again', async () => {
     const access = new KyselyAdapter(db, 'AccessToken', KEYS);
     const credentials = new KyselyAdapter(db, 'ClientCredentials', KEYS);
     await credentials.upsert('cc-token-1', { jti: 'cc-token-1', kind: 'ClientCredentials', clientId: 'c' } as never, 300);
-    const before = queryStats.queries;
-    const [asAccess, asCredentials] = await Promise.all([access.find('cc-token-1'), credentials.find('cc-token-1')]);
+    const request = {};
+    let before = queryStats.queries;
+    const [asAccess, asCredentials] = await requestContext.run(request, () => Promise.all([access.find('cc-token-1'), credentials.find('cc-token-1')]));
     assert.equal(queryStats.queries - before, 1, 'one query for both models');
     assert.equal(asAccess, undefined);
     assert.equal(asCredentials?.jti, 'cc-token-1');
-    assert.equal(await access.find('cc-token-1'), undefined, 'later lookups query again');
+    before = queryStats.queries;
+    assert.equal(await requestContext.run(request, () => access.find('cc-token-1')), undefined, 'later lookups query again');
+    assert.equal(queryStats.queries - before, 1);
+    // Two requests at once each read what is stored when they ask: nothing is shared between them.
+    before = queryStats.queries;
+    await Promise.all([requestContext.run({}, () => access.find('cc-token-1')), requestContext.run({}, () => access.find('cc-token-1'))]);
+    assert.equal(queryStats.queries - before, 2, 'one query per request');
+    // Outside a request (the CLI, jobs) each lookup is its own query.
+    before = queryStats.queries;
+    await Promise.all([access.find('cc-token-1'), credentials.find('cc-token-1')]);
+    assert.equal(queryStats.queries - before, 2);
   });
 });

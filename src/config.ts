@@ -107,27 +107,27 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, purpose: 'serve
   const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
   const parsed = envSchema.safeParse(present);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const variable = String(issue.path[0] ?? 'environment');
-    // Never echo values that may carry credentials.
-    const value = SENSITIVE.has(variable) ? undefined : env[variable];
-    throw new ConfigError(
-      `Invalid configuration: ${variable} ${issue.message}${value === undefined ? '' : ` (got "${truncate(value)}")`}`,
-    );
+    // Every bad variable at once, one line each, so a deployment is mended in one go.
+    const lines = new Map<string, string>();
+    for (const issue of parsed.error.issues) {
+      const variable = String(issue.path[0] ?? 'environment');
+      // Never echo values that may carry credentials.
+      const value = SENSITIVE.has(variable) ? undefined : env[variable];
+      if (!lines.has(variable)) lines.set(variable, `Invalid configuration: ${variable} ${issue.message}${value === undefined ? '' : ` (got "${truncate(value)}")`}`);
+    }
+    throw new ConfigError([...lines.values()].join('\n'));
   }
   const e = parsed.data;
   const mode: Mode = e.TESSERA_MODE ?? (e.NODE_ENV === 'production' ? 'production' : 'dev');
+  const problems: string[] = [];
   if (mode === 'production') {
-    if (!e.TESSERA_SECRET) throw new ConfigError('Invalid configuration: TESSERA_SECRET is required in production mode');
-    if (!e.ISSUER && purpose === 'server') throw new ConfigError('Invalid configuration: ISSUER is required in production mode');
-    if (!e.DATABASE_URL) throw new ConfigError('Invalid configuration: DATABASE_URL is required in production mode (the embedded database is for development)');
+    if (!e.TESSERA_SECRET) problems.push('TESSERA_SECRET is required in production mode');
+    if (!e.ISSUER && purpose === 'server') problems.push('ISSUER is required in production mode');
+    if (!e.DATABASE_URL) problems.push('DATABASE_URL is required in production mode (the embedded database is for development)');
+    if (e.DEMO) problems.push('DEMO=true is for dev mode only (the demo accounts have published passwords)');
   }
-  if (mode === 'production' && e.DEMO) {
-    throw new ConfigError('Invalid configuration: DEMO=true is for dev mode only (the demo accounts have published passwords)');
-  }
-  if (e.LOCKOUT_MAX_SECONDS < e.LOCKOUT_BASE_SECONDS) {
-    throw new ConfigError('Invalid configuration: LOCKOUT_MAX_SECONDS must be at least LOCKOUT_BASE_SECONDS');
-  }
+  if (e.LOCKOUT_MAX_SECONDS < e.LOCKOUT_BASE_SECONDS) problems.push('LOCKOUT_MAX_SECONDS must be at least LOCKOUT_BASE_SECONDS');
+  if (problems.length > 0) throw new ConfigError(problems.map((p) => `Invalid configuration: ${p}`).join('\n'));
   return {
     mode,
     port: e.PORT,

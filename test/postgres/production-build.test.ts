@@ -62,6 +62,25 @@ describe('the production tree (compiled, npm prune --omit=dev, NODE_ENV=producti
     assert.match(r.stderr, /docker compose run --rm tessera node dist\/src\/cli\.js settings set/);
   });
 
+  it('a database that does not exist, or a server that does not answer: one line that says what to do', async () => {
+    const start = (databaseUrl: string) => runProcess(process.execPath, [entry.main], { cwd: dir, env: { ...process.env, ...env, DATABASE_URL: databaseUrl, PORT: '0', ISSUER: 'http://127.0.0.1:9' } });
+    const elsewhere = new URL(testDb.url!);
+    elsewhere.pathname = '/tessera_no_such_database';
+    const missing = await start(elsewhere.href);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /Tessera could not start: The database could not be opened: database "tessera_no_such_database" does not exist \(create it first: createdb/);
+    const closed = await start(`postgres://postgres@127.0.0.1:${await unusedPort()}/tessera`);
+    assert.equal(closed.code, 1);
+    assert.match(closed.stderr, /Tessera could not start: The database could not be opened: connect ECONNREFUSED .* \(is PostgreSQL running/);
+  });
+
+  it('several bad settings are named at once, one line each', async () => {
+    const r = await runProcess(process.execPath, [entry.main], { cwd: dir, env: { ...process.env, ...env, PORT: 'eighty', LOG_LEVEL: 'loud', TESSERA_SECRET: '' } });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^Invalid configuration: PORT .*$/m);
+    assert.match(r.stderr, /^Invalid configuration: LOG_LEVEL .*$/m);
+  });
+
   it('is configured with its own CLI, starts, and signs a user in to a client', async () => {
     for (const [key, value] of [['mfa.methods.email', 'false'], ['mfa.methods.sms', 'false']] as const) {
       const r = await cli(['settings', 'set', key, value]);

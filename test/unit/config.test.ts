@@ -41,6 +41,24 @@ describe('configuration', () => {
     }
   });
 
+  it('several bad values are named together, one line each', () => {
+    assert.throws(
+      () => loadConfig({ PORT: 'eighty', LOG_LEVEL: 'loud', TESSERA_SECRET: 'short' }),
+      (e: unknown) => {
+        const lines = (e as Error).message.split('\n');
+        return lines.length === 3 && lines.every((l) => l.startsWith('Invalid configuration: ')) && ['PORT', 'LOG_LEVEL', 'TESSERA_SECRET'].every((v) => lines.some((l) => l.includes(v)));
+      },
+    );
+    assert.throws(
+      () => loadConfig({ TESSERA_MODE: 'production', DEMO: 'true' }),
+      (e: unknown) => {
+        const lines = (e as Error).message.split('\n');
+        return lines.length === 4 && ['TESSERA_SECRET', 'ISSUER', 'DATABASE_URL', 'DEMO'].every((v) => lines.some((l) => l.includes(v)));
+      },
+      'production: everything missing at once',
+    );
+  });
+
   it('an empty variable counts as not set', () => {
     const c = loadConfig({ DATABASE_URL: '', PORT: '', ISSUER: '' });
     assert.equal(c.databaseUrl, null);

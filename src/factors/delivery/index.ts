@@ -59,7 +59,8 @@ export function createDelivery(db: Db, mode: Mode, log: Logger): Delivery {
           return { provider, answer: await sendGatewaySms(settings.sms_gateway, message) };
         case 'outbox':
           await db.insertInto('dev_outbox').values({ channel, recipient: message.to, subject: message.subject ?? null, body: message.text }).execute();
-          log.info({ channel, to: message.to, text: message.text }, 'dev outbox: message stored (see /dev/outbox)');
+          // The text stays out of the log: it carries the code (logs redact codes, README "Operations").
+          log.info({ channel, to: message.to }, 'dev outbox: message stored (see /dev/outbox)');
           return { provider, answer: 'stored in the dev outbox' };
         default:
           throw new Error(`no ${channel} delivery is configured`);

@@ -68,6 +68,11 @@ describe('APIs (resource servers): audience-bound access tokens', () => {
     assert.equal(payload.scope, 'orders:read');
     assert.equal(payload.exp! - payload.iat!, 300, 'the API\'s default lifetime');
     assert.equal(await storedTokens(), stored, 'a JWT access token is not stored');
+    // Asked only for scopes it may not have: refused, not a token that allows nothing.
+    const none = await tokenRequest('svc', { grant_type: 'client_credentials', resource: ORDERS, scope: 'orders:write' });
+    assert.equal(none.status, 400);
+    assert.equal(none.body.error, 'invalid_scope');
+    assert.match(String(none.body.error_description), /not allowed any of the requested scopes/);
   });
 
   it('the API chooses the signing algorithm and the lifetime', async () => {

@@ -194,11 +194,17 @@ export function createProvider(deps: ProviderDeps): Provider {
       // APIs registered with `api add`. Without `resource` a token is for UserInfo only (opaque, as before).
       resourceIndicators: {
         enabled: true,
-        getResourceServerInfo: async (_ctx, indicator, client) => {
+        getResourceServerInfo: async (ctx, indicator, client) => {
           const api = await resourceServers.get(indicator);
           if (!api) throw new errors.InvalidTarget('the resource is not a registered API');
           const scopes = grantableScopes(api, (await clients.get(client.clientId))?.apiScopes[api.identifier]);
           if (scopes.length === 0) throw new errors.InvalidTarget('this client is not allowed to use the API');
+          // A client asking for its own token with scopes of which it may have none would get a token
+          // that allows nothing (and a response that does not say so): refused, naming them.
+          const asked = ctx.oidc.params?.grant_type === 'client_credentials' && typeof ctx.oidc.params.scope === 'string' ? ctx.oidc.params.scope.split(' ').filter(Boolean) : [];
+          if (asked.length > 0 && !asked.some((scope) => scopes.includes(scope))) {
+            throw new errors.InvalidScope('this client is not allowed any of the requested scopes at this API', asked.join(' '));
+          }
           return {
             scope: scopes.join(' '),
             audience: api.identifier,

@@ -1163,7 +1163,7 @@ export async function runCommand(argv: string[], io: RemoteIo, target: CommandTa
         if (flags.password !== undefined && flags['password-stdin']) throw new UsageError('give --password or --password-stdin, not both');
         const password = flags.password ?? (await io.readSecret(passwordSecret(parsed!.help || parsed!.version ? {} : parsed!.arg, flags)!));
         const problem = passwordProblem(password);
-        if (problem) throw new UsageError(problem);
+        if (problem) throw new DomainError(problem);
         return password;
       },
     });

@@ -120,34 +120,18 @@ export function createApp(deps: AppDeps): Koa {
     ops.get('/metrics', (ctx) => {
       const cpu = process.cpuUsage();
       const memory = process.memoryUsage();
+      const metrics: [name: string, type: 'counter' | 'gauge', help: string, value: number | string][] = [
+        ['tessera_db_queries_total', 'counter', 'Database queries sent by this process.', queryStats.queries],
+        ['tessera_db_query_errors_total', 'counter', 'Database queries that failed.', queryStats.errors],
+        ['tessera_db_query_seconds_total', 'counter', 'Time spent waiting for database queries.', (queryStats.millis / 1000).toFixed(3)],
+        ['process_cpu_seconds_total', 'counter', 'User and system CPU time of this process.', ((cpu.user + cpu.system) / 1e6).toFixed(3)],
+        ['process_resident_memory_bytes', 'gauge', 'Resident memory of this process.', memory.rss],
+        ['nodejs_heap_used_bytes', 'gauge', 'V8 heap in use (JavaScript objects).', memory.heapUsed],
+        ['nodejs_heap_total_bytes', 'gauge', 'V8 heap reserved.', memory.heapTotal],
+        ['nodejs_external_memory_bytes', 'gauge', 'Memory outside the V8 heap held by JavaScript objects (buffers).', memory.external],
+      ];
       ctx.type = 'text/plain; version=0.0.4';
-      ctx.body = [
-        '# HELP tessera_db_queries_total Database queries sent by this process.',
-        '# TYPE tessera_db_queries_total counter',
-        `tessera_db_queries_total ${queryStats.queries}`,
-        '# HELP tessera_db_query_errors_total Database queries that failed.',
-        '# TYPE tessera_db_query_errors_total counter',
-        `tessera_db_query_errors_total ${queryStats.errors}`,
-        '# HELP tessera_db_query_seconds_total Time spent waiting for database queries.',
-        '# TYPE tessera_db_query_seconds_total counter',
-        `tessera_db_query_seconds_total ${(queryStats.millis / 1000).toFixed(3)}`,
-        '# HELP process_cpu_seconds_total User and system CPU time of this process.',
-        '# TYPE process_cpu_seconds_total counter',
-        `process_cpu_seconds_total ${((cpu.user + cpu.system) / 1e6).toFixed(3)}`,
-        '# HELP process_resident_memory_bytes Resident memory of this process.',
-        '# TYPE process_resident_memory_bytes gauge',
-        `process_resident_memory_bytes ${memory.rss}`,
-        '# HELP nodejs_heap_used_bytes V8 heap in use (JavaScript objects).',
-        '# TYPE nodejs_heap_used_bytes gauge',
-        `nodejs_heap_used_bytes ${memory.heapUsed}`,
-        '# HELP nodejs_heap_total_bytes V8 heap reserved.',
-        '# TYPE nodejs_heap_total_bytes gauge',
-        `nodejs_heap_total_bytes ${memory.heapTotal}`,
-        '# HELP nodejs_external_memory_bytes Memory outside the V8 heap held by JavaScript objects (buffers).',
-        '# TYPE nodejs_external_memory_bytes gauge',
-        `nodejs_external_memory_bytes ${memory.external}`,
-        '',
-      ].join('\n');
+      ctx.body = metrics.map(([name, type, help, value]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value}\n`).join('');
     });
   }
   ops.get('/', (ctx) => {

@@ -6,8 +6,11 @@ import { queryStats, together, type Db } from '../src/db/index.js';
 import { takeInOrder } from '../src/rate-limits.js';
 import { KyselyAdapter, storageKeys } from '../src/oidc/adapter.js';
 import { SecretBox } from '../src/crypto/secret-box.js';
+import type { AsyncLocalStorage } from 'node:async_hooks';
+
 // The store oidc-provider keeps its request context in (Provider.ctx): lookups are coalesced per request.
-import requestContext from 'oidc-provider/lib/helpers/als.js';
+const REQUEST_CONTEXT_MODULE: string = 'oidc-provider/lib/helpers/als.js';
+const requestContext = ((await import(REQUEST_CONTEXT_MODULE)) as { default: AsyncLocalStorage<object> }).default;
 
 const KEYS = storageKeys(new SecretBox('statements-test-secret-0123456789-abcdefgh'));
 

@@ -31,6 +31,7 @@ export interface BenchOptions {
   users: number;
   scale: number;
   label: string;
+  smoke?: boolean;
   out: string | null;
   cpuProf: boolean;
   /** Tessera's port (the bare provider takes the next one, the SMTP sink the one after); random when omitted. */
@@ -100,6 +101,8 @@ export interface BenchReport {
   at: string;
   machine: { cores: number; cpu: string; memoryGiB: number; node: string; postgres: string; platform: string };
   settings: { duration: number; rounds: number; concurrency: number; users: number; scale: number; argon2: typeof PASSWORD_HASH_PARAMETERS };
+  /** A smoke run proves every scenario works; its one-second rates measure nothing. */
+  smoke?: boolean;
   /** Signatures per second on one core: what an RS256 or ES256 token costs to sign, whoever signs it. */
   signing: { rs256PerSecond: number; es256PerSecond: number };
   results: ScenarioResult[];
@@ -438,6 +441,7 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
     }
     const report: BenchReport = {
       label: o.label,
+      ...(o.smoke ? { smoke: true } : {}),
       at: new Date().toISOString(),
       machine: { cores, cpu: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, postgres, platform: `${process.platform} ${process.arch}` },
       settings: { duration: o.duration, rounds: o.rounds, concurrency: o.concurrency, users: o.users, scale: o.scale, argon2: PASSWORD_HASH_PARAMETERS },
@@ -461,6 +465,7 @@ const ms = (seconds: number | null) => (seconds === null ? '–' : String(round(
 export function markdown(r: BenchReport): string {
   const lines: string[] = [];
   lines.push(`# Tessera benchmark: ${r.label}`, '');
+  if (r.smoke) lines.push('**Smoke run**: one second per scenario and side to prove every scenario works. Its rates and ratios are not measurements; run without `--smoke` for those.', '');
   lines.push(`${r.at} · ${r.machine.cores} cores (${r.machine.cpu}) · ${r.machine.memoryGiB} GiB · Node ${r.machine.node} · PostgreSQL ${r.machine.postgres} · load generator on the same cores`, '');
   lines.push(`Concurrency ${r.settings.concurrency}, ${r.settings.rounds} rounds of ${r.settings.duration} s per scenario and side, alternating; ${r.settings.users} users. argon2id m=${r.settings.argon2.memoryCost} KiB, t=${r.settings.argon2.timeCost}, p=${r.settings.argon2.parallelism}.`, '');
   lines.push('**Tessera beside its references (medians of the rounds)**', '');
@@ -559,6 +564,7 @@ if (invokedDirectly) {
     users: smoke ? 300 : wholeNumber('users', values.users, 2)!,
     scale: smoke ? 1000 : wholeNumber('scale', values.scale, 0)!,
     label: values.label,
+    smoke,
     // A smoke run writes a report only where asked to (the smoke test reads it).
     out: values.out ?? (smoke ? null : path.join(PROJECT_ROOT, 'bench/results')),
     cpuProf: values['cpu-prof'],

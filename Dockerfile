@@ -1,5 +1,5 @@
 # Tessera: build the TypeScript, then run the compiled server on a slim Node image.
-FROM node:20-bookworm-slim AS build
+FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -8,7 +8,7 @@ COPY src src
 COPY migrations migrations
 RUN node node_modules/typescript/bin/tsc -p tsconfig.json && npm prune --omit=dev
 
-FROM node:20-bookworm-slim
+FROM node:22-bookworm-slim
 WORKDIR /app
 # A heap limit keeps V8 from letting garbage pile up to several times the live heap between full
 # collections (README, "Memory"); raise it if /metrics shows nodejs_heap_used_bytes near it.

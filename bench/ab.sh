@@ -3,7 +3,7 @@
 # Builds each revision in its own worktree (sharing this checkout's node_modules), then runs the bench
 # on A and B alternately (A B B A A B …), one report per run in <out-dir>, and prints the medians.
 set -euo pipefail
-a=$1 b=$2 out=$3 pairs=3
+a=$1 b=$2 out=$(realpath -m "$3") pairs=3
 shift 3
 if [[ ${1:-} =~ ^[0-9]+$ ]]; then pairs=$1; shift; fi
 if [[ ${1:-} == -- ]]; then shift; fi

@@ -2,6 +2,7 @@
 // for the same protocol work as Tessera (the bench client's ES256 ID tokens, ES256 JWT access tokens for
 // the bench API, RS256 JWTs and opaque tokens for the others, rotating refresh tokens, client_credentials,
 // introspection). Prints the refresh tokens it seeded, then serves.
+import '../src/runtime-notice.js';
 import { generateKeyPairSync } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 import { CLAIMS_BY_SCOPE } from '../src/oidc/account.js';

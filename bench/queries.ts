@@ -1,13 +1,14 @@
 // Where the queries go: runs single flows one after another against the compiled server and reads
 // its /metrics query counter around every step, so each step's difference is that step's own.
 // Usage: npm run build && DATABASE_URL=postgres://… npx tsx bench/queries.ts [--flows 5]
-import { parseArgs } from 'node:util';
+import '../src/runtime-notice.js';
 import { createBenchDatabase, emailOf, seed, startTessera } from './lib/tessera.js';
 import { startCodeMailbox } from './lib/mailbox.js';
 import { EmailUserPool, UserPool, clientCredentials, introspect, mfaLogin, refresh, type SecondFactor } from './lib/scenarios.js';
 import { APIS } from './lib/fixtures.js';
 import { Recorder } from './lib/stats.js';
 import { median, queriesSent, unusedPort } from './run.js';
+import { parseArgsOrUsage } from './lib/args.js';
 
 /** Records each step's queries instead of its latency: the flows run one at a time, so nothing else counts. */
 class QueryRecorder extends Recorder {
@@ -37,7 +38,7 @@ function table(title: string, rec: Recorder, flows: number, total: boolean): str
   return [total ? `${title}: ${sum} queries` : `${title}:`, ...perFlow.map(([step, q]) => `  ${step.padEnd(20)} ${q}`), ''];
 }
 
-const { values } = parseArgs({ options: { flows: { type: 'string', default: '5' } } });
+const { values } = parseArgsOrUsage({ options: { flows: { type: 'string', default: '5' } } }, 'npm run build && DATABASE_URL=postgres://… npx tsx bench/queries.ts [--flows <n>]');
 const flows = Number(values.flows);
 const serverUrl = process.env.DATABASE_URL;
 if (!serverUrl || !Number.isInteger(flows) || flows < 1) {

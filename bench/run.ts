@@ -5,11 +5,11 @@
 // Flags: --duration <s> --rounds <n> --concurrency <n> --users <n> --scale <rows> --label <name> --out <dir>
 // --port <n> (Tessera; the bare provider takes the next, the SMTP sink the one after) --smoke --cpu-prof
 // --scenarios a,b (a subset of SCENARIOS, for profiling one at a time)
+import '../src/runtime-notice.js';
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { verify } from '@node-rs/argon2';
 import pg from 'pg';
 import { hashPassword, PASSWORD_HASH_PARAMETERS } from '../src/directory/passwords.js';
@@ -21,6 +21,7 @@ import { createBenchDatabase, emailOf, seed, seedStoredState, startBareProvider,
 import { startCodeMailbox } from './lib/mailbox.js';
 import { APIS } from './lib/fixtures.js';
 import { dispatcher } from './lib/http.js';
+import { parseArgsOrUsage } from './lib/args.js';
 
 export interface BenchOptions {
   databaseUrl: string;
@@ -410,6 +411,9 @@ export async function unusedPort(): Promise<number> {
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const cores = availableParallelism();
   const admin = new pg.Client({ connectionString: o.databaseUrl });
+  // A connection PostgreSQL ends (a restart) fails the query using it; unhandled, it would end the
+  // bench before it stops its servers and drops its database.
+  admin.on('error', () => undefined);
   await admin.connect();
   const postgres = (await admin.query<{ server_version: string }>('show server_version')).rows[0]!.server_version;
   const db = await createBenchDatabase(o.databaseUrl);
@@ -515,7 +519,13 @@ export function failures(report: BenchReport): string[] {
 
 const invokedDirectly = process.argv[1] && /bench[\\/]run\.ts$/.test(process.argv[1]);
 if (invokedDirectly) {
-  const { values } = parseArgs({
+  // `npm run bench --smoke` (no `--`) hands the flag to npm, which keeps it: say so, not run for minutes.
+  const swallowed = ['smoke', 'duration', 'rounds', 'concurrency', 'users', 'scale', 'label', 'out', 'port', 'scenarios', 'cpu-prof'].filter((flag) => process.env[`npm_config_${flag.replace('-', '_')}`] !== undefined);
+  if (swallowed.length) {
+    console.error(`npm took ${swallowed.map((f) => `--${f}`).join(', ')} for itself: write them after --, as in npm run bench -- --${swallowed[0]}`);
+    process.exit(2);
+  }
+  const { values } = parseArgsOrUsage({
     options: {
       duration: { type: 'string', default: '10' },
       rounds: { type: 'string', default: '3' },
@@ -529,7 +539,7 @@ if (invokedDirectly) {
       'cpu-prof': { type: 'boolean', default: false },
       scenarios: { type: 'string' },
     },
-  });
+  }, 'npm run bench -- [--duration <s>] [--rounds <n>] [--concurrency <n>] [--users <n>] [--scale <rows>] [--scenarios a,b] [--port <n>] [--label <name>] [--out <dir>] [--cpu-prof] [--smoke]');
   const scenarios = values.scenarios?.split(',').map((s) => s.trim());
   const unknown = scenarios?.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
   if (unknown?.length) {

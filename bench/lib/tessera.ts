@@ -122,6 +122,18 @@ async function waitReady(child: ChildProcess, url: string, output: () => string)
   throw new Error(`not ready: ${output()}`);
 }
 
+/** Children still running when the bench ends, however it ends (an error it did not expect included). */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGTERM');
+});
+
+function tracked(child: ChildProcess): ChildProcess {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  return child;
+}
+
 function stopper(child: ChildProcess) {
   return async () => {
     // A process killed by a signal has a signalCode and no exitCode.
@@ -137,13 +149,13 @@ const PRODUCTION_NODE_OPTIONS = ['--max-old-space-size=512'];
 /** Tessera in production mode, compiled, as an operator runs it. */
 export async function startTessera(databaseUrl: string, port: number, extraArgs: string[] = []): Promise<RunningProcess> {
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, [...PRODUCTION_NODE_OPTIONS, ...extraArgs, path.join(PROJECT_ROOT, 'dist/src/main.js')], {
+  const child = tracked(spawn(process.execPath, [...PRODUCTION_NODE_OPTIONS, ...extraArgs, path.join(PROJECT_ROOT, 'dist/src/main.js')], {
     cwd: PROJECT_ROOT,
     env: { ...process.env, TESSERA_MODE: 'production', NODE_ENV: 'production', DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', ISSUER: url, TESSERA_SECRET: BENCH_SECRET, LOG_LEVEL: 'warn', DATABASE_POOL_SIZE: '10', METRICS: 'true',
       // Every simulated user signs in from 127.0.0.1: the per-address throttle would measure itself.
       LOGIN_ATTEMPTS_PER_IP: '100000', LOGIN_ATTEMPTS_PER_USERNAME: '100000' },
     stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  }));
   let output = '';
   child.stdout!.on('data', (d) => (output = (output + d).slice(-4000)));
   child.stderr!.on('data', (d) => (output = (output + d).slice(-4000)));
@@ -154,11 +166,11 @@ export async function startTessera(databaseUrl: string, port: number, extraArgs:
 /** The bare oidc-provider reference (bench/bare-provider.ts): in-memory adapter, none of Tessera's code. */
 export async function startBareProvider(port: number, refreshTokens: number): Promise<RunningProcess & { refreshTokens: string[] }> {
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'bench/bare-provider.ts')], {
+  const child = tracked(spawn(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'bench/bare-provider.ts')], {
     cwd: PROJECT_ROOT,
     env: { ...process.env, PORT: String(port), REFRESH_TOKENS: String(refreshTokens), NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  }));
   let output = '';
   let tokens: string[] | null = null;
   child.stdout!.on('data', (d) => {

@@ -15,11 +15,12 @@ const positiveInt = z.coerce.number().int().positive();
 const envSchema = z.object({
   TESSERA_MODE: z.enum(['dev', 'production']).optional(),
   NODE_ENV: z.string().optional(),
-  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  PORT: z.string().trim().regex(/^\d+$/, 'must be a port number (0 to 65535)').transform(Number).pipe(z.number().max(65535, 'must be a port number (0 to 65535)')).default(3000),
   HOST: z.string().min(1).default('0.0.0.0'),
   ISSUER: z
     .string()
     .url()
+    .refine((u) => /^https?:\/\/[^/]/.test(u), 'must be an http:// or https:// URL, such as https://id.example.com')
     .refine((u) => !u.endsWith('/'), 'must not end with a slash')
     .refine((u) => !URL.canParse(u) || (!new URL(u).search && !new URL(u).hash), 'must not have a query or fragment')
     .optional(),

@@ -70,6 +70,11 @@ main().catch((error: unknown) => {
     console.error(error.message);
     process.exit(1);
   }
-  console.error(`Tessera could not start: ${error instanceof Error ? error.message : String(error)}`);
+  const { code } = error as { code?: unknown };
+  const hint = code === 'EADDRINUSE' ? ' (another process listens there: stop it, or set PORT to a free port)'
+    : code === 'EACCES' ? ' (this user may not listen on that port: set PORT above 1023)'
+    : code === 'EEXIST' || code === 'ENOTDIR' ? ' (DATA_DIR must name a directory, or a path where one can be made)'
+    : '';
+  console.error(`Tessera could not start: ${error instanceof Error ? error.message : String(error)}${hint}`);
   process.exit(1);
 });

@@ -39,6 +39,9 @@ function hintFor(error: unknown): string {
       return ' (check the user and password in DATABASE_URL)';
     case 'ECONNREFUSED':
       return ' (is PostgreSQL running, at the host and port DATABASE_URL names?)';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return ' (the host in DATABASE_URL could not be found: check its spelling)';
     default:
       return '';
   }

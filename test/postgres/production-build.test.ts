@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, cpSync, existsSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createServer } from 'node:net';
 import { PROJECT_ROOT } from '../../src/paths.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TEST_SECRET } from '../support/tessera.js';
@@ -62,7 +63,7 @@ describe('the production tree (compiled, npm prune --omit=dev, NODE_ENV=producti
     assert.match(r.stderr, /docker compose run --rm tessera node dist\/src\/cli\.js settings set/);
   });
 
-  it('a database that does not exist, or a server that does not answer: one line that says what to do', async () => {
+  it('a database that does not exist, a server that does not answer, a host unknown: one line that says what to do', async () => {
     const start = (databaseUrl: string) => runProcess(process.execPath, [entry.main], { cwd: dir, env: { ...process.env, ...env, DATABASE_URL: databaseUrl, PORT: '0', ISSUER: 'http://127.0.0.1:9' } });
     const elsewhere = new URL(testDb.url!);
     elsewhere.pathname = '/tessera_no_such_database';
@@ -72,6 +73,9 @@ describe('the production tree (compiled, npm prune --omit=dev, NODE_ENV=producti
     const closed = await start(`postgres://postgres@127.0.0.1:${await unusedPort()}/tessera`);
     assert.equal(closed.code, 1);
     assert.match(closed.stderr, /Tessera could not start: The database could not be opened: connect ECONNREFUSED .* \(is PostgreSQL running/);
+    const unknownHost = await start('postgres://postgres@tessera-no-such-host.invalid:5432/tessera');
+    assert.equal(unknownHost.code, 1);
+    assert.match(unknownHost.stderr, /Tessera could not start: The database could not be opened: .*tessera-no-such-host\.invalid \(the host in DATABASE_URL could not be found/);
   });
 
   it('several bad settings are named at once, one line each', async () => {
@@ -125,5 +129,17 @@ describe('the production tree (compiled, npm prune --omit=dev, NODE_ENV=producti
     const r = await cli(['user', 'list']);
     assert.match(r.stdout, /^demo\t[0-9a-f-]{36}\tdisabled\t/m);
     assert.match(r.stdout, /^demo-mfa\t[0-9a-f-]{36}\tdisabled\t/m);
+  });
+
+  it('a port another process holds: one line that says what to do (after the settings above let it start)', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '0.0.0.0', resolve));
+    try {
+      const taken = await runProcess(process.execPath, [entry.main], { cwd: dir, env: { ...process.env, ...env, DATABASE_URL: testDb.url!, PORT: String((holder.address() as { port: number }).port), ISSUER: 'http://127.0.0.1:9' } });
+      assert.equal(taken.code, 1);
+      assert.match(taken.stderr, /Tessera could not start: listen EADDRINUSE.* \(another process listens there: stop it, or set PORT to a free port\)/);
+    } finally {
+      holder.close();
+    }
   });
 });

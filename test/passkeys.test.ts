@@ -275,6 +275,12 @@ describe('passkeys (WebAuthn) as a second factor', () => {
     const enrol = formFor(page, '/mfa/passkey');
     const options = passkeyOptions(page) as unknown as { challenge: string; rp: { id: string } };
     assert.equal(options.rp.id, '127.0.0.1');
+    // Another sign-in of kai, left open at the same page.
+    const leftOpen = new Agent();
+    let open = await leftOpen.follow(await leftOpen.get(await demoAuthorizationUrl(tessera.issuer)));
+    open = await leftOpen.follow(await leftOpen.post(formFor(open, '/login').action, { ...formFor(open, '/login').fields, username: 'kai', password: 'kai-password-1' }));
+    const openEnrol = formFor(open, '/mfa/passkey');
+    const openOptions = passkeyOptions(open);
     const none = await second.post(enrol.action, { ...enrol.fields, response: '' });
     assert.equal(none.status, 400);
     assert.match(pageText(none), /needs JavaScript/);
@@ -283,10 +289,17 @@ describe('passkeys (WebAuthn) as a second factor', () => {
     const noneOptions = passkeyOptions(none);
     const finished = await second.post(enrol.action, { ...enrol.fields, name: 'Kai key', response: key.register(noneOptions as never, origin) });
     assert.equal(finished.status, 303);
-    // The same sign-in again before it is followed: the user holds a passkey now, so the password alone adds no second one.
-    assert.equal((await second.get(portal.url(`${new URL(enrol.action).pathname}`))).status, 303);
+    // The same sign-in again before it is followed: it is finished, so the browser is sent on where
+    // the first answer went and nothing is decided again (the password alone adds no second passkey).
+    const reload = await second.get(portal.url(`${new URL(enrol.action).pathname}`));
+    assert.equal(reload.status, 303);
+    assert.equal(reload.location, finished.location);
     const another = await second.post(enrol.action, { ...enrol.fields, name: 'Second', response: new SoftwareAuthenticator().register(noneOptions as never, origin) });
-    assert.equal(another.status, 400);
+    assert.equal(another.status, 303);
+    assert.equal(another.location, finished.location);
+    // The sign-in left open is judged on what kai holds now: its password alone adds no second passkey.
+    const beside = await leftOpen.post(openEnrol.action, { ...openEnrol.fields, name: 'Beside', response: new SoftwareAuthenticator().register(openOptions as never, origin) });
+    assert.equal(beside.status, 400);
     const done = await second.follow(finished, (u) => u.includes('/demo/callback'));
     const consented = /Allow access\?/.test(done.body) ? await second.follow(await second.post(formFor(done, '/consent').action, { ...formFor(done, '/consent').fields, decision: 'allow' }), (u) => u.includes('/demo/callback')) : done;
     const claims = await exchangeDemoCode(tessera.issuer, consented.location!);

@@ -11,7 +11,7 @@ import { ACCOUNT_CLIENT_ID } from '../portal/registration.js';
 import { ALIAS_PATTERN } from '../portal/portals.js';
 import type { ScopeRules } from '../scopes/rules.js';
 import type { ResourceServers } from '../resource-servers/resource-servers.js';
-import { HttpError, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
+import { HttpError, SendOn, SESSION_EXPIRED_MESSAGE } from '../http/errors.js';
 
 /** What an application hears when the user cancels on Tessera's pages (its own apps show their cancelled page for it). */
 export const SIGN_IN_CANCELLED = 'The user cancelled the sign-in.';
@@ -58,6 +58,9 @@ export async function loadInteraction(ctx: Context, provider: Provider): Promise
   if (typeof uid !== 'string' || !UID_PATTERN.test(uid)) throw new HttpError(400, SESSION_EXPIRED_MESSAGE, 'Sign-in expired');
   const details = await provider.interactionDetails(ctx.req, ctx.res);
   if (details.uid !== uid) throw new HttpError(400, SESSION_EXPIRED_MESSAGE, 'Sign-in expired');
+  // A step already finished, its browser not yet gone on (a form sent twice, a page reloaded): the
+  // browser goes where the first answer sent it, and nothing is decided again.
+  if (details.result) throw new SendOn(details.returnTo);
   return details;
 }
 

@@ -249,7 +249,10 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
   router.get(path('/code'), step(async (ctx, s) => {
     const id = factorField.safeParse(ctx.query.factor);
     if (!id.success || !s.usable.includes(id.data) || (factorOf(id.data).sends && !s.progress.challengeId)) return seeOther(ctx, challengeBase(host, s.details.uid));
-    await showCode(ctx, deps, host, s, id.data, { resendAt: await resendAvailableAt(s, id.data) });
+    // Sent here by an answer that was right but already used; had its twin finished the step, loading it sent the browser on.
+    const f = factorOf(id.data);
+    const error = ctx.query.used === '1' && f.answer !== 'passkey' ? refusalMessage(f, { ok: false, reason: f.sends ? 'used' : 'replayed' }) : null;
+    await showCode(ctx, deps, host, s, id.data, { error, resendAt: await resendAvailableAt(s, id.data) });
   }));
 
   router.post(path('/code'), step(async (ctx, s) => {
@@ -288,6 +291,9 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
         ? audit.record({ type: 'account.locked', subject: lockoutId, clientId, ...meta, details: { failed_logins: admission.failedLogins, locked_until: admission.lockedUntil } })
         : Promise.resolve(),
     ]);
+    // A right code sent twice (a double click): the browser shows the answer to the last request, so
+    // it is sent to the code page, which goes on with the sign-in once the first request finished it.
+    if (repeated && f.answer !== 'passkey') return seeOther(ctx, `${challengeBase(host, s.details.uid)}/code?factor=${id.data}&used=1`);
     const error = verdict.ok ? 'This method cannot be used here. Choose another method.' : refusalMessage(f, verdict);
     await showCode(ctx, deps, host, s, id.data, { error, status: 401, resendAt: await resendAvailableAt(s, id.data) });
   }));

@@ -15,6 +15,13 @@ export class HttpError extends Error {
   }
 }
 
+/** Not a failure: the request is answered by sending the browser on to `location` (303). */
+export class SendOn extends Error {
+  constructor(readonly location: string) {
+    super('sent on');
+  }
+}
+
 export const SESSION_EXPIRED_MESSAGE =
   'This sign-in page has expired or was already used. Go back to the application and start signing in again.';
 
@@ -27,6 +34,11 @@ export function errorPages(log: Logger) {
         renderPage(ctx, 'error', { title: 'Not found', message: 'There is no page at this address.' }, 404);
       }
     } catch (error) {
+      if (error instanceof SendOn) {
+        ctx.status = 303;
+        ctx.redirect(error.location);
+        return;
+      }
       const { status, title, message } = describe(error);
       if (isDatabaseUnavailable(error)) log.warn({ path: ctx.path, cause: String((error as Error).cause ?? error) }, 'database unavailable');
       else if (status >= 500) log.error({ err: error, path: ctx.path }, 'request failed');

@@ -2,7 +2,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
-import { queryStats, together, type Db } from '../src/db/index.js';
+import { preparedLookup, queryStats, together, type Db } from '../src/db/index.js';
+import { sql } from 'kysely';
 import { takeInOrder } from '../src/rate-limits.js';
 import { KyselyAdapter, storageKeys } from '../src/oidc/adapter.js';
 import { SecretBox } from '../src/crypto/secret-box.js';
@@ -38,6 +39,21 @@ describe('statements that spare round trips', () => {
     assert.deepEqual(third, []);
     const rows = await db.selectFrom('rate_limits').select(['key', 'count']).where('key', 'in', ['a', 'b']).orderBy('key').execute();
     assert.deepEqual(rows, [{ key: 'a', count: 5 }, { key: 'b', count: 7 }]);
+  });
+
+  it('preparedLookup: built once, each call with its own arguments in their places (one used twice); a constant value in the query is refused', async () => {
+    await db.insertInto('rate_limits').values([{ key: 'lookup-a', window_started: new Date(), count: 3 }, { key: 'lookup-b', window_started: new Date(), count: 4 }]).execute();
+    let built = 0;
+    const lookup = preparedLookup((k, key: string, other: string) => {
+      built++;
+      return k.selectFrom('rate_limits').select(['key', 'count', sql<string>`${other}::text`.as('other')]).where((eb) => eb.or([eb('key', '=', key), eb('key', '=', sql<string>`${key} || '-never'`)]));
+    });
+    assert.deepEqual(await lookup(db, 'lookup-a', 'first'), { key: 'lookup-a', count: 3, other: 'first' });
+    assert.deepEqual(await lookup(db, 'lookup-b', 'second'), { key: 'lookup-b', count: 4, other: 'second' });
+    assert.equal(await lookup(db, 'lookup-none', 'third'), undefined);
+    assert.equal(built, 1, 'compiled once');
+    const withConstant = preparedLookup((k, key: string) => k.selectFrom('rate_limits').select('key').where('key', '=', key).where('count', '>', 0));
+    await assert.rejects(withConstant(db, 'lookup-a'), /not one of its arguments/);
   });
 
   it('takeInOrder: 50 at once against two limits take exactly the first limit’s allowance; a refusal leaves later limits untouched; the right answer last', async () => {

@@ -31,11 +31,26 @@ export function prepared(text: string): string {
   return text;
 }
 
-/** Runs a hot query built with Kysely, of a shape that never varies, as a prepared statement; its first row. */
-export async function preparedFirst<R>(db: Kysely<Database>, query: Compilable<R>): Promise<R | undefined> {
-  const compiled = query.compile();
-  prepared(compiled.sql);
-  return (await db.executeQuery(compiled)).rows[0];
+/**
+ * A hot lookup of a shape that never varies: built and compiled by Kysely once, at its first run,
+ * then run as a prepared statement with each call's arguments; gives its first row. Every value in
+ * the query must come from the arguments (constants belong in the SQL text), so that the text is
+ * the same for every call.
+ */
+export function preparedLookup<A extends string[], R>(build: (db: Kysely<Database>, ...args: A) => Compilable<R>): (db: Kysely<Database>, ...args: A) => Promise<R | undefined> {
+  let shape: { text: string; order: number[] } | undefined;
+  return async (db, ...args) => {
+    if (!shape) {
+      // Marks no argument can be: where each lands among the compiled parameters is where its values go.
+      const marks = args.map((_, i) => `\u0000argument ${i}\u0000`) as A;
+      const compiled = build(db, ...marks).compile();
+      const order = compiled.parameters.map((value) => marks.indexOf(value as string));
+      if (order.includes(-1)) throw new Error('preparedLookup: a value in the query is not one of its arguments');
+      shape = { text: prepared(compiled.sql), order };
+    }
+    const { text, order } = shape;
+    return (await db.executeQuery<R>(CompiledQuery.raw(text, order.map((i) => args[i])))).rows[0];
+  };
 }
 
 /**

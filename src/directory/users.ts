@@ -1,6 +1,6 @@
 import { e164, type DirectoryUser } from './ldap.js';
 import { sql } from 'kysely';
-import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
+import { isUniqueViolation, preparedLookup, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { hashPassword } from './passwords.js';
 import { DomainError } from '../domain-error.js';
@@ -63,24 +63,26 @@ export async function createUser(db: Db, input: NewUserInput): Promise<User> {
     });
 }
 
+const USER_BY_NAME = preparedLookup((db, username: string) =>
+  db
+    .selectFrom('users')
+    .selectAll()
+    // Both sides lowered by the database, so the comparison matches the unique index whatever the collation.
+    .where(sql`lower(username)`, '=', sql<string>`lower(${username})`));
+
 export function findUserByUsername(db: Db, username: string): Promise<User | undefined> {
-  return preparedFirst(
-    db,
-    db
-      .selectFrom('users')
-      .selectAll()
-      // Both sides lowered by the database, so the comparison matches the unique index whatever the collation.
-      .where(sql`lower(username)`, '=', sql<string>`lower(${username.normalize('NFC')})`),
-  );
+  return USER_BY_NAME(db, username.normalize('NFC'));
 }
 
 /** A UUID as PostgreSQL's uuid type takes it: anything else is no id, not a failed query. */
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+// Every token request for a user runs this.
+const USER_BY_ID = preparedLookup((db, id: string) => db.selectFrom('users').selectAll().where('id', '=', id));
+
 export function findUserById(db: Db, id: string): Promise<User | undefined> {
   if (!UUID.test(id)) return Promise.resolve(undefined);
-  // Every token request for a user runs this: prepared.
-  return preparedFirst(db, db.selectFrom('users').selectAll().where('id', '=', id));
+  return USER_BY_ID(db, id);
 }
 
 export async function requireUser(db: Db, username: string): Promise<User> {

@@ -1,5 +1,5 @@
 import { sql, type Selectable } from 'kysely';
-import { preparedFirst, type Db } from '../db/index.js';
+import { preparedLookup, type Db } from '../db/index.js';
 import type { InteractionProgressTable, User } from '../db/schema.js';
 import type { FactorId } from '../settings/settings.js';
 import type { Requirement } from '../policy/requirement.js';
@@ -77,20 +77,25 @@ function progressOf(row: Pick<ProgressRow, 'uid' | 'account_id' | 'step' | 'meth
   };
 }
 
+const PROGRESS = preparedLookup((db, uid: string) => db.selectFrom('interaction_progress').selectAll().where('uid', '=', uid).where('expires_at', '>', sql<Date>`now()`));
+
 export async function loadProgress(db: Db, uid: string): Promise<Progress | null> {
-  const row = await preparedFirst(db, db.selectFrom('interaction_progress').selectAll().where('uid', '=', uid).where('expires_at', '>', sql<Date>`now()`));
+  const row = await PROGRESS(db, uid);
   return row ? progressOf(row) : null;
 }
 
-/** The progress and the user it is about, in one query (every step of a login reads both). */
-export async function loadProgressAndUser(db: Db, uid: string): Promise<{ progress: Progress; user: User | undefined } | null> {
-  const row = await preparedFirst(db, db
+const PROGRESS_AND_USER = preparedLookup((db, uid: string) =>
+  db
     .selectFrom('interaction_progress as p')
     .leftJoin('users as u', 'u.id', 'p.account_id')
     .selectAll('u')
     .select(['p.uid', 'p.account_id', 'p.step', 'p.methods', 'p.requirement', 'p.challenge_id', 'p.enrol_after_factor', 'p.factor_passed', 'p.reservation_id'])
     .where('p.uid', '=', uid)
     .where('p.expires_at', '>', sql<Date>`now()`));
+
+/** The progress and the user it is about, in one query (every step of a login reads both). */
+export async function loadProgressAndUser(db: Db, uid: string): Promise<{ progress: Progress; user: User | undefined } | null> {
+  const row = await PROGRESS_AND_USER(db, uid);
   const progress = row && progressOf(row);
   if (!row || !progress) return null;
   const { uid: _uid, account_id: _account, step: _step, methods: _methods, requirement: _requirement, challenge_id: _challenge, enrol_after_factor: _enrol, factor_passed: _factor, reservation_id: _reservation, ...user } = row;

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
+import { isUniqueViolation, preparedLookup, type Db } from '../db/index.js';
 import type { User } from '../db/schema.js';
 import { DomainError } from '../domain-error.js';
 import { ExpiringCache } from '../cache.js';
@@ -236,9 +236,12 @@ export async function anySharedAccount(db: Db): Promise<boolean> {
 }
 
 /** A user and whether it is a shared account, in one query: what a token request needs of its account. */
+const ACCOUNT_USER = preparedLookup((db, id: string) =>
+  db.selectFrom('users').selectAll().select(sql<boolean>`exists (select 1 from shared_accounts where shared_accounts.user_id = users.id)`.as('shared')).where('id', '=', id));
+
 export function findAccountUser(db: Db, id: string): Promise<(User & { shared: boolean }) | undefined> {
   if (!UUID.test(id)) return Promise.resolve(undefined);
-  return preparedFirst(db, db.selectFrom('users').selectAll().select(sql<boolean>`exists (select 1 from shared_accounts where shared_accounts.user_id = users.id)`.as('shared')).where('id', '=', id));
+  return ACCOUNT_USER(db, id);
 }
 
 export async function isSharedAccount(db: Db, userId: string): Promise<boolean> {

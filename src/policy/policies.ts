@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { isUniqueViolation, preparedFirst, type Db } from '../db/index.js';
+import { isUniqueViolation, preparedLookup, type Db } from '../db/index.js';
 import type { AccessPolicy, User } from '../db/schema.js';
 import { FACTORS, type FactorId, type Settings } from '../settings/settings.js';
 import type { Mode } from '../config.js';
@@ -101,9 +101,8 @@ export interface UserMfaFacts {
 }
 
 /** The policies that apply to a user, which factors they hold (an app, a passkey, recovery codes) and whether the account is shared, in one query. */
-export async function userMfaFacts(db: Db, userId: string): Promise<UserMfaFacts> {
-  const row = await preparedFirst(db, db
-    .selectNoFrom((eb) => [
+const MFA_FACTS = preparedLookup((db, userId: string) =>
+  db.selectNoFrom((eb) => [
       eb
         .exists(eb.selectFrom('authenticators').select('id').where('user_id', '=', userId).where('confirmed_at', 'is not', null).where('disabled_at', 'is', null))
         .as('has_authenticator'),
@@ -113,7 +112,10 @@ export async function userMfaFacts(db: Db, userId: string): Promise<UserMfaFacts
       sql<AccessPolicy[] | null>`(select json_agg(p) from access_policies p
         where (p.subject_type = 'user' and p.subject_id = ${userId})
            or (p.subject_type = 'group' and p.subject_id in (select group_id from group_members where user_id = ${userId})))`.as('policies'),
-    ]));
+  ]));
+
+export async function userMfaFacts(db: Db, userId: string): Promise<UserMfaFacts> {
+  const row = await MFA_FACTS(db, userId);
   return {
     hasAuthenticator: Boolean(row?.has_authenticator),
     hasPasskey: Boolean(row?.has_passkey),

@@ -52,7 +52,7 @@ describe('recovery codes', () => {
     assert.equal(normaliseRecoveryCode('4f7k-2m9'), null);
     assert.equal(normaliseRecoveryCode('x'.repeat(5000)), null);
     assert.deepEqual(await useRecoveryCode(db, KEY, userId, codes[0]!.toUpperCase().replace('-', ' ')), { left: 9 });
-    assert.equal(await useRecoveryCode(db, KEY, userId, codes[0]!), null, 'each code is good once');
+    assert.equal(await useRecoveryCode(db, KEY, userId, codes[0]!), 'used', 'each code is good once, and told apart from a wrong one');
     assert.equal(await useRecoveryCode(db, KEY, otherId, codes[1]!), null, 'another user’s code is no code of theirs');
     assert.equal(await useRecoveryCode(db, KEY, userId, 'not-a-code'), null);
     const status = await recoveryCodeStatus(db, userId);
@@ -63,7 +63,8 @@ describe('recovery codes', () => {
     const db = testDb.handle.db;
     const codes = await generateRecoveryCodes(db, KEY, userId);
     const outcomes = await Promise.all(Array.from({ length: 20 }, () => useRecoveryCode(db, KEY, userId, codes[3]!)));
-    assert.equal(outcomes.filter((o) => o !== null).length, 1);
+    assert.equal(outcomes.filter((o) => typeof o === 'object' && o !== null).length, 1);
+    assert.ok(outcomes.every((o) => typeof o === 'object' || o === 'used'), 'the others were told it was used');
     assert.equal((await recoveryCodeStatus(db, userId))?.left, 9);
   });
 
@@ -152,9 +153,13 @@ describe('recovery codes at sign-in', () => {
     assert.match(mail.body, /9 of your recovery codes are left/);
 
     const second = new Agent();
-    const refused = await submit(second, await toRecoveryPage(second), codes[0]!);
-    assert.equal(refused.status, 401);
-    assert.match(pageText(refused), /not one of your unused recovery codes/);
+    const spent = await submit(second, await toRecoveryPage(second), codes[0]!);
+    assert.equal(spent.status, 303);
+    const refused = await second.get(spent.location!);
+    assert.match(pageText(refused), /That recovery code was already used: each works once\. Enter another one\./);
+    const wrong = await submit(second, refused, 'zzzz-zzzz');
+    assert.equal(wrong.status, 401);
+    assert.match(pageText(wrong), /not one of your unused recovery codes/);
     const malformed = await submit(second, refused, 'not-a-code!');
     assert.equal(malformed.status, 400);
     assert.match(pageText(malformed), /8 letters and digits/);
@@ -187,10 +192,16 @@ describe('recovery codes at sign-in', () => {
     const pages: AgentResponse[] = [];
     for (const agent of agents) pages.push(await toRecoveryPage(agent));
     const answers = await Promise.all(agents.map((a, i) => submit(a, pages[i]!, codes[1]!)));
-    assert.equal(answers.filter((r) => r.status === 303).length, 1, answers.map((r) => r.status).join(','));
-    assert.ok(answers.every((r) => [303, 401, 429].includes(r.status)));
-    const rita = await tessera.db.selectFrom('users').select('id').where('username', '=', 'rita').executeTakeFirstOrThrow();
+    const signedIn = answers.filter((r) => r.status === 303 && new URL(r.location!).pathname.startsWith('/auth/'));
+    assert.equal(signedIn.length, 1, answers.map((r) => r.status).join(','));
+    // The others were told the code was used (a spent code is no guess) or held back by the lockout while the burst lasted.
+    const late = answers.filter((r) => r !== signedIn[0]);
+    assert.ok(late.every((r) => r.status === 429 || /\/mfa\/code\?factor=recovery&used=1$/.test(r.location ?? '')), late.map((r) => `${r.status} ${r.location}`).join(','));
+    const told = late.find((r) => r.status === 303);
+    if (told) assert.match((await agents[answers.indexOf(told)]!.get(told.location!)).body, /That recovery code was already used: each works once\./);
+    const rita = await tessera.db.selectFrom('users').select(['id', 'failed_logins']).where('username', '=', 'rita').executeTakeFirstOrThrow();
     assert.equal((await recoveryCodeStatus(tessera.db, rita.id))?.left, 8);
+    assert.equal(rita.failed_logins, 0, 'a spent code counts nothing toward the lockout');
     await perform(admin, unlockUserOp, { username: 'rita' });
   });
 

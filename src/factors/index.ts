@@ -192,6 +192,7 @@ const recovery: Factor = {
   start: async () => ({ kind: 'ready' }),
   async verify(ctx, answer) {
     const used = await useRecoveryCode(ctx.db, ctx.box.deriveKey('recovery-codes'), ctx.user.id, answer.code);
+    if (used === 'used') return { ok: false, reason: 'used' };
     return used ? { ok: true, factor: 'recovery', recoveryCodesLeft: used.left } : { ok: false, reason: 'wrong', attemptsLeft: null };
   },
 };

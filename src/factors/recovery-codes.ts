@@ -61,18 +61,23 @@ export async function generateRecoveryCodes(db: Db, key: Buffer, userId: string,
  * the same code exactly one succeeds. Returns how many are left, or null when the code is not one
  * of the user's unused codes.
  */
-export async function useRecoveryCode(db: Db, key: Buffer, userId: string, typed: string): Promise<{ left: number } | null> {
+export async function useRecoveryCode(db: Db, key: Buffer, userId: string, typed: string): Promise<{ left: number } | 'used' | null> {
   const code = normaliseRecoveryCode(typed);
   if (!code) return null;
+  const hash = hashOf(key, userId, code);
   const used = await db
     .updateTable('recovery_codes')
     .set({ used_at: sql`now()` })
     .where('user_id', '=', userId)
-    .where('code_hash', '=', hashOf(key, userId, code))
+    .where('code_hash', '=', hash)
     .where('used_at', 'is', null)
     .returning('user_id')
     .executeTakeFirst();
-  if (!used) return null;
+  if (!used) {
+    // One of the user's codes, already spent (a form sent twice, a request that lost the race): no guess.
+    const spent = await db.selectFrom('recovery_codes').select('user_id').where('user_id', '=', userId).where('code_hash', '=', hash).executeTakeFirst();
+    return spent ? 'used' : null;
+  }
   return { left: (await recoveryCodeStatus(db, userId))?.left ?? 0 };
 }
 

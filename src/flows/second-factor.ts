@@ -170,6 +170,7 @@ function refusalMessage(f: Factor, verdict: Exclude<Verdict, { ok: true }>): str
     if (verdict.reason === 'replayed') return 'This passkey’s answer was already used, or the key may have been copied. Try again, or choose another method.';
     return 'That passkey is not one of yours, or its answer is not valid. Try again, or choose another method.';
   }
+  if (f.id === 'recovery' && verdict.reason === 'used') return 'That recovery code was already used: each works once. Enter another one.';
   if (verdict.reason === 'replayed') return 'This code was just used. Wait for your app or token to show the next one.';
   if (verdict.reason === 'wrong') {
     if (f.id === 'recovery') return 'That is not one of your unused recovery codes.';
@@ -251,7 +252,7 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     if (!id.success || !s.usable.includes(id.data) || (factorOf(id.data).sends && !s.progress.challengeId)) return seeOther(ctx, challengeBase(host, s.details.uid));
     // Sent here by an answer that was right but already used; had its twin finished the step, loading it sent the browser on.
     const f = factorOf(id.data);
-    const error = ctx.query.used === '1' && f.answer !== 'passkey' ? refusalMessage(f, { ok: false, reason: f.sends ? 'used' : 'replayed' }) : null;
+    const error = ctx.query.used === '1' && f.answer !== 'passkey' ? refusalMessage(f, { ok: false, reason: f.sends || f.id === 'recovery' ? 'used' : 'replayed' }) : null;
     await showCode(ctx, deps, host, s, id.data, { error, resendAt: await resendAvailableAt(s, id.data) });
   }));
 

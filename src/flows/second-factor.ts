@@ -264,7 +264,11 @@ export function addChallengeRoutes(router: Router, deps: FlowDeps, host: Challen
     const f = factorOf(id.data);
     const answer = f.readAnswer((f.answer === 'passkey' ? form.response : form.code) ?? '');
     if (answer === null) return showCode(ctx, deps, host, s, id.data, { error: UNREADABLE[f.id === 'recovery' ? 'recovery' : f.answer], status: 400 });
-    if (f.sends && !s.progress.challengeId) return host.showChoice(ctx, s, 'Ask for a code first.', 400);
+    if (f.sends && !s.progress.challengeId) {
+      // Its code was passed in this sign-in a moment ago (a double click): the code page goes on with it.
+      if (s.progress.methods.some((m) => m.factor === id.data)) return seeOther(ctx, `${challengeBase(host, s.details.uid)}/code?factor=${id.data}&used=1`);
+      return host.showChoice(ctx, s, 'Ask for a code first.', 400);
+    }
     const meta = requestMeta(ctx);
     const clientId = String(s.details.params.client_id);
     // Every guess at any factor is admitted and counted toward the account lockout before it is checked,

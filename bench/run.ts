@@ -537,27 +537,26 @@ export function failures(report: BenchReport): string[] {
 
 const invokedDirectly = process.argv[1] && /bench[\\/]run\.ts$/.test(process.argv[1]);
 if (invokedDirectly) {
+  const options = {
+    duration: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '3' },
+    concurrency: { type: 'string', default: '8' },
+    users: { type: 'string', default: '3000' },
+    scale: { type: 'string', default: '100000' },
+    label: { type: 'string', default: 'run' },
+    out: { type: 'string' },
+    port: { type: 'string' },
+    smoke: { type: 'boolean', default: false },
+    'cpu-prof': { type: 'boolean', default: false },
+    scenarios: { type: 'string' },
+  } as const;
   // `npm run bench --smoke` (no `--`) hands the flag to npm, which keeps it: say so, not run for minutes.
-  const swallowed = ['smoke', 'duration', 'rounds', 'concurrency', 'users', 'scale', 'label', 'out', 'port', 'scenarios', 'cpu-prof'].filter((flag) => process.env[`npm_config_${flag.replace('-', '_')}`] !== undefined);
+  const swallowed = Object.keys(options).filter((flag) => process.env[`npm_config_${flag.replace('-', '_')}`] !== undefined);
   if (swallowed.length) {
     console.error(`npm took ${swallowed.map((f) => `--${f}`).join(', ')} for itself: write them after --, as in npm run bench -- --${swallowed[0]}`);
     process.exit(2);
   }
-  const { values } = parseArgsOrUsage({
-    options: {
-      duration: { type: 'string', default: '10' },
-      rounds: { type: 'string', default: '3' },
-      concurrency: { type: 'string', default: '8' },
-      users: { type: 'string', default: '3000' },
-      scale: { type: 'string', default: '100000' },
-      label: { type: 'string', default: 'run' },
-      out: { type: 'string' },
-      port: { type: 'string' },
-      smoke: { type: 'boolean', default: false },
-      'cpu-prof': { type: 'boolean', default: false },
-      scenarios: { type: 'string' },
-    },
-  }, 'npm run bench -- [--duration <s>] [--rounds <n>] [--concurrency <n>] [--users <n>] [--scale <rows>] [--scenarios a,b] [--port <n>] [--label <name>] [--out <dir>] [--cpu-prof] [--smoke]');
+  const { values } = parseArgsOrUsage({ options }, 'npm run bench -- [--duration <s>] [--rounds <n>] [--concurrency <n>] [--users <n>] [--scale <rows>] [--scenarios a,b] [--port <n>] [--label <name>] [--out <dir>] [--cpu-prof] [--smoke]');
   const scenarios = values.scenarios?.split(',').map((s) => s.trim());
   const unknown = scenarios?.filter((s) => !(SCENARIOS as readonly string[]).includes(s));
   if (unknown?.length) {

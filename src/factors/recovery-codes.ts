@@ -65,19 +65,17 @@ export async function useRecoveryCode(db: Db, key: Buffer, userId: string, typed
   const code = normaliseRecoveryCode(typed);
   if (!code) return null;
   const hash = hashOf(key, userId, code);
-  const used = await db
-    .updateTable('recovery_codes')
-    .set({ used_at: sql`now()` })
-    .where('user_id', '=', userId)
-    .where('code_hash', '=', hash)
-    .where('used_at', 'is', null)
-    .returning('user_id')
-    .executeTakeFirst();
-  if (!used) {
-    // One of the user's codes, already spent (a form sent twice, a request that lost the race): no guess.
-    const spent = await db.selectFrom('recovery_codes').select('user_id').where('user_id', '=', userId).where('code_hash', '=', hash).executeTakeFirst();
-    return spent ? 'used' : null;
-  }
+  // Spent here, or one of the user's codes already spent (a form sent twice, a request that lost
+  // the race: no guess), in one statement.
+  const { rows } = await sql<{ taken: boolean; known: boolean }>`
+    with taken as (
+      update recovery_codes set used_at = now()
+      where user_id = ${userId} and code_hash = ${hash} and used_at is null
+      returning user_id)
+    select exists (select 1 from taken) as taken,
+           exists (select 1 from recovery_codes where user_id = ${userId} and code_hash = ${hash}) as known`.execute(db);
+  const outcome = rows[0]!;
+  if (!outcome.taken) return outcome.known ? 'used' : null;
   return { left: (await recoveryCodeStatus(db, userId))?.left ?? 0 };
 }
 

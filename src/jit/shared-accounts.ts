@@ -235,10 +235,10 @@ export async function anySharedAccount(db: Db): Promise<boolean> {
   return Boolean(await db.selectFrom('shared_accounts').select('user_id').limit(1).executeTakeFirst());
 }
 
-/** A user and whether it is a shared account, in one query: what a token request needs of its account. */
 const ACCOUNT_USER = preparedLookup((db, id: string) =>
   db.selectFrom('users').selectAll().select(sql<boolean>`exists (select 1 from shared_accounts where shared_accounts.user_id = users.id)`.as('shared')).where('id', '=', id));
 
+/** A user and whether it is a shared account, in one query: what a token request needs of its account. */
 export function findAccountUser(db: Db, id: string): Promise<(User & { shared: boolean }) | undefined> {
   if (!UUID.test(id)) return Promise.resolve(undefined);
   return ACCOUNT_USER(db, id);

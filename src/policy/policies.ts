@@ -100,7 +100,6 @@ export interface UserMfaFacts {
   shared: boolean;
 }
 
-/** The policies that apply to a user, which factors they hold (an app, a passkey, recovery codes) and whether the account is shared, in one query. */
 const MFA_FACTS = preparedLookup((db, userId: string) =>
   db.selectNoFrom((eb) => [
       eb
@@ -114,6 +113,7 @@ const MFA_FACTS = preparedLookup((db, userId: string) =>
            or (p.subject_type = 'group' and p.subject_id in (select group_id from group_members where user_id = ${userId})))`.as('policies'),
   ]));
 
+/** The policies that apply to a user, which factors they hold (an app, a passkey, recovery codes) and whether the account is shared, in one query. */
 export async function userMfaFacts(db: Db, userId: string): Promise<UserMfaFacts> {
   const row = await MFA_FACTS(db, userId);
   return {

@@ -113,6 +113,7 @@ describe('just-in-time shared accounts, in Chromium', () => {
     assert.equal(await app.getByRole('alert').textContent(), 'Invalid username or password.');
 
     // The audit log: the member as actor, the shared account as subject, from the reservation on.
+    await tessera.audit.flush();
     const rows = await tessera.db.selectFrom('audit_events').select(['type', 'actor']).where('subject', '=', shared).orderBy('id').execute();
     for (const type of ['jit.reserved', 'login.success', 'consent.given', 'token.issued']) {
       assert.ok(rows.some((r) => r.type === type && r.actor === 'kim'), `${type} names kim: ${JSON.stringify(rows)}`);

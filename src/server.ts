@@ -7,7 +7,7 @@ import { migrateToLatest } from './db/migrate.js';
 import { SecretBox } from './crypto/secret-box.js';
 import { resolveMasterSecret } from './crypto/master-secret.js';
 import { createLogger, type Logger } from './log.js';
-import { createAudit } from './audit/audit.js';
+import { createAudit, type Audit } from './audit/audit.js';
 import { ensureKeys, loadKeys } from './oidc/keys.js';
 import { purgeExpired, storageKeys, upgradeStoredRecords } from './oidc/adapter.js';
 import { createProvider } from './oidc/provider.js';
@@ -42,6 +42,7 @@ export interface RunningTessera {
   provider: Provider;
   log: Logger;
   database: DatabaseHandle;
+  audit: Audit;
   close(): Promise<void>;
 }
 
@@ -153,6 +154,7 @@ async function startOn(database: DatabaseHandle, config: Config, options: StartO
     provider,
     log,
     database,
+    audit,
     async close() {
       clearInterval(purge);
       server.closeAllConnections();

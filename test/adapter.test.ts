@@ -224,6 +224,28 @@ describe('storage', () => {
       const rows = await db.selectFrom('audit_events').select('type').orderBy('id').execute();
       assert.deepEqual(rows.map((r) => r.type), ['login.success', 'logout']);
     });
+
+    it('gathers events nothing waits for into few writes, and an event a request waits for is written at once with them', async () => {
+      const { createAudit } = await import('../src/audit/audit.js');
+      const { createLogger } = await import('../src/log.js');
+      const audit = createAudit(db, createLogger('silent'));
+      // 50 tokens issued a millisecond or more apart: one write each without gathering.
+      for (let n = 0; n < 50; n++) {
+        audit.note({ type: 'token.issued', clientId: 'burst', details: { n } });
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
+      // Waited for: written without waiting out the window, and the events noted before it are stored by then.
+      await audit.record({ type: 'login.success', clientId: 'burst' });
+      const stored = await sql<{ events: string; writes: string }>`select count(*) as events, count(distinct xmin::text) as writes from audit_events where client_id = 'burst'`.execute(db);
+      assert.equal(Number(stored.rows[0]!.events), 51);
+      // Rows inserted by one statement share its transaction id.
+      assert.ok(Number(stored.rows[0]!.writes) <= 8, `${stored.rows[0]!.writes} writes for 51 events`);
+
+      audit.note({ type: 'token.revoked', clientId: 'burst-flush' });
+      audit.note({ type: 'token.revoked', clientId: 'burst-flush' });
+      await audit.flush();
+      assert.equal((await db.selectFrom('audit_events').select('id').where('client_id', '=', 'burst-flush').execute()).length, 2, 'flush writes what was gathering');
+    });
   });
 
   describe('registered clients', () => {

@@ -266,6 +266,7 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
     const again = oidc.buildAuthorizationUrl(config, { redirect_uri: REDIRECT, scope: 'openid', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
     const loginPage = await agent.follow(await agent.get(again.href));
     assert.match(loginPage.body, /name="password"/);
+    await tessera.audit.flush();
     const events = await tessera.db.selectFrom('audit_events').select('type').where('type', '=', 'logout').execute();
     assert.ok(events.length >= 1);
   });
@@ -340,6 +341,7 @@ describe('OpenID Connect over HTTP with an independent relying party (openid-cli
   });
 
   it('the audit log records logins, consent and token issuance', async () => {
+    await tessera.audit.flush();
     const rows = await tessera.db.selectFrom('audit_events').select(['type', 'subject', 'client_id']).execute();
     const types = new Set(rows.map((r) => r.type));
     for (const t of ['login.success', 'consent.given', 'token.issued']) assert.ok(types.has(t), `${t} recorded`);

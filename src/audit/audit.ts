@@ -128,18 +128,31 @@ export interface AuditEntry {
 }
 
 export interface Audit {
-  /** Resolves once the event is stored (or its failure logged). */
+  /** Resolves once the event is stored (or its failure logged): for events a request waits for. */
   record(entry: AuditEntry): Promise<void>;
+  /**
+   * Queues an event nothing waits for (a token issued, a grant revoked). Written at once when the
+   * log is quiet; under load gathered for up to GATHER_MS into one insert with the others.
+   */
+  note(entry: AuditEntry): void;
   /** Writes whatever is queued; called at shutdown. */
   flush(): Promise<void>;
 }
 
 type Row = Insertable<AuditEventsTable>;
+/** `done` resolves the request waiting for the event; null when nothing waits. */
+type Queued = { row: Row; done: (() => void) | null };
 
 const MAX_BATCH = 500;
 /** Events kept while the database is unreachable, to be written when it is back; beyond this the oldest are dropped (and logged). */
 const MAX_WAITING = 20_000;
 const RETRY_MS = 1000;
+/**
+ * How long noted events may wait for company. A write is one statement and one commit whatever its
+ * size: about 0.2 ms of Node's CPU and 0.25 ms of PostgreSQL's, against 0.01 and 0.02 ms per row,
+ * so a server issuing thousands of tokens a second spends far less writing 50 rows at a time than 5.
+ */
+export const GATHER_MS = 25;
 
 // Any number of events in one prepared statement (a column per array): the same text for every
 // batch, so PostgreSQL plans it once per connection and the query is not built for each batch.
@@ -152,36 +165,46 @@ async function insertEvents(db: Db, rows: Row[]): Promise<void> {
 }
 
 /**
- * Append-only: events are inserted, never updated. Events recorded in the same turn of the event
- * loop are written together in one multi-row INSERT, so a busy server does not spend a query per
- * token issued. A failed write is logged, never fatal to the user's request.
+ * Append-only: events are inserted, never updated, many in one multi-row INSERT. An event a
+ * request waits for is written at the next turn of the event loop, with everything queued by then;
+ * events nothing waits for are written at once when the log is quiet, otherwise at most GATHER_MS
+ * after the previous write began. A failed write is logged, never fatal to the user's request.
  */
 export function createAudit(db: Db, log: Logger): Audit {
-  let queue: { row: Row; done: () => void }[] = [];
+  let queue: Queued[] = [];
+  /** Queued events a request waits for: while there are any, the next write does not gather. */
+  let awaited = 0;
   let scheduled: Promise<void> | null = null;
+  let gathering: NodeJS.Timeout | null = null;
+  let lastWrite = -Infinity;
 
   let retry: NodeJS.Timeout | null = null;
-  const noop = () => undefined;
 
   /** While the database is away, recording resolves at once: the rows wait in the queue for the retry. */
   function releaseWaiting(): void {
     for (const entry of queue) {
-      entry.done();
-      entry.done = noop;
+      entry.done?.();
+      entry.done = null;
     }
+    awaited = 0;
   }
 
+  /** Writes what is queued now; what arrives meanwhile waits for the next write (see `next`). */
   async function write(): Promise<void> {
     if (retry) return releaseWaiting();
-    while (queue.length) {
-      const batch = queue.slice(0, MAX_BATCH);
-      queue = queue.slice(MAX_BATCH);
+    lastWrite = performance.now();
+    let pending = queue;
+    queue = [];
+    awaited = 0;
+    while (pending.length) {
+      const batch = pending.slice(0, MAX_BATCH);
+      pending = pending.slice(MAX_BATCH);
       try {
         await insertEvents(db, batch.map((b) => b.row));
       } catch (error) {
         if (isDatabaseUnavailable(error)) {
           // Kept, not lost: written again once the database is back. The requests that recorded them go on.
-          queue = [...batch, ...queue];
+          queue = [...batch, ...pending, ...queue];
           releaseWaiting();
           if (queue.length > MAX_WAITING) {
             log.error({ dropped: queue.length - MAX_WAITING }, 'audit events dropped: the database has been unreachable too long');
@@ -199,35 +222,57 @@ export function createAudit(db: Db, log: Logger): Audit {
           await db.insertInto('audit_events').values(row).execute().catch((error: unknown) => log.error({ err: error, audit: row.type }, 'could not write audit event'));
         }
       }
-      for (const b of batch) b.done();
+      for (const b of batch) b.done?.();
     }
   }
 
   function schedule(): Promise<void> {
+    if (gathering) {
+      clearTimeout(gathering);
+      gathering = null;
+    }
     scheduled ??= new Promise<void>((resolve) => setImmediate(resolve)).then(write).finally(() => {
       scheduled = null;
-      if (queue.length && !retry) void schedule();
+      next();
     });
     return scheduled;
   }
 
+  /** Decides when what is queued is written: now if a request waits for it, else once the gathering window has passed. */
+  function next(): void {
+    if (scheduled || retry || !queue.length) return;
+    const wait = awaited ? 0 : lastWrite + GATHER_MS - performance.now();
+    if (wait <= 0) void schedule();
+    else
+      gathering ??= setTimeout(() => {
+        gathering = null;
+        next();
+      }, wait);
+  }
+
+  function enqueue(entry: AuditEntry, done: (() => void) | null): void {
+    queue.push({
+      done,
+      row: {
+        type: entry.type,
+        actor: entry.actor?.slice(0, 256) ?? null,
+        subject: entry.subject ?? null,
+        client_id: entry.clientId ?? null,
+        ip: entry.ip ?? null,
+        user_agent: entry.userAgent?.slice(0, 512) ?? null,
+        details: JSON.stringify(entry.details ?? {}),
+      },
+    });
+    if (done) awaited++;
+    next();
+  }
+
   return {
     record(entry) {
-      return new Promise<void>((done) => {
-        queue.push({
-          done,
-          row: {
-            type: entry.type,
-            actor: entry.actor?.slice(0, 256) ?? null,
-            subject: entry.subject ?? null,
-            client_id: entry.clientId ?? null,
-            ip: entry.ip ?? null,
-            user_agent: entry.userAgent?.slice(0, 512) ?? null,
-            details: JSON.stringify(entry.details ?? {}),
-          },
-        });
-        void schedule();
-      });
+      return new Promise<void>((done) => enqueue(entry, done));
+    },
+    note(entry) {
+      enqueue(entry, null);
     },
     async flush() {
       if (retry) {
@@ -235,7 +280,10 @@ export function createAudit(db: Db, log: Logger): Audit {
         clearTimeout(retry);
         retry = null;
       }
-      await schedule();
+      // Until nothing is queued or the database refuses (a retry is then set instead of a write).
+      do {
+        await schedule();
+      } while ((queue.length || scheduled) && !retry);
       if (queue.length) log.error({ dropped: queue.length }, 'audit events not written at shutdown: the database is unreachable');
     },
   };

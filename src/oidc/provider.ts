@@ -310,7 +310,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   function recordIssued(ctx: KoaContextWithOIDC): void {
     const { AccessToken, ClientCredentials, Client } = ctx.oidc.entities;
     const act = AccessToken?.extra?.act as Actor | undefined;
-    void audit.record({
+    audit.note({
       type: 'token.issued',
       actor: act?.preferred_username ?? null,
       subject: AccessToken?.accountId ?? null,
@@ -324,14 +324,14 @@ export function createProvider(deps: ProviderDeps): Provider {
     if (!rotationPending(ctx)) recordIssued(ctx);
   });
   provider.on('grant.revoked', (ctx: KoaContextWithOIDC, grantId: string) => {
-    void audit.record({ type: 'token.revoked', clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip, details: { grant_id: grantId } });
+    audit.note({ type: 'token.revoked', clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip, details: { grant_id: grantId } });
   });
   provider.on('end_session.success', (ctx: KoaContextWithOIDC) => {
     const session = ctx.oidc.session;
     void (async () => {
       // A shared account's sign-out is the member's who signed it in.
       const actor = session?.uid && session.accountId ? await actorOf(db, { sessionUid: session.uid }).catch(() => null) : null;
-      await audit.record({ type: 'logout', actor: actor?.preferred_username ?? null, subject: session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip });
+      audit.note({ type: 'logout', actor: actor?.preferred_username ?? null, subject: session?.accountId ?? null, clientId: ctx.oidc.client?.clientId ?? null, ip: ctx.ip });
     })();
   });
   provider.on('server_error', (_ctx: KoaContextWithOIDC, error: Error) => log.error({ err: error }, 'provider server_error'));

@@ -5,7 +5,7 @@ import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { startTestTessera, type TestTessera } from './support/tessera.js';
 import { Agent } from './support/agent.js';
 import { signIn } from './support/journey.js';
-import { createClient } from '../src/clients/clients.js';
+import { createClient, rotateClientSecret } from '../src/clients/clients.js';
 import { createUser } from '../src/directory/users.js';
 import { allowClient, createResourceServer, disallowClient, removeResourceServer } from '../src/resource-servers/resource-servers.js';
 import { ACR } from '../src/oidc/assurance.js';
@@ -183,5 +183,29 @@ describe('APIs (resource servers): audience-bound access tokens', () => {
     assert.equal((await oidc.tokenIntrospection(config, tokens.access_token)).active, false);
     const r = await tokenRequest('svc', { grant_type: 'client_credentials', resource: 'https://gone.example.test' });
     assert.equal(r.body.error, 'invalid_target');
+  });
+
+  it('a client kept by the server (and the client oidc-provider built for it) changes once read again: a rotated secret', async () => {
+    const kept = await startTestTessera({ CLIENT_CACHE_SECONDS: '1' });
+    try {
+      await createClient(kept.db, kept.box, { clientId: 'rotating', secret: SECRET, grantTypes: ['client_credentials'], scope: 'openid' });
+      await createResourceServer(kept.db, { identifier: ORDERS, name: 'Orders API', scopes: ['orders:read'] });
+      await allowClient(kept.db, ORDERS, 'rotating');
+      const ask = (secret: string) =>
+        fetch(`${kept.issuer}/token`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`rotating:${secret}`).toString('base64')}` },
+          body: new URLSearchParams({ grant_type: 'client_credentials', resource: ORDERS }),
+        }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
+      assert.equal((await ask(SECRET)).status, 200);
+      assert.equal((await ask(SECRET)).status, 200, 'the kept client');
+      const rotated = await rotateClientSecret(kept.db, kept.box, 'rotating');
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      assert.equal((await ask(SECRET)).body.error, 'invalid_client', 'the old secret, once the registration is read again');
+      assert.equal((await ask(rotated)).status, 200);
+      assert.equal((await ask(rotated)).status, 200);
+    } finally {
+      await kept.stop();
+    }
   });
 });

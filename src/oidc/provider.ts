@@ -263,6 +263,7 @@ export function createProvider(deps: ProviderDeps): Provider {
 
   const provider = new Provider(issuer, configuration);
   provider.proxy = config.trustProxy;
+  keepBuiltClients(provider, clients);
 
   // Once oidc-provider has signed the session in (and its uid is final), what the interaction
   // proved moves from its progress into the session's factor ledger.
@@ -336,4 +337,25 @@ export function createProvider(deps: ProviderDeps): Provider {
   });
   provider.on('server_error', (_ctx: KoaContextWithOIDC, error: Error) => log.error({ err: error }, 'provider server_error'));
   return provider;
+}
+
+/**
+ * oidc-provider finds the Client it built for stored metadata by hashing that metadata (JSON and
+ * SHA-256) on every lookup: a share of every token request's CPU. The metadata object Tessera keeps
+ * stays the same until it is read again (src/clients/registered.ts), so the Client built for it is
+ * kept beside it, and a changed client, read afresh, gets a new one.
+ */
+function keepBuiltClients(provider: Provider, clients: RegisteredClients): void {
+  const ClientModel = provider.Client;
+  const find = ClientModel.find.bind(ClientModel);
+  const built = new WeakMap<object, InstanceType<typeof ClientModel>>();
+  ClientModel.find = async (id: string) => {
+    const registered = typeof id === 'string' ? await clients.get(id) : undefined;
+    if (!registered) return find(id);
+    const kept = built.get(registered.metadata);
+    if (kept) return kept;
+    const client = await find(id);
+    if (client) built.set(registered.metadata, client);
+    return client;
+  };
 }

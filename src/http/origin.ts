@@ -13,7 +13,8 @@ const OPERATIONS = new Set(['/healthz', '/readyz', '/metrics']);
 export function issuerOrigin(issuer: string) {
   const url = new URL(issuer);
   const https = url.protocol === 'https:';
-  return async (ctx: Context, next: Next) => {
+  // Synchronous: nothing to do after the response, and every token request passes through it.
+  return (ctx: Context, next: Next): Promise<void> => {
     // An absolute-form request target ("GET https://evil.example/… HTTP/1.1") would become ctx.href
     // as given: only its path and query are kept.
     if (!ctx.originalUrl.startsWith('/')) {
@@ -33,6 +34,6 @@ export function issuerOrigin(issuer: string) {
         'Not over HTTPS',
       );
     }
-    await next();
+    return next();
   };
 }

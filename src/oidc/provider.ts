@@ -266,16 +266,18 @@ export function createProvider(deps: ProviderDeps): Provider {
   keepBuiltClients(provider, clients);
 
   // Once oidc-provider has signed the session in (and its uid is final), what the interaction
-  // proved moves from its progress into the session's factor ledger.
-  provider.use(async (ctx, next) => {
+  // proved moves from its progress into the session's factor ledger. The resume route is a GET:
+  // POSTs (every token request) pass straight through.
+  provider.use((ctx, next) => (ctx.method === 'GET' || ctx.method === 'HEAD' ? commitPassesOnResume(ctx as KoaContextWithOIDC, next) : next()));
+  async function commitPassesOnResume(ctx: KoaContextWithOIDC, next: () => Promise<unknown>): Promise<void> {
     await next();
-    const { oidc } = ctx as KoaContextWithOIDC;
+    const { oidc } = ctx;
     const interactionUid = oidc?.route === 'resume' ? (oidc.result as Record<string, unknown> | undefined)?.[LEDGER_RESULT] : undefined;
     if (typeof interactionUid === 'string' && oidc.session?.uid) {
       await commitInteractionPasses(db, interactionUid, oidc.session.uid, config.ttl.sessionSeconds);
       if ((oidc.result as Record<string, unknown>)[APPROVAL_RESULT]) await recordSessionApproval(db, interactionUid, oidc.session.uid, config.ttl.sessionSeconds);
     }
-  });
+  }
 
   // A refresh token's rotation is stored once its response is known to succeed (src/oidc/adapter.ts).
   // One that lost to another use of the same token answers invalid_grant instead, and an error

@@ -7,7 +7,7 @@ import { ClientAdapter, KyselyAdapter, purgeExpired, storageKeys, storedId, upgr
 import { SecretBox } from '../src/crypto/secret-box.js';
 import { createClient } from '../src/clients/clients.js';
 import { RegisteredClients } from '../src/clients/registered.js';
-import type { Db } from '../src/db/index.js';
+import { openDatabase, type Db } from '../src/db/index.js';
 
 // Every model oidc-provider persists through an adapter.
 const MODELS = [
@@ -208,6 +208,21 @@ describe('storage', () => {
       assert.equal(found?.client_id, 'svc');
       assert.equal(await adapter.find('unknown'), undefined);
       assert.equal(await adapter.find('x'.repeat(5000)), undefined);
+    });
+  });
+
+  describe('machine access tokens', () => {
+    it('are stored committed asynchronously, and the connection that stored one keeps its own durability', async () => {
+      const one = testDb.url ? await openDatabase({ databaseUrl: testDb.url, dataDir: null, poolSize: 1 }) : testDb.handle;
+      try {
+        const tokens = new KyselyAdapter(one.db, 'ClientCredentials', KEYS);
+        await tokens.upsert('machine-token-1', { jti: 'machine-token-1', clientId: 'svc' }, 60);
+        assert.equal((await tokens.find('machine-token-1'))?.clientId, 'svc');
+        const setting = await sql<{ value: string }>`select current_setting('synchronous_commit') as value`.execute(one.db);
+        assert.equal(setting.rows[0]!.value, 'on', 'the next statement on that connection commits durably again');
+      } finally {
+        if (one !== testDb.handle) await one.close();
+      }
     });
   });
 
